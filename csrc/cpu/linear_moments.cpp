@@ -1,0 +1,114 @@
+#include "linear_moments.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+#include "../common/linear_rows.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pcf {
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  if (const char* env = std::getenv("PYCKAFAST_NUM_THREADS")) return std::max(1, std::atoi(env));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+#endif
+}
+
+namespace {
+
+// One thread's partial sums; merged after the parallel loop so no atomics are needed.
+struct Partial {
+  std::vector<double> sx, sy, qx, rx, qy, ry;
+  double s[5] = {0, 0, 0, 0, 0};
+  Partial(std::int64_t p1, std::int64_t p2, bool debiased)
+      : sx(p1), sy(p2), qx(debiased ? p1 : 0), rx(debiased ? p1 : 0),
+        qy(debiased ? p2 : 0), ry(debiased ? p2 : 0) {}
+};
+
+void add_into(std::vector<double>& to, const std::vector<double>& from) {
+  for (std::size_t j = 0; j < from.size(); ++j) to[j] += from[j];
+}
+
+}  // namespace
+
+template <bool Debiased, typename T>
+void moments_rows(View2D<T> x, View2D<T> y, const T* shift_x, const T* shift_y, T* out_x,
+                  T* out_y, std::int64_t lo, std::int64_t hi, Partial& part) {
+  const std::int64_t p1 = x.cols, p2 = y.cols;
+  for (std::int64_t i = lo; i < hi; ++i) {
+    T* ox = out_x + i * p1;
+    T* oy = out_y + i * p2;
+    const double q = shift_row<Debiased>(x.data + i * x.row_stride, x.col_stride, shift_x, ox,
+                                         part.sx.data(), p1);
+    const double r = shift_row<Debiased>(y.data + i * y.row_stride, y.col_stride, shift_y, oy,
+                                         part.sy.data(), p2);
+    if (Debiased) {
+      weighted_row(ox, p1, q, r, part.qx.data(), part.rx.data());
+      weighted_row(oy, p2, q, r, part.qy.data(), part.ry.data());
+      norm_scalars(q, r, part.s);
+    }
+  }
+}
+
+// Threads are started per call and joined, not taken from an OpenMP pool: this pass alternates
+// with BLAS GEMMs chunk after chunk, and idle pool workers (OpenMP's, and BLAS's own) spin on the
+// cores. Rows are cut into many blocks handed out through an atomic counter, so a thread that
+// shares its core with a spinning BLAS worker simply takes fewer blocks (a static split waited
+// for it: measured 0.29 s instead of 0.08 s per pass). Each block has its own partial sums,
+// reduced in block order, so the result does not depend on the scheduling.
+template <typename T>
+LinearMoments linear_moments(View2D<T> x, View2D<T> y, const T* shift_x, const T* shift_y,
+                             T* out_x, T* out_y, bool debiased) {
+  const std::int64_t m = x.rows, p1 = x.cols, p2 = y.cols;
+  const std::int64_t block_rows = 128;
+  const std::int64_t nblocks = std::max<std::int64_t>(1, (m + block_rows - 1) / block_rows);
+  const int nt = static_cast<int>(std::min<std::int64_t>(max_threads(), nblocks));
+  std::vector<Partial> parts(nblocks, Partial(p1, p2, debiased));
+  std::atomic<std::int64_t> next{0};
+  auto worker = [&]() {
+    for (std::int64_t b; (b = next.fetch_add(1)) < nblocks;) {
+      const std::int64_t lo = b * block_rows, hi = std::min(m, lo + block_rows);
+      if (debiased)
+        moments_rows<true, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
+      else
+        moments_rows<false, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+
+  LinearMoments result;
+  result.sum_x.assign(p1, 0.0);
+  result.sum_y.assign(p2, 0.0);
+  result.qx.assign(debiased ? p1 : 0, 0.0);
+  result.rx.assign(debiased ? p1 : 0, 0.0);
+  result.qy.assign(debiased ? p2 : 0, 0.0);
+  result.ry.assign(debiased ? p2 : 0, 0.0);
+  for (const auto& part : parts) {
+    add_into(result.sum_x, part.sx);
+    add_into(result.sum_y, part.sy);
+    add_into(result.qx, part.qx);
+    add_into(result.rx, part.rx);
+    add_into(result.qy, part.qy);
+    add_into(result.ry, part.ry);
+    for (int k = 0; k < 5; ++k) result.scalars[k] += part.s[k];
+  }
+  return result;
+}
+
+template LinearMoments linear_moments<float>(View2D<float>, View2D<float>, const float*,
+                                             const float*, float*, float*, bool);
+template LinearMoments linear_moments<double>(View2D<double>, View2D<double>, const double*,
+                                              const double*, double*, double*, bool);
+
+}  // namespace pcf

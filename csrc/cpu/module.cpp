@@ -1,0 +1,76 @@
+// pybind11 module pyckafast._ext: host kernels that produce pyckafast's terms.
+// Argument checks name the argument, as the Python API does.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "linear_moments.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+using Arr = py::array_t<T, py::array::forcecast>;
+
+template <typename T>
+pcf::View2D<T> view2d(const py::array& a, const char* name) {
+  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
+  if (!py::isinstance<py::array_t<T>>(a))
+    throw py::type_error(std::string(name) + " has the wrong dtype for this kernel");
+  const auto item = static_cast<py::ssize_t>(sizeof(T));
+  if (a.strides(0) % item || a.strides(1) % item)
+    throw py::value_error(std::string(name) + " has strides that are not whole elements");
+  return {static_cast<const T*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / item,
+          a.strides(1) / item};
+}
+
+template <typename T>
+T* c_contiguous_out(py::array& a, py::ssize_t rows, py::ssize_t cols, const char* name) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || a.ndim() != 2 ||
+      a.shape(0) != rows || a.shape(1) != cols || !a.writeable())
+    throw py::value_error(std::string(name) +
+                          " must be a writable C-contiguous array of the input's shape and dtype");
+  return static_cast<T*>(a.mutable_data());
+}
+
+py::array_t<double> to_numpy(const std::vector<double>& v) {
+  py::array_t<double> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+template <typename T>
+py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& shift_x,
+                         const Arr<T>& shift_y, py::array out_x, py::array out_y, bool debiased) {
+  auto vx = view2d<T>(x, "x");
+  auto vy = view2d<T>(y, "y");
+  if (vx.rows != vy.rows) throw py::value_error("x and y must have the same number of rows");
+  if (shift_x.size() != vx.cols) throw py::value_error("shift_x must have one entry per column of x");
+  if (shift_y.size() != vy.cols) throw py::value_error("shift_y must have one entry per column of y");
+  T* ox = c_contiguous_out<T>(out_x, vx.rows, vx.cols, "out_x");
+  T* oy = c_contiguous_out<T>(out_y, vy.rows, vy.cols, "out_y");
+  pcf::LinearMoments r;
+  {
+    py::gil_scoped_release release;
+    r = pcf::linear_moments<T>(vx, vy, shift_x.data(), shift_y.data(), ox, oy, debiased);
+  }
+  py::array_t<double> scalars(5);
+  std::copy(r.scalars, r.scalars + 5, scalars.mutable_data());
+  return py::make_tuple(to_numpy(r.sum_x), to_numpy(r.sum_y), to_numpy(r.qx), to_numpy(r.rx),
+                        to_numpy(r.qy), to_numpy(r.ry), scalars);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_ext, m) {
+  m.doc() = "pyckafast host kernels (C++17, OpenMP): the CPU twins of the CUDA kernels";
+  m.def("linear_moments_f32", &linear_moments<float>, py::arg("x"), py::arg("y"),
+        py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
+        py::arg("debiased"));
+  m.def("linear_moments_f64", &linear_moments<double>, py::arg("x"), py::arg("y"),
+        py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
+        py::arg("debiased"));
+  m.def("max_threads", &pcf::max_threads, "OpenMP threads the kernels use");
+}

@@ -1,0 +1,22 @@
+"""pyckafast: exact CKA and HSIC at scale, and the CKA robustness suite of Davari et al. (2023).
+
+Every backend (NumPy, Numba, the C++ extension, CUDA through CuPy, Dask partitions) produces the
+same small set of exact, mergeable terms; one backend-free module combines them into every
+CKA/HSIC variant. ``import pyckafast`` never imports cupy, torch or dask.
+"""
+
+from ._backends import BackendUnavailable
+from ._config import show_config
+from .linear import linear_cka, linear_hsic
+from .streaming import LinearCKAState, stream_npy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "LinearCKAState",
+    "linear_cka",
+    "linear_hsic",
+    "show_config",
+    "stream_npy",
+]

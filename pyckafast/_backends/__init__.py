@@ -1,0 +1,95 @@
+"""Backend registry: one name -> one implementation module that can say whether it is usable.
+
+A backend module implements some *operations* as module-level functions (``linear_moments``,
+``rbf_tile_terms``, ...), each producing terms (``pyckafast._terms``) from a block of data.
+``resolve`` picks the module for an operation: "auto" takes the first usable backend in the
+operation's order for the device the data lives on; an explicit name never silently falls back,
+it raises with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+
+__all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends"]
+
+
+class BackendUnavailable(RuntimeError):
+    """An explicitly requested backend cannot run here."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    device: str  # "cpu" or "cuda": where the arrays it takes live
+    module: str  # imported lazily, so that optional dependencies stay optional
+    summary: str
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("numpy", "cpu", "pyckafast._backends._numpy", "plain float64 reference (BLAS)"),
+        Backend("numba", "cpu", "pyckafast._backends._numba", "Numba kernels + BLAS, input dtype"),
+        Backend("cpp", "cpu", "pyckafast._backends._cpp", "pybind11 C++ extension + BLAS"),
+        Backend("cuda", "cuda", "pyckafast._backends._cuda", "CUDA kernels through CuPy"),
+    )
+}
+
+# Preference of "auto" per (operation, device), fastest first (see bench/README.md).
+AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
+    ("linear_moments", "cpu"): ("cpp", "numba", "numpy"),
+    ("linear_moments", "cuda"): ("cuda",),
+}
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    """Import a backend module once; return (module, None) or (None, why it cannot run)."""
+    try:
+        module = importlib.import_module(BACKENDS[name].module)
+    except ImportError as exc:  # a missing optional dependency or an unbuilt extension
+        return None, f"{type(exc).__name__}: {exc}"
+    why = getattr(module, "unusable_reason", lambda: None)()
+    return (None, why) if why else (module, None)
+
+
+def probe(name: str) -> str | None:
+    """None if backend ``name`` can run here, else the reason it cannot."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {['auto', *BACKENDS]}; got {name!r}.")
+    return _load(name)[1]
+
+
+def usable_backends(device: str = "cpu") -> list[str]:
+    return [n for n, b in BACKENDS.items() if b.device == device and probe(n) is None]
+
+
+def resolve(name: str, op: str, device: str = "cpu") -> ModuleType:
+    """The backend module that runs operation ``op`` on arrays living on ``device``."""
+    if name == "auto":
+        order = AUTO_ORDER.get((op, device), ())
+        for candidate in order:
+            module, _ = _load(candidate)
+            if module is not None and hasattr(module, op):
+                return module
+        raise BackendUnavailable(
+            f"no usable backend for {op} on {device}; tried {list(order)}: "
+            + "; ".join(f"{c}: {probe(c)}" for c in order)
+        )
+    why = probe(name)
+    if why:
+        raise BackendUnavailable(f"backend={name!r} cannot run here: {why}")
+    backend = BACKENDS[name]
+    if backend.device != device:
+        raise ValueError(
+            f"backend={name!r} takes arrays on {backend.device}, but the inputs live on {device}; "
+            f"move them or pick a {device} backend ({usable_backends(device)})."
+        )
+    module, _ = _load(name)
+    if not hasattr(module, op):
+        raise BackendUnavailable(f"backend={name!r} does not implement {op}.")
+    return module

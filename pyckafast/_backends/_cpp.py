@@ -1,0 +1,46 @@
+"""The pybind11 C++ extension (``pyckafast._ext``) as a backend; GEMMs stay with BLAS."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._terms import RowNormTerms
+
+try:
+    from .. import _ext
+except ImportError as exc:  # not built (e.g. a source checkout); the registry reports why
+    _ext = None
+    _IMPORT_ERROR = f"the compiled extension pyckafast._ext did not load ({exc})"
+else:
+    _IMPORT_ERROR = None
+
+
+def unusable_reason() -> str | None:
+    return _IMPORT_ERROR
+
+
+def gemm_dtype(dtype: np.dtype) -> np.dtype:
+    return np.dtype(dtype)
+
+
+def _kernel(name: str, dtype: np.dtype):
+    if dtype == np.float32:
+        return getattr(_ext, f"{name}_f32")
+    if dtype == np.float64:
+        return getattr(_ext, f"{name}_f64")
+    raise TypeError(f"the cpp backend takes float32 or float64 arrays; got {dtype}.")
+
+
+def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
+    """Write the shifted rows into ``out_x``/``out_y``; return (sum_x, sum_y, norms or None)."""
+    kernel = _kernel("linear_moments", x.dtype)
+    sum_x, sum_y, qx, rx, qy, ry, s = kernel(
+        x, y, shift_x.astype(x.dtype), shift_y.astype(y.dtype), out_x, out_y, bool(debiased)
+    )
+    if not debiased:
+        return sum_x, sum_y, None
+    norms = RowNormTerms(
+        sum_q=float(s[0]), sum_r=float(s[1]), sum_qq=float(s[2]), sum_rr=float(s[3]),
+        sum_qr=float(s[4]), qx=qx, rx=rx, qy=qy, ry=ry,
+    )
+    return sum_x, sum_y, norms

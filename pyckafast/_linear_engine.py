@@ -1,0 +1,151 @@
+"""Producers of linear terms on the CPU: chunked feature-space moments and sample-space Grams."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backends
+from ._combine import is_zero_variance
+from ._terms import KernelTerms, LinearTerms
+from ._validation import check_finite_sums
+
+__all__ = [
+    "default_chunk_rows", "block_terms", "feature_terms", "first_chunk_mean", "sample_terms",
+    "prefer_samples",
+]
+
+# Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache
+# between the shift pass and the GEMMs, large enough for BLAS to run at full rate.
+_CHUNK_BYTES = 8 << 20
+# The sample-space form holds two n x n float64 Grams; above this n it is never chosen.
+_MAX_SAMPLE_N = 8192
+
+
+def default_chunk_rows(p1: int, p2: int, itemsize: int) -> int:
+    return int(np.clip(_CHUNK_BYTES // (itemsize * max(p1, p2)), 256, 1 << 16))
+
+
+class _Accumulator:
+    """Running float64 sums of chunks that share one shift: in-place adds, no reshift."""
+
+    def __init__(self, p1: int, p2: int, dtype: np.dtype, input_dtype: np.dtype):
+        self.n = 0
+        self.sum_x, self.sum_y = np.zeros(p1), np.zeros(p2)
+        self.xx, self.yy, self.xy = np.zeros((p1, p1)), np.zeros((p2, p2)), np.zeros((p1, p2))
+        self.norms = None
+        self.eps = float(np.finfo(input_dtype).eps)  # sets the zero-variance threshold
+        # GEMM results land here in the input dtype before the float64 add.
+        self._gx, self._gy = np.empty((p1, p1), dtype), np.empty((p2, p2), dtype)
+        self._gxy = np.empty((p1, p2), dtype)
+
+    def add(self, bx: np.ndarray, by: np.ndarray, sum_x, sum_y, norms) -> None:
+        self.n += bx.shape[0]
+        self.sum_x += sum_x
+        self.sum_y += sum_y
+        # a.T @ a on one buffer lets NumPy call SYRK: half the flops of a general GEMM.
+        self.xx += np.matmul(bx.T, bx, out=self._gx)
+        self.yy += np.matmul(by.T, by, out=self._gy)
+        self.xy += np.matmul(bx.T, by, out=self._gxy)
+        if norms is not None:
+            self.norms = norms if self.norms is None else self.norms + norms
+
+    def terms(self, shift_x: np.ndarray, shift_y: np.ndarray) -> LinearTerms:
+        return LinearTerms(
+            n=self.n, shift_x=shift_x, shift_y=shift_y, sum_x=self.sum_x, sum_y=self.sum_y,
+            xx=self.xx, yy=self.yy, xy=self.xy, norms=self.norms, eps=self.eps,
+        )
+
+
+def block_terms(
+    x: np.ndarray, y: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, ops,
+    debiased: bool, rows: int, start: int = 0,
+) -> LinearTerms:
+    """Exact terms of all rows of x and y, shifted by (shift_x, shift_y), ``rows`` at a time.
+
+    ``ops`` is a backend module with ``linear_moments`` and ``gemm_dtype``. Memory beyond the
+    inputs: two chunk buffers and the p x p sums. ``start`` offsets row numbers in errors.
+    """
+    n, p1, p2 = x.shape[0], x.shape[1], y.shape[1]
+    wide = np.promote_types(x.dtype, y.dtype)
+    dtype = ops.gemm_dtype(wide)
+    bufx, bufy = np.empty((min(rows, n), p1), dtype), np.empty((min(rows, n), p2), dtype)
+    acc = _Accumulator(p1, p2, dtype, wide)
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        cx, cy = x[lo:hi], y[lo:hi]
+        if cx.dtype != cy.dtype:  # kernels take one dtype: upcast this chunk of the narrower side
+            cx, cy = cx.astype(wide, copy=False), cy.astype(wide, copy=False)
+        bx, by = bufx[: hi - lo], bufy[: hi - lo]
+        sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
+        check_finite_sums(sum_x, "x", start + lo, start + hi)
+        check_finite_sums(sum_y, "y", start + lo, start + hi)
+        acc.add(bx, by, sum_x, sum_y, norms)
+    return acc.terms(shift_x, shift_y)
+
+
+def feature_terms(
+    x: np.ndarray, y: np.ndarray, *, backend: str = "auto", debiased: bool = False,
+    chunk_size: int | None = None, shift: tuple[np.ndarray, np.ndarray] | None = None,
+) -> LinearTerms:
+    """Exact linear terms of all rows, one pass, memory O(p^2 + chunk_size * p)."""
+    ops = _backends.resolve(backend, "linear_moments", "cpu")
+    rows = chunk_size or default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
+    if shift is None:
+        shift = first_chunk_mean(x, rows), first_chunk_mean(y, rows)
+    return block_terms(x, y, *shift, ops, debiased, rows)
+
+
+def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
+    """Mean of the first chunk, rounded to the input dtype: a shift close to the data's mean.
+
+    Rounding to the input dtype makes x - shift exact for values near the mean (Sterbenz), and
+    returns a non-finite shift untouched so that the chunk's finiteness check reports it.
+    """
+    head = a[: min(rows, a.shape[0])]
+    with np.errstate(all="ignore"):
+        mean = head.mean(axis=0, dtype=np.float64)
+        return np.nan_to_num(mean.astype(a.dtype), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
+
+
+def prefer_samples(n: int, p1: int, p2: int) -> bool:
+    """True when the n x n sample-space form costs fewer flops than the p x p feature form."""
+    feature_cost = n * (p1 * p1 + p2 * p2 + p1 * p2)
+    sample_cost = n * n * (p1 + p2 + 3)
+    return n <= _MAX_SAMPLE_N and sample_cost < feature_cost
+
+
+def sample_terms(
+    x: np.ndarray, y: np.ndarray, *, column_block: int = 4096
+) -> tuple[KernelTerms, bool, bool]:
+    """Kernel terms of the centred linear Grams K = X~X~', L = Y~Y~' (for p >> n), and whether
+    x and y have zero variance.
+
+    Columns are centred a block at a time, so no full centred copy of x or y is made.
+    """
+    k, zero_x = _centred_gram(x, "x", column_block)
+    l, zero_y = _centred_gram(y, "y", column_block)
+    terms = KernelTerms(
+        n=x.shape[0], s_kl=float(np.vdot(k, l)), s_kk=float(np.vdot(k, k)),
+        s_ll=float(np.vdot(l, l)), row_k=k.sum(axis=1), row_l=l.sum(axis=1),
+        diag_k=np.diagonal(k).copy(), diag_l=np.diagonal(l).copy(),
+    )
+    return terms, zero_x, zero_y
+
+
+def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarray, bool]:
+    n = a.shape[0]
+    gram = np.zeros((n, n))
+    mean_sq = 0.0
+    for start in range(0, a.shape[1], column_block):
+        block = a[:, start:start + column_block]
+        mean = block.mean(axis=0, dtype=np.float64)
+        check_finite_sums(mean, name, 0, n)
+        centred = block - mean.astype(block.dtype)
+        gram += centred @ centred.T
+        mean_sq += float(mean @ mean)
+    trace = float(np.trace(gram))
+    return gram, is_zero_variance(trace, mean_sq, n, _eps(a.dtype))
+
+
+def _eps(*dtypes: np.dtype) -> float:
+    return max(float(np.finfo(d).eps) for d in dtypes)

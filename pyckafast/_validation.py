@@ -1,0 +1,76 @@
+"""Checks at the public boundary: every error names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["as_samples", "check_same_n", "check_finite_sums", "check_positive_scalar"]
+
+
+def as_samples(x: object, name: str) -> np.ndarray:
+    """Return ``x`` as a 2-D floating array of shape (n_samples, n_features) without copying.
+
+    1-D input is one feature. Integer and boolean input is converted to float64, float16 to float32.
+    Non-contiguous, Fortran-ordered and memory-mapped arrays are returned as views.
+    """
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    kind = arr.dtype.kind
+    if kind in "biu":
+        arr = arr.astype(np.float64)
+    elif kind == "f" and arr.dtype.itemsize == 2:
+        arr = arr.astype(np.float32)
+    elif kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
+    elif kind != "f":
+        raise TypeError(
+            f"{name} must hold real numbers (float32, float64, integer or bool); "
+            f"got dtype {arr.dtype}."
+        )
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 1-D or 2-D array of shape (n_samples, n_features); "
+            f"got shape {arr.shape}."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}.")
+    return arr
+
+
+def check_same_n(x: np.ndarray, y: np.ndarray, min_n: int, *, why: str = "") -> int:
+    """Check that x and y have the same number of rows, at least ``min_n``; return n."""
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(
+            f"x and y must have the same number of samples (rows); "
+            f"got x with {n} and y with {y.shape[0]}."
+        )
+    if n < min_n:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"x and y need at least {min_n} samples{reason}; got {n}.")
+    return n
+
+
+def check_finite_sums(sums: np.ndarray, name: str, start: int, stop: int) -> None:
+    """Raise if a column-sum vector is not finite: a NaN or Inf in rows [start, stop) of ``name``.
+
+    A sum over values that contains NaN or +-Inf is itself non-finite, so checking the sums that
+    the kernels accumulate anyway costs nothing and needs no boolean copy of the data.
+    """
+    if not np.all(np.isfinite(sums)):
+        raise ValueError(
+            f"{name} must contain only finite values; found NaN or Inf in rows {start}..{stop - 1} "
+            f"(or values so large that their sum overflows float64)."
+        )
+
+
+def check_positive_scalar(value: object, name: str) -> float:
+    """Return ``value`` as a float, raising if it is not a finite number > 0."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive real number; got {value!r}.") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {v}.")
+    return v
