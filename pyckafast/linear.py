@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from . import _backends, _combine, _linear_engine
+from . import _arrays, _backends, _combine, _linear_engine
 from ._validation import as_samples, check_same_n
 
 __all__ = ["linear_cka", "linear_hsic"]
@@ -29,10 +29,12 @@ def linear_cka(
     debiased : bool, default False
         False: CKA from the biased HSIC estimator (Kornblith et al. 2019).
         True: "debiased CKA" from the unbiased HSIC estimator (Song et al. 2012); needs n >= 4.
-    backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
-        Who computes the per-chunk terms. "numpy" is the plain float64 reference; "numba" and
-        "cpp" shift each chunk in the input dtype and run the GEMMs at that precision, with
-        every accumulation in float64. An explicit backend that cannot run raises.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Who computes the per-chunk terms. "auto" uses the device the inputs live on (CuPy
+        arrays and torch CUDA tensors: "cuda"; host data: the fastest CPU backend). "numpy" is
+        the plain float64 reference; "numba" and "cpp" shift each chunk in the input dtype and
+        run the GEMMs at that precision, with every accumulation in float64. "cuda" with host
+        input streams it to the GPU chunk by chunk. An explicit backend that cannot run raises.
     chunk_size : int, optional
         Rows per chunk (default: about 8 MB of the wider input per chunk).
     form : {"auto", "features", "samples"}, default "auto"
@@ -86,7 +88,11 @@ def linear_hsic(
 
 
 def _hsic_triple(x, y, debiased, backend, chunk_size, form) -> _combine.HSICTriple:
-    x, y = as_samples(x, "x"), as_samples(y, "y")
+    device = _arrays.producer_device(backend, _arrays.common_device(x, y))
+    if device != "cpu":  # GPU producers validate and move data themselves
+        ops = _backends.resolve(backend, "linear_terms", device)
+        return _combine.linear_hsic(ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size), debiased)
+    x, y = as_samples(_arrays.host_view(x), "x"), as_samples(_arrays.host_view(y), "y")
     n = check_same_n(x, y, 4 if debiased else 2,
                      why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):

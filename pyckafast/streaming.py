@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from . import _backends, _combine, _linear_engine
+from . import _arrays, _backends, _combine, _linear_engine
 from ._terms import LinearTerms, RowNormTerms
 from ._validation import as_samples, check_same_n
 
@@ -62,8 +62,18 @@ class LinearCKAState:
         return self._terms
 
     def update(self, x, y) -> LinearCKAState:
-        """Add a batch of samples (rows of x and the matching rows of y); returns self."""
-        x, y = as_samples(x, "x"), as_samples(y, "y")
+        """Add a batch of samples (rows of x and the matching rows of y); returns self.
+
+        GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU; host batches on the CPU.
+        """
+        device = _arrays.producer_device(self.backend, _arrays.common_device(x, y))
+        if device != "cpu":
+            ops = _backends.resolve(self.backend, "linear_terms", device)
+            part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None)
+            self._check_widths(part.sum_x.size, part.sum_y.size)
+            self._terms = part if self._terms is None else self._terms.merge(part)
+            return self
+        x, y = as_samples(_arrays.host_view(x), "x"), as_samples(_arrays.host_view(y), "y")
         check_same_n(x, y, 1)
         self._check_widths(x.shape[1], y.shape[1])
         ops = _backends.resolve(self.backend, "linear_moments", "cpu")

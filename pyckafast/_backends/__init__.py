@@ -42,7 +42,7 @@ BACKENDS: dict[str, Backend] = {
 # Preference of "auto" per (operation, device), fastest first (see bench/README.md).
 AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("linear_moments", "cpu"): ("cpp", "numba", "numpy"),
-    ("linear_moments", "cuda"): ("cuda",),
+    ("linear_terms", "cuda"): ("cuda",),
 }
 
 
