@@ -144,7 +144,7 @@ def feature_space_linear_cka(features_x, features_y, debiased: bool = False) -> 
     >>> from pyckafast.compat.kornblith import feature_space_linear_cka
     >>> x = np.random.default_rng(0).normal(size=(100, 4))
     >>> round(feature_space_linear_cka(x, x @ np.diag([1.0, 2.0, 3.0, 4.0])), 3)
-    0.734
+    0.849
     """
     return linear_cka(features_x, features_y, debiased=bool(debiased))
 
