@@ -1,0 +1,152 @@
+"""pyckafast.dask on a LocalCluster with worker processes: equal to the in-memory results."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+import pyckafast  # noqa: E402
+import pyckafast.dask as pdask  # noqa: E402
+from pyckafast.compat import kornblith as kb  # noqa: E402
+
+HAS_RBF_ENGINE = importlib.util.find_spec("pyckafast._rbf_engine") is not None
+needs_rbf = pytest.mark.skipif(not HAS_RBF_ENGINE, reason="pyckafast._rbf_engine comes from the rbf branch")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def _data(n, p1, p2, seed=0, offset=0.0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p1)) + offset
+    y = np.tanh(x[:, : max(1, p1 // 2)] - offset) @ rng.normal(size=(max(1, p1 // 2), p2))
+    y += 0.3 * rng.normal(size=(n, p2)) + offset
+    return x.astype(dtype), y.astype(dtype)
+
+
+UNEVEN = [(100, 250, 333, 17, 300), (1000,), (7, 993)]
+
+
+@pytest.mark.parametrize("chunks", UNEVEN)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_equals_in_memory(client, chunks, debiased):
+    x, y = _data(1000, 9, 5, offset=30.0)
+    dx = da.from_array(x, chunks=(chunks, 4))  # columns split too: rechunked to one
+    dy = da.from_array(y, chunks=(200, 5))  # different row chunks: aligned to dx
+    got = pdask.linear_cka(dx, dy, debiased=debiased)
+    assert got == pytest.approx(pyckafast.linear_cka(x, y, debiased=debiased), abs=1e-10)
+    assert got == pytest.approx(kb.feature_space_linear_cka(x, y, debiased), abs=1e-10)
+
+
+def test_linear_float32_large_mean_matches_float64(client):
+    x, y = _data(4000, 16, 8, seed=1, offset=500.0)
+    expect = pyckafast.linear_cka(x, y)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    got = pdask.linear_cka(da.from_array(x32, chunks=700), da.from_array(y32, chunks=700))
+    # float32 GEMMs on differently cut chunks round differently: agreement to float32 level.
+    assert got == pytest.approx(pyckafast.linear_cka(x32, y32), abs=1e-6)
+    assert got == pytest.approx(expect, abs=1e-6)
+
+
+def test_linear_backends_and_1d_int_input(client):
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 10, size=500), rng.normal(size=(500, 3))
+    for backend in pyckafast._backends.usable_backends("cpu"):
+        got = pdask.linear_cka(da.from_array(x, chunks=120), da.from_array(y, chunks=120), backend=backend)
+        assert got == pytest.approx(pyckafast.linear_cka(x, y), abs=1e-10)
+
+
+def test_linear_bad_input(client):
+    x = da.ones((10, 2), chunks=5)
+    with pytest.raises(ValueError, match="same number of samples"):
+        pdask.linear_cka(x, da.ones((9, 2), chunks=5))
+    with pytest.raises(TypeError, match="dy must hold real numbers"):
+        pdask.linear_cka(x, da.from_array(np.full((10, 2), "a")))
+    with pytest.raises(ValueError, match="dx must be 1-D or 2-D"):
+        pdask.linear_cka(da.ones((10, 2, 2)), x)
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        pdask.linear_cka(da.ones((3, 2)), da.ones((3, 2)), debiased=True)
+    unknown = x[x[:, 0] > 0]
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        pdask.linear_cka(unknown, unknown)
+
+
+def _ref_rbf_cka(x, y, debiased, threshold=1.0, rule="kornblith", sigma=None):
+    """Brute-force float64 reference: n x n Grams and the Kornblith reference centring."""
+    def gram(a):
+        a = a - a.mean(axis=0)
+        sq = np.einsum("ij,ij->i", a, a)
+        d = np.maximum(sq[:, None] + sq[None, :] - 2 * a @ a.T, 0)
+        np.fill_diagonal(d, 0)
+        if sigma is not None:
+            s2 = sigma ** 2
+        else:
+            s2 = threshold ** 2 * np.median(d if rule == "kornblith" else d[d > 0])
+        return np.exp(-d / (2 * s2))
+    return kb.cka(gram(x), gram(y), debiased=debiased)
+
+
+@needs_rbf
+@pytest.mark.parametrize("chunks", [(100, 37, 163), 300])
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("rule", ["kornblith", "nonzero"])
+def test_rbf_exact_median_equals_in_memory(client, chunks, debiased, rule):
+    x, y = _data(300, 5, 3, seed=2, offset=10.0)
+    got = pdask.rbf_cka(da.from_array(x, chunks=(chunks, -1)), da.from_array(y, chunks=(chunks, -1)),
+                        bandwidth=rule, threshold=0.7, debiased=debiased, tile=64)
+    assert got == pytest.approx(_ref_rbf_cka(x, y, debiased, 0.7, rule), abs=1e-8)
+    if hasattr(pyckafast, "rbf_cka") and rule == "kornblith":
+        assert got == pytest.approx(pyckafast.rbf_cka(x, y, threshold=0.7, debiased=debiased), abs=1e-8)
+
+
+@needs_rbf
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 40.0])
+def test_rbf_explicit_sigma(client, sigma):
+    x, y = _data(200, 4, 4, seed=4)
+    got = pdask.rbf_cka(da.from_array(x, chunks=70), da.from_array(y, chunks=70), sigma=sigma)
+    assert got == pytest.approx(_ref_rbf_cka(x, y, False, sigma=sigma), abs=1e-8)
+
+
+def test_exact_median_many_passes_and_ties(client):
+    # 1500 rows: 2.25e6 distances > the gather cap, so the histogram passes narrow the interval;
+    # repeated rows make heavy ties (and a 0 median for the Kornblith rule would be avoided).
+    from pyckafast import _dask_rbf
+
+    rng = np.random.default_rng(5)
+    x = np.repeat(rng.normal(size=(500, 3)), 3, axis=0)
+    x -= x.mean(axis=0)
+    blocks = [x[lo:lo + 400] for lo in range(0, 1500, 400)]
+    sq = np.einsum("ij,ij->i", x, x)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+    np.fill_diagonal(d, 0)
+    for nonzero, values in ((False, d), (True, d[d > 0])):
+        got = _dask_rbf.exact_median(blocks, tile=256, nonzero=nonzero)
+        assert got == pytest.approx(np.median(values), rel=1e-12)
+
+
+@needs_rbf
+def test_rbf_sampled_bandwidth_is_chunking_independent(client):
+    x, y = _data(400, 4, 3, seed=6)
+    a = pdask.rbf_cka(da.from_array(x, chunks=400), da.from_array(y, chunks=400), bandwidth="sampled",
+                      n_pairs=5000, seed=1)
+    b = pdask.rbf_cka(da.from_array(x, chunks=((50, 150, 200), -1)), da.from_array(y, chunks=130),
+                      bandwidth="sampled", n_pairs=5000, seed=1)
+    assert a == pytest.approx(b, abs=1e-12)
+    assert a == pytest.approx(_ref_rbf_cka(x, y, False), abs=0.02)  # sampled median ~ exact
+
+
+def test_rbf_bad_arguments(client):
+    x = da.ones((10, 2), chunks=5)
+    with pytest.raises(ValueError, match="bandwidth must be one of"):
+        pdask.rbf_cka(x, x, bandwidth="silverman")
+    with pytest.raises(ValueError, match="threshold"):
+        pdask.rbf_cka(x, x, threshold=0)
