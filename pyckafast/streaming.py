@@ -22,7 +22,8 @@ class LinearCKAState:
 
     The state holds float64 moments (O(p1^2 + p2^2 + p1 p2) memory), never the data. States built
     from any split of the samples merge into the state of the union; the result equals the
-    one-shot :func:`pyckafast.linear_cka` to float64 rounding.
+    one-shot :func:`pyckafast.linear_cka` to float64 rounding for float64 batches (float32
+    batches run their GEMMs in float32, so they agree to float32 rounding).
 
     Parameters
     ----------
@@ -39,7 +40,7 @@ class LinearCKAState:
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(500, 8)), rng.normal(size=(500, 4))
     >>> a, b = pyckafast.LinearCKAState(), pyckafast.LinearCKAState()
-    >>> a.update(x[:200], y[:200]); b.update(x[200:], y[200:])
+    >>> _ = a.update(x[:200], y[:200]); _ = b.update(x[200:], y[200:])
     >>> a.merge(b).n
     500
     >>> abs(a.result() - pyckafast.linear_cka(x, y)) < 1e-12

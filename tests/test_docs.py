@@ -1,0 +1,30 @@
+"""Every Examples section in the installed package runs (doctest), so the docs stay true."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import pyckafast
+
+_OPTIONAL = {"pyckafast.torch", "pyckafast.dask", "pyckafast.plot"}
+
+
+def _modules():
+    names = [pyckafast.__name__]
+    for info in pkgutil.walk_packages(pyckafast.__path__, prefix="pyckafast."):
+        if "._backends._cuda" in info.name or info.name.endswith("__main__"):
+            continue  # the CUDA backend's examples need a GPU; tests/test_gpu.py covers it
+        names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_docstring_examples_run(name):
+    if name in _OPTIONAL:
+        pytest.importorskip({"pyckafast.torch": "torch", "pyckafast.dask": "dask.distributed",
+                             "pyckafast.plot": "matplotlib"}[name])
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
