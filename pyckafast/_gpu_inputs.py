@@ -1,14 +1,13 @@
 """GPU inputs at the public boundary: CuPy arrays and torch CUDA tensors are taken as they are
 (DLPack, no copy); host arrays (NumPy, memmaps, torch CPU) stay on the host and are streamed to
 the device chunk by chunk. The checks mirror :mod:`pyckafast._validation` and name the argument.
-Only imported once CuPy is known to be usable.
+CuPy is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cupy
 import numpy as np
 
 from ._arrays import device_of, host_view
@@ -47,6 +46,8 @@ def as_gpu_samples(a: object, name: str) -> Samples:
     if device_of(a) != "cuda":
         host = as_samples(host_view(a), name)
         return Samples(host, host.dtype, False)
+    import cupy
+
     if not isinstance(a, cupy.ndarray):  # torch CUDA tensors and other DLPack producers
         a = cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
     dtype = float_dtype(a.dtype, name)
@@ -75,6 +76,8 @@ def gpu_pair(x: object, y: object, min_n: int, why: str = "") -> tuple[Samples, 
 
 def device_id(*samples: Samples) -> int:
     """The GPU the inputs live on (the current device for host inputs)."""
+    import cupy
+
     for s in samples:
         if s.on_device:
             return s.data.device.id

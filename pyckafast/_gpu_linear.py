@@ -24,7 +24,7 @@ from ._validation import check_finite_sums
 __all__ = ["linear_terms", "default_rows"]
 
 _CHUNK_BYTES = 512 << 20  # rows per chunk: about this many bytes of x and y together
-_MIN_ROWS = 256
+_MIN_ROWS = 32  # smallest chunk tried after out-of-memory errors
 _MEMORY_SHARE = 0.5  # of the free device memory, for the chunk buffers and the p x p sums
 
 
@@ -34,7 +34,7 @@ def default_rows(n: int, p1: int, p2: int, itemsize: int, host: bool, free: int)
     fixed = (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize) + 16 * (p1 + p2) * 8
     budget = _MEMORY_SHARE * free - fixed
     want = _CHUNK_BYTES // ((p1 + p2) * itemsize)
-    return int(max(_MIN_ROWS, min(n, want, budget // per_row)))
+    return int(min(n, max(256, min(want, budget // per_row))))
 
 
 def linear_terms(engine, x, y, n: int, *, debiased: bool, chunk_size: int | None,
