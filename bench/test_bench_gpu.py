@@ -95,7 +95,7 @@ def rbf_xy():
     cupy.get_default_memory_pool().free_all_blocks()
 
 
-def _straightforward_rbf(x, y, gamma, block=8192):
+def _straightforward_rbf(x, y, gamma, block=1024):
     """Kernel terms the plain CuPy way: row block x all rows, full (not symmetric) tiles."""
     n = x.shape[0]
     nx, ny = (x * x).sum(1), (y * y).sum(1)
