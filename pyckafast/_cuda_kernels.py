@@ -74,7 +74,7 @@ def launch(source: str, name: str, grid: tuple, block: tuple, args: tuple) -> No
         strided_ok = name.split("<")[0] == _STRIDED
         if isinstance(a, cupy.ndarray) and not a.flags.c_contiguous and not strided_ok:
             raise ValueError(f"{name}: array arguments must be C-contiguous; got strides {a.strides}.")
-        if isinstance(a, (bool, int, float)):
+        if isinstance(a, (bool, int, float)) and not isinstance(a, np.generic):  # np.float64 is a float
             raise TypeError(f"{name}: pass scalars as numpy scalars of the kernel's C type; got {a!r}.")
     kernel = _module(source).get_function(name)
     grid = tuple(int(g) for g in grid)
