@@ -14,7 +14,7 @@ Form = Literal["auto", "features", "samples"]
 
 def linear_cka(
     x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
-    form: Form = "auto",
+    form: Form = "auto", precision: str = "highest",
 ) -> float:
     """Exact linear CKA between two representations of the same samples.
 
@@ -40,6 +40,12 @@ def linear_cka(
     form : {"auto", "features", "samples"}, default "auto"
         "features": O(n p^2) time, O(p^2) memory. "samples": the n x n linear Gram matrices,
         O(n^2 p) time, O(n^2) memory, cheaper when p >> n. "auto" picks the cheaper.
+    precision : {"highest", "tf32"}, default "highest"
+        GEMM precision. "tf32" (cuda backend only) runs float32 GEMMs on TF32 tensor cores
+        (inputs rounded to a 10-bit mantissa, float32 accumulation, every cross-chunk sum still
+        float64). In a CPU emulation of that rounding (bench/tf32_emulation.py; not a GPU
+        measurement) the CKA moved by at most 6.2e-7 on five cases with n = 5e4, p = 256 (see
+        bench/README.md). "highest" keeps full float32/float64 GEMMs.
 
     Returns
     -------
@@ -65,12 +71,14 @@ def linear_cka(
     >>> 0.0 < pyckafast.linear_cka(x, y, debiased=True) < 1.0
     True
     """
-    return _combine.cka_from_hsic(_hsic_triple(x, y, debiased, backend, chunk_size, form))
+    return _combine.cka_from_hsic(
+        _hsic_triple(x, y, debiased, backend, chunk_size, form, precision)
+    )
 
 
 def linear_hsic(
     x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
-    form: Form = "auto",
+    form: Form = "auto", precision: str = "highest",
 ) -> float:
     """HSIC with linear kernels: biased ``tr(KHLH)/(n-1)^2`` or unbiased (Song et al. 2012).
 
@@ -84,14 +92,28 @@ def linear_hsic(
     >>> float(pyckafast.linear_hsic(x, x)) > 0
     True
     """
-    return _hsic_triple(x, y, debiased, backend, chunk_size, form).xy
+    return _hsic_triple(x, y, debiased, backend, chunk_size, form, precision).xy
 
 
-def _hsic_triple(x, y, debiased, backend, chunk_size, form) -> _combine.HSICTriple:
+def check_precision(precision: str, device: str) -> None:
+    """"highest" anywhere; "tf32" only for GPU producers (CPU BLAS has no TF32)."""
+    if precision not in ("highest", "tf32"):
+        raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
+    if precision != "highest" and device == "cpu":
+        raise ValueError(
+            f"precision={precision!r} needs the cuda backend (GPU tensor cores); on the CPU only "
+            "'highest' is available."
+        )
+
+
+def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> _combine.HSICTriple:
     device = _arrays.producer_device(backend, _arrays.common_device(x, y))
+    check_precision(precision, device)
     if device != "cpu":  # GPU producers validate and move data themselves
         ops = _backends.resolve(backend, "linear_terms", device)
-        return _combine.linear_hsic(ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size), debiased)
+        terms = ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size,
+                                 precision=precision)
+        return _combine.linear_hsic(terms, debiased)
     x, y = as_samples(_arrays.host_view(x), "x"), as_samples(_arrays.host_view(y), "y")
     n = check_same_n(x, y, 4 if debiased else 2,
                      why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")

@@ -11,6 +11,7 @@ import numpy as np
 from . import _arrays, _backends, _combine, _linear_engine
 from ._terms import LinearTerms, RowNormTerms
 from ._validation import as_samples, check_same_n
+from .linear import check_precision
 
 __all__ = ["LinearCKAState", "stream_npy"]
 
@@ -31,7 +32,10 @@ class LinearCKAState:
         Also track the row-norm terms that debiased CKA needs (one extra O(batch x p) pass).
         With False, only ``result(debiased=False)`` is available.
     backend : str, default "auto"
-        CPU backend for the per-batch terms, as in :func:`pyckafast.linear_cka`.
+        Backend for the per-batch terms, as in :func:`pyckafast.linear_cka` (GPU batches go to
+        "cuda").
+    precision : {"highest", "tf32"}, default "highest"
+        GEMM precision of GPU batches, as in :func:`pyckafast.linear_cka`.
 
     Examples
     --------
@@ -47,9 +51,13 @@ class LinearCKAState:
     True
     """
 
-    def __init__(self, *, debiased: bool = True, backend: str = "auto") -> None:
+    def __init__(self, *, debiased: bool = True, backend: str = "auto",
+                 precision: str = "highest") -> None:
         self.debiased = bool(debiased)
         self.backend = backend
+        if precision not in ("highest", "tf32"):
+            raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
+        self.precision = precision
         self._terms: LinearTerms | None = None
 
     @property
@@ -68,9 +76,11 @@ class LinearCKAState:
         GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU; host batches on the CPU.
         """
         device = _arrays.producer_device(self.backend, _arrays.common_device(x, y))
+        check_precision(self.precision, device)
         if device != "cpu":
             ops = _backends.resolve(self.backend, "linear_terms", device)
-            part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None)
+            part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
+                                    precision=self.precision)
             self._check_widths(part.sum_x.size, part.sum_y.size)
             self._terms = part if self._terms is None else self._terms.merge(part)
             return self

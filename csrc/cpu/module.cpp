@@ -8,6 +8,7 @@
 #include "linear_moments.h"
 
 namespace py = pybind11;
+void bind_linear_columns(py::module_& m);  // linear_columns_bind.cpp: host twin of the CUDA kernels
 
 namespace {
 
@@ -66,6 +67,7 @@ py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& s
 
 PYBIND11_MODULE(_ext, m) {
   m.doc() = "pyckafast host kernels (C++17, OpenMP): the CPU twins of the CUDA kernels";
+  bind_linear_columns(m);
   m.def("linear_moments_f32", &linear_moments<float>, py::arg("x"), py::arg("y"),
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"));

@@ -1,0 +1,128 @@
+"""The "cuda" backend: CUDA kernels through CuPy, whole-array producers of host float64 terms.
+
+Inputs may be CuPy arrays, torch CUDA tensors (taken through DLPack, no copy) or host arrays
+(NumPy, memmaps: streamed to the device chunk by chunk). CuPy is imported only after
+:func:`unusable_reason` found it, so ``import pyckafast`` never imports it.
+
+Operations: ``linear_terms``, ``rbf_terms`` (see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
+HSIC between all pairs of representations of one minibatch, for minibatch CKA and CKA maps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._terms import KernelTerms, LinearTerms
+
+__all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "hsic_matrix",
+           "launches"]
+
+PRECISIONS = ("highest", "tf32")
+
+
+def unusable_reason() -> str | None:
+    """None if CuPy imports and sees a CUDA device, else why not."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return (f"CuPy is not installed ({exc}); install pyckafast[cuda12] or pyckafast[cuda13] "
+                "to match your CUDA driver")
+    except Exception as exc:  # noqa: BLE001 - a broken CUDA install raises all sorts
+        return f"CuPy failed to import: {type(exc).__name__}: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError without a driver or device
+        return f"CuPy finds no usable CUDA device ({type(exc).__name__}: {exc})"
+    return None if count > 0 else "CuPy finds no CUDA device"
+
+
+def describe_device() -> str:
+    """One line about the current GPU (for show_config)."""
+    import cupy
+
+    device = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(device.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    free, total = device.mem_info
+    return (f"{name} (device {device.id} of {cupy.cuda.runtime.getDeviceCount()}, compute "
+            f"capability {device.compute_capability}, {free / 2**30:.1f} of {total / 2**30:.1f} "
+            f"GiB free, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, CuPy "
+            f"{cupy.__version__})")
+
+
+def linear_terms(x, y, *, debiased: bool, chunk_size: int | None = None,
+                 precision: str = "highest") -> LinearTerms:
+    """Exact linear terms of x and y on the GPU (host float64 result).
+
+    ``precision="tf32"`` lets cuBLAS run float32 GEMMs on TF32 tensor cores (10-bit mantissa
+    inputs, float32 accumulation); the default "highest" keeps full float32/float64 GEMMs.
+    """
+    import cupy
+
+    from .. import _gpu_engine, _gpu_inputs, _gpu_linear
+
+    _check_precision(precision)
+    _check_rows(chunk_size, "chunk_size")
+    need = 4 if debiased else 2
+    sx, sy, n = _gpu_inputs.gpu_pair(
+        x, y, need, why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
+    with cupy.cuda.Device(_gpu_inputs.device_id(sx, sy)):
+        return _gpu_linear.linear_terms(_gpu_engine.CudaEngine(), sx, sy, n, debiased=debiased,
+                                        chunk_size=chunk_size, precision=precision)
+
+
+def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) -> KernelTerms:
+    """Kernel terms of E = K - 1, F = L - 1 (RBF kernels exp(-gamma |a - b|^2)) on the GPU.
+
+    ``tile`` is the number of rows per block held on the device (default: as many as half the
+    free memory allows); every block pair is one launch of the fused tile kernel.
+    """
+    import cupy
+
+    from .. import _gpu_engine, _gpu_inputs, _gpu_rbf
+    from .._validation import check_positive_scalar
+
+    gamma_x = check_positive_scalar(gamma_x, "gamma_x")
+    gamma_y = check_positive_scalar(gamma_y, "gamma_y")
+    _check_rows(tile, "tile")
+    sx, sy, n = _gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
+    with cupy.cuda.Device(_gpu_inputs.device_id(sx, sy)):
+        return _gpu_rbf.rbf_terms(_gpu_engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
+                                  gamma_y=gamma_y, tile=tile)
+
+
+def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = True) -> np.ndarray:
+    """HSIC between every pair of representations of one batch of samples, on the GPU.
+
+    ``reps``: a sequence of (m, p_i) arrays (CuPy, torch CUDA or host) of the same m samples.
+    Returns the L x L float64 host matrix (unbiased HSIC of Song et al. 2012 when ``debiased``,
+    else the biased tr(KHLH)/(m-1)^2). Minibatch CKA averages these over batches.
+    """
+    import cupy
+
+    from .. import _gpu_inputs, _gpu_minibatch
+
+    samples = [_gpu_inputs.as_gpu_samples(r, f"reps[{i}]") for i, r in enumerate(reps)]
+    if not samples:
+        raise ValueError("reps must hold at least one representation; got none.")
+    with cupy.cuda.Device(_gpu_inputs.device_id(*samples)):
+        arrays = [cupy.asarray(s.data) for s in samples]
+        return cupy.asnumpy(_gpu_minibatch.hsic_matrix(cupy, arrays, kernel=kernel, gammas=gammas,
+                                                       debiased=debiased))
+
+
+def launches() -> dict[str, int]:
+    """CUDA kernel launches in this process by kernel name (empty before the first)."""
+    from .. import _cuda_kernels
+
+    return _cuda_kernels.launches()
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+
+
+def _check_rows(value, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        raise ValueError(f"{name} must be a positive integer (rows); got {value!r}.")

@@ -1,0 +1,96 @@
+"""Run-time compiled CUDA kernels: sources shipped in the package, one CuPy module per device.
+
+The kernel sources are real ``.cu`` files (csrc/cuda, with the host/device headers of
+csrc/common). setup.py copies both into the installed package as ``pyckafast/_csrc``; a source
+checkout falls back to the repository's ``csrc``. CuPy compiles them with NVRTC on first use and
+caches the binaries on disk; this module caches the loaded modules per device and counts the
+launches (the GPU tests' proof that the CUDA path really ran). CuPy is imported inside the
+functions that need it, so the source lookup can be tested without a GPU.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["source_root", "launch", "launches", "loaded_modules", "NAME_EXPRESSIONS"]
+
+# Kernels each source file provides, as CuPy name expressions (template instantiations).
+NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
+    "linear_moments.cu": (
+        "pcf_shift_columns<float>", "pcf_shift_columns<double>",
+        "pcf_row_norms<float>", "pcf_row_norms<double>",
+        "pcf_weighted_columns<float>", "pcf_weighted_columns<double>",
+        "pcf_norm_scalars",
+    ),
+    "rbf_tiles.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
+}
+
+_MODULES: dict[tuple[int, str], object] = {}  # (device id, source) -> cupy.RawModule
+_LAUNCHES: Counter = Counter()
+
+
+def source_root() -> Path:
+    """The directory holding ``common/`` and ``cuda/``: the installed copy, else the checkout's."""
+    here = Path(__file__).resolve().parent
+    for root in (here / "_csrc", here.parent / "csrc"):
+        if (root / "cuda" / "linear_moments.cu").is_file():
+            return root
+    raise FileNotFoundError(
+        f"the CUDA kernel sources are missing: neither {here / '_csrc'} (installed package) nor "
+        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments.cu; reinstall pyckafast."
+    )
+
+
+def _module(source: str):
+    import cupy
+
+    device = cupy.cuda.Device().id
+    key = (device, source)
+    module = _MODULES.get(key)
+    if module is None:
+        root = source_root()
+        module = cupy.RawModule(
+            code=(root / "cuda" / source).read_text(),
+            options=("-std=c++17", f"-I{root}", f"-I{root / 'common'}"),
+            name_expressions=list(NAME_EXPRESSIONS[source]),
+        )
+        _MODULES[key] = module
+    return module
+
+
+def launch(source: str, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+    """Launch kernel ``name`` of ``source`` on the current device and stream.
+
+    Every array argument must be C-contiguous unless the kernel takes its strides (RawKernel
+    passes only the data pointer) and every scalar an exact numpy type (np.int64 for
+    ``long long``, np.int32 for ``int``, the kernel's float type for ``T``).
+    """
+    import cupy
+
+    for a in args:
+        strided_ok = name.split("<")[0] == _STRIDED
+        if isinstance(a, cupy.ndarray) and not a.flags.c_contiguous and not strided_ok:
+            raise ValueError(f"{name}: array arguments must be C-contiguous; got strides {a.strides}.")
+        if isinstance(a, (bool, int, float)) and not isinstance(a, np.generic):  # np.float64 is a float
+            raise TypeError(f"{name}: pass scalars as numpy scalars of the kernel's C type; got {a!r}.")
+    kernel = _module(source).get_function(name)
+    grid = tuple(int(g) for g in grid)
+    kernel(grid, tuple(int(b) for b in block), args)
+    _LAUNCHES[name.split("<")[0]] += 1
+
+
+# The one kernel that reads a strided view (its strides are arguments).
+_STRIDED = "pcf_shift_columns"
+
+
+def launches() -> dict[str, int]:
+    """Kernel launches so far in this process, by kernel name."""
+    return dict(_LAUNCHES)
+
+
+def loaded_modules() -> list[tuple[int, str]]:
+    """(device id, source file) of every module compiled and loaded so far."""
+    return sorted(_MODULES)

@@ -1,0 +1,84 @@
+"""GPU inputs at the public boundary: CuPy arrays and torch CUDA tensors are taken as they are
+(DLPack, no copy); host arrays (NumPy, memmaps, torch CPU) stay on the host and are streamed to
+the device chunk by chunk. The checks mirror :mod:`pyckafast._validation` and name the argument.
+CuPy is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._arrays import device_of, host_view
+from ._validation import as_samples, check_same_n
+
+__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "float_dtype"]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One validated 2-D input: ``data`` is a cupy.ndarray (any strides, possibly an integer or
+    bool dtype, converted chunk by chunk) or a host numpy array; ``dtype`` is the float dtype the
+    kernels use for it."""
+
+    data: object
+    dtype: np.dtype
+    on_device: bool
+
+
+def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The float dtype an input of ``dtype`` is computed in (as :func:`as_samples` converts)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    if dtype.kind == "f" and dtype.itemsize == 8:
+        return dtype
+    raise TypeError(
+        f"{name} must hold real numbers (float32, float64, integer or bool); got dtype {dtype}."
+    )
+
+
+def as_gpu_samples(a: object, name: str) -> Samples:
+    """Validate one input of a GPU producer without moving or copying device data."""
+    if device_of(a) != "cuda":
+        host = as_samples(host_view(a), name)
+        return Samples(host, host.dtype, False)
+    import cupy
+
+    if not isinstance(a, cupy.ndarray):  # torch CUDA tensors and other DLPack producers
+        a = cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
+    dtype = float_dtype(a.dtype, name)
+    if a.ndim == 1:
+        a = a[:, None]
+    elif a.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 1-D or 2-D array of shape (n_samples, n_features); got shape {a.shape}."
+        )
+    if a.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {a.shape}.")
+    return Samples(a, dtype, True)
+
+
+def gpu_pair(x: object, y: object, min_n: int, why: str = "") -> tuple[Samples, Samples, int]:
+    """Both inputs validated, on one device (made current by the caller), with the same n."""
+    sx, sy = as_gpu_samples(x, "x"), as_gpu_samples(y, "y")
+    if sx.on_device and sy.on_device and sx.data.device.id != sy.data.device.id:
+        raise ValueError(
+            f"x and y must live on the same GPU; got x on device {sx.data.device.id} and y on "
+            f"device {sy.data.device.id}."
+        )
+    n = check_same_n(sx.data, sy.data, min_n, why=why)
+    return sx, sy, n
+
+
+def device_id(*samples: Samples) -> int:
+    """The GPU the inputs live on (the current device for host inputs)."""
+    import cupy
+
+    for s in samples:
+        if s.on_device:
+            return s.data.device.id
+    return cupy.cuda.Device().id

@@ -1,0 +1,179 @@
+"""Linear terms on a GPU: row chunks shifted by a fused kernel, GEMMs on cuBLAS, float64 sums.
+
+Per chunk of rows: one kernel writes the rows minus a fixed shift (the first chunk's mean, as on
+the CPU) into a reused device buffer in the input dtype and adds the column sums (and the
+debiased row-norm terms) in float64; then x'x, y'y (SYRK) and x'y (GEMM) of the buffer run in the
+input dtype and are added to float64 accumulators on the device. NaN/Inf are detected through
+each chunk's column sums without a host round trip; the terms cross to the host once, at the end.
+Host inputs (NumPy, memmaps) are copied chunk by chunk through two pinned buffers, so an input
+larger than GPU memory streams through. Out of memory: the chunk is halved and the pass rerun.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from math import ceil
+
+import numpy as np
+
+from ._linear_engine import first_chunk_mean
+from ._terms import LinearTerms, RowNormTerms
+from ._validation import check_finite_sums
+
+__all__ = ["linear_terms", "default_rows"]
+
+_CHUNK_BYTES = 512 << 20  # rows per chunk: about this many bytes of x and y together
+_MIN_ROWS = 32  # smallest chunk tried after out-of-memory errors
+_MEMORY_SHARE = 0.5  # of the free device memory, for the chunk buffers and the p x p sums
+
+
+def default_rows(n: int, p1: int, p2: int, itemsize: int, host: bool, free: int) -> int:
+    """Rows per chunk: ~_CHUNK_BYTES of input, fewer if device memory is short."""
+    per_row = (p1 + p2) * itemsize * (2 if host else 1) + 16  # buffers (+ staging), q and r
+    fixed = (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize) + 16 * (p1 + p2) * 8
+    budget = _MEMORY_SHARE * free - fixed
+    want = _CHUNK_BYTES // ((p1 + p2) * itemsize)
+    return int(min(n, max(256, min(want, budget // per_row))))
+
+
+def linear_terms(engine, x, y, n: int, *, debiased: bool, chunk_size: int | None,
+                 precision: str = "highest") -> LinearTerms:
+    """Exact linear terms of all n rows of x and y (``_gpu_inputs.Samples``) on ``engine``."""
+    wide = np.promote_types(x.dtype, y.dtype)
+    p1, p2 = x.data.shape[1], y.data.shape[1]
+    host = not (x.on_device and y.on_device)
+    rows = int(chunk_size) if chunk_size else default_rows(n, p1, p2, wide.itemsize, host,
+                                                           engine.free_bytes())
+    rows = min(rows, n)
+    while True:
+        try:
+            return _one_pass(engine, x, y, n, wide, rows, debiased, precision)
+        except engine.oom_errors as exc:
+            engine.release()
+            if rows <= _MIN_ROWS:
+                raise MemoryError(
+                    f"linear CKA on the GPU ran out of device memory even with {rows} rows per "
+                    f"chunk (x: {p1} features, y: {p2}; the p x p sums alone need "
+                    f"{(p1 * p1 + p2 * p2 + p1 * p2) * 8 / 2**30:.2f} GiB): {exc}"
+                ) from exc
+            rows = max(_MIN_ROWS, rows // 2)
+            warnings.warn(f"GPU out of memory; retrying with {rows} rows per chunk.",
+                          RuntimeWarning, stacklevel=3)
+
+
+@dataclass
+class _NormSums:
+    """Device accumulators of the debiased row-norm terms (and per-chunk q, r scratch)."""
+
+    q: object
+    r: object
+    qx: object
+    rx: object
+    qy: object
+    ry: object
+    scalars: object  # sum q, sum r, sum q^2, sum r^2, sum q r
+
+    @classmethod
+    def zeros(cls, xp, rows: int, p1: int, p2: int) -> _NormSums:
+        return cls(xp.empty(rows), xp.empty(rows), xp.zeros(p1), xp.zeros(p1), xp.zeros(p2),
+                   xp.zeros(p2), xp.zeros(5))
+
+    def host(self, engine) -> RowNormTerms:
+        s = engine.asnumpy(self.scalars)
+        return RowNormTerms(
+            sum_q=float(s[0]), sum_r=float(s[1]), sum_qq=float(s[2]), sum_rr=float(s[3]),
+            sum_qr=float(s[4]), qx=engine.asnumpy(self.qx), rx=engine.asnumpy(self.rx),
+            qy=engine.asnumpy(self.qy), ry=engine.asnumpy(self.ry),
+        )
+
+
+class _Rows:
+    """Row chunks of one input as device arrays of the compute dtype."""
+
+    def __init__(self, engine, samples, dtype: np.dtype, rows: int):
+        self.engine, self.a, self.dtype = engine, samples.data, np.dtype(dtype)
+        self.on_device = samples.on_device
+        if not self.on_device:  # double-buffered pinned staging, one device landing buffer
+            shape = (rows, self.a.shape[1])
+            self.pinned = [engine.pinned(shape, self.a.dtype) for _ in range(2)]
+            self.events = [None, None]
+            self.landing = engine.xp.empty(shape, self.a.dtype)
+            self.count = 0
+
+    def shift(self, rows: int):
+        """The first chunk's mean rounded to the compute dtype (see first_chunk_mean), on device."""
+        xp = self.engine.xp
+        if not self.on_device:
+            return xp.asarray(first_chunk_mean(self.a, rows).astype(self.dtype))
+        head = self.a[: min(rows, self.a.shape[0])]
+        mean = head.mean(axis=0, dtype=np.float64).astype(self.dtype)
+        return xp.ascontiguousarray(xp.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0))
+
+    def chunk(self, lo: int, hi: int):
+        if self.on_device:
+            part = self.a[lo:hi]
+            return part if part.dtype == self.dtype else part.astype(self.dtype)
+        slot = self.count % 2
+        self.count += 1
+        self.engine.wait(self.events[slot])  # its previous upload has finished reading it
+        staged = self.pinned[slot][: hi - lo]
+        np.copyto(staged, self.a[lo:hi])  # host work overlaps the device's previous chunk
+        landing = self.landing[: hi - lo]
+        self.events[slot] = self.engine.upload(staged, landing)
+        return landing if landing.dtype == self.dtype else landing.astype(self.dtype)
+
+
+def _one_pass(engine, x, y, n, wide, rows, debiased, precision) -> LinearTerms:
+    xp = engine.xp
+    p1, p2 = x.data.shape[1], y.data.shape[1]
+    src_x, src_y = _Rows(engine, x, wide, rows), _Rows(engine, y, wide, rows)
+    shift_x, shift_y = src_x.shift(rows), src_y.shift(rows)
+    bx, by = xp.empty((rows, p1), wide), xp.empty((rows, p2), wide)
+    gx, gy, gxy = xp.zeros((p1, p1), wide), xp.zeros((p2, p2), wide), xp.zeros((p1, p2), wide)
+    xx, yy, xy = xp.zeros((p1, p1)), xp.zeros((p2, p2)), xp.zeros((p1, p2))
+    sum_x, sum_y, csx, csy = xp.zeros(p1), xp.zeros(p2), xp.empty(p1), xp.empty(p2)
+    norms = _NormSums.zeros(xp, rows, p1, p2) if debiased else None
+    nchunks = ceil(n / rows)
+    bad = xp.zeros((nchunks, 2), dtype=bool)  # NaN/Inf seen in the chunk's x / y column sums
+    triangular = False
+    with engine.precision(precision):
+        for c in range(nchunks):
+            lo, hi = c * rows, min(n, (c + 1) * rows)
+            m = hi - lo
+            csx.fill(0)
+            csy.fill(0)
+            engine.moments(src_x.chunk(lo, hi), src_y.chunk(lo, hi), shift_x, shift_y, bx[:m],
+                           by[:m], csx, csy, norms)
+            sum_x += csx
+            sum_y += csy
+            bad[c, 0] = ~xp.isfinite(csx).all()
+            bad[c, 1] = ~xp.isfinite(csy).all()
+            triangular = engine.gram(bx[:m], gx)  # the other triangle of gx stays 0
+            xx += gx
+            engine.gram(by[:m], gy)
+            yy += gy
+            engine.cross(bx[:m], by[:m], gxy)
+            xy += gxy
+    _raise_non_finite(engine.asnumpy(bad), rows, n)
+    if triangular:
+        xx, yy = _mirror(xp, xx), _mirror(xp, yy)
+    return LinearTerms(
+        n=n, shift_x=engine.asnumpy(shift_x).astype(np.float64),
+        shift_y=engine.asnumpy(shift_y).astype(np.float64), sum_x=engine.asnumpy(sum_x),
+        sum_y=engine.asnumpy(sum_y), xx=engine.asnumpy(xx), yy=engine.asnumpy(yy),
+        xy=engine.asnumpy(xy), norms=None if norms is None else norms.host(engine),
+        eps=float(np.finfo(wide).eps),
+    )
+
+
+def _mirror(xp, g):
+    """The full symmetric matrix from one accumulated triangle (the other is exactly 0)."""
+    return g + g.T - xp.diag(xp.diag(g))
+
+
+def _raise_non_finite(bad: np.ndarray, rows: int, n: int) -> None:
+    for c, (bx, by) in enumerate(bad):
+        for flag, name in ((bx, "x"), (by, "y")):
+            if flag:  # the CPU path's message, for the same chunk rows
+                check_finite_sums(np.array([np.nan]), name, c * rows, min(n, (c + 1) * rows))

@@ -1,0 +1,111 @@
+"""A NumPy engine with the interface of pyckafast._gpu_engine.CudaEngine, for CI (no GPU).
+
+Its linear kernels are the C++ host twin of csrc/cuda/linear_moments.cu (the same loops of
+csrc/common/linear_rows.h in the kernels' decomposition); its Grams fill one triangle, as cuBLAS
+SYRK does; its RBF pair is a float64 reference of the tile kernel's contract. The GPU drivers
+(_gpu_linear, _gpu_rbf) run on it unchanged, staging path and out-of-memory retries included.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from pyckafast import _ext
+
+
+class FakeOutOfMemory(MemoryError):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError."""
+
+
+class EmulatedEngine:
+    xp = np
+    oom_errors = (FakeOutOfMemory,)
+    triangular_grams = True
+    slots = 4
+
+    def __init__(self, *, free: int = 1 << 30, oom_above_rows: int | None = None,
+                 slab: int = 5, tile_rows: int = 8):
+        self.free, self.oom_above_rows, self.slab, self.tile_rows = free, oom_above_rows, slab, tile_rows
+        self.released = 0
+        self.calls: dict[str, int] = {}
+        self.precisions: list[str] = []
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def free_bytes(self) -> int:
+        return self.free
+
+    def release(self) -> None:
+        self.released += 1
+
+    def pinned(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def upload(self, host, device):
+        self._count("upload")
+        device[...] = host
+        return "event"
+
+    def wait(self, event) -> None:
+        pass
+
+    @staticmethod
+    def asnumpy(a):
+        return np.asarray(a)
+
+    def moments(self, cx, cy, sx, sy, bx, by, csx, csy, norms) -> None:
+        self._count("moments")
+        m = cx.shape[0]
+        if self.oom_above_rows is not None and m > self.oom_above_rows:
+            raise FakeOutOfMemory(f"emulated: no memory for {m} rows")
+        kernel = _ext.linear_moments_columns_f32 if bx.dtype == np.float32 else _ext.linear_moments_columns_f64
+        sum_x, sum_y, qx, rx, qy, ry, s = kernel(cx, cy, sx, sy, bx, by, norms is not None, self.slab)
+        csx += sum_x
+        csy += sum_y
+        if norms is not None:
+            norms.qx += qx
+            norms.rx += rx
+            norms.qy += qy
+            norms.ry += ry
+            norms.scalars += s
+
+    def gram(self, b, out) -> bool:
+        out[...] = np.triu(b.T @ b)  # one triangle, like SYRK
+        return True
+
+    def cross(self, a, b, out) -> None:
+        np.matmul(a.T, b, out=out)
+
+    @contextmanager
+    def precision(self, precision: str):
+        self.precisions.append(precision)
+        yield
+
+    def rbf_rows_per_tile(self, dtype) -> int:
+        return self.tile_rows
+
+    def rbf_pair(self, a, b, gamma_x, gamma_y, same_block, row_k_a, row_l_a, row_k_b, row_l_b,
+                 sums) -> None:
+        self._count("rbf_pair")
+        if self.oom_above_rows is not None and a.x.shape[0] > self.oom_above_rows:
+            raise FakeOutOfMemory("emulated: block too large")
+
+        def entries(pa, pb, na, nb, gamma):
+            d2 = na[:, None].astype(float) + nb[None, :] - 2.0 * (pa.astype(float) @ pb.T.astype(float))
+            return np.expm1(-gamma * np.maximum(d2, 0.0))
+
+        e = entries(a.x, b.x, a.nx, b.nx, gamma_x)
+        f = entries(a.y, b.y, a.ny, b.ny, gamma_y)
+        if same_block:
+            np.fill_diagonal(e, 0.0)
+            np.fill_diagonal(f, 0.0)
+        weight = 1.0 if same_block else 2.0
+        sums[0] += weight * np.array([(e * f).sum(), (e * e).sum(), (f * f).sum()])
+        row_k_a += e.sum(axis=1)
+        row_l_a += f.sum(axis=1)
+        if not same_block:
+            row_k_b += e.sum(axis=0)
+            row_l_b += f.sum(axis=0)

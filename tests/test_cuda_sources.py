@@ -1,0 +1,120 @@
+"""The CUDA sources without a GPU: they compile to PTX (sm_80, sm_90), stay NVRTC-compatible,
+name the kernels the loader asks for, ship inside the wheel, and their host twin is exact."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyckafast import _cuda_kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+CU_FILES = sorted((CSRC / "cuda").glob("*.cu"))
+NVCC = shutil.which("nvcc") or next(
+    (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if Path(p).exists()), None)
+
+
+def test_every_source_has_kernels_registered():
+    assert {p.name for p in CU_FILES} == set(_cuda_kernels.NAME_EXPRESSIONS)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("source", CU_FILES, ids=lambda p: p.name)
+def test_compiles_to_ptx(source, arch, tmp_path):
+    out = tmp_path / "k.ptx"
+    run = subprocess.run([NVCC, "-std=c++17", "-ptx", f"-arch={arch}", f"-I{CSRC}", str(source),
+                          "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    entries = re.findall(r"\.entry\s+(\w+)", out.read_text())
+    for expression in _cuda_kernels.NAME_EXPRESSIONS[source.name]:
+        base = expression.split("<")[0]
+        assert any(base in e for e in entries), f"{expression} not compiled in {source.name}"
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ for the preprocessor check")
+@pytest.mark.parametrize("source", CU_FILES, ids=lambda p: p.name)
+def test_nvrtc_sees_no_host_headers(source):
+    """NVRTC has no C++ standard library headers: preprocess as NVRTC would (__CUDACC_RTC__) with
+    every system include directory removed; any host-only #include then fails."""
+    run = subprocess.run(
+        ["g++", "-E", "-nostdinc", "-nostdinc++", "-D__CUDACC_RTC__", "-D__CUDACC__",
+         "-D__CUDA_ARCH__=900", f"-I{CSRC}", "-x", "c++", str(source), "-o", "/dev/null"],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_name_expressions_are_instantiated_in_the_sources():
+    for source, expressions in _cuda_kernels.NAME_EXPRESSIONS.items():
+        text = (CSRC / "cuda" / source).read_text()
+        for expression in expressions:
+            name, _, args = expression.partition("<")
+            assert re.search(rf"__global__ void (__launch_bounds__\(\d+\) )?{name}\b|"
+                             rf"__launch_bounds__\(\d+\) {name}\(", text), expression
+            if args:  # template: the offline build instantiates exactly these arguments
+                macro_args = args.rstrip(">").replace(" ", "")
+                instantiated = {m.replace(" ", "") for m in re.findall(r"INSTANTIATE\(([^)]*)\)", text)}
+                assert macro_args in instantiated, expression
+
+
+def test_source_root_finds_the_sources():
+    assert _cuda_kernels.source_root() in (ROOT / "pyckafast" / "_csrc", CSRC)
+    assert (_cuda_kernels.source_root() / "common" / "rbf_tile.h").is_file()
+
+
+def test_wheel_contains_the_kernel_sources(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                          "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (wheel,) = tmp_path.glob("pyckafast-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in [*CU_FILES, *(CSRC / "cuda").glob("*.cuh"), *(CSRC / "common").glob("*.h")]:
+        assert f"pyckafast/_csrc/{path.parent.name}/{path.name}" in names
+
+
+_ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the compiled extension")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slab", [1, 3, 64, 10_000])
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
+def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
+    """The CUDA kernels' loops (csrc/cpu/linear_columns.cpp) against float64 NumPy."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(157, 13)) * 3 + 1e3).astype(dtype)
+    y = (rng.normal(size=(157, 5)) - 40).astype(dtype)
+    if layout == "fortran":
+        x, y = np.asfortranarray(x), np.asfortranarray(y)
+    elif layout == "strided":
+        x, y = x[:, ::3], y[:, ::2]
+    sx, sy = x[:20].mean(0).astype(dtype), y[:20].mean(0).astype(dtype)
+    ox, oy = np.empty(x.shape, dtype), np.empty(y.shape, dtype)
+    kernel = _ext.linear_moments_columns_f32 if dtype == np.float32 else _ext.linear_moments_columns_f64
+    sum_x, sum_y, qx, rx, qy, ry, s = kernel(x, y, sx, sy, ox, oy, True, slab)
+    bx, by = x.astype(float) - sx, y.astype(float) - sy  # exact in float64
+    np.testing.assert_array_equal(ox, (x - sx))  # the shift itself is done in the input dtype
+    q, r = (bx ** 2).sum(1), (by ** 2).sum(1)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(sum_x, bx.sum(0), rtol=rtol, atol=rtol * np.abs(bx).sum(0).max())
+    np.testing.assert_allclose(sum_y, by.sum(0), rtol=rtol, atol=rtol * np.abs(by).sum(0).max())
+    for got, want in ((qx, q @ bx), (rx, r @ bx), (qy, q @ by), (ry, r @ by)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    np.testing.assert_allclose(s, [q.sum(), r.sum(), q @ q, r @ r, q @ r], rtol=rtol)
+
+
+def test_host_twin_checks_arguments():
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="out_x"):
+        _ext.linear_moments_columns_f32(x, x, x[0], x[0], np.empty((4, 2), np.float32),
+                                        np.empty((4, 3), np.float32), False, 2)
+    with pytest.raises(ValueError, match="slab"):
+        _ext.linear_moments_columns_f32(x, x, x[0], x[0], np.empty_like(x), np.empty_like(x), False, 0)
