@@ -14,14 +14,20 @@ _OPTIONAL = {"pyckafast.torch", "pyckafast.dask", "pyckafast.plot"}
 def _modules():
     names = [pyckafast.__name__]
     for info in pkgutil.walk_packages(pyckafast.__path__, prefix="pyckafast."):
-        if "._backends._cuda" in info.name or info.name.endswith("__main__"):
-            continue  # the CUDA backend's examples need a GPU; tests/test_gpu.py covers it
+        if info.name.endswith("__main__"):
+            continue
         names.append(info.name)
     return names
 
 
+def _needs_gpu(name):
+    return name.startswith(("pyckafast._gpu", "pyckafast._cuda", "pyckafast._backends._cuda"))
+
+
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples_run(name):
+    if _needs_gpu(name):
+        pytest.importorskip("cupy", reason="GPU-only module; tests/test_gpu.py covers it on a GPU")
     if name in _OPTIONAL:
         pytest.importorskip({"pyckafast.torch": "torch", "pyckafast.dask": "dask.distributed",
                              "pyckafast.plot": "matplotlib"}[name])
