@@ -21,38 +21,60 @@ import numpy as np
 
 from .transforms import _data, check_direction, check_index, check_mask
 
-__all__ = ["translation_limit", "translation_curve", "outlier_limit", "outlier_curve", "SubsetMoments"]
+__all__ = [
+    "translation_limit", "translation_curve", "outlier_limit", "outlier_curve", "SubsetMoments",
+    "subset_moments", "curve_from_moments", "limit_from_moments",
+]
 
 
 class SubsetMoments(NamedTuple):
-    """The sufficient statistics of X and a subset T for every closed form here."""
+    """The sufficient statistics of X, a subset T and a reference R for every closed form here.
+
+    Without a reference, R = X (``cross is gram``, ``b is a``).
+    """
 
     gram: np.ndarray  # A = X~'X~ (p x p)
     gram_norm: float  # |A|_F
     a: np.ndarray  # X~' u = s (mu_T - mu_S)
     s: float  # n rho (1 - rho) = u'u
+    cross: np.ndarray  # B = R~'X~ (q x p)
+    b: np.ndarray  # R~' u
+    ref_norm: float  # |R~'R~|_F
 
 
-def subset_moments(x, mask) -> SubsetMoments:
-    """Compute A = X~'X~, a = X~'(1_T - rho 1) and s = n rho (1 - rho) in float64."""
+def subset_moments(x, mask, reference=None) -> SubsetMoments:
+    """Compute A = X~'X~, a = X~'(1_T - rho 1), s = n rho (1 - rho) (and B, b for R) in float64."""
     x = _data(x)
     m = check_mask(mask, x.shape[0])
     n = x.shape[0]
     xc = x - x.mean(axis=0)
     gram = xc.T @ xc
-    norm = float(np.linalg.norm(gram))
-    if norm == 0.0:
-        raise ValueError("x has zero variance (all rows equal); CKA is undefined.")
+    norm = _nonzero_norm(gram, "x")
     k = int(m.sum())
     a = xc[m].sum(axis=0)  # sum over T of centred rows; the rho * sum(all centred rows) term is 0
-    return SubsetMoments(gram, norm, a, k * (n - k) / n)
+    if reference is None:
+        return SubsetMoments(gram, norm, a, k * (n - k) / n, gram, a, norm)
+    r = _data(reference, "reference")
+    if r.shape[0] != n:
+        raise ValueError(f"reference must have the same number of rows as x ({n}); got {r.shape[0]}.")
+    rc = r - r.mean(axis=0)
+    ref_norm = _nonzero_norm(rc.T @ rc, "reference")
+    return SubsetMoments(gram, norm, a, k * (n - k) / n, rc.T @ xc, rc[m].sum(axis=0), ref_norm)
 
 
-def translation_limit(x, mask) -> float:
+def _nonzero_norm(gram: np.ndarray, name: str) -> float:
+    norm = float(np.linalg.norm(gram))
+    if norm == 0.0:
+        raise ValueError(f"{name} has zero variance (all rows equal); CKA is undefined.")
+    return norm
+
+
+def translation_limit(x, mask, reference=None) -> float:
     """Theorem 1: lim_{|c|->inf} linear CKA(X, X + c 1_T v'), for every direction v != 0.
 
     Equals ``n rho (1 - rho) |mu_T - mu_S|^2 / |X~'X~|_F``, the linear CKA between X and the
-    subset indicator 1_T; zero iff the subset means coincide.
+    subset indicator 1_T; zero iff the subset means coincide. With a ``reference`` R (same rows),
+    the limit of CKA(R, X + c 1_T v') is CKA_lin(R, 1_T) = |R~'u|^2 / (s |R~'R~|).
 
     Examples
     --------
@@ -64,11 +86,16 @@ def translation_limit(x, mask) -> float:
     >>> abs(lim - pyckafast.linear_cka(x, labels.astype(float))) < 1e-12
     True
     """
-    mom = subset_moments(x, mask)
-    return float(mom.a @ mom.a) / (mom.s * mom.gram_norm)
+    mom = subset_moments(x, mask, reference)
+    return limit_from_moments(mom)
 
 
-def translation_curve(x, mask, direction, c) -> np.ndarray | float:
+def limit_from_moments(mom: SubsetMoments) -> float:
+    """:func:`translation_limit` from precomputed :class:`SubsetMoments`."""
+    return float(mom.b @ mom.b) / (mom.s * mom.ref_norm)
+
+
+def translation_curve(x, mask, direction, c, reference=None) -> np.ndarray | float:
     """Exact linear CKA(X, X + c 1_T v') for a scalar or array of c, from the closed form.
 
     Equal to brute-force :func:`pyckafast.linear_cka` of the translated data to float64 rounding,
@@ -83,6 +110,10 @@ def translation_curve(x, mask, direction, c) -> np.ndarray | float:
         Translation direction v (any non-zero length; c multiplies it as given).
     c : float or array_like
         Translation magnitudes; the result has the same shape.
+    reference : array_like, shape (n, q), optional
+        Compute CKA(reference, X + c 1_T v') instead of CKA(X, X + c 1_T v'): the numerator
+        becomes ``|B|^2 + 2c b'Bv + c^2 |b|^2 |v|^2`` with B = R~'X~, b = R~'u, and |A| in the
+        denominator becomes |R~'R~|.
 
     Examples
     --------
@@ -96,7 +127,7 @@ def translation_curve(x, mask, direction, c) -> np.ndarray | float:
     >>> float(exact[0]), bool(abs(exact[1] - brute) < 1e-12)
     (1.0, True)
     """
-    mom = subset_moments(x, mask)
+    mom = subset_moments(x, mask, reference)
     v = check_direction(direction, mom.gram.shape[0])
     return curve_from_moments(mom, v, c)
 
@@ -113,10 +144,11 @@ def curve_from_moments(mom: SubsetMoments, v: np.ndarray, c) -> np.ndarray | flo
     av = float(mom.a @ v)
     vav = float(v @ mom.gram @ v)
     s = mom.s
-    num = a_norm2 + 2 * c_arr * vav_a + c_arr ** 2 * vv * aa
+    num = (float(np.linalg.norm(mom.cross)) ** 2 + 2 * c_arr * float(mom.b @ (mom.cross @ v))
+           + c_arr ** 2 * vv * float(mom.b @ mom.b))
     den2 = (a_norm2 + 4 * c_arr * vav_a + c_arr ** 2 * (2 * aa * vv + 2 * av ** 2 + 2 * s * vav)
             + 4 * c_arr ** 3 * s * av * vv + c_arr ** 4 * s ** 2 * vv ** 2)
-    out = num / (mom.gram_norm * np.sqrt(np.maximum(den2, 0.0)))
+    out = num / (mom.ref_norm * np.sqrt(np.maximum(den2, 0.0)))
     return float(out) if out.ndim == 0 else out
 
 
