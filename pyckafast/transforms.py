@@ -16,7 +16,8 @@ from ._validation import as_samples, check_positive_scalar
 
 __all__ = [
     "orthogonal", "isotropic_scale", "translate", "invertible_linear", "translate_subset",
-    "add_outlier", "separability_preserving_direction", "random_direction", "two_cubes",
+    "add_outlier", "separability_preserving_direction", "separability_preserving_basis",
+    "random_direction", "two_cubes", "draw_invertible",
 ]
 
 #: Default redraw criterion of :func:`invertible_linear`: 2-norm condition number of M.
@@ -252,6 +253,21 @@ def separability_preserving_direction(weights, seed=None, *, rtol: float | None 
     >>> bool(np.allclose(w @ v - (w @ v)[0], 0.0, atol=1e-12))
     True
     """
+    null_basis = separability_preserving_basis(weights, rtol=rtol)
+    v = np.random.default_rng(seed).standard_normal(null_basis.shape[0]) @ null_basis
+    return v / np.linalg.norm(v)
+
+
+def separability_preserving_basis(weights, *, rtol: float | None = None) -> np.ndarray:
+    """Orthonormal rows spanning every direction of :func:`separability_preserving_direction`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.transforms import separability_preserving_basis
+    >>> separability_preserving_basis(np.eye(3)[:2]).shape  # 2 classes in R^3: 2-dim null space
+    (2, 3)
+    """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim == 1:
         w = w[None, :]
@@ -263,7 +279,8 @@ def separability_preserving_direction(weights, seed=None, *, rtol: float | None 
     constraints = w if w.shape[0] == 1 else w[1:] - w[0]
     p = w.shape[1]
     _, sv, vt = np.linalg.svd(constraints, full_matrices=True)
-    tol = (max(constraints.shape) * np.finfo(float).eps if rtol is None else rtol) * max(sv.max(), 1e-300)
+    scale = max(float(sv.max()), 1e-300)
+    tol = (max(constraints.shape) * np.finfo(float).eps if rtol is None else rtol) * scale
     rank = int((sv > tol).sum())
     if rank >= p:
         raise ValueError(
@@ -271,9 +288,7 @@ def separability_preserving_direction(weights, seed=None, *, rtol: float | None 
             f"row(s) from weights of shape {w.shape} span all {p} feature dimensions (the null "
             f"space of the class-weight differences is empty); it needs n_features > rank = {rank}."
         )
-    null_basis = vt[rank:]  # orthonormal rows spanning the null space
-    v = np.random.default_rng(seed).standard_normal(null_basis.shape[0]) @ null_basis
-    return v / np.linalg.norm(v)
+    return vt[rank:]
 
 
 def two_cubes(n_per_cube: int, dim: int, offset: float = 1.1, seed=None) -> tuple[np.ndarray, np.ndarray]:
