@@ -5,7 +5,7 @@ distillation from the frozen original plus lambda * mean(log cosh(CKA map - targ
 scheduled from 500 as in the paper. Writes before/target/after maps (PNG) and a JSON of the
 accuracies to --out.
 
-    python examples/manipulate_cka_map.py --target identity --steps 1500 --out cka_map_out
+    python examples/manipulate_cka_map.py --target identity --steps 3000 --out cka_map_out
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--epochs", type=int, default=40, help="training epochs of the original")
-    p.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
+    p.add_argument("--steps", type=int, default=3000, help="fine-tuning steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="cka_map_out")
     args = p.parse_args(argv)
