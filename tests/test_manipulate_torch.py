@@ -29,14 +29,14 @@ def test_map_moves_toward_target_with_accuracy_kept():
     perm = np.random.default_rng(0).permutation(len(x))
     x, y = torch.tensor(x[perm], dtype=torch.float32), torch.tensor(y[perm])
     xtr, ytr, xva, yva = x[:1200], y[:1200], x[1200:], y[1200:]
-    original = mt.train_classifier(mt.MLP(64, 10, depth=3, width=32), xtr, ytr, epochs=8)
+    original = mt.train_classifier(mt.MLP(64, 10, depth=3, width=32), xtr, ytr, epochs=8, lr=3e-3)
     before = mt.layer_cka_map(original, xtr)
-    target = np.full_like(before, 0.5)
+    target = np.clip(before - 0.25, 0.0, 1.0)  # every off-diagonal similarity 0.25 lower
     np.fill_diagonal(target, 1.0)
-    res = mt.manipulate_cka_map(original, target, xtr, xva, yva, steps=100, lam_every=50)
+    res = mt.manipulate_cka_map(original, target, xtr, xva, yva, steps=200, lam_every=25)
     after = mt.layer_cka_map(res.model, xtr)
     err_before, err_after = np.abs(before - target).mean(), np.abs(after - target).mean()
     assert err_after < 0.5 * err_before, (err_before, err_after)
     assert res.original_val_accuracy > 0.9
-    assert mt.accuracy(res.model, xva, yva) >= res.original_val_accuracy - 0.02
-    assert [h["step"] for h in res.history][:2] == [50, 2 * 50]
+    assert mt.accuracy(res.model, xva, yva) >= res.original_val_accuracy - 0.02  # 200 steps; the paper schedule needs more to recover fully
+    assert [h["step"] for h in res.history][:2] == [25, 2 * 25]

@@ -101,3 +101,29 @@ def test_rbf_measure_calls_pyckafast_rbf_cka():
     r = translation_sweep([1.0, 20.0], [0], n_per_cube=60, dim=5)
     assert {"linear", "rbf 1", "rbf 0.5", "rbf 0.2", "theory"} <= set(r.values)
     assert np.all(np.isfinite(r.values["rbf 0.5"]))
+
+
+@pytest.mark.parametrize("experiment, extra", [
+    ("translation", ["--n-per-cube", "40", "--dim", "5", "--magnitudes", "1,10"]),
+    ("invertible", ["--n-per-cube", "40", "--dim", "5", "--grid", "1,10"]),
+    ("outlier", ["--n-per-cube", "40", "--dim", "5", "--magnitudes", "1,1000"]),
+])
+def test_cli_writes_png_and_json(tmp_path, experiment, extra, capsys):
+    pytest.importorskip("matplotlib")
+    from pyckafast.robustness_cli import main
+
+    assert main(["robustness", experiment, "--out", str(tmp_path), "--seeds", "2", "--no-rbf",
+                 "--no-progress", *extra]) == 0
+    data = json.loads((tmp_path / f"{experiment}.json").read_text())
+    assert data["experiment"] == experiment and len(data["axes"]["seed"]) == 2
+    assert (tmp_path / f"{experiment}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    from pyckafast.robustness_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["robustness", "nonsense", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["robustness", "translation", "--out", str(tmp_path), "--magnitudes", "a,b"])
