@@ -80,12 +80,13 @@ def plot_heatmap(result: SweepResult, name: str = "linear", *, title: str | None
 def plot_cka_maps(maps: dict[str, np.ndarray], *, title: str | None = None):
     """Layer x layer CKA maps side by side (e.g. before / target / after)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.3 * len(maps), 3.4), dpi=120)
-    for ax, (name, m) in zip(np.atleast_1d(axes), maps.items()):
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.6), dpi=120)
+    for i, (ax, (name, m)) in enumerate(zip(np.atleast_1d(axes), maps.items())):
         im = ax.imshow(np.asarray(m), vmin=0, vmax=1, cmap="magma", origin="lower")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("layer")
-        ax.set_ylabel("layer")
+        if i == 0:
+            ax.set_ylabel("layer")
     fig.colorbar(im, ax=list(np.atleast_1d(axes)), shrink=0.8, label="debiased linear CKA")
     if title:
         fig.suptitle(title)
