@@ -8,6 +8,8 @@ CKA/HSIC variant. ``import pyckafast`` never imports cupy, torch or dask.
 from ._backends import BackendUnavailable
 from ._config import show_config
 from .linear import linear_cka, linear_hsic
+from . import robustness, theory, transforms
+from .robustness import manipulate
 from .streaming import LinearCKAState, stream_npy
 
 __version__ = "0.1.0"
@@ -17,6 +19,10 @@ __all__ = [
     "LinearCKAState",
     "linear_cka",
     "linear_hsic",
+    "manipulate",
+    "robustness",
     "show_config",
     "stream_npy",
+    "theory",
+    "transforms",
 ]
