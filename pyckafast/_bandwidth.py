@@ -176,7 +176,11 @@ def median_sq_distance(
     real = sorted({r for r in ranks if r >= 0})
     found = select_pair_ranks(real, n=a.shape[0], upper=upper, reduce_pairs=reduce_pairs)
     values = dict(zip(real, found))
-    return 0.5 * sum(values.get(r, 0.0) for r in ranks)
+    median = 0.5 * sum(values.get(r, 0.0) for r in ranks)
+    # Identical points come out of |a|^2 + |b|^2 - 2a.b as rounding noise, not 0: a median at
+    # that level means "at least half of the pairs are equal", i.e. 0.
+    noise = 8 * np.finfo(np.promote_types(a.dtype, np.float32)).eps * upper
+    return 0.0 if median <= noise else median
 
 
 def _max_sq_norm(a: np.ndarray) -> float:
