@@ -7,7 +7,10 @@ CKA/HSIC variant. ``import pyckafast`` never imports cupy, torch or dask.
 
 from ._backends import BackendUnavailable
 from ._config import show_config
+from .cka_matrix import cka_matrix
+from .kernel import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
+from .minibatch import minibatch_cka
 from . import robustness, theory, transforms
 from .robustness import manipulate
 from .streaming import LinearCKAState, stream_npy
@@ -17,9 +20,15 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable",
     "LinearCKAState",
+    "cka",
+    "cka_matrix",
+    "hsic",
     "linear_cka",
     "linear_hsic",
     "manipulate",
+    "minibatch_cka",
+    "rbf_cka",
+    "rbf_hsic",
     "robustness",
     "show_config",
     "stream_npy",

@@ -134,7 +134,9 @@ PCF_HD T rbf_entry(T dot, T norm_i, T norm_j, T gamma) {
 //   col_k, col_l: if not null, col_k[j] += E_ij, col_l[j] += F_ij (row sums of the b side)
 //   skip_j      : a column whose entry is forced to 0 (the diagonal i == j), or -1 for none
 // Adds sum_j E_ij to *row_k, sum_j F_ij to *row_l and the pair sums to *sums.
-template <typename T>
+// C is the type E and F are evaluated in (default T). The host kernel uses C = double for float
+// tiles too: measured faster on x86 (no float/double mixing in the vector loop) and more exact.
+template <typename T, typename C = T>
 PCF_HD void rbf_row(const T* gx, const T* gy, T nxi, T nyi, const T* nxb, const T* nyb,
                     pcf_index j_begin, pcf_index j_end, T gamma_x, T gamma_y, pcf_index skip_j,
                     double* col_k, double* col_l, double* row_k, double* row_l, RbfSums* sums) {
@@ -143,8 +145,8 @@ PCF_HD void rbf_row(const T* gx, const T* gy, T nxi, T nyi, const T* nxb, const 
     PCF_SIMD_SUM5(rk, rl, skl, skk, sll)
     for (pcf_index j = j_begin; j < j_end; ++j) {
       const bool keep = j != skip_j;
-      const double e = keep ? static_cast<double>(rbf_entry<T>(gx[j], nxi, nxb[j], gamma_x)) : 0.0;
-      const double f = keep ? static_cast<double>(rbf_entry<T>(gy[j], nyi, nyb[j], gamma_y)) : 0.0;
+      const double e = keep ? static_cast<double>(rbf_entry<C>(C(gx[j]), C(nxi), C(nxb[j]), C(gamma_x))) : 0.0;
+      const double f = keep ? static_cast<double>(rbf_entry<C>(C(gy[j]), C(nyi), C(nyb[j]), C(gamma_y))) : 0.0;
       rk += e;
       rl += f;
       col_k[j] += e;
@@ -157,8 +159,8 @@ PCF_HD void rbf_row(const T* gx, const T* gy, T nxi, T nyi, const T* nxb, const 
     PCF_SIMD_SUM5(rk, rl, skl, skk, sll)
     for (pcf_index j = j_begin; j < j_end; ++j) {
       const bool keep = j != skip_j;
-      const double e = keep ? static_cast<double>(rbf_entry<T>(gx[j], nxi, nxb[j], gamma_x)) : 0.0;
-      const double f = keep ? static_cast<double>(rbf_entry<T>(gy[j], nyi, nyb[j], gamma_y)) : 0.0;
+      const double e = keep ? static_cast<double>(rbf_entry<C>(C(gx[j]), C(nxi), C(nxb[j]), C(gamma_x))) : 0.0;
+      const double f = keep ? static_cast<double>(rbf_entry<C>(C(gy[j]), C(nyi), C(nyb[j]), C(gamma_y))) : 0.0;
       rk += e;
       rl += f;
       skl += e * f;

@@ -44,3 +44,15 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
         sum_qr=float(s[4]), qx=qx, rx=rx, qy=qy, ry=ry,
     )
     return sum_x, sum_y, norms
+
+
+def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
+    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``)."""
+    return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal)
+
+
+def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
+    """Kernel terms of the RBF kernels over all pairs, tiles through this backend."""
+    from .. import _rbf_engine
+
+    return _rbf_engine.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile, backend="cpp")

@@ -73,3 +73,6 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
         sum_qr=float(s[4]), qx=ax[1], rx=ax[2], qy=ay[1], ry=ay[2],
     )
     return ax[0], ay[0], norms
+
+
+from ._numba_rbf import rbf_terms, rbf_tile  # noqa: E402,F401  (RBF operations)

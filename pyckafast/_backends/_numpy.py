@@ -28,3 +28,31 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
         qx=q @ out_x, rx=r @ out_x, qy=q @ out_y, ry=r @ out_y,
     )
     return sum_x, sum_y, norms
+
+
+def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
+    """Float64 reference of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``)."""
+    e = _rbf_entries(gx, nxa, nxb, gamma_x, diagonal)
+    f = _rbf_entries(gy, nya, nyb, gamma_y, diagonal)
+    if diagonal:  # row_*_a already hold the full row sums
+        row_k_b, row_l_b = np.zeros(e.shape[1]), np.zeros(f.shape[1])
+    else:
+        row_k_b, row_l_b = e.sum(axis=0), f.sum(axis=0)
+    return (float(np.vdot(e, f)), float(np.vdot(e, e)), float(np.vdot(f, f)),
+            e.sum(axis=1), f.sum(axis=1), row_k_b, row_l_b)
+
+
+def _rbf_entries(g, na, nb, gamma, diagonal):
+    d2 = np.maximum(na[:, None] + nb[None, :] - 2.0 * g, 0.0)
+    e = np.expm1(-gamma * d2)
+    if diagonal:
+        np.fill_diagonal(e, 0.0)  # K_ii - 1 is exactly 0
+    return e
+
+
+def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
+    """Kernel terms of the RBF kernels over all pairs, float64 tiles."""
+    from .. import _rbf_engine
+
+    return _rbf_engine.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
+                                 backend="numpy")

@@ -1,0 +1,68 @@
+"""Exact median bandwidths in O(n) memory (histogram selection over tiles) vs np.median."""
+
+import numpy as np
+import pytest
+
+import pyckafast
+from pyckafast import _bandwidth
+from rbf_reference import median_sq, rbf_cka_ref
+
+
+@pytest.fixture(autouse=True)
+def force_histogram_passes(monkeypatch):
+    """A tiny candidate budget makes every selection go through the histogram narrowing."""
+    monkeypatch.setattr(_bandwidth, "_MAX_CANDIDATES", 8)
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 7, 64, 131])
+@pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+def test_exact_median_equals_np_median(n, rule, dtype, tol):
+    x = (np.random.default_rng(n).normal(size=(n, 5)) + 50.0).astype(dtype)
+    got = _bandwidth.median_sq_distance(x, rule, tile=16)
+    assert got == pytest.approx(median_sq(x, rule), rel=tol)
+
+
+def test_median_with_ties_and_duplicates():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(90, 2)).astype(np.float64)  # many equal distances
+    for rule in ("kornblith", "offdiag"):
+        assert _bandwidth.median_sq_distance(x, rule, tile=7) == median_sq(x, rule)
+
+
+def test_median_rank_conventions():
+    # kornblith: n zeros + every pair twice; even count -> mean of the two middle values
+    assert _bandwidth.median_ranks("kornblith", 2) == [-1, 0]  # {0, 0, d, d}
+    assert _bandwidth.median_ranks("kornblith", 3) == [0, 0]  # 9 values, rank 4 -> pair rank 0
+    assert _bandwidth.median_ranks("offdiag", 4) == [2, 3]
+    with pytest.raises(ValueError, match="bandwidth"):
+        _bandwidth.median_ranks("mode", 4)
+
+
+def test_sampled_median_is_seeded_and_close():
+    x = np.random.default_rng(1).normal(size=(400, 6))
+    a = _bandwidth.median_sq_distance(x, "sampled", n_pairs=20000, seed=3)
+    assert a == _bandwidth.median_sq_distance(x, "sampled", n_pairs=20000, seed=3)
+    assert a == pytest.approx(median_sq(x, "offdiag"), rel=0.03)
+    got = pyckafast.rbf_cka(x, np.tanh(x), bandwidth="sampled", n_pairs=20000)
+    assert got == pytest.approx(rbf_cka_ref(x, np.tanh(x), rule="offdiag"), rel=0.01)
+
+
+def test_pair_reductions_add():
+    """Histograms and candidates of block pairs merge by +, so any driver can reduce them."""
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3))
+    whole = _bandwidth.pair_histogram(a, b, False, 1.0, 9.0, 16)
+    parts = (_bandwidth.pair_histogram(a[:4], b, False, 1.0, 9.0, 16)
+             + _bandwidth.pair_histogram(a[4:], b, False, 1.0, 9.0, 16))
+    assert whole.below == parts.below and (whole.counts == parts.counts).all()
+    c = _bandwidth.pair_candidates(a, a, True, 0.0, np.inf)
+    assert c.below == 0 and c.values.size == 45
+
+
+def test_zero_median_is_a_clear_error():
+    x = np.zeros((20, 3))
+    x[:3] = 1.0  # most pairs identical
+    for rule in ("kornblith", "offdiag"):
+        with pytest.raises(ValueError, match="sigma would be 0"):
+            pyckafast.rbf_cka(x, np.random.default_rng(0).normal(size=(20, 2)), bandwidth=rule)
