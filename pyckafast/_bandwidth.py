@@ -27,7 +27,8 @@ import numpy as np
 from ._rbf_engine import block_bounds, centring_shift, default_tile
 
 __all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
-           "select_pair_ranks", "median_ranks", "median_sq_distance", "local_pair_reducer", "gamma_from_sigma"]
+           "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
+           "local_pair_reducer", "sampled_pairs", "gamma_from_sigma", "gamma_from_median"]
 
 RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
@@ -104,22 +105,26 @@ def local_pair_reducer(a: np.ndarray, tile: int | None = None) -> PairReducer:
 
 
 def select_pair_ranks(
-    ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer
+    ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer,
+    pair_fns: tuple[Callable, Callable] = (pair_histogram, pair_candidates),
 ) -> list[float]:
     """The values of the given 0-based ranks among the n(n-1)/2 pair squared distances.
 
     ``upper`` bounds every squared distance (e.g. (2 max_i |x_i|)^2 of the centred rows).
+    ``pair_fns`` are the per-block-pair histogram and candidate functions (the GPU driver
+    passes device versions returning the same :class:`Histogram` / :class:`Candidates`).
     """
+    histogram, candidates = pair_fns
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
     lo, hi = 0.0, float(upper) * (1 + 1e-3) + 1e-300
     for _ in range(_MAX_PASSES):
-        hist = reduce_pairs(lambda a, b, d: pair_histogram(a, b, d, lo, hi))
+        hist = reduce_pairs(lambda a, b, d: histogram(a, b, d, lo, hi))
         if int(hist.counts.sum()) <= _MAX_CANDIDATES:
             break
         if hi - lo <= 64 * np.finfo(np.float64).eps * abs(hi):
             return [0.5 * (lo + hi)] * len(ranks)  # many ties: every wanted rank is this value
         lo, hi = _narrow(hist, ranks, lo, hi)
-    cand = reduce_pairs(lambda a, b, d: pair_candidates(a, b, d, lo, hi))
+    cand = reduce_pairs(lambda a, b, d: candidates(a, b, d, lo, hi))
     values = np.sort(cand.values)
     out = []
     for r in ranks:
@@ -168,18 +173,26 @@ def median_sq_distance(
     """
     if rule == "sampled":
         return _sampled_median(a, n_pairs, seed)
-    ranks = median_ranks(rule, a.shape[0])
     if reduce_pairs is None:
         reduce_pairs = local_pair_reducer(a, tile)
     if upper is None:
         upper = 4.0 * _max_sq_norm(a)  # |x_i - x_j| <= |x_i - m| + |x_j - m|
+    return exact_median(rule, a.shape[0], upper, reduce_pairs, a.dtype)
+
+
+def exact_median(
+    rule: str, n: int, upper: float, reduce_pairs: PairReducer, dtype: np.dtype,
+    pair_fns: tuple[Callable, Callable] = (pair_histogram, pair_candidates),
+) -> float:
+    """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits."""
+    ranks = median_ranks(rule, n)
     real = sorted({r for r in ranks if r >= 0})
-    found = select_pair_ranks(real, n=a.shape[0], upper=upper, reduce_pairs=reduce_pairs)
+    found = select_pair_ranks(real, n=n, upper=upper, reduce_pairs=reduce_pairs, pair_fns=pair_fns)
     values = dict(zip(real, found))
     median = 0.5 * sum(values.get(r, 0.0) for r in ranks)
     # Identical points come out of |a|^2 + |b|^2 - 2a.b as rounding noise, not 0: a median at
     # that level means "at least half of the pairs are equal", i.e. 0.
-    noise = 8 * np.finfo(np.promote_types(a.dtype, np.float32)).eps * upper
+    noise = 8 * np.finfo(np.promote_types(dtype, np.float32)).eps * upper
     return 0.0 if median <= noise else median
 
 
@@ -192,12 +205,17 @@ def _max_sq_norm(a: np.ndarray) -> float:
     return best
 
 
-def _sampled_median(a: np.ndarray, n_pairs: int, seed: int) -> float:
-    n = a.shape[0]
+def sampled_pairs(n: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_pairs`` random pairs (i, j), i != j, of the "sampled" rule (same on every device)."""
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, size=n_pairs)
     j = rng.integers(0, n - 1, size=n_pairs)
     j += j >= i  # uniform over j != i
+    return i, j
+
+
+def _sampled_median(a: np.ndarray, n_pairs: int, seed: int) -> float:
+    i, j = sampled_pairs(a.shape[0], n_pairs, seed)
     d2 = np.empty(n_pairs)
     for lo in range(0, n_pairs, 8192):
         diff = a[i[lo:lo + 8192]].astype(np.float64) - a[j[lo:lo + 8192]]

@@ -13,7 +13,7 @@ import numpy as np
 from ._arrays import device_of, host_view
 from ._validation import as_samples, check_same_n
 
-__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "float_dtype"]
+__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "float_dtype", "device_arrays"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,19 @@ def device_id(*samples: Samples) -> int:
         if s.on_device:
             return s.data.device.id
     return cupy.cuda.Device().id
+
+
+def device_arrays(x: object, y: object) -> tuple[object, object]:
+    """Both inputs as finite floating CuPy arrays on one device (host data copied there once):
+    for passes that need all rows resident, such as the exact bandwidth selection."""
+    import cupy
+
+    sx, sy, _ = gpu_pair(x, y, 2, why="CKA needs variance")
+    out = []
+    for s, name in ((sx, "x"), (sy, "y")):
+        a = s.data if s.on_device else cupy.asarray(s.data)
+        a = a.astype(s.dtype, copy=False)
+        if not bool(cupy.isfinite(a).all()):
+            raise ValueError(f"{name} must contain only finite values; found NaN or Inf.")
+        out.append(a)
+    return out[0], out[1]

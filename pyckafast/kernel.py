@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _backends, _bandwidth, _combine
+from . import _arrays, _backends, _bandwidth, _combine
 from ._validation import as_samples, check_positive_scalar, check_same_n
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions"]
@@ -81,6 +81,25 @@ def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "aut
     return _combine.kernel_hsic(terms, debiased)
 
 
+def _any_device_triple(x, y, debiased, options, backend, tile) -> _combine.HSICTriple:
+    """The HSIC triple on the device the data live on (or the one ``backend`` names)."""
+    device = _arrays.producer_device(backend, _arrays.common_device(x, y))
+    if device == "cpu":
+        x, y, tile = _rbf_inputs(_arrays.host_view(x), _arrays.host_view(y), debiased, tile)
+        return rbf_triple(x, y, debiased=debiased, options=options, backend=backend, tile=tile)
+    produce = rbf_producer(backend, device)  # raises with the reason if the GPU cannot run
+    tile = _check_tile(tile)
+    from . import _gpu_bandwidth, _gpu_inputs
+
+    gx, gy = _gpu_inputs.device_arrays(x, y)  # the bandwidth passes need the data on the device
+    import cupy
+
+    gamma_x = _gpu_bandwidth.gamma(gx, "x", 0, options, tile, cupy)
+    gamma_y = _gpu_bandwidth.gamma(gy, "y", 1, options, tile, cupy)
+    terms = produce(gx, gy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
+    return _combine.kernel_hsic(terms, debiased)
+
+
 def _rbf_inputs(x, y, debiased, tile):
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_same_n(x, y, 4 if debiased else 2,
@@ -112,8 +131,10 @@ def rbf_cka(
     debiased : bool, default False
         False: from the biased HSIC tr(KHLH)/(n-1)^2. True: from the unbiased HSIC of Song et
         al. (2012) ("debiased CKA"); needs n >= 4. One pass gives both.
-    backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
-        Who evaluates the tiles. Distances come from BLAS GEMMs in the input dtype.
+    backend : {"auto", "cpp", "numba", "numpy", "cuda"}, default "auto"
+        Who evaluates the tiles. On the CPU, distances come from BLAS GEMMs in the input dtype.
+        CuPy arrays and torch CUDA tensors go to "cuda" (fused tile kernel, bandwidth passes on
+        the device); ``backend="cuda"`` with host input copies it to the GPU first.
     tile : int, optional
         Rows per tile (default 1024 for float64, 2048 for float32). The result does not depend
         on it beyond float64 rounding.
@@ -150,10 +171,8 @@ def rbf_cka(
     >>> 0.0 < pyckafast.rbf_cka(x, np.tanh(x), threshold=0.5, debiased=True) < 1.0
     True
     """
-    x, y, tile = _rbf_inputs(x, y, debiased, tile)
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return _combine.cka_from_hsic(rbf_triple(x, y, debiased=debiased, options=options,
-                                             backend=backend, tile=tile))
+    return _combine.cka_from_hsic(_any_device_triple(x, y, debiased, options, backend, tile))
 
 
 def rbf_hsic(
@@ -173,9 +192,8 @@ def rbf_hsic(
     >>> pyckafast.rbf_hsic(x, x, sigma=1.0) > 0
     True
     """
-    x, y, tile = _rbf_inputs(x, y, debiased, tile)
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return rbf_triple(x, y, debiased=debiased, options=options, backend=backend, tile=tile).xy
+    return _any_device_triple(x, y, debiased, options, backend, tile).xy
 
 
 def cka(x, y, kernel: Kernel = "linear", **options) -> float:

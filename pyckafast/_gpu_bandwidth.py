@@ -1,0 +1,93 @@
+"""RBF bandwidths of data on a GPU: the exact selection of :mod:`pyckafast._bandwidth`, with
+every pass over pairs of row blocks computed on the device (a distance tile is a GEMM; only
+histogram counts and the few final candidates travel to the host).
+
+The functions take the array module ``xp`` (``cupy`` on a GPU); the CPU tests run the very same
+code with ``xp=numpy`` against the CPU implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _bandwidth
+from ._bandwidth import Candidates, Histogram
+
+__all__ = ["median_sq_distance", "gamma"]
+
+_BINS = 1 << 14
+
+
+def gamma(a, name: str, side: int, options, tile: int | None, xp) -> float:
+    """gamma = 1/(2 sigma^2) for one side under ``options`` (a :class:`kernel.RBFOptions`)."""
+    if options.sigma is not None:
+        return _bandwidth.gamma_from_sigma(options.sigma[side])
+    median = median_sq_distance(a, options.bandwidth, xp=xp, tile=tile,
+                                n_pairs=options.n_pairs, seed=options.seed)
+    return _bandwidth.gamma_from_median(median, options.threshold, name, options.bandwidth)
+
+
+def median_sq_distance(a, rule: str, *, xp, tile: int | None = None, n_pairs: int = 100_000,
+                       seed: int = 0) -> float:
+    """The ``rule`` median squared distance between the rows of the device array ``a``."""
+    if rule == "sampled":
+        i, j = _bandwidth.sampled_pairs(a.shape[0], n_pairs, seed)
+        diff = a[xp.asarray(i)].astype(np.float64) - a[xp.asarray(j)]
+        return float(xp.median((diff * diff).sum(axis=1)))
+    dtype = np.promote_types(a.dtype, np.float32)
+    shift = a.mean(axis=0, dtype=np.float64).astype(dtype)
+    centred_norms = _sq_norms(xp, a - shift)
+    upper = 4.0 * float(centred_norms.max())  # |x_i - x_j| <= |x_i - m| + |x_j - m|
+    tile = int(tile or (4096 if dtype == np.float32 else 2048))
+    reducer = _device_pair_reducer(a, shift, dtype, tile, xp)
+    fns = (lambda a_, b_, d, lo, hi: _histogram(xp, a_, b_, d, lo, hi),
+           lambda a_, b_, d, lo, hi: _candidates(xp, a_, b_, d, lo, hi))
+    return _bandwidth.exact_median(rule, a.shape[0], upper, reducer, dtype, pair_fns=fns)
+
+
+def _device_pair_reducer(a, shift, dtype, tile: int, xp):
+    bounds = [(lo, min(lo + tile, a.shape[0])) for lo in range(0, a.shape[0], tile)]
+
+    def reduce_pairs(fn):
+        total = None
+        for ia, (alo, ahi) in enumerate(bounds):
+            xa = xp.ascontiguousarray(a[alo:ahi] - shift, dtype=dtype)
+            for blo, bhi in bounds[ia:]:
+                diagonal = blo == alo
+                xb = xa if diagonal else xp.ascontiguousarray(a[blo:bhi] - shift, dtype=dtype)
+                part = fn(xa, xb, diagonal)
+                total = part if total is None else total + part
+        return total
+
+    return reduce_pairs
+
+
+def _sq_norms(xp, a):
+    return (a.astype(np.float64) ** 2).sum(axis=1)
+
+
+def _pair_d2(xp, a, b, diagonal: bool):
+    """The squared distances of a block pair as a flat float64 device array (i < j if diagonal)."""
+    g = a @ a.T if diagonal else a @ b.T
+    na = _sq_norms(xp, a)
+    nb = na if diagonal else _sq_norms(xp, b)
+    d2 = xp.maximum(na[:, None] + nb[None, :] - 2.0 * g.astype(np.float64), 0.0)
+    if diagonal:
+        return d2[xp.triu_indices(d2.shape[0], 1)]
+    return d2.ravel()
+
+
+def _host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _histogram(xp, a, b, diagonal: bool, lo: float, hi: float) -> Histogram:
+    d2 = _pair_d2(xp, a, b, diagonal)
+    inside = d2[(d2 >= lo) & (d2 <= hi)]
+    counts = xp.histogram(inside, bins=_BINS, range=(lo, hi))[0]
+    return Histogram(int(xp.count_nonzero(d2 < lo)), _host(counts).astype(np.int64))
+
+
+def _candidates(xp, a, b, diagonal: bool, lo: float, hi: float) -> Candidates:
+    d2 = _pair_d2(xp, a, b, diagonal)
+    return Candidates(int(xp.count_nonzero(d2 < lo)), _host(d2[(d2 >= lo) & (d2 <= hi)]))
