@@ -5,10 +5,9 @@ chunks (i <= j); inside a task the chunks are cut into tiles handed to
 ``pyckafast._rbf_engine.rbf_block_pair`` (so a task's temporaries are tile^2, whatever the chunk
 size). Pair sums add (off-diagonal pairs twice, by symmetry), row sums go to their rows.
 
-Exact median of the n^2 squared distances: histogram passes over the same chunk pairs narrow an
-interval [lo, hi] around the middle rank(s) until few values remain, which are then gathered
-(as distinct values with counts, so ties cost nothing) and ranked exactly. Every pass recomputes
-its own counts below the interval, so passes need not agree bit for bit.
+Bandwidths: the exact selection of :mod:`pyckafast._bandwidth` (histogram passes, then the few
+remaining candidates ranked exactly), each pass a Dask reduction over the same chunk pairs; the
+"sampled" rule draws the same pairs as in memory. So Dask bandwidths equal in-memory ones.
 """
 
 from __future__ import annotations
@@ -17,16 +16,13 @@ import math
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _bandwidth
 from ._terms import KernelTerms
 from ._validation import check_positive_scalar
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
-BANDWIDTHS = ("kornblith", "nonzero", "sampled")
-_BINS = 2048
-_GATHER_CAP = 1 << 20  # values left inside the interval when they are gathered and ranked
-_MAX_PASSES = 8  # 2048^8 bins: narrower than a float64 ulp, so ties end the loop
+BANDWIDTHS = _bandwidth.RULES
 
 
 def aligned_blocks(dx, dy, *, min_n: int):
@@ -104,13 +100,8 @@ def _gamma(blocks, n, sizes, rule, threshold, tile, n_pairs, seed, name) -> floa
     if rule == "sampled":
         median = _sampled_median(blocks, n, sizes, n_pairs, seed)
     else:
-        median = exact_median(blocks, tile=tile, nonzero=rule == "nonzero")
-    if not median > 0:
-        raise ValueError(
-            f"the median squared distance of {name} is {median}: bandwidth {rule!r} is undefined "
-            "(too many identical samples); pass sigma= explicitly."
-        )
-    return 1.0 / (2.0 * threshold ** 2 * median)
+        median = exact_median(blocks, rule=rule, tile=tile)
+    return _bandwidth.gamma_from_median(median, threshold, name, rule)
 
 
 def _pairs(count: int):
@@ -183,99 +174,51 @@ def _sum_scalars(results: list) -> np.ndarray:
 
 
 # ---- bandwidths ----------------------------------------------------------------------------------
-def _sq_dists(a: np.ndarray, b: np.ndarray, same: bool) -> np.ndarray:
-    """Squared distances |a_i - b_j|^2 of centred rows, clamped at 0, exact zeros on a diagonal."""
-    na, nb = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-    d = (na[:, None] + nb[None, :] - 2.0 * (a @ b.T)).astype(np.float64)
-    np.maximum(d, 0.0, out=d)
-    if same:
-        np.fill_diagonal(d, 0.0)
-    return d
+def _dask_pair_reducer(blocks: list, tile: int):
+    """A ``reduce_pairs`` for :func:`pyckafast._bandwidth.exact_median`: one task per chunk pair
+    (i <= j), tiles inside it; the partial Histogram/Candidates add up on the client."""
+    import functools
+    import operator
+
+    import dask
+
+    def reduce_pairs(fn):
+        task = dask.delayed(_reduce_chunk_pair, pure=True)
+        parts = [task(fn, blocks[i], blocks[j], i == j, tile) for i, j in _pairs(len(blocks))]
+        return functools.reduce(operator.add, dask.compute(parts)[0])
+
+    return reduce_pairs
 
 
-def _tile_dists(xa, xb, diagonal, tile, nonzero):
-    """(distances, multiplicity) of every tile pair of a chunk pair; off-diagonal pairs count twice."""
+def _reduce_chunk_pair(fn, xa, xb, diagonal: bool, tile: int):
+    total = None
     for (alo, ahi), (blo, bhi), same in _tile_pairs(xa.shape[0], xb.shape[0], diagonal, tile):
-        d = _sq_dists(xa[alo:ahi], xb[blo:bhi], same).ravel()
-        yield (d[d > 0] if nonzero else d), (1 if same else 2)
-
-
-def _histogram(xa, xb, diagonal, lo, hi, tile, nonzero) -> np.ndarray:
-    """Counts [below lo, _BINS bins over [lo, hi], above hi] of the chunk pair's distances."""
-    edges = np.linspace(lo, hi, _BINS + 1)
-    counts = np.zeros(_BINS + 2, np.int64)
-    for d, weight in _tile_dists(xa, xb, diagonal, tile, nonzero):
-        idx = np.searchsorted(edges, d, side="right")  # 0: below lo, 1.._BINS: bins, _BINS+1: above
-        idx[d == hi] = _BINS
-        counts += weight * np.bincount(idx, minlength=_BINS + 2)
-    return counts
-
-
-def _values_between(xa, xb, diagonal, lo, hi, tile, nonzero):
-    """Distinct distances in [lo, hi] with their counts, and the count below lo."""
-    values, counts, below = [], [], 0
-    for d, weight in _tile_dists(xa, xb, diagonal, tile, nonzero):
-        below += weight * int(np.count_nonzero(d < lo))
-        v, c = np.unique(d[(d >= lo) & (d <= hi)], return_counts=True)
-        values.append(v)
-        counts.append(weight * c)
-    return np.concatenate(values), np.concatenate(counts), below
+        part = fn(xa[alo:ahi], xa[blo:bhi] if same else xb[blo:bhi], same)
+        total = part if total is None else total + part
+    return total
 
 
 def _max_sq_norm(block) -> float:
     return float(np.max(np.einsum("ij,ij->i", block, block), initial=0.0))
 
 
-def exact_median(blocks: list, *, tile: int, nonzero: bool) -> float:
-    """np.median of all n^2 squared distances between the rows of the centred ``blocks``
-    (or of the non-zero ones), computed by histogram passes over the chunk pairs."""
+def exact_median(blocks: list, *, rule: str, tile: int) -> float:
+    """The exact ``rule`` ("kornblith" or "offdiag") median squared distance between the rows of
+    the centred ``blocks``: the selection of :mod:`pyckafast._bandwidth`, passes run as Dask
+    tasks over chunk pairs, so it equals the in-memory value."""
     import dask
 
-    pairs = _pairs(len(blocks))
     norms = dask.compute([dask.delayed(_max_sq_norm)(b) for b in blocks])[0]
-    lo, hi = 0.0, 4.0 * max(norms) * (1 + 1e-6) + 1e-300  # |a - b|^2 <= (|a| + |b|)^2
-    for _ in range(_MAX_PASSES):
-        hist = dask.delayed(_histogram, pure=True)
-        parts = [hist(blocks[i], blocks[j], i == j, lo, hi, tile, nonzero) for i, j in pairs]
-        counts = np.sum(dask.compute(parts)[0], axis=0)
-        total, below, inside = int(counts.sum()), int(counts[0]), counts[1:-1]
-        if total == 0:
-            return 0.0
-        if inside.sum() <= _GATHER_CAP:
-            break
-        cum = below + np.cumsum(inside)
-        ranks = ((total - 1) // 2, total // 2)
-        b1, b2 = (int(np.searchsorted(cum, k, side="right")) for k in ranks)
-        edges = np.linspace(lo, hi, _BINS + 1)
-        new = float(edges[b1]), float(edges[min(b2 + 1, _BINS)])
-        if new == (lo, hi):
-            break
-        lo, hi = new
-    gather = dask.delayed(_values_between, pure=True)
-    found = dask.compute([gather(blocks[i], blocks[j], i == j, lo, hi, tile, nonzero) for i, j in pairs])[0]
-    return _rank_pair(found, total)
-
-
-def _rank_pair(found: list, total: int) -> float:
-    values = np.concatenate([f[0] for f in found])
-    counts = np.concatenate([f[1] for f in found])
-    below = sum(f[2] for f in found)
-    uniq, inverse = np.unique(values, return_inverse=True)
-    cum = below + np.cumsum(np.bincount(inverse, weights=counts, minlength=uniq.size).astype(np.int64))
-    lo_rank, hi_rank = (total - 1) // 2, total // 2
-    v1 = uniq[np.searchsorted(cum, lo_rank, side="right")]
-    v2 = uniq[np.searchsorted(cum, hi_rank, side="right")]
-    return float((v1 + v2) / 2.0)
+    n = int(sum(dask.compute([dask.delayed(len)(b) for b in blocks])[0]))
+    dtype = np.result_type(*dask.compute([dask.delayed(lambda b: b.dtype)(blocks[0])])[0])
+    return _bandwidth.exact_median(rule, n, 4.0 * max(norms), _dask_pair_reducer(blocks, tile), dtype)
 
 
 def _sampled_median(blocks, n, sizes, n_pairs, seed) -> float:
-    """Median of the squared distances of ``n_pairs`` random pairs i != j (``seed``)."""
+    """Median of the squared distances of the ``n_pairs`` random pairs of the in-memory rule."""
     import dask
 
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, n_pairs)
-    j = rng.integers(0, n - 1, n_pairs)
-    j += j >= i
+    i, j = _bandwidth.sampled_pairs(n, n_pairs, seed)
     rows = np.unique(np.concatenate([i, j]))
     starts = np.cumsum([0, *sizes])
     take = dask.delayed(lambda block, idx: block[idx])

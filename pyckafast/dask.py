@@ -109,12 +109,12 @@ def rbf_cka(
         overrides ``bandwidth``.
     threshold : float, default 1.0
         Multiplier: ``sigma^2 = threshold^2 * median`` of the squared distances.
-    bandwidth : {"kornblith", "nonzero", "sampled"}, default "kornblith"
-        "kornblith": exact median of all n^2 squared distances, the n zeros of the diagonal
-        included (Kornblith et al. 2019). "nonzero": exact median of the non-zero distances
-        (the official code of Davari et al. 2023). Exact medians cost extra passes over the
-        chunk pairs (usually 2-3). "sampled": median over ``n_pairs`` random pairs i != j drawn
-        with ``seed``, one pass over the sampled rows only.
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        As in :func:`pyckafast.rbf_cka`: "kornblith", exact median of all n^2 squared distances,
+        the n zeros of the diagonal included (Kornblith et al. 2019); "offdiag", exact median of
+        the n(n-1)/2 distinct pairs. Exact medians cost a few extra passes over the chunk
+        pairs. "sampled": median over ``n_pairs`` random pairs i != j drawn with ``seed`` (the
+        same pairs as in memory), one pass over the sampled rows only.
     debiased : bool, default False
         Biased HSIC (Gretton et al. 2005) or unbiased HSIC (Song et al. 2012).
     backend : str, default "auto"

@@ -184,8 +184,6 @@ def test_robustness_subcommands_register_through_the_hook(monkeypatch, capsys):
 
 
 def test_rbf_kernel_calls_rbf_cka(files, capsys):
-    if not hasattr(pyckafast, "rbf_cka"):
-        pytest.skip("pyckafast.rbf_cka comes from the rbf branch")
     paths, x, y = files
     code, out, _ = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--threshold", "0.8",
                         "--json")

@@ -1,6 +1,5 @@
 """pyckafast.dask on a LocalCluster with worker processes: equal to the in-memory results."""
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ import pyckafast  # noqa: E402
 import pyckafast.dask as pdask  # noqa: E402
 from pyckafast.compat import kornblith as kb  # noqa: E402
 
-HAS_RBF_ENGINE = importlib.util.find_spec("pyckafast._rbf_engine") is not None
-needs_rbf = pytest.mark.skipif(not HAS_RBF_ENGINE, reason="pyckafast._rbf_engine comes from the rbf branch")
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +87,23 @@ def _ref_rbf_cka(x, y, debiased, threshold=1.0, rule="kornblith", sigma=None):
         if sigma is not None:
             s2 = sigma ** 2
         else:
-            s2 = threshold ** 2 * np.median(d if rule == "kornblith" else d[d > 0])
+            s2 = threshold ** 2 * np.median(d if rule == "kornblith" else d[np.triu_indices(len(d), 1)])
         return np.exp(-d / (2 * s2))
     return kb.cka(gram(x), gram(y), debiased=debiased)
 
 
-@needs_rbf
 @pytest.mark.parametrize("chunks", [(100, 37, 163), 300])
 @pytest.mark.parametrize("debiased", [False, True])
-@pytest.mark.parametrize("rule", ["kornblith", "nonzero"])
+@pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
 def test_rbf_exact_median_equals_in_memory(client, chunks, debiased, rule):
     x, y = _data(300, 5, 3, seed=2, offset=10.0)
     got = pdask.rbf_cka(da.from_array(x, chunks=(chunks, -1)), da.from_array(y, chunks=(chunks, -1)),
                         bandwidth=rule, threshold=0.7, debiased=debiased, tile=64)
     assert got == pytest.approx(_ref_rbf_cka(x, y, debiased, 0.7, rule), abs=1e-8)
-    if hasattr(pyckafast, "rbf_cka") and rule == "kornblith":
-        assert got == pytest.approx(pyckafast.rbf_cka(x, y, threshold=0.7, debiased=debiased), abs=1e-8)
+    assert got == pytest.approx(pyckafast.rbf_cka(x, y, threshold=0.7, bandwidth=rule,
+                                                  debiased=debiased), abs=1e-8)
 
 
-@needs_rbf
 @pytest.mark.parametrize("sigma", [0.5, 3.0, 40.0])
 def test_rbf_explicit_sigma(client, sigma):
     x, y = _data(200, 4, 4, seed=4)
@@ -128,12 +123,11 @@ def test_exact_median_many_passes_and_ties(client):
     sq = np.einsum("ij,ij->i", x, x)
     d = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
     np.fill_diagonal(d, 0)
-    for nonzero, values in ((False, d), (True, d[d > 0])):
-        got = _dask_rbf.exact_median(blocks, tile=256, nonzero=nonzero)
+    for rule, values in (("kornblith", d), ("offdiag", d[np.triu_indices(len(d), 1)])):
+        got = _dask_rbf.exact_median(blocks, rule=rule, tile=256)
         assert got == pytest.approx(np.median(values), rel=1e-12)
 
 
-@needs_rbf
 def test_rbf_sampled_bandwidth_is_chunking_independent(client):
     x, y = _data(400, 4, 3, seed=6)
     a = pdask.rbf_cka(da.from_array(x, chunks=400), da.from_array(y, chunks=400), bandwidth="sampled",
@@ -141,6 +135,8 @@ def test_rbf_sampled_bandwidth_is_chunking_independent(client):
     b = pdask.rbf_cka(da.from_array(x, chunks=((50, 150, 200), -1)), da.from_array(y, chunks=130),
                       bandwidth="sampled", n_pairs=5000, seed=1)
     assert a == pytest.approx(b, abs=1e-12)
+    in_memory = pyckafast.rbf_cka(x, y, bandwidth="sampled", n_pairs=5000, seed=1)
+    assert a == pytest.approx(in_memory, abs=1e-10)  # the same random pairs as in memory
     assert a == pytest.approx(_ref_rbf_cka(x, y, False), abs=0.02)  # sampled median ~ exact
 
 

@@ -91,8 +91,6 @@ def test_plots_write_png(tmp_path):
 
 
 def test_rbf_measure_calls_pyckafast_rbf_cka():
-    if not hasattr(pyckafast, "rbf_cka"):
-        pytest.skip("pyckafast.rbf_cka not merged into this branch yet")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 5))
     y = x + 0.3 * rng.normal(size=x.shape)

@@ -141,8 +141,6 @@ def test_errors(data):
 
 
 def test_rbf_kernel_gathers_and_calls_rbf_cka(data):
-    if not hasattr(pyckafast, "rbf_cka"):
-        pytest.skip("pyckafast.rbf_cka comes from the rbf branch")
     x, batches = data
     a, b = _mlp(1), _mlp(2)
     m, _, _ = compare_models(a, b, batches, ["0", "4"], ["6"], kernel="rbf", threshold=0.8)
