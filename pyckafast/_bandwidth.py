@@ -28,7 +28,7 @@ from ._rbf_engine import block_bounds, centring_shift, default_tile
 
 __all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
            "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
-           "local_pair_reducer", "sampled_pairs", "gamma_from_sigma", "gamma_from_median"]
+           "local_pair_reducer", "block_pair_reducer", "sampled_pairs", "gamma_from_sigma", "gamma_from_median"]
 
 RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
@@ -87,16 +87,21 @@ def local_pair_reducer(a: np.ndarray, tile: int | None = None) -> PairReducer:
     """A ``reduce_pairs`` over the in-memory array ``a``, centred by its mean, tile by tile."""
     dtype = np.promote_types(a.dtype, np.float32)
     tile = int(tile or default_tile(dtype.itemsize))
-    shift = centring_shift(a, "data", dtype)
+    return block_pair_reducer(a, centring_shift(a, "data", dtype), dtype, tile, np)
+
+
+def block_pair_reducer(a, shift, dtype, tile: int, xp) -> PairReducer:
+    """A ``reduce_pairs`` over the upper triangle of ``tile``-row blocks of ``a - shift``, for an
+    array of module ``xp`` (NumPy here, CuPy for data on a GPU)."""
     bounds = block_bounds(a.shape[0], tile)
 
     def reduce_pairs(fn):
         total = None
         for ia, (alo, ahi) in enumerate(bounds):
-            xa = np.ascontiguousarray(a[alo:ahi] - shift, dtype=dtype)
+            xa = xp.ascontiguousarray(a[alo:ahi] - shift, dtype=dtype)
             for blo, bhi in bounds[ia:]:
                 diagonal = blo == alo
-                xb = xa if diagonal else np.ascontiguousarray(a[blo:bhi] - shift, dtype=dtype)
+                xb = xa if diagonal else xp.ascontiguousarray(a[blo:bhi] - shift, dtype=dtype)
                 part = fn(xa, xb, diagonal)
                 total = part if total is None else total + part
         return total

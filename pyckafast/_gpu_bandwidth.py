@@ -39,27 +39,10 @@ def median_sq_distance(a, rule: str, *, xp, tile: int | None = None, n_pairs: in
     centred_norms = _sq_norms(xp, a - shift)
     upper = 4.0 * float(centred_norms.max())  # |x_i - x_j| <= |x_i - m| + |x_j - m|
     tile = int(tile or (4096 if dtype == np.float32 else 2048))
-    reducer = _device_pair_reducer(a, shift, dtype, tile, xp)
+    reducer = _bandwidth.block_pair_reducer(a, shift, dtype, tile, xp)
     fns = (lambda a_, b_, d, lo, hi: _histogram(xp, a_, b_, d, lo, hi),
            lambda a_, b_, d, lo, hi: _candidates(xp, a_, b_, d, lo, hi))
     return _bandwidth.exact_median(rule, a.shape[0], upper, reducer, dtype, pair_fns=fns)
-
-
-def _device_pair_reducer(a, shift, dtype, tile: int, xp):
-    bounds = [(lo, min(lo + tile, a.shape[0])) for lo in range(0, a.shape[0], tile)]
-
-    def reduce_pairs(fn):
-        total = None
-        for ia, (alo, ahi) in enumerate(bounds):
-            xa = xp.ascontiguousarray(a[alo:ahi] - shift, dtype=dtype)
-            for blo, bhi in bounds[ia:]:
-                diagonal = blo == alo
-                xb = xa if diagonal else xp.ascontiguousarray(a[blo:bhi] - shift, dtype=dtype)
-                part = fn(xa, xb, diagonal)
-                total = part if total is None else total + part
-        return total
-
-    return reduce_pairs
 
 
 def _sq_norms(xp, a):

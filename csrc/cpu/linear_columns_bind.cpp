@@ -7,51 +7,30 @@
 #include <algorithm>
 #include <string>
 
+#include "bind_util.h"
 #include "linear_columns.h"
 
 namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-pcf::View2D<T> strided_view(const py::array& a, const char* name) {
-  if (a.ndim() != 2 || !py::isinstance<py::array_t<T>>(a))
-    throw py::value_error(std::string(name) + " must be a 2-D array of the kernel's dtype");
-  const auto item = static_cast<py::ssize_t>(sizeof(T));
-  if (a.strides(0) % item || a.strides(1) % item)
-    throw py::value_error(std::string(name) + " has strides that are not whole elements");
-  return {static_cast<const T*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / item,
-          a.strides(1) / item};
-}
-
-template <typename T>
-T* writable_c(py::array& a, py::ssize_t rows, py::ssize_t cols, const char* name) {
-  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || a.ndim() != 2 ||
-      a.shape(0) != rows || a.shape(1) != cols || !a.writeable())
-    throw py::value_error(std::string(name) +
-                          " must be a writable C-contiguous array of the input's shape and dtype");
-  return static_cast<T*>(a.mutable_data());
-}
-
-py::array_t<double> as_numpy(const std::vector<double>& v) {
-  py::array_t<double> out(static_cast<py::ssize_t>(v.size()));
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
+using pcf_bind::c_contiguous_out;
+using pcf_bind::to_numpy;
+using pcf_bind::view2d;
 
 template <typename T>
 py::tuple columns(const py::array& x, const py::array& y,
                   const py::array_t<T, py::array::forcecast>& shift_x,
                   const py::array_t<T, py::array::forcecast>& shift_y, py::array out_x,
                   py::array out_y, bool debiased, std::int64_t slab) {
-  auto vx = strided_view<T>(x, "x");
-  auto vy = strided_view<T>(y, "y");
+  auto vx = view2d<T>(x, "x");
+  auto vy = view2d<T>(y, "y");
   if (vx.rows != vy.rows) throw py::value_error("x and y must have the same number of rows");
   if (shift_x.size() != vx.cols) throw py::value_error("shift_x must have one entry per column of x");
   if (shift_y.size() != vy.cols) throw py::value_error("shift_y must have one entry per column of y");
   if (slab < 1) throw py::value_error("slab must be >= 1");
-  T* ox = writable_c<T>(out_x, vx.rows, vx.cols, "out_x");
-  T* oy = writable_c<T>(out_y, vy.rows, vy.cols, "out_y");
+  T* ox = c_contiguous_out<T>(out_x, vx.rows, vx.cols, "out_x");
+  T* oy = c_contiguous_out<T>(out_y, vy.rows, vy.cols, "out_y");
   pcf::LinearMoments r;
   {
     py::gil_scoped_release release;
@@ -60,8 +39,8 @@ py::tuple columns(const py::array& x, const py::array& y,
   }
   py::array_t<double> scalars(5);
   std::copy(r.scalars, r.scalars + 5, scalars.mutable_data());
-  return py::make_tuple(as_numpy(r.sum_x), as_numpy(r.sum_y), as_numpy(r.qx), as_numpy(r.rx),
-                        as_numpy(r.qy), as_numpy(r.ry), scalars);
+  return py::make_tuple(to_numpy(r.sum_x), to_numpy(r.sum_y), to_numpy(r.qx), to_numpy(r.rx),
+                        to_numpy(r.qy), to_numpy(r.ry), scalars);
 }
 
 }  // namespace
