@@ -70,11 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional_commands(sub) -> None:
-    """Subcommands that live in optional modules (the robustness suite) register themselves."""
-    try:
-        from .robustness_cli import add_robustness_parser
-    except ImportError:  # the robustness suite is not part of this installation
-        return
+    """Subcommands that live in their own modules (the robustness suite) register themselves."""
+    from .robustness_cli import add_robustness_parser
+
     add_robustness_parser(sub)
 
 

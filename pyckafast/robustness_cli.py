@@ -53,7 +53,7 @@ def add_robustness_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--representation", choices=("pixels", "mlp"), default="pixels",
                    help="class-translation: digits pixels or a small MLP's hidden layer")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_robustness)
+    p.set_defaults(handler=run_robustness)
     return p
 
 
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyckafast")
     add_robustness_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -205,3 +205,14 @@ def test_python_dash_m_subprocess(files):
     bad = subprocess.run([sys.executable, "-m", "pyckafast", "cka", "nope.npy", paths["y"]],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nope.npy" in bad.stderr
+
+
+def test_robustness_subcommand_through_the_main_cli(tmp_path, capsys):
+    code = cli.main(["robustness", "translation", "--out", str(tmp_path), "--seeds", "2",
+                     "--n-per-cube", "60", "--dim", "6", "--magnitudes", "1,10,50", "--no-rbf",
+                     "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "translation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    numbers = json.loads((tmp_path / "translation.json").read_text())
+    assert "translation.png" in capsys.readouterr().out
+    assert numbers  # the measured and theory values are written
