@@ -28,7 +28,7 @@ from ._rbf_engine import block_bounds, centring_shift, default_tile
 
 __all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
            "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
-           "local_pair_reducer", "block_pair_reducer", "sampled_pairs", "gamma_from_sigma", "gamma_from_median"]
+           "local_pair_reducer", "block_pair_reducer", "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
 RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
@@ -220,12 +220,18 @@ def sampled_pairs(n: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _sampled_median(a: np.ndarray, n_pairs: int, seed: int) -> float:
-    i, j = sampled_pairs(a.shape[0], n_pairs, seed)
-    d2 = np.empty(n_pairs)
-    for lo in range(0, n_pairs, 8192):
-        diff = a[i[lo:lo + 8192]].astype(np.float64) - a[j[lo:lo + 8192]]
-        d2[lo:lo + 8192] = np.einsum("ij,ij->i", diff, diff)
-    return float(np.median(d2))
+    return median_over_pairs(a, *sampled_pairs(a.shape[0], n_pairs, seed))
+
+
+def median_over_pairs(a, i: np.ndarray, j: np.ndarray, xp=np) -> float:
+    """Median of |a_i - a_j|^2 over the row-index pairs (i, j), in float64, 8192 pairs at a
+    time; ``a`` is an array of module ``xp`` (NumPy, or CuPy for data on a GPU)."""
+    d2 = xp.empty(len(i))
+    for lo in range(0, len(i), 8192):
+        rows_i, rows_j = xp.asarray(i[lo:lo + 8192]), xp.asarray(j[lo:lo + 8192])
+        diff = a[rows_i].astype(np.float64) - a[rows_j]
+        d2[lo:lo + 8192] = (diff * diff).sum(axis=1)
+    return float(xp.median(d2))
 
 
 def gamma_from_sigma(sigma: float) -> float:

@@ -17,8 +17,9 @@ import math
 import numpy as np
 
 from . import _backends, _bandwidth
+from ._rbf_engine import default_tile
 from ._terms import KernelTerms
-from ._validation import check_positive_scalar
+from ._validation import check_positive_scalar, float_dtype
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
@@ -44,8 +45,7 @@ def aligned_blocks(dx, dy, *, min_n: int):
 
 
 def _as_2d(a, name: str):
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers (float, integer or bool); got dtype {a.dtype}.")
+    float_dtype(a.dtype, name)  # the same dtype rule as in memory; raises TypeError
     if a.ndim == 1:
         return a[:, None]
     if a.ndim != 2:
@@ -53,9 +53,8 @@ def _as_2d(a, name: str):
     return a
 
 
-def _float_dtype(*dtypes) -> np.dtype:
-    out = np.result_type(*dtypes)
-    return np.dtype(np.float64) if out.kind != "f" or out.itemsize > 8 else out
+def _float_dtype(dx, dy) -> np.dtype:
+    return np.promote_types(float_dtype(dx.dtype, "dx"), float_dtype(dy.dtype, "dy"))
 
 
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
@@ -67,15 +66,14 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     if bandwidth not in BANDWIDTHS:
         raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}; got {bandwidth!r}.")
     threshold = check_positive_scalar(threshold, "threshold")
+    dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
-    dx, dy = da.asarray(dx), da.asarray(dy)
     ops = _backends.resolve(backend, "rbf_tile", "cpu")
-    dtype = ops.gemm_dtype(_float_dtype(dx.dtype, dy.dtype))
-    tile = int(tile or 1024)
-    sizes = [int(c) for c in _as_2d(dx, "dx").rechunk({1: -1}).chunks[0]]
+    dtype = ops.gemm_dtype(_float_dtype(dx, dy))
+    tile = int(tile or default_tile(dtype.itemsize))
+    sizes = [int(c) for c in dx.chunks[0]]
     n = sum(sizes)
-    sum_x, sum_y = dask.compute(_as_2d(dx, "dx").sum(axis=0, dtype=np.float64),
-                                _as_2d(dy, "dy").sum(axis=0, dtype=np.float64))
+    sum_x, sum_y = dask.compute(dx.sum(axis=0, dtype=np.float64), dy.sum(axis=0, dtype=np.float64))
     for s, name in ((sum_x, "dx"), (sum_y, "dy")):
         if not np.all(np.isfinite(s)):
             raise ValueError(f"{name} must contain only finite values; found NaN or Inf.")
@@ -228,6 +226,4 @@ def _sampled_median(blocks, n, sizes, n_pairs, seed) -> float:
         if local.size:
             picked.append(take(block, local))
     data = np.concatenate(dask.compute(picked)[0])
-    a, b = data[np.searchsorted(rows, i)], data[np.searchsorted(rows, j)]
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    return float(np.median(np.einsum("ij,ij->i", diff, diff)))
+    return _bandwidth.median_over_pairs(data, np.searchsorted(rows, i), np.searchsorted(rows, j))

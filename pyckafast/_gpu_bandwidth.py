@@ -31,9 +31,7 @@ def median_sq_distance(a, rule: str, *, xp, tile: int | None = None, n_pairs: in
                        seed: int = 0) -> float:
     """The ``rule`` median squared distance between the rows of the device array ``a``."""
     if rule == "sampled":
-        i, j = _bandwidth.sampled_pairs(a.shape[0], n_pairs, seed)
-        diff = a[xp.asarray(i)].astype(np.float64) - a[xp.asarray(j)]
-        return float(xp.median((diff * diff).sum(axis=1)))
+        return _bandwidth.median_over_pairs(a, *_bandwidth.sampled_pairs(a.shape[0], n_pairs, seed), xp=xp)
     dtype = np.promote_types(a.dtype, np.float32)
     shift = a.mean(axis=0, dtype=np.float64).astype(dtype)
     centred_norms = _sq_norms(xp, a - shift)

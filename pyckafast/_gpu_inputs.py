@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import device_of, host_view
-from ._validation import as_samples, check_same_n
+from ._validation import as_samples, check_same_n, float_dtype
 
-__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "float_dtype", "device_arrays"]
+__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "device_arrays"]
 
 
 @dataclass(frozen=True)
@@ -25,20 +25,6 @@ class Samples:
     data: object
     dtype: np.dtype
     on_device: bool
-
-
-def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    """The float dtype an input of ``dtype`` is computed in (as :func:`as_samples` converts)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "biu":
-        return np.dtype(np.float64)
-    if dtype.kind == "f" and dtype.itemsize <= 4:
-        return np.dtype(np.float32)
-    if dtype.kind == "f" and dtype.itemsize == 8:
-        return dtype
-    raise TypeError(
-        f"{name} must hold real numbers (float32, float64, integer or bool); got dtype {dtype}."
-    )
 
 
 def as_gpu_samples(a: object, name: str) -> Samples:

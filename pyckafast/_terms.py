@@ -60,10 +60,6 @@ class LinearTerms:
     norms: RowNormTerms | None
     eps: float
 
-    @property
-    def has_norms(self) -> bool:
-        return self.norms is not None
-
     def reshift(self, shift_x: np.ndarray, shift_y: np.ndarray) -> LinearTerms:
         """The same terms expressed for rows shifted by new vectors (exact algebra)."""
         dx = self.shift_x - shift_x  # x_new = x_old + dx

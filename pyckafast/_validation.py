@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_samples", "check_same_n", "check_finite_sums", "check_positive_scalar"]
+__all__ = ["float_dtype", "as_samples", "check_same_n", "check_finite_sums", "check_positive_scalar"]
+
+
+def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """The floating dtype an input of ``dtype`` is computed in: integer and bool -> float64,
+    float16 -> float32, longer than float64 -> float64; anything else is a TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype.kind == "f":
+        return np.dtype(np.float32 if dtype.itemsize <= 4 else np.float64)
+    raise TypeError(
+        f"{name} must hold real numbers (float32, float64, integer or bool); got dtype {dtype}."
+    )
 
 
 def as_samples(x: object, name: str) -> np.ndarray:
@@ -14,18 +27,9 @@ def as_samples(x: object, name: str) -> np.ndarray:
     Non-contiguous, Fortran-ordered and memory-mapped arrays are returned as views.
     """
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    kind = arr.dtype.kind
-    if kind in "biu":
-        arr = arr.astype(np.float64)
-    elif kind == "f" and arr.dtype.itemsize == 2:
-        arr = arr.astype(np.float32)
-    elif kind == "f" and arr.dtype.itemsize > 8:
-        arr = arr.astype(np.float64)
-    elif kind != "f":
-        raise TypeError(
-            f"{name} must hold real numbers (float32, float64, integer or bool); "
-            f"got dtype {arr.dtype}."
-        )
+    target = float_dtype(arr.dtype, name)
+    if arr.dtype != target:
+        arr = arr.astype(target)
     if arr.ndim == 1:
         arr = arr[:, None]
     elif arr.ndim != 2:
