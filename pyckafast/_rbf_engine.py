@@ -11,7 +11,9 @@ unbiased HSIC (both are invariant to a constant added to every entry), makes the
 cancellation. The blocks must already be centred by one common shift (:func:`centring_shift`):
 the squared distances come from the expansion |a|^2 + |b|^2 - 2 a.b, which is only accurate for
 data near the origin. The dot-product tiles are BLAS GEMMs in the input dtype; a backend's
-``rbf_tile`` operation does the fused exp and the float64 accumulation.
+``rbf_tile`` operation does the fused exp and the float64 accumulation. A backend that also has
+``rbf_pairs`` (the C++ extension) computes the dot products itself, in registers, for rows of
+total depth up to its ``FUSED_MAX_DEPTH``: then a whole pass is one call and no tile exists.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def rbf_block_pair(
     """
     ops = _backends.resolve(backend, "rbf_tile", "cpu")
     dtype = ops.gemm_dtype(np.promote_types(xa.dtype, ya.dtype))
+    if _fused(ops, xa.shape[1] + ya.shape[1]):
+        xa, ya = xa.astype(dtype, copy=False), ya.astype(dtype, copy=False)
+        if not diagonal:
+            xb, yb = xb.astype(dtype, copy=False), yb.astype(dtype, copy=False)
+        zx, zy = np.zeros(xa.shape[1], dtype), np.zeros(ya.shape[1], dtype)
+        block = ops.fused_block(xa.shape[1] + ya.shape[1], dtype.itemsize)
+        return PairTerms(*ops.rbf_pairs(xa, ya, None if diagonal else xb, None if diagonal else yb,
+                                        zx, zy, float(gamma_x), float(gamma_y), bool(diagonal),
+                                        block))
     a = _Block.of(xa, ya, dtype)
     b = a if diagonal else _Block.of(xb, yb, dtype)
     return _pair(a, b, gamma_x, gamma_y, diagonal, ops)
@@ -95,8 +106,15 @@ def rbf_terms(
     ops = _backends.resolve(backend, "rbf_tile", "cpu")
     n = x.shape[0]
     dtype = ops.gemm_dtype(np.promote_types(x.dtype, y.dtype))
-    tile = int(tile or default_tile(dtype.itemsize))
     shift_x, shift_y = centring_shift(x, "x", dtype), centring_shift(y, "y", dtype)
+    depth = x.shape[1] + y.shape[1]
+    if _fused(ops, depth):
+        block = int(tile or ops.fused_block(depth, dtype.itemsize))
+        s_kl, s_kk, s_ll, row_k, row_l, _, _ = ops.rbf_pairs(
+            x.astype(dtype, copy=False), y.astype(dtype, copy=False), None, None, shift_x,
+            shift_y, float(gamma_x), float(gamma_y), True, block)
+        return KernelTerms(n=n, s_kl=s_kl, s_kk=s_kk, s_ll=s_ll, row_k=row_k, row_l=row_l)
+    tile = int(tile or default_tile(dtype.itemsize))
     row_k, row_l = np.zeros(n), np.zeros(n)
     sums = np.zeros(3)
     bounds = block_bounds(n, tile)
@@ -115,6 +133,11 @@ def rbf_terms(
                 row_l[blo:bhi] += p.row_l_b
     return KernelTerms(n=n, s_kl=float(sums[0]), s_kk=float(sums[1]), s_ll=float(sums[2]),
                        row_k=row_k, row_l=row_l)
+
+
+def _fused(ops, depth: int) -> bool:
+    """Whether the backend's register-tiled pass takes rows of total depth ``depth``."""
+    return hasattr(ops, "rbf_pairs") and depth <= ops.FUSED_MAX_DEPTH
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,22 @@
-// Tile math of the fused RBF-HSIC pass, shared by the C++ host kernel (csrc/cpu/rbf_tiles.cpp)
-// and the CUDA kernel (csrc/cuda/rbf_tiles.cu). Compiles with g++, nvcc and NVRTC (no headers,
-// no std:: calls).
+// Per-pair math of the fused RBF-HSIC kernels, shared by the C++ host kernel
+// (csrc/cpu/rbf_fused.cpp, on GCC vector lanes) and the CUDA kernel (csrc/cuda/rbf_tiles.cu, one
+// scalar pair per thread). Compiles with g++, nvcc and NVRTC (no headers, no std:: calls).
 //
-// For a tile of sample pairs (i in block a, j in block b) the caller supplies the dot products
-// gx[i][j] = x_i . x_j and gy[i][j] = y_i . y_j (BLAS / cuBLAS, input dtype T) and the squared
-// row norms. The rows were centred by one global shift, so that the expansion
+// Both kernels compute the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in
+// registers (input dtype T) from rows centred by one global shift, so that the expansion
 //   d2 = |x_i|^2 + |x_j|^2 - 2 x_i . x_j           (clamped at 0: rounding can make it < 0)
 // does not lose precision. Entries are accumulated as E = K - 1 = expm1(-gamma_x d2x) and
 // F = L - 1: both HSIC estimators are unchanged by subtracting a constant from every kernel
 // entry, the diagonal of K - 1 is exactly 0, and wide bandwidths (K close to 1) do not cancel.
-// Every sum is accumulated in double whatever T is.
+// E and F are evaluated in T; every sum is accumulated in double whatever T is.
 //
-// API (T = float or double):
+// API (V = float or double, or a host vector of them):
 //   rbf_expm1_neg(x)                         expm1(x) for x <= 0, branch-free (vectorises)
-//   rbf_entry(dot, norm_i, norm_j, gamma)    E for one pair
-//   rbf_row(...)                             one row of a tile: row sums of E and F for row i,
-//                                            optional column sums, and the pair sums
-//                                            s_kl += E F, s_kk += E^2, s_ll += F^2
+//   rbf_entry(dot, norm_i, norm_j, gamma)    E for one pair (one pair per lane)
 #pragma once
 #include "pcf_common.h"
 
-// Vectorise a loop with five double sum reductions on the host (see PCF_SIMD_SUM).
-#if defined(__CUDA_ARCH__) || defined(__CUDACC_RTC__) || !defined(_OPENMP) && !defined(PCF_OPENMP_SIMD)
-#define PCF_SIMD_SUM5(a, b, c, d, e)
-#else
-#define PCF_RBF_PRAGMA(x) _Pragma(#x)
-#define PCF_SIMD_SUM5(a, b, c, d, e) PCF_RBF_PRAGMA(omp simd reduction(+ : a, b, c, d, e))
-#endif
-
 namespace pcf {
-
-// Pair sums of one tile (or one row of it).
-struct RbfSums {
-  double s_kl, s_kk, s_ll;
-};
 
 namespace rbf_detail {
 
@@ -69,110 +52,106 @@ PCF_HD int float_to_bits(float v) {
 
 }  // namespace rbf_detail
 
+// Lane types. The tile math below is written once for "lanes" V: a scalar (float, double: the CUDA
+// kernel, one pair per thread) or, on the host, a GCC vector of them (csrc/cpu/simd.h
+// specialises Lanes for those: the fused CPU kernel evaluates 8 or 16 pairs per instruction).
+// Lanes<V> gives the scalar type, the same-width integer type and the two operations that are not
+// plain arithmetic: bit reinterpretation and max against a scalar.
+template <typename V>
+struct Lanes;
+
+template <>
+struct Lanes<float> {
+  typedef float Scalar;
+  typedef int Bits;
+  static PCF_HD Bits to_bits(float v) { return rbf_detail::float_to_bits(v); }
+  static PCF_HD float from_bits(Bits b) { return rbf_detail::bits_to_float(b); }
+  static PCF_HD float max(float a, float b) { return a > b ? a : b; }
+};
+
+template <>
+struct Lanes<double> {
+  typedef double Scalar;
+  typedef long long Bits;
+  static PCF_HD Bits to_bits(double v) { return rbf_detail::double_to_bits(v); }
+  static PCF_HD double from_bits(Bits b) { return rbf_detail::bits_to_double(b); }
+  static PCF_HD double max(double a, double b) { return a > b ? a : b; }
+};
+
 // expm1(x) for x <= 0 (x > 0 is not used: -gamma d2 <= 0). x = k ln2 + r with |r| <= ln2/2,
 // expm1(x) = 2^k expm1(r) + (2^k - 1): for k = 0 this is expm1(r) itself (no cancellation near 0),
 // and 2^k - 1 is exact for the k that matter. k is found with the round-to-nearest shifter
-// 1.5 * 2^52, whose low mantissa bits then hold k, so 2^k is built with integer ops: no branch,
-// no library call, so compilers vectorise it. Max relative error about 2 ulp (checked against
-// expm1 in the tests through the host kernel).
-PCF_HD double rbf_expm1_neg(double x) {
-  const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-  x = x < -708.0 ? -708.0 : x;                // exp(-708) - 1 == -1 in double; keeps 2^k normal
-  const double t = x * 1.4426950408889634 + shifter;
-  const double k = t - shifter;
-  const double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-  // expm1(r) by its Taylor series to r^13 (|r| <= 0.347: truncation < 1e-17 relative)
-  double p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r * r + r;
-  const long long kbits = rbf_detail::double_to_bits(t) - rbf_detail::double_to_bits(shifter);
-  const double two_k = rbf_detail::bits_to_double((kbits + 1023LL) << 52);
-  return two_k * p + (two_k - 1.0);
-}
+// 1.5 * 2^52 (1.5 * 2^23 in float), whose low mantissa bits then hold k, so 2^k is built with
+// integer ops: no branch, no library call, so it vectorises. Max relative error about 2 ulp
+// (checked against expm1 in the tests, scalar and vector lanes).
+template <typename S>
+struct ExpM1Neg;
 
-PCF_HD float rbf_expm1_neg(float x) {
-  const float shifter = 12582912.0f;  // 1.5 * 2^23
-  x = x < -87.0f ? -87.0f : x;        // expf(-87) - 1 == -1 in float; keeps 2^k normal
-  const float t = x * 1.44269504f + shifter;
-  const float k = t - shifter;
-  const float r = (x - k * 0.693145752f) - k * 1.42860677e-06f;
-  // Taylor to r^8 (|r| <= 0.347: truncation < 3e-9 relative)
-  float p = 1.0f / 40320.0f;
-  p = p * r + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r * r + r;
-  const int kbits = rbf_detail::float_to_bits(t) - rbf_detail::float_to_bits(shifter);
-  const float two_k = rbf_detail::bits_to_float((kbits + 127) << 23);
-  return two_k * p + (two_k - 1.0f);
-}
-
-// E = expm1(-gamma * max(0, |a|^2 + |b|^2 - 2 a.b)) for one pair (T = float or double).
-template <typename T>
-PCF_HD T rbf_entry(T dot, T norm_i, T norm_j, T gamma) {
-  T d2 = norm_i + norm_j - T(2) * dot;
-  d2 = d2 > T(0) ? d2 : T(0);
-  return rbf_expm1_neg(-gamma * d2);
-}
-
-// One row i of a tile, columns j in [j_begin, j_end) (indices into the tile's column block b):
-//   gx, gy      : row i of the dot-product tiles (gx[j] = x_i . x_j)
-//   nxi, nyi    : |x_i|^2, |y_i|^2;  nxb, nyb: squared norms of the b rows
-//   col_k, col_l: if not null, col_k[j] += E_ij, col_l[j] += F_ij (row sums of the b side)
-//   skip_j      : a column whose entry is forced to 0 (the diagonal i == j), or -1 for none
-// Adds sum_j E_ij to *row_k, sum_j F_ij to *row_l and the pair sums to *sums.
-// C is the type E and F are evaluated in (default T). The host kernel uses C = double for float
-// tiles too: measured faster on x86 (no float/double mixing in the vector loop) and more exact.
-template <typename T, typename C = T>
-PCF_HD void rbf_row(const T* gx, const T* gy, T nxi, T nyi, const T* nxb, const T* nyb,
-                    pcf_index j_begin, pcf_index j_end, T gamma_x, T gamma_y, pcf_index skip_j,
-                    double* col_k, double* col_l, double* row_k, double* row_l, RbfSums* sums) {
-  double rk = 0.0, rl = 0.0, skl = 0.0, skk = 0.0, sll = 0.0;
-  if (col_k != nullptr) {
-    PCF_SIMD_SUM5(rk, rl, skl, skk, sll)
-    for (pcf_index j = j_begin; j < j_end; ++j) {
-      const bool keep = j != skip_j;
-      const double e = keep ? static_cast<double>(rbf_entry<C>(C(gx[j]), C(nxi), C(nxb[j]), C(gamma_x))) : 0.0;
-      const double f = keep ? static_cast<double>(rbf_entry<C>(C(gy[j]), C(nyi), C(nyb[j]), C(gamma_y))) : 0.0;
-      rk += e;
-      rl += f;
-      col_k[j] += e;
-      col_l[j] += f;
-      skl += e * f;
-      skk += e * e;
-      sll += f * f;
-    }
-  } else {
-    PCF_SIMD_SUM5(rk, rl, skl, skk, sll)
-    for (pcf_index j = j_begin; j < j_end; ++j) {
-      const bool keep = j != skip_j;
-      const double e = keep ? static_cast<double>(rbf_entry<C>(C(gx[j]), C(nxi), C(nxb[j]), C(gamma_x))) : 0.0;
-      const double f = keep ? static_cast<double>(rbf_entry<C>(C(gy[j]), C(nyi), C(nyb[j]), C(gamma_y))) : 0.0;
-      rk += e;
-      rl += f;
-      skl += e * f;
-      skk += e * e;
-      sll += f * f;
-    }
+template <>
+struct ExpM1Neg<double> {
+  template <typename V>
+  static PCF_HD V eval(V x) {
+    typedef Lanes<V> L;
+    const double shifter = 6755399441055744.0;  // 1.5 * 2^52
+    x = L::max(x, -708.0);  // exp(-708) - 1 == -1 in double; keeps 2^k normal
+    const V t = x * 1.4426950408889634 + shifter;
+    const V k = t - shifter;
+    const V r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    // expm1(r) by its Taylor series to r^13 (|r| <= 0.347: truncation < 1e-17 relative)
+    V p = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r * r + r;
+    const typename L::Bits kbits = L::to_bits(t) - rbf_detail::double_to_bits(shifter);
+    const V two_k = L::from_bits((kbits + 1023LL) << 52);
+    return two_k * p + (two_k - 1.0);
   }
-  *row_k += rk;
-  *row_l += rl;
-  sums->s_kl += skl;
-  sums->s_kk += skk;
-  sums->s_ll += sll;
+};
+
+template <>
+struct ExpM1Neg<float> {
+  template <typename V>
+  static PCF_HD V eval(V x) {
+    typedef Lanes<V> L;
+    const float shifter = 12582912.0f;  // 1.5 * 2^23
+    x = L::max(x, -87.0f);              // expf(-87) - 1 == -1 in float; keeps 2^k normal
+    const V t = x * 1.44269504f + shifter;
+    const V k = t - shifter;
+    const V r = (x - k * 0.693145752f) - k * 1.42860677e-06f;
+    // Taylor to r^8 (|r| <= 0.347: truncation < 3e-9 relative)
+    V p = r * (1.0f / 40320.0f) + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r * r + r;
+    const typename L::Bits kbits = L::to_bits(t) - rbf_detail::float_to_bits(shifter);
+    const V two_k = L::from_bits((kbits + 127) << 23);
+    return two_k * p + (two_k - 1.0f);
+  }
+};
+
+template <typename V>
+PCF_HD V rbf_expm1_neg(V x) {
+  return ExpM1Neg<typename Lanes<V>::Scalar>::eval(x);
+}
+
+// E = expm1(-gamma * max(0, |a|^2 + |b|^2 - 2 a.b)) for one pair, or one pair per lane.
+// 2 a.b is written dot + dot: exact, and valid for vector lanes too.
+template <typename V>
+PCF_HD V rbf_entry(V dot, V norm_i, V norm_j, V gamma) {
+  typedef typename Lanes<V>::Scalar S;
+  const V d2 = Lanes<V>::max(norm_i + norm_j - (dot + dot), S(0));
+  return rbf_expm1_neg(-gamma * d2);
 }
 
 }  // namespace pcf

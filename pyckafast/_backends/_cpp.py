@@ -1,4 +1,10 @@
-"""The pybind11 C++ extension (``pyckafast._ext``) as a backend; GEMMs stay with BLAS."""
+"""The pybind11 C++ extension (``pyckafast._ext``) as a backend.
+
+Linear CKA: the fused shift/column-sum pass here, GEMMs with BLAS. RBF: ``rbf_pairs``, one fused
+pass that computes the dot products in registers (no BLAS, no tile in memory) for rows of total
+depth ``dx + dy <= FUSED_MAX_DEPTH``; wider rows go through BLAS dot-product tiles and
+``rbf_tile`` (a cache-blocked GEMM wins there). Both run the same vectorised epilogue.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +50,25 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
         sum_qr=float(s[4]), qx=qx, rx=rx, qy=qy, ry=ry,
     )
     return sum_x, sum_y, norms
+
+
+# Widest rows (dx + dy) the register-tiled pass takes; measured in bench/README.md ("RBF: fused
+# pass or BLAS tiles").
+FUSED_MAX_DEPTH = 1024
+# Bytes of packed rows per work item (both sides): the block stays in L2.
+_FUSED_BLOCK_BYTES = 2 * 2**20
+
+
+def fused_block(depth: int, itemsize: int) -> int:
+    """Rows per work item of ``rbf_pairs`` for rows of total depth ``depth``."""
+    rows = _FUSED_BLOCK_BYTES // max(1, depth * itemsize)
+    return int(min(2048, max(256, rows // 32 * 32)))
+
+
+def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, block):
+    """Sums of one set of rows against another (or itself): ``PairTerms`` fields, in order."""
+    kernel = _kernel("rbf_pairs", xa.dtype)
+    return kernel(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, block)
 
 
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):

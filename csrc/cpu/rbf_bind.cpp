@@ -1,0 +1,137 @@
+// pybind11 bindings of the fused RBF pass (rbf_fused.h). Argument checks name the argument.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <string>
+
+#include "bind_util.h"
+#include "rbf_fused.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using pcf_bind::view2d;
+
+template <typename T>
+using Arr = py::array_t<T, py::array::forcecast>;
+
+// "auto": the best instruction set of this CPU; a name: that one, if this CPU runs it.
+pcf::simd::Isa parse_isa(const std::string& name) {
+  const pcf::simd::Isa best = pcf::simd::detected_isa();
+  if (name == "auto") return best;
+  for (auto isa : {pcf::simd::Isa::generic, pcf::simd::Isa::avx2, pcf::simd::Isa::avx512}) {
+    if (name != pcf::simd::isa_name(isa)) continue;
+    if (isa > best)
+      throw py::value_error("simd='" + name + "' is not available on this CPU (best: " +
+                            pcf::simd::isa_name(best) + ")");
+    return isa;
+  }
+  throw py::value_error("simd must be 'auto', 'generic', 'avx2' or 'avx512'; got '" + name + "'");
+}
+
+py::array_t<double> zeros(py::ssize_t n) {
+  py::array_t<double> a(n);
+  std::fill_n(a.mutable_data(), n, 0.0);
+  return a;
+}
+
+// (s_kl, s_kk, s_ll, row_k_a, row_l_a, row_k_b, row_l_b) of the pairs (i in a, j in b); with
+// same_set, xb and yb must be None, the sums run over all ordered pairs of a and row_*_b are 0.
+template <typename T>
+py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& xb,
+                    const py::object& yb, const Arr<T>& shift_x, const Arr<T>& shift_y,
+                    double gamma_x, double gamma_y, bool same_set, std::int64_t block,
+                    const std::string& simd) {
+  const auto vxa = view2d<T>(xa, "xa"), vya = view2d<T>(ya, "ya");
+  if (same_set != (xb.is_none() && yb.is_none()))
+    throw py::value_error("xb and yb must be None exactly when same_set is true");
+  const auto vxb = same_set ? vxa : view2d<T>(xb.cast<py::array>(), "xb");
+  const auto vyb = same_set ? vya : view2d<T>(yb.cast<py::array>(), "yb");
+  if (vxa.rows != vya.rows) throw py::value_error("xa and ya must have the same number of rows");
+  if (vxb.rows != vyb.rows) throw py::value_error("xb and yb must have the same number of rows");
+  if (vxa.cols != vxb.cols) throw py::value_error("xa and xb must have the same number of columns");
+  if (vya.cols != vyb.cols) throw py::value_error("ya and yb must have the same number of columns");
+  if (shift_x.size() != vxa.cols) throw py::value_error("shift_x must have one entry per column of x");
+  if (shift_y.size() != vya.cols) throw py::value_error("shift_y must have one entry per column of y");
+  if (block < 1) throw py::value_error("block must be at least 1; got " + std::to_string(block));
+  const pcf::simd::Isa isa = parse_isa(simd);
+  const pcf::RbfSide<T> x{vxa, vxb, shift_x.data(), static_cast<T>(gamma_x)};
+  const pcf::RbfSide<T> y{vya, vyb, shift_y.data(), static_cast<T>(gamma_y)};
+  auto rka = zeros(vxa.rows), rla = zeros(vxa.rows), rkb = zeros(vxb.rows), rlb = zeros(vxb.rows);
+  double *ka = rka.mutable_data(), *la = rla.mutable_data();
+  double *kb = same_set ? ka : rkb.mutable_data(), *lb = same_set ? la : rlb.mutable_data();
+  pcf::RbfSums s;
+  {
+    py::gil_scoped_release release;
+    s = pcf::rbf_pair_terms<T>(x, y, same_set, block, isa, ka, la, kb, lb);
+  }
+  return py::make_tuple(s.s_kl, s.s_kk, s.s_ll, rka, rla, rkb, rlb);
+}
+
+template <typename T>
+const T* c_contiguous_in(const py::array& a, py::ssize_t rows, py::ssize_t cols, const char* name) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || a.ndim() != (cols < 0 ? 1 : 2) ||
+      a.shape(0) != rows || (cols >= 0 && a.shape(1) != cols))
+    throw py::value_error(std::string(name) +
+                          " must be a C-contiguous array of the tile's shape and dtype");
+  return static_cast<const T*>(a.data());
+}
+
+// One tile pair from BLAS dot-product tiles: (s_kl, s_kk, s_ll, row_k_a, row_l_a, row_k_b,
+// row_l_b) as rbf_pairs gives for the same rows (diagonal: row_*_b are 0).
+template <typename T>
+py::tuple rbf_tile(const py::array& gx, const py::array& gy, const py::array& nxa,
+                   const py::array& nya, const py::array& nxb, const py::array& nyb,
+                   double gamma_x, double gamma_y, bool diagonal, const std::string& simd) {
+  if (gx.ndim() != 2) throw py::value_error("gx must be a 2-D dot-product tile");
+  const py::ssize_t ma = gx.shape(0), mb = gx.shape(1);
+  if (diagonal && ma != mb) throw py::value_error("a diagonal tile must be square");
+  const T* px = c_contiguous_in<T>(gx, ma, mb, "gx");
+  const T* py_ = c_contiguous_in<T>(gy, ma, mb, "gy");
+  const T* pnxa = c_contiguous_in<T>(nxa, ma, -1, "nxa");
+  const T* pnya = c_contiguous_in<T>(nya, ma, -1, "nya");
+  const T* pnxb = c_contiguous_in<T>(nxb, mb, -1, "nxb");
+  const T* pnyb = c_contiguous_in<T>(nyb, mb, -1, "nyb");
+  const pcf::simd::Isa isa = parse_isa(simd);
+  auto rka = zeros(ma), rla = zeros(ma), rkb = zeros(mb), rlb = zeros(mb);
+  pcf::RbfSums s;
+  {
+    py::gil_scoped_release release;
+    s = pcf::rbf_tile_terms<T>(px, py_, pnxa, pnya, pnxb, pnyb, ma, mb, static_cast<T>(gamma_x),
+                               static_cast<T>(gamma_y), diagonal, isa, rka.mutable_data(),
+                               rla.mutable_data(), rkb.mutable_data(), rlb.mutable_data());
+  }
+  return py::make_tuple(s.s_kl, s.s_kk, s.s_ll, rka, rla, rkb, rlb);
+}
+
+template <typename T>
+py::array_t<T> expm1_neg(const Arr<T>& x, bool vector_lanes, const std::string& simd) {
+  const pcf::simd::Isa isa = parse_isa(simd);
+  py::array_t<T> out(x.size());
+  pcf::expm1_neg_lanes<T>(x.data(), x.size(), vector_lanes, isa, out.mutable_data());
+  return out;
+}
+
+template <typename T>
+void def_rbf(py::module_& m, const char* suffix) {
+  m.def((std::string("rbf_pairs") + suffix).c_str(), &rbf_pairs<T>, py::arg("xa"), py::arg("ya"),
+        py::arg("xb"), py::arg("yb"), py::arg("shift_x"), py::arg("shift_y"), py::arg("gamma_x"),
+        py::arg("gamma_y"), py::arg("same_set"), py::arg("block"), py::arg("simd") = "auto");
+  m.def((std::string("rbf_tile") + suffix).c_str(), &rbf_tile<T>, py::arg("gx"), py::arg("gy"),
+        py::arg("nxa"), py::arg("nya"), py::arg("nxb"), py::arg("nyb"), py::arg("gamma_x"),
+        py::arg("gamma_y"), py::arg("diagonal"), py::arg("simd") = "auto");
+  m.def((std::string("expm1_neg") + suffix).c_str(), &expm1_neg<T>, py::arg("x"),
+        py::arg("vector_lanes"), py::arg("simd") = "auto",
+        "expm1(x) for x <= 0 by the kernels' shared math (scalar or vector lanes), for tests");
+}
+
+}  // namespace
+
+void bind_rbf(py::module_& m) {
+  def_rbf<float>(m, "_f32");
+  def_rbf<double>(m, "_f64");
+  m.def("simd_isa", [] { return std::string(pcf::simd::isa_name(pcf::simd::detected_isa())); },
+        "The instruction set the fused kernels run with on this CPU (PYCKAFAST_SIMD caps it)");
+}

@@ -1,0 +1,56 @@
+// Fused RBF-HSIC pass on the CPU: the host counterpart of csrc/cuda/rbf_tiles.cu.
+//
+// Dot products are computed in registers by a small register-tiled GEMM (MR rows x 2 vectors of
+// columns), turned into E = K - 1 and F = L - 1 by the shared per-pair math of
+// csrc/common/rbf_tile.h on vector lanes, and accumulated in double. No dot-product tile is
+// written to memory and no BLAS call is made: the pass is one loop nest per block pair.
+#pragma once
+#include <cstdint>
+
+#include "linear_moments.h"  // View2D
+#include "simd.h"
+
+namespace pcf {
+
+// Pair sums of E = K - 1 and F = L - 1.
+struct RbfSums {
+  double s_kl, s_kk, s_ll;
+};
+
+// One side (x or y) of the pass: the rows of set a and set b (the same view when same_set),
+// the shift every row is centred by, and gamma = 1 / (2 sigma^2).
+template <typename T>
+struct RbfSide {
+  View2D<T> a, b;
+  const T* shift;
+  T gamma;
+};
+
+// Sums over the pairs (i in set a, j in set b) of E_ij = expm1(-gamma_x |x_i - x_j|^2) and F_ij
+// (likewise for y), rows centred by the sides' shifts (in T, as the input dtype would).
+//   same_set = false: every pair (i, j) once; adds row sums of E, F to row_k_a, row_l_a (length
+//     of set a) and column sums to row_k_b, row_l_b (length of set b).
+//   same_set = true: a and b are one set; only pairs i < j are evaluated (E_ii = 0 exactly),
+//     the pair sums count all ordered pairs and row_*_b must alias row_*_a.
+// `block` rows per work item. The result does not depend on the thread count or scheduling:
+// every partial is reduced in a fixed order.
+template <typename T>
+RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
+                       std::int64_t block, simd::Isa isa, double* row_k_a, double* row_l_a,
+                       double* row_k_b, double* row_l_b);
+
+// The same sums for one tile pair whose dot products come from BLAS (for wide rows, where a
+// cache-blocked GEMM beats the register-tiled one): gx, gy are C-contiguous ma x mb tiles of the
+// centred rows' dot products, nx*, ny* their squared norms. diagonal: a is b (ma == mb), pairs
+// i < j only, pair sums doubled, column sums added to row_*_a (row_*_b untouched).
+template <typename T>
+RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, const T* nxb,
+                       const T* nyb, std::int64_t ma, std::int64_t mb, T gamma_x, T gamma_y,
+                       bool diagonal, simd::Isa isa, double* row_k_a, double* row_l_a,
+                       double* row_k_b, double* row_l_b);
+
+// expm1(x) for x <= 0 through the shared lanes math, for the tests: scalar or vector lanes.
+template <typename T>
+void expm1_neg_lanes(const T* x, std::int64_t n, bool vector_lanes, simd::Isa isa, T* out);
+
+}  // namespace pcf
