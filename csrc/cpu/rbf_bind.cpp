@@ -45,8 +45,10 @@ py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& 
                     double gamma_x, double gamma_y, bool same_set, std::int64_t block,
                     const std::string& simd) {
   const auto vxa = view2d<T>(xa, "xa"), vya = view2d<T>(ya, "ya");
-  if (same_set != (xb.is_none() && yb.is_none()))
-    throw py::value_error("xb and yb must be None exactly when same_set is true");
+  if (same_set && !(xb.is_none() && yb.is_none()))
+    throw py::value_error("xb and yb must be None when same_set is true");
+  if (!same_set && (xb.is_none() || yb.is_none()))
+    throw py::value_error("xb and yb are required when same_set is false");
   const auto vxb = same_set ? vxa : view2d<T>(xb.cast<py::array>(), "xb");
   const auto vyb = same_set ? vya : view2d<T>(yb.cast<py::array>(), "yb");
   if (vxa.rows != vya.rows) throw py::value_error("xa and ya must have the same number of rows");
