@@ -7,6 +7,7 @@ its call allocated (tracemalloc: NumPy buffers are traced) and the process peak 
 * ``rbf_pass``: ``rbf_cka`` with explicit sigma (one tiled pass, both estimators).
 * ``gemm_floor``: the same tile GEMMs (x and y dot-product tiles, upper triangle) without exp.
 * ``median``: the exact "kornblith" bandwidth of one side (histogram selection passes).
+* ``rbf_depth``: the fused pass against BLAS tiles for wide rows (the ``FUSED_MAX_DEPTH`` choice).
 * ``naive``: the n x n float64 implementation (Gram matrices); at n = 30000 its ~4 live n x n
   float64 arrays (27 GiB) exceed this machine's 24 GiB, so the case records "out of memory".
 """
@@ -114,3 +115,20 @@ def test_naive(benchmark, n):
 
     value = _run(benchmark, naive, n)
     assert 0.0 < value < 1.0
+
+
+@pytest.mark.parametrize("d", [64, 256, 512, 640, 1024])
+@pytest.mark.parametrize("path", ["fused", "blas_tiles"])
+def test_rbf_depth(benchmark, monkeypatch, path, d):
+    """Where the register-tiled pass stops paying: rows of depth d per side (total 2d), n = 1e4,
+    against the BLAS dot-product tiles + the same epilogue (``_cpp.FUSED_MAX_DEPTH`` is the
+    crossover)."""
+    from pyckafast._backends import _cpp
+
+    n = 10_000
+    rng = np.random.default_rng(0)
+    x, y = (rng.normal(size=(n, d)).astype(np.float32) for _ in range(2))
+    monkeypatch.setattr(_cpp, "FUSED_MAX_DEPTH", 10**9 if path == "fused" else 0)
+    _run(benchmark, lambda: _rbf_engine.rbf_terms(x, y, gamma_x=1 / (4 * d), gamma_y=1 / (2 * d),
+                                                  backend="cpp"), n)
+    benchmark.extra_info.update(d=d, path=path)

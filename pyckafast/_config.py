@@ -27,6 +27,7 @@ def config() -> dict:
         "cupy": _version("cupy-cuda12x") or _version("cupy-cuda13x") or _version("cupy"),
         "cpu_count": os.cpu_count(),
         "threads": _threads(),
+        "simd": _simd(),
         "backends": backends,
         "gpu": _gpu_summary(backends),
     }
@@ -45,6 +46,7 @@ def show_config() -> None:
     lines = [f"pyckafast {c['pyckafast']}  (python {c['python']}, {c['platform']})"]
     lines += [f"  {k:<8} {c[k] or 'not installed'}" for k in ("numpy", "numba", "cupy")]
     lines.append(f"  cpus     {c['cpu_count']}  threads: {c['threads']}")
+    lines.append(f"  simd     {c['simd'] or 'no compiled extension'}")
     lines.append(f"  gpu      {c['gpu']}")
     lines.append("  backends:")
     for name, b in c["backends"].items():
@@ -75,6 +77,15 @@ def _threads() -> str:
     except ImportError:
         pass
     return ", ".join(parts) or "unknown"
+
+
+def _simd() -> str | None:
+    """The instruction set of the C++ kernels here (PYCKAFAST_SIMD=generic|avx2 caps it)."""
+    try:
+        from . import _ext  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _ext.simd_isa()
 
 
 def _gpu_summary(backends: dict) -> str:
