@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from pyckafast import _rbf_engine
 _ext = pytest.importorskip("pyckafast._ext", reason="the fused pass is in the compiled extension")
 
 LEVELS = ["generic", "avx2", "avx512"]
+# Subprocesses import the same pyckafast as this process (installed, or a source tree built in
+# place), from a directory where the source tree cannot shadow it.
+_PACKAGE_ROOT = str(Path(_ext.__file__).resolve().parents[1])
 AVAILABLE = LEVELS[: LEVELS.index(_ext.simd_isa()) + 1]
 SUFFIX = {np.float32: "_f32", np.float64: "_f64"}
 TOL = {np.float32: 2e-6, np.float64: 1e-12}
@@ -126,7 +130,13 @@ def test_expm1_lanes(simd, dtype, vector_lanes):
     np.testing.assert_allclose(got, want, rtol=4 * ulp, atol=0)
 
 
-def test_result_does_not_depend_on_threads():
+def _python(code: str, cwd, **env) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=_PACKAGE_ROOT, **env)
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_result_does_not_depend_on_threads(tmp_path):
     """Every partial is reduced in a fixed order: 1 and 3 threads give the same bits."""
     code = ("import numpy as np; from pyckafast import _ext; r = np.random.default_rng(0); "
             "x = r.normal(size=(700, 12)).astype(np.float32); y = r.normal(size=(700, 6))"
@@ -135,18 +145,15 @@ def test_result_does_not_depend_on_threads():
             "print(repr(t[:3]), float(t[3] @ np.arange(700)))")
     out = {}
     for threads in ("1", "3"):
-        env = dict(os.environ, OMP_NUM_THREADS=threads, PYCKAFAST_NUM_THREADS=threads)
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, timeout=120)
+        run = _python(code, tmp_path, OMP_NUM_THREADS=threads, PYCKAFAST_NUM_THREADS=threads)
         assert run.returncode == 0, run.stderr
         out[threads] = run.stdout
     assert out["1"] == out["3"]
 
 
-def test_simd_cap_from_the_environment():
-    env = dict(os.environ, PYCKAFAST_SIMD="generic")
-    run = subprocess.run([sys.executable, "-c", "from pyckafast import _ext; print(_ext.simd_isa())"],
-                         env=env, capture_output=True, text=True, timeout=120)
+def test_simd_cap_from_the_environment(tmp_path):
+    run = _python("from pyckafast import _ext; print(_ext.simd_isa())", tmp_path,
+                  PYCKAFAST_SIMD="generic")
     assert run.stdout.strip() == "generic", run.stderr
 
 
