@@ -1,0 +1,104 @@
+// The register-tiled micro-kernel of the fused CPU passes (rbf_fused.cpp: RBF sums;
+// pair_distances.cpp: distance histograms for the exact median): row packing, the MR x 2W
+// dot-product tile in registers, and the work-item scheduling they share.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "linear_moments.h"  // View2D, max_threads
+#include "simd.h"
+
+namespace pcf {
+
+// Work item geometry: rows [lo, hi) of set a against rows [lo, hi) of set b.
+struct Item {
+  std::int64_t a_lo, a_hi, b_lo, b_hi;
+  bool diagonal;  // same set, same block: pairs i < j only
+};
+
+// The micro-kernel for one vector width: W lanes of T per vector, MR rows x NR = 2W columns per
+// micro-tile (MR x 2 accumulators: 16 of the 32 AVX-512 registers, 12 of 16 for AVX2).
+template <typename T, int Bytes, int MR>
+struct MicroTile {
+  typedef simd::Vec<T, Bytes> VT;
+  typedef typename VT::type V;
+  typedef simd::Vec<double, Bytes> VD;
+  typedef typename VD::type D;
+  typedef typename Lanes<V>::Bits Bits;
+  static constexpr int W = VT::lanes;
+  static constexpr int NR = 2 * W;
+  static constexpr int DW = VD::lanes;                                       // doubles per vector
+  static constexpr int WIDE = static_cast<int>(sizeof(double) / sizeof(T));  // D per V
+
+  static std::int64_t round_up(std::int64_t m, std::int64_t to) { return (m + to - 1) / to * to; }
+
+  // Rows [lo, hi) of v minus shift as slabs of MR rows: slab s holds, for each depth k, the MR
+  // values of rows lo + s MR + r contiguously (zero rows past hi), so the micro-kernel reads one
+  // stream; and their squared norms (double sums of the centred T values, rounded to T).
+  static void centre_rows(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi,
+                          T* out, T* norms) {
+    const std::int64_t d = v.cols, m = hi - lo, padded = round_up(m, MR);
+    for (std::int64_t i = 0; i < padded; ++i) {
+      T* slab = out + (i / MR) * d * MR + i % MR;
+      double q = 0.0;
+      for (std::int64_t k = 0; k < d; ++k) {
+        const T c = i < m ? T(v.data[(lo + i) * v.row_stride + k * v.col_stride] - shift[k]) : T(0);
+        slab[k * MR] = c;
+        q += double(c) * double(c);
+      }
+      norms[i] = T(q);
+    }
+  }
+
+  // Rows [lo, hi) of v minus shift as panels of NR rows: panel p holds, for each depth k, the NR
+  // values of rows lo + p NR + c contiguously (zeros past hi): what the micro-kernel streams.
+  static void pack_panels(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi,
+                          T* out, T* norms) {
+    const std::int64_t d = v.cols, m = hi - lo, padded = round_up(m, NR);
+    for (std::int64_t j = 0; j < padded; ++j) {
+      T* panel = out + (j / NR) * d * NR + j % NR;
+      double q = 0.0;
+      for (std::int64_t k = 0; k < d; ++k) {
+        const T c = j < m ? T(v.data[(lo + j) * v.row_stride + k * v.col_stride] - shift[k]) : T(0);
+        panel[k * NR] = c;
+        q += double(c) * double(c);
+      }
+      norms[j] = T(q);
+    }
+  }
+
+  // acc[r][h] = lanes of (row r of the slab) . (columns of the panel), h: first or second vector.
+  static inline void dots(const T* slab, std::int64_t d, const T* panel, V (&acc)[MR][2]) {
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V{};
+    for (std::int64_t k = 0; k < d; ++k) {
+      const V b0 = VT::load(panel + k * NR), b1 = VT::load(panel + k * NR + W);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const T s = slab[k * MR + r];
+        acc[r][0] += s * b0;
+        acc[r][1] += s * b1;
+      }
+    }
+  }
+
+};
+
+// Runs fn(thread, index) for index in [0, count) on up to max_threads() threads started here,
+// handing out indices through an atomic counter.
+template <typename Fn>
+inline void parallel_for(std::int64_t count, int threads, Fn&& fn) {
+  std::atomic<std::int64_t> next{0};
+  auto worker = [&](int t) {
+    for (std::int64_t i; (i = next.fetch_add(1)) < count;) fn(t, i);
+  };
+  std::vector<std::thread> pool;
+  const int nt = static_cast<int>(std::min<std::int64_t>(threads, count));
+  for (int t = 1; t < nt; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace pcf
