@@ -13,7 +13,9 @@ is found by histogram passes over tiles (count the values per bin, narrow the wi
 holding the wanted ranks, repeat), then the few values left in the window are collected and
 selected exactly. Every pass is a sum over block pairs (:class:`Histogram` and
 :class:`Candidates` add), so a Dask or GPU driver reuses it by supplying its own
-``reduce_pairs``.
+``reduce_pairs``. In memory on the CPU, a pass is one call of the C++ extension when it is built
+(``d2_pass``: the distances come from the fused RBF pass's register-tiled micro-kernel and are
+binned at once); otherwise BLAS tiles and a Numba histogram.
 """
 
 from __future__ import annotations
@@ -178,11 +180,41 @@ def median_sq_distance(
     """
     if rule == "sampled":
         return _sampled_median(a, n_pairs, seed)
-    if reduce_pairs is None:
-        reduce_pairs = local_pair_reducer(a, tile)
     if upper is None:
         upper = 4.0 * _max_sq_norm(a)  # |x_i - x_j| <= |x_i - m| + |x_j - m|
+    if reduce_pairs is None:
+        fused = _fused_passes(a, tile)
+        if fused is not None:
+            return exact_median(rule, a.shape[0], upper, fused[0], a.dtype, fused[1])
+        reduce_pairs = local_pair_reducer(a, tile)
     return exact_median(rule, a.shape[0], upper, reduce_pairs, a.dtype)
+
+
+def _fused_passes(a: np.ndarray, tile: int | None):
+    """(reduce_pairs, pair_fns) that run each selection pass over all pairs of ``a`` as one call
+    of the C++ extension, or None if it is not built or the rows are too wide for it."""
+    from ._backends import _cpp
+
+    if _cpp.unusable_reason() is not None or a.shape[1] > _cpp.FUSED_MAX_DEPTH:
+        return None
+    dtype = np.promote_types(a.dtype, np.float32)
+    rows = a.astype(dtype, copy=False)
+    shift = centring_shift(rows, "data", dtype)
+    block = int(tile or _cpp.fused_block(a.shape[1], dtype.itemsize))
+    run = _cpp.d2_pass_kernel(dtype)
+
+    def histogram(_a, _b, _diagonal, lo: float, hi: float) -> Histogram:
+        below, counts = run(rows, shift, lo, hi, _BINS, block)
+        return Histogram(int(below), counts)
+
+    def candidates(_a, _b, _diagonal, lo: float, hi: float) -> Candidates:
+        below, values = run(rows, shift, lo, hi, 0, block)
+        return Candidates(int(below), values)
+
+    def whole_set(fn):  # one "block pair": the set against itself, pairs i < j
+        return fn(None, None, True)
+
+    return whole_set, (histogram, candidates)
 
 
 def exact_median(

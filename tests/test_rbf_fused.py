@@ -181,3 +181,42 @@ def test_bad_arguments_name_the_argument():
         _ext.rbf_pairs_f64(x, x, None, None, z3, z3, 1.0, 1.0, True, 8, "sse9")
     with pytest.raises(TypeError, match="xa has the wrong dtype"):
         _ext.rbf_pairs_f64(x.astype(np.float32), x, None, None, z3, z3, 1.0, 1.0, True, 8)
+
+
+@pytest.mark.parametrize("simd", AVAILABLE)
+@pytest.mark.parametrize("n, block", [(5, 1), (101, 16), (300, 2048), (64, 33)])
+def test_distance_pass_counts_every_pair_once(simd, n, block):
+    """d2_pass (the exact median's selection pass): below / per-bin counts / collected values
+    over the pairs i < j, against float64 brute force."""
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, 6)) + 40.0
+    shift = a.mean(0)
+    c = a - shift
+    d2 = ((c[:, None] - c[None]) ** 2).sum(-1)[np.triu_indices(n, 1)]
+    lo, hi = np.quantile(d2, 0.25) * (1 + 1e-9), np.quantile(d2, 0.75) * (1 - 1e-9)
+    below, counts = _ext.d2_pass_f64(a, shift, lo, hi, 16, block, simd)
+    assert below == np.count_nonzero(d2 < lo)
+    inside = d2[(d2 >= lo) & (d2 <= hi)]
+    bins = np.minimum(((inside - lo) * (16 / (hi - lo))).astype(int), 15)
+    np.testing.assert_array_equal(counts, np.bincount(bins, minlength=16))
+    below2, values = _ext.d2_pass_f64(a, shift, lo, hi, 0, block, simd)
+    assert below2 == below
+    np.testing.assert_allclose(np.sort(values), np.sort(inside), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
+@pytest.mark.parametrize("n", [150, 151])
+def test_exact_median_fused_and_tile_passes_agree(dtype, rule, n):
+    from pyckafast import _bandwidth
+
+    rng = np.random.default_rng(n)
+    a = (rng.normal(size=(n, 10)) * 2 + 100).astype(dtype)
+    c = a.astype(float) - a.mean(0, dtype=float)
+    d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
+    want = np.median(d2) if rule == "kornblith" else np.median(d2[np.triu_indices(n, 1)])
+    fused = _bandwidth.median_sq_distance(a, rule)
+    tiles = _bandwidth.median_sq_distance(a, rule, reduce_pairs=_bandwidth.local_pair_reducer(a, 64))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert fused == pytest.approx(want, rel=tol)
+    assert tiles == pytest.approx(want, rel=tol)

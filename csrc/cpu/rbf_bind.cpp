@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bind_util.h"
+#include "pair_distances.h"
 #include "rbf_fused.h"
 
 namespace py = pybind11;
@@ -116,8 +117,35 @@ py::array_t<T> expm1_neg(const Arr<T>& x, bool vector_lanes, const std::string& 
   return out;
 }
 
+// One selection pass over the pairs i < j of the rows: (below, counts) with bins > 0, else
+// (below, values in [lo, hi]).
+template <typename T>
+py::tuple d2_pass(const py::array& rows, const Arr<T>& shift, double lo, double hi,
+                  std::int64_t bins, std::int64_t block, const std::string& simd) {
+  const auto v = view2d<T>(rows, "rows");
+  if (shift.size() != v.cols) throw py::value_error("shift must have one entry per column of rows");
+  if (block < 1) throw py::value_error("block must be at least 1; got " + std::to_string(block));
+  if (bins < 0) throw py::value_error("bins must be >= 0; got " + std::to_string(bins));
+  if (!(lo <= hi)) throw py::value_error("the window needs lo <= hi");
+  const pcf::simd::Isa isa = parse_isa(simd);
+  pcf::D2Pass r;
+  {
+    py::gil_scoped_release release;
+    r = pcf::pair_distance_pass<T>(v, shift.data(), pcf::D2Window{lo, hi, bins}, block, isa);
+  }
+  if (bins > 0) {
+    py::array_t<std::int64_t> counts(bins);
+    std::copy(r.counts.begin(), r.counts.end(), counts.mutable_data());
+    return py::make_tuple(r.below, counts);
+  }
+  return py::make_tuple(r.below, pcf_bind::to_numpy(r.values));
+}
+
 template <typename T>
 void def_rbf(py::module_& m, const char* suffix) {
+  m.def((std::string("d2_pass") + suffix).c_str(), &d2_pass<T>, py::arg("rows"), py::arg("shift"),
+        py::arg("lo"), py::arg("hi"), py::arg("bins"), py::arg("block"),
+        py::arg("simd") = "auto");
   m.def((std::string("rbf_pairs") + suffix).c_str(), &rbf_pairs<T>, py::arg("xa"), py::arg("ya"),
         py::arg("xb"), py::arg("yb"), py::arg("shift_x"), py::arg("shift_y"), py::arg("gamma_x"),
         py::arg("gamma_y"), py::arg("same_set"), py::arg("block"), py::arg("simd") = "auto");

@@ -71,6 +71,11 @@ def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, bloc
     return kernel(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, block)
 
 
+def d2_pass_kernel(dtype: np.dtype):
+    """``_ext.d2_pass_f32/f64``: one exact-median selection pass over all pairs of a set."""
+    return _kernel("d2_pass", np.dtype(dtype))
+
+
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
     """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``)."""
     return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal)

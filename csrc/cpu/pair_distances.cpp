@@ -1,0 +1,158 @@
+#include "pair_distances.h"
+
+#include <algorithm>
+
+#include "micro_tile.h"
+
+namespace pcf {
+namespace {
+
+template <typename T>
+struct D2Scratch {
+  std::vector<T> slabs, panels, norms_a, norms_b;
+};
+
+// One value into a thread's pass result.
+struct D2Visitor {
+  double lo, hi, scale;
+  std::int64_t bins;
+  D2Pass* out;
+  inline void operator()(double v) const {
+    if (v < lo) {
+      ++out->below;
+    } else if (v <= hi) {
+      if (bins > 0)
+        ++out->counts[std::min(static_cast<std::int64_t>((v - lo) * scale), bins - 1)];
+      else
+        out->values.push_back(v);
+    }
+  }
+};
+
+template <typename T, int Bytes, int MR>
+struct Distances : MicroTile<T, Bytes, MR> {
+  typedef MicroTile<T, Bytes, MR> M;
+  using typename M::V;
+  using typename M::VT;
+  using M::NR;
+  using M::W;
+
+  // Every pair (i in block a, j in block b; j > i on a diagonal item) of one work item. The dot
+  // products come from the micro-kernel; the distance of each pair is formed in double, exactly
+  // as the BLAS-tile histogram of pyckafast/_backends/_numba_rbf.py forms it.
+  static void item(const View2D<T>& v, const T* shift, const Item& it, D2Scratch<T>& s,
+                   const D2Visitor& visit) {
+    const std::int64_t ma = it.a_hi - it.a_lo, mb = it.b_hi - it.b_lo, d = v.cols;
+    M::centre_rows(v, shift, it.a_lo, it.a_hi, s.slabs.data(), s.norms_a.data());
+    M::pack_panels(v, shift, it.b_lo, it.b_hi, s.panels.data(), s.norms_b.data());
+    alignas(64) T g[MR][NR];
+    for (std::int64_t i0 = 0; i0 < ma; i0 += MR) {
+      const std::int64_t first_panel = it.diagonal ? (i0 + 1) / NR : 0;
+      for (std::int64_t j0 = first_panel * NR; j0 < mb; j0 += NR) {
+        V acc[MR][2];
+        M::dots(s.slabs.data() + i0 * d, d, s.panels.data() + j0 * d, acc);
+        for (int r = 0; r < MR; ++r) {
+          VT::store(g[r], acc[r][0]);
+          VT::store(g[r] + W, acc[r][1]);
+        }
+        const std::int64_t c_end = std::min<std::int64_t>(NR, mb - j0);
+        for (int r = 0; r < MR && i0 + r < ma; ++r) {
+          const std::int64_t c_begin = it.diagonal ? std::max<std::int64_t>(0, i0 + r + 1 - j0) : 0;
+          const double na = static_cast<double>(s.norms_a[i0 + r]);
+          for (std::int64_t c = c_begin; c < c_end; ++c) {
+            const double d2 = na + static_cast<double>(s.norms_b[j0 + c]) - 2.0 * static_cast<double>(g[r][c]);
+            visit(d2 > 0.0 ? d2 : 0.0);
+          }
+        }
+      }
+    }
+  }
+};
+
+template <typename T>
+using D2Fn = void (*)(const View2D<T>&, const T*, const Item&, D2Scratch<T>&, const D2Visitor&);
+
+template <typename T>
+void d2_generic(const View2D<T>& v, const T* shift, const Item& it, D2Scratch<T>& s,
+                const D2Visitor& visit) {
+  Distances<T, 16, 4>::item(v, shift, it, s, visit);
+}
+#if defined(PCF_SIMD_DISPATCH)
+template <typename T>
+PCF_TARGET_AVX2 void d2_avx2(const View2D<T>& v, const T* shift, const Item& it,
+                             D2Scratch<T>& s, const D2Visitor& visit) {
+  Distances<T, 32, 6>::item(v, shift, it, s, visit);
+}
+template <typename T>
+PCF_TARGET_AVX512 void d2_avx512(const View2D<T>& v, const T* shift, const Item& it,
+                                 D2Scratch<T>& s, const D2Visitor& visit) {
+  Distances<T, 64, 8>::item(v, shift, it, s, visit);
+}
+#endif
+
+template <typename T>
+D2Fn<T> d2_variant(simd::Isa isa, int& mr, int& nr) {
+#if defined(PCF_SIMD_DISPATCH)
+  if (isa == simd::Isa::avx512) {
+    mr = 8, nr = Distances<T, 64, 8>::NR;
+    return &d2_avx512<T>;
+  }
+  if (isa == simd::Isa::avx2) {
+    mr = 6, nr = Distances<T, 32, 6>::NR;
+    return &d2_avx2<T>;
+  }
+#endif
+  (void)isa;
+  mr = 4, nr = Distances<T, 16, 4>::NR;
+  return &d2_generic<T>;
+}
+
+}  // namespace
+
+// All block pairs a <= b in one parallel loop: counts and `below` are integers and the values
+// are sorted by the caller, so per-thread results add up to the same answer in any order.
+template <typename T>
+D2Pass pair_distance_pass(const View2D<T>& rows, const T* shift, const D2Window& window,
+                          std::int64_t block, simd::Isa isa) {
+  int mr = 0, nr = 0;
+  const D2Fn<T> fn = d2_variant<T>(isa, mr, nr);
+  const std::int64_t n = rows.rows, d = rows.cols, nb = (n + block - 1) / block;
+  std::vector<Item> items;
+  for (std::int64_t a = 0; a < nb; ++a)
+    for (std::int64_t b = a; b < nb; ++b)
+      items.push_back({a * block, std::min(n, (a + 1) * block), b * block,
+                       std::min(n, (b + 1) * block), a == b});
+  const int threads = static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(max_threads(), items.size())));
+  const double scale = window.bins > 0 && window.hi > window.lo
+                           ? static_cast<double>(window.bins) / (window.hi - window.lo)
+                           : 0.0;
+  std::vector<D2Pass> parts(threads);
+  std::vector<D2Scratch<T>> scratch(threads);
+  const std::int64_t pa = (block + mr - 1) / mr * mr, pb = (block + nr - 1) / nr * nr;
+  for (int t = 0; t < threads; ++t) {
+    parts[t].counts.assign(static_cast<std::size_t>(std::max<std::int64_t>(0, window.bins)), 0);
+    scratch[t].slabs.resize(pa * d);
+    scratch[t].norms_a.resize(pa);
+    scratch[t].panels.resize(pb * d);
+    scratch[t].norms_b.resize(pb);
+  }
+  parallel_for(static_cast<std::int64_t>(items.size()), threads, [&](int t, std::int64_t k) {
+    const D2Visitor visit{window.lo, window.hi, scale, window.bins, &parts[t]};
+    fn(rows, shift, items[k], scratch[t], visit);
+  });
+  D2Pass total = std::move(parts[0]);
+  for (int t = 1; t < threads; ++t) {
+    total.below += parts[t].below;
+    for (std::size_t b = 0; b < total.counts.size(); ++b) total.counts[b] += parts[t].counts[b];
+    total.values.insert(total.values.end(), parts[t].values.begin(), parts[t].values.end());
+  }
+  return total;
+}
+
+template D2Pass pair_distance_pass<float>(const View2D<float>&, const float*, const D2Window&,
+                                          std::int64_t, simd::Isa);
+template D2Pass pair_distance_pass<double>(const View2D<double>&, const double*,
+                                           const D2Window&, std::int64_t, simd::Isa);
+
+}  // namespace pcf
