@@ -12,20 +12,16 @@ struct D2Scratch {
   std::vector<T> slabs, panels, norms_a, norms_b;
 };
 
-// One value into a thread's pass result.
+// The values of one pass that fall into its window go to a thread's result.
 struct D2Visitor {
   double lo, hi, scale;
   std::int64_t bins;
   D2Pass* out;
-  inline void operator()(double v) const {
-    if (v < lo) {
-      ++out->below;
-    } else if (v <= hi) {
-      if (bins > 0)
-        ++out->counts[std::min(static_cast<std::int64_t>((v - lo) * scale), bins - 1)];
-      else
-        out->values.push_back(v);
-    }
+  inline void inside(double v) const {
+    if (bins > 0)
+      ++out->counts[std::min(static_cast<std::int64_t>((v - lo) * scale), bins - 1)];
+    else
+      out->values.push_back(v);
   }
 };
 
@@ -58,14 +54,35 @@ struct Distances : MicroTile<T, Bytes, MR> {
         const std::int64_t c_end = std::min<std::int64_t>(NR, mb - j0);
         for (int r = 0; r < MR && i0 + r < ma; ++r) {
           const std::int64_t c_begin = it.diagonal ? std::max<std::int64_t>(0, i0 + r + 1 - j0) : 0;
-          const double na = static_cast<double>(s.norms_a[i0 + r]);
-          for (std::int64_t c = c_begin; c < c_end; ++c) {
-            const double d2 = na + static_cast<double>(s.norms_b[j0 + c]) - 2.0 * static_cast<double>(g[r][c]);
-            visit(d2 > 0.0 ? d2 : 0.0);
-          }
+          row(static_cast<double>(s.norms_a[i0 + r]), s.norms_b.data() + j0, g[r], c_begin,
+              c_end, visit);
         }
       }
     }
+  }
+
+  // Columns [c_begin, c_end) of one micro-tile row. Counting is branch-free and vectorised: near
+  // the median half the values fall below the window in random order, and a branch on that
+  // mispredicted half the time (measured: passes 2.4x slower than the first). Values inside the
+  // window are visited only for rows that have any (rare once the window is narrow).
+  static inline void row(double na, const T* nb, const T* g, std::int64_t c_begin,
+                         std::int64_t c_end, const D2Visitor& visit) {
+    alignas(64) double d2[NR];
+    for (int c = 0; c < NR; ++c) {
+      const double v = na + static_cast<double>(nb[c]) - 2.0 * static_cast<double>(g[c]);
+      d2[c] = v > 0.0 ? v : 0.0;
+    }
+    const double lo = visit.lo, hi = visit.hi;
+    std::int64_t below = 0, inside = 0;
+#pragma omp simd reduction(+ : below, inside)
+    for (std::int64_t c = c_begin; c < c_end; ++c) {
+      below += d2[c] < lo;
+      inside += (d2[c] >= lo) & (d2[c] <= hi);
+    }
+    visit.out->below += below;
+    if (inside == 0) return;
+    for (std::int64_t c = c_begin; c < c_end; ++c)
+      if ((d2[c] >= lo) & (d2[c] <= hi)) visit.inside(d2[c]);
   }
 };
 
