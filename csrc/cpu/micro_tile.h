@@ -35,39 +35,32 @@ struct MicroTile {
 
   static std::int64_t round_up(std::int64_t m, std::int64_t to) { return (m + to - 1) / to * to; }
 
-  // Rows [lo, hi) of v minus shift as slabs of MR rows: slab s holds, for each depth k, the MR
-  // values of rows lo + s MR + r contiguously (zero rows past hi), so the micro-kernel reads one
-  // stream; and their squared norms (double sums of the centred T values, rounded to T).
-  static void centre_rows(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi,
-                          T* out, T* norms) {
-    const std::int64_t d = v.cols, m = hi - lo, padded = round_up(m, MR);
+  // Rows [lo, hi) of v minus shift, interleaved by groups of G rows: group g holds, for each
+  // depth k, the G values of rows lo + g G + r contiguously (zero rows past hi), so the
+  // micro-kernel reads one stream per operand; and their squared norms (double sums of the
+  // centred T values, rounded to T). G = MR: the row slabs; G = NR: the column panels.
+  template <int G>
+  static void pack(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi, T* out,
+                   T* norms) {
+    const std::int64_t d = v.cols, m = hi - lo, padded = round_up(m, G);
     for (std::int64_t i = 0; i < padded; ++i) {
-      T* slab = out + (i / MR) * d * MR + i % MR;
+      T* group = out + (i / G) * d * G + i % G;
       double q = 0.0;
       for (std::int64_t k = 0; k < d; ++k) {
         const T c = i < m ? T(v.data[(lo + i) * v.row_stride + k * v.col_stride] - shift[k]) : T(0);
-        slab[k * MR] = c;
+        group[k * G] = c;
         q += double(c) * double(c);
       }
       norms[i] = T(q);
     }
   }
-
-  // Rows [lo, hi) of v minus shift as panels of NR rows: panel p holds, for each depth k, the NR
-  // values of rows lo + p NR + c contiguously (zeros past hi): what the micro-kernel streams.
+  static void centre_rows(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi,
+                          T* out, T* norms) {
+    pack<MR>(v, shift, lo, hi, out, norms);
+  }
   static void pack_panels(const View2D<T>& v, const T* shift, std::int64_t lo, std::int64_t hi,
                           T* out, T* norms) {
-    const std::int64_t d = v.cols, m = hi - lo, padded = round_up(m, NR);
-    for (std::int64_t j = 0; j < padded; ++j) {
-      T* panel = out + (j / NR) * d * NR + j % NR;
-      double q = 0.0;
-      for (std::int64_t k = 0; k < d; ++k) {
-        const T c = j < m ? T(v.data[(lo + j) * v.row_stride + k * v.col_stride] - shift[k]) : T(0);
-        panel[k * NR] = c;
-        q += double(c) * double(c);
-      }
-      norms[j] = T(q);
-    }
+    pack<NR>(v, shift, lo, hi, out, norms);
   }
 
   // acc[r][h] = lanes of (row r of the slab) . (columns of the panel), h: first or second vector.

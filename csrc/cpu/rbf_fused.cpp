@@ -45,7 +45,7 @@ using simd::Vec;
 template <typename T>
 struct Scratch {
   std::vector<T> ax, ay, px, py, nxa, nya, nxb, nyb;
-  std::vector<double> rows, cols;  // rows: [row_k | row_l] of a; cols: [col_k | col_l] of b
+  std::vector<double> cols;  // [col_k | col_l] of the b block
 };
 
 // A dot-product tile computed elsewhere (BLAS), for the wide-row path: gx, gy are ma x mb and
@@ -137,48 +137,47 @@ struct Fused : MicroTile<T, Bytes, MR> {
     }
   }
 
-  // One work item: both sides' rows prepared, then every micro-tile (row block outer, panel
-  // inner). Row sums go to s.rows, column sums to s.cols; returns the pair sums of the item.
-  static RbfSums item(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it, Scratch<T>& s) {
-    const std::int64_t ma = it.a_hi - it.a_lo, mb = it.b_hi - it.b_lo;
-    const std::int64_t dx = x.a.cols, dy = y.a.cols;
-    centre_rows(x.a, x.shift, it.a_lo, it.a_hi, s.ax.data(), s.nxa.data());
-    centre_rows(y.a, y.shift, it.a_lo, it.a_hi, s.ay.data(), s.nya.data());
-    pack_panels(x.b, x.shift, it.b_lo, it.b_hi, s.px.data(), s.nxb.data());
-    pack_panels(y.b, y.shift, it.b_lo, it.b_hi, s.py.data(), s.nyb.data());
-    const std::int64_t row_stride = s.rows.size() / 2, col_stride = s.cols.size() / 2;
-    std::fill(s.cols.begin(), s.cols.end(), 0.0);
-    double* ck = s.cols.data();
-    double* cl = ck + col_stride;
+  // Norms and bandwidths of a sweep; norm arrays are readable a whole micro-tile past their end.
+  struct Sides {
+    const T *nxa, *nya, *nxb, *nyb;
+    T gamma_x, gamma_y;
+  };
+
+  // Every micro-tile of rows [lo, hi) (lo a multiple of MR) x columns [0, mb), only j > i if
+  // diagonal: dots_of(i0, j0, edge, e, f) supplies the dot products, then E, F and their float64
+  // sums. Row i's sums go to row_out(i, sum E, sum F), column sums into ck, cl; returns the pair
+  // sums.
+  template <typename DotsOf, typename RowOut>
+  static RbfSums sweep(std::int64_t lo, std::int64_t hi, std::int64_t mb, bool diagonal,
+                       const Sides& n, DotsOf&& dots_of, RowOut&& row_out, double* ck,
+                       double* cl) {
     D skl{}, skk{}, sll{};
     alignas(64) double rk[MR * DW], rl[MR * DW];
-    for (std::int64_t i0 = 0; i0 < ma; i0 += MR) {
+    for (std::int64_t i0 = lo; i0 < hi; i0 += MR) {
       std::fill_n(rk, MR * DW, 0.0);
       std::fill_n(rl, MR * DW, 0.0);
-      // A diagonal item needs j > i: panels that end at or before this row block are skipped.
-      const std::int64_t first_panel = it.diagonal ? (i0 + 1) / NR : 0;
+      // A diagonal sweep needs j > i: panels that end at or before this row block are skipped.
+      const std::int64_t first_panel = diagonal ? (i0 + 1) / NR : 0;
       for (std::int64_t j0 = first_panel * NR; j0 < mb; j0 += NR) {
-        const bool masked = i0 + MR > ma || j0 + NR > mb || (it.diagonal && j0 < i0 + MR);
+        const bool edge = i0 + MR > hi || j0 + NR > mb;
         V e[MR][2], f[MR][2];
-        dots(s.ax.data() + i0 * dx, dx, s.px.data() + j0 * dx, e);
-        dots(s.ay.data() + i0 * dy, dy, s.py.data() + j0 * dy, f);
-        if (masked) {
-          entries<true>(e, s.nxa.data() + i0, s.nxb.data() + j0, x.gamma, i0, j0, ma, mb, it.diagonal);
-          entries<true>(f, s.nya.data() + i0, s.nyb.data() + j0, y.gamma, i0, j0, ma, mb, it.diagonal);
+        dots_of(i0, j0, edge, e, f);
+        if (edge || (diagonal && j0 < i0 + MR)) {
+          entries<true>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, diagonal);
+          entries<true>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, diagonal);
         } else {
-          entries<false>(e, s.nxa.data() + i0, s.nxb.data() + j0, x.gamma, i0, j0, ma, mb, false);
-          entries<false>(f, s.nya.data() + i0, s.nyb.data() + j0, y.gamma, i0, j0, ma, mb, false);
+          entries<false>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, false);
+          entries<false>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, false);
         }
         accumulate(e, f, rk, rl, ck + j0, cl + j0, skl, skk, sll);
       }
-      for (int r = 0; r < MR && i0 + r < ma; ++r) {
+      for (int r = 0; r < MR && i0 + r < hi; ++r) {
         double sk = 0.0, sl = 0.0;
         for (int q = 0; q < DW; ++q) {
           sk += rk[r * DW + q];
           sl += rl[r * DW + q];
         }
-        s.rows[i0 + r] = sk;
-        s.rows[row_stride + i0 + r] = sl;
+        row_out(i0 + r, sk, sl);
       }
     }
     RbfSums out{0.0, 0.0, 0.0};
@@ -190,47 +189,45 @@ struct Fused : MicroTile<T, Bytes, MR> {
     return out;
   }
 
-  // Rows [lo, hi) (lo a multiple of MR) of a precomputed tile: the same epilogue as item(), the
-  // dot products loaded instead of computed. Row sums to t.row_k/t.row_l, column sums to ck/cl.
+  // One work item: both sides' rows packed, the dot products computed by the micro-kernel. Row
+  // sums of the a block go to row_k, row_l, column sums of the b block to s.cols; returns the
+  // pair sums of the item.
+  static RbfSums item(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it, Scratch<T>& s,
+                      double* row_k, double* row_l) {
+    const std::int64_t dx = x.a.cols, dy = y.a.cols;
+    centre_rows(x.a, x.shift, it.a_lo, it.a_hi, s.ax.data(), s.nxa.data());
+    centre_rows(y.a, y.shift, it.a_lo, it.a_hi, s.ay.data(), s.nya.data());
+    pack_panels(x.b, x.shift, it.b_lo, it.b_hi, s.px.data(), s.nxb.data());
+    pack_panels(y.b, y.shift, it.b_lo, it.b_hi, s.py.data(), s.nyb.data());
+    std::fill(s.cols.begin(), s.cols.end(), 0.0);
+    const Sides n{s.nxa.data(), s.nya.data(), s.nxb.data(), s.nyb.data(), x.gamma, y.gamma};
+    auto dots_of = [&](std::int64_t i0, std::int64_t j0, bool, V(&e)[MR][2], V(&f)[MR][2]) {
+      dots(s.ax.data() + i0 * dx, dx, s.px.data() + j0 * dx, e);  // padding is zeros
+      dots(s.ay.data() + i0 * dy, dy, s.py.data() + j0 * dy, f);
+    };
+    auto row_out = [&](std::int64_t i, double sk, double sl) {
+      row_k[i] = sk;
+      row_l[i] = sl;
+    };
+    return sweep(0, it.a_hi - it.a_lo, it.b_hi - it.b_lo, it.diagonal, n, dots_of, row_out,
+                 s.cols.data(), s.cols.data() + s.cols.size() / 2);
+  }
+
+  // Rows [lo, hi) (lo a multiple of MR) of a precomputed tile: the same sweep, the dot products
+  // loaded instead of computed. Row sums are added to t.row_k/t.row_l, column sums to ck/cl.
   static RbfSums tile_rows(const TileArgs<T>& t, std::int64_t lo, std::int64_t hi, double* ck,
                            double* cl) {
-    D skl{}, skk{}, sll{};
-    alignas(64) double rk[MR * DW], rl[MR * DW];
-    for (std::int64_t i0 = lo; i0 < hi; i0 += MR) {
-      std::fill_n(rk, MR * DW, 0.0);
-      std::fill_n(rl, MR * DW, 0.0);
-      const std::int64_t first_panel = t.diagonal ? (i0 + 1) / NR : 0;
-      for (std::int64_t j0 = first_panel * NR; j0 < t.mb; j0 += NR) {
-        const bool edge = i0 + MR > hi || j0 + NR > t.mb;
-        V e[MR][2], f[MR][2];
-        load_tile(t.gx, i0, j0, hi, t.mb, edge, e);
-        load_tile(t.gy, i0, j0, hi, t.mb, edge, f);
-        if (edge || (t.diagonal && j0 < i0 + MR)) {
-          entries<true>(e, t.nxa + i0, t.nxb + j0, t.gamma_x, i0, j0, hi, t.mb, t.diagonal);
-          entries<true>(f, t.nya + i0, t.nyb + j0, t.gamma_y, i0, j0, hi, t.mb, t.diagonal);
-        } else {
-          entries<false>(e, t.nxa + i0, t.nxb + j0, t.gamma_x, i0, j0, hi, t.mb, false);
-          entries<false>(f, t.nya + i0, t.nyb + j0, t.gamma_y, i0, j0, hi, t.mb, false);
-        }
-        accumulate(e, f, rk, rl, ck + j0, cl + j0, skl, skk, sll);
-      }
-      for (int r = 0; r < MR && i0 + r < hi; ++r) {
-        double sk = 0.0, sl = 0.0;
-        for (int q = 0; q < DW; ++q) {
-          sk += rk[r * DW + q];
-          sl += rl[r * DW + q];
-        }
-        t.row_k[i0 + r] += sk;
-        t.row_l[i0 + r] += sl;
-      }
-    }
-    RbfSums out{0.0, 0.0, 0.0};
-    for (int q = 0; q < DW; ++q) {
-      out.s_kl += skl[q];
-      out.s_kk += skk[q];
-      out.s_ll += sll[q];
-    }
-    return out;
+    const Sides n{t.nxa, t.nya, t.nxb, t.nyb, t.gamma_x, t.gamma_y};
+    auto dots_of = [&](std::int64_t i0, std::int64_t j0, bool edge, V(&e)[MR][2],
+                       V(&f)[MR][2]) {
+      load_tile(t.gx, i0, j0, hi, t.mb, edge, e);
+      load_tile(t.gy, i0, j0, hi, t.mb, edge, f);
+    };
+    auto row_out = [&](std::int64_t i, double sk, double sl) {
+      t.row_k[i] += sk;
+      t.row_l[i] += sl;
+    };
+    return sweep(lo, hi, t.mb, t.diagonal, n, dots_of, row_out, ck, cl);
   }
 
   // The micro-tile of g at (i0, j0); zeros outside rows < row_end, columns < mb when edge.
@@ -254,22 +251,24 @@ struct Fused : MicroTile<T, Bytes, MR> {
 // Fused<T, ...>::item compiled for each instruction set (flatten: the whole body is inlined and
 // compiled with the target's registers and instructions).
 template <typename T>
-using ItemFn = RbfSums (*)(const RbfSide<T>&, const RbfSide<T>&, const Item&, Scratch<T>&);
+using ItemFn = RbfSums (*)(const RbfSide<T>&, const RbfSide<T>&, const Item&, Scratch<T>&,
+                           double*, double*);
 
 template <typename T>
-RbfSums item_generic(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it, Scratch<T>& s) {
-  return Fused<T, 16, 4>::item(x, y, it, s);
+RbfSums item_generic(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it, Scratch<T>& s,
+                     double* row_k, double* row_l) {
+  return Fused<T, 16, 4>::item(x, y, it, s, row_k, row_l);
 }
 #if defined(PCF_SIMD_DISPATCH)
 template <typename T>
 PCF_TARGET_AVX2 RbfSums item_avx2(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it,
-                                  Scratch<T>& s) {
-  return Fused<T, 32, 6>::item(x, y, it, s);
+                                  Scratch<T>& s, double* row_k, double* row_l) {
+  return Fused<T, 32, 6>::item(x, y, it, s, row_k, row_l);
 }
 template <typename T>
 PCF_TARGET_AVX512 RbfSums item_avx512(const RbfSide<T>& x, const RbfSide<T>& y, const Item& it,
-                                      Scratch<T>& s) {
-  return Fused<T, 64, 8>::item(x, y, it, s);
+                                      Scratch<T>& s, double* row_k, double* row_l) {
+  return Fused<T, 64, 8>::item(x, y, it, s, row_k, row_l);
 }
 #endif
 
@@ -333,7 +332,6 @@ Scratch<T> make_scratch(std::int64_t block, std::int64_t dx, std::int64_t dy, co
   s.py.resize(pb * dy);
   s.nxb.resize(pb);
   s.nyb.resize(pb);
-  s.rows.resize(2 * pa);
   s.cols.resize(2 * pb);
   return s;
 }
@@ -366,15 +364,13 @@ RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
       const std::int64_t ib = first_b + k, b_lo = ib * block, b_hi = std::min(mb, b_lo + block);
       const Item it{a_lo, a_hi, b_lo, b_hi, same_set && ib == ia};
       Scratch<T>& s = scratch[t];
-      item_sums[k] = v.fn(x, y, it, s);
-      const std::size_t col_stride = s.cols.size() / 2, row_stride = s.rows.size() / 2;
+      double* rows = item_rows.data() + k * 2 * block;  // [row_k | row_l] of this item
+      item_sums[k] = v.fn(x, y, it, s, rows, rows + block);
+      const std::size_t col_stride = s.cols.size() / 2;
       for (std::int64_t j = 0; j < b_hi - b_lo; ++j) {
         row_k_b[b_lo + j] += s.cols[j];
         row_l_b[b_lo + j] += s.cols[col_stride + j];
       }
-      double* rows = item_rows.data() + k * 2 * block;
-      std::copy_n(s.rows.data(), a_hi - a_lo, rows);
-      std::copy_n(s.rows.data() + row_stride, a_hi - a_lo, rows + block);
     });
     for (std::int64_t k = 0; k < count; ++k) {
       const double* rows = item_rows.data() + k * 2 * block;

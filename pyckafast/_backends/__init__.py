@@ -1,7 +1,7 @@
 """Backend registry: one name -> one implementation module that can say whether it is usable.
 
 A backend module implements some *operations* as module-level functions (``linear_moments``,
-``rbf_tile_terms``, ...), each producing terms (``pyckafast._terms``) from a block of data.
+``rbf_tile``, ``rbf_terms``, ...), each producing terms (``pyckafast._terms``) from a block of data.
 ``resolve`` picks the module for an operation: "auto" takes the first usable backend in the
 operation's order for the device the data lives on; an explicit name never silently falls back,
 it raises with the reason.
