@@ -18,14 +18,14 @@ import os
 import numpy as np
 import pytest
 
-from pyckafast import _backends
+from pyckafast._core import dispatch as _backends
 
 cupy = pytest.importorskip("cupy", reason="GPU benchmarks need CuPy")
 if _backends.probe("cuda") is not None:
     pytest.skip(f"no usable GPU: {_backends.probe('cuda')}", allow_module_level=True)
 
 import pyckafast  # noqa: E402
-from pyckafast._backends import _cuda  # noqa: E402
+from pyckafast._gpu import ops_cuda as _cuda  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import correlated_data, run
 
 import pyckafast
-from pyckafast import _backends
+from pyckafast._core import dispatch as _backends
 
 NS = [10_000, 100_000, 1_000_000]
 PS = [64, 256, 512]

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _bandwidth, _rbf_engine
+from pyckafast._core import bandwidth as _bandwidth
+from pyckafast._cpu import rbf as _rbf_engine
 
 SIZES = [10_000, 30_000, 100_000]
 D = 64
@@ -123,7 +124,7 @@ def test_rbf_depth(benchmark, monkeypatch, path, d):
     """Where the register-tiled pass stops paying: rows of depth d per side (total 2d), n = 1e4,
     against the BLAS dot-product tiles + the same epilogue (``_cpp.FUSED_MAX_DEPTH`` is the
     crossover)."""
-    from pyckafast._backends import _cpp
+    from pyckafast._cpu import ops_cpp as _cpp
 
     n = 10_000
     rng = np.random.default_rng(0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 import pyckafast
-from pyckafast import _combine
-from pyckafast._terms import LinearTerms
+from pyckafast._core import combine as _combine
+from pyckafast._core.terms import LinearTerms
 
 
 def to_tf32(a: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def tf32_cka(x: np.ndarray, y: np.ndarray, debiased: bool, rows: int = 65536) ->
     q = (bx.astype(float) ** 2).sum(1)
     r = (by.astype(float) ** 2).sum(1)
     bx64, by64 = bx.astype(float), by.astype(float)
-    from pyckafast._terms import RowNormTerms
+    from pyckafast._core.terms import RowNormTerms
 
     norms = RowNormTerms(q.sum(), r.sum(), q @ q, r @ r, q @ r, q @ bx64, r @ bx64, q @ by64, r @ by64)
     terms = LinearTerms(n=len(x), shift_x=sx.astype(float), shift_y=sy.astype(float),

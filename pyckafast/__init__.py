@@ -5,10 +5,10 @@ same small set of exact, mergeable terms; one backend-free module combines them 
 CKA/HSIC variant. ``import pyckafast`` never imports cupy, torch or dask.
 """
 
-from ._backends import BackendUnavailable
+from ._core.dispatch import BackendUnavailable
 from ._config import show_config
 from .cka_matrix import cka_matrix
-from .kernel import cka, hsic, rbf_cka, rbf_hsic
+from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
 from .minibatch import minibatch_cka
 from . import robustness, theory, transforms

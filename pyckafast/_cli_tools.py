@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import _backends
+from ._core import dispatch
 from .linear import linear_cka
 
 __all__ = ["add_demo_parser", "add_bench_parser", "demo_data", "naive_gram_cka", "raw_float32_cka"]
@@ -74,7 +74,7 @@ def run_demo(args) -> int:
     x, y = demo_data(n, p, args.seed)
     print(f"pyckafast demo: linear CKA of two correlated float32 representations, "
           f"n = {n:,}, p = {p}, mean offset {_DEMO_OFFSET:g}")
-    backend = _backends.resolve("auto", "linear_moments", "cpu").__name__.rsplit("._", 1)[-1]
+    backend = dispatch.resolve("auto", "linear_moments", "cpu").__name__.rsplit("._", 1)[-1]
     exact, t_exact = _timed(linear_cka, x, y)
     state_mb = 8 * 3 * p * p / 1e6
     print(f"  pyckafast exact (one pass, {backend}): CKA = {exact:.10f}   {t_exact:7.3f} s, "
@@ -95,7 +95,7 @@ def run_demo(args) -> int:
 def run_bench(args) -> int:
     n, repeat = _positive(args.n, "--n"), _positive(args.repeat, "--repeat")
     widths = [_positive(p, "--p") for p in args.p]
-    backends = _backends.usable_backends("cpu")
+    backends = dispatch.usable_backends("cpu")
     rng = np.random.default_rng(0)
     print(f"linear CKA, n = {n:,}, best of {repeat}; backends usable here: {', '.join(backends)}")
     print(f"{'backend':<8} {'dtype':<8} {'p':>5} {'seconds':>9} {'Mrows/s':>8}")

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import _backends
+from ._core import dispatch
 
 __all__ = ["show_config", "config"]
 
@@ -15,8 +15,8 @@ __all__ = ["show_config", "config"]
 def config() -> dict:
     """The installation as a dict: versions, backends (usable or why not), threads, GPU."""
     backends = {}
-    for name, b in _backends.BACKENDS.items():
-        why = _backends.probe(name)
+    for name, b in dispatch.BACKENDS.items():
+        why = dispatch.probe(name)
         backends[name] = {"device": b.device, "usable": why is None, "why_not": why, "what": b.summary}
     return {
         "pyckafast": _version("pyckafast"),
@@ -92,6 +92,6 @@ def _gpu_summary(backends: dict) -> str:
     cuda = backends.get("cuda", {})
     if not cuda.get("usable"):
         return f"none usable ({cuda.get('why_not')})"
-    from ._backends import _cuda  # only imported when the backend probed usable
+    from ._gpu import ops_cuda  # only imported when the backend probed usable
 
-    return _cuda.describe_device()
+    return ops_cuda.describe_device()

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _combine
-from ._terms import LinearTerms, RowNormTerms
-from ._validation import as_samples, check_finite_sums
-from .kernel import Kernel, RBFOptions, Sigma, _check_tile, rbf_producer
+from ._core import combine
+from ._core.terms import LinearTerms, RowNormTerms
+from ._core.validation import as_samples, check_finite_sums
+from .rbf import Kernel, RBFOptions, Sigma, _check_tile, rbf_producer
 
 __all__ = ["cka_matrix"]
 
@@ -87,7 +87,7 @@ def cka_matrix(
             elif symmetric and i == j:
                 out[i, j] = 1.0 if _has_variance(xs_[i]) else _nan_for(i)
             else:
-                out[i, j] = _combine.cka_from_hsic(pair(i, j))
+                out[i, j] = combine.cka_from_hsic(pair(i, j))
     return out
 
 
@@ -130,7 +130,7 @@ def _linear_pairs(xs, ys, symmetric, debiased):
     rx = [_LinearRep.of(a, f"xs[{i}]") for i, a in enumerate(xs)]
     ry = rx if symmetric else [_LinearRep.of(a, f"ys[{i}]") for i, a in enumerate(ys)]
 
-    def pair(i: int, j: int) -> _combine.HSICTriple:
+    def pair(i: int, j: int) -> combine.HSICTriple:
         a, b = rx[i], ry[j]
         norms = None
         if debiased:
@@ -144,7 +144,7 @@ def _linear_pairs(xs, ys, symmetric, debiased):
             sum_x=a.c.sum(axis=0), sum_y=b.c.sum(axis=0), xx=a.gram, yy=b.gram, xy=a.c.T @ b.c,
             norms=norms, eps=max(a.eps, b.eps),
         )
-        return _combine.linear_hsic(terms, debiased)
+        return combine.linear_hsic(terms, debiased)
 
     return pair
 
@@ -154,8 +154,8 @@ def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):
     gx = [options.gamma(a, f"xs[{i}]", 0, tile) for i, a in enumerate(xs)]
     gy = gx if symmetric else [options.gamma(a, f"ys[{i}]", 1, tile) for i, a in enumerate(ys)]
 
-    def pair(i: int, j: int) -> _combine.HSICTriple:
+    def pair(i: int, j: int) -> combine.HSICTriple:
         terms = produce(xs[i], ys[j], gamma_x=gx[i], gamma_y=gy[j], tile=tile)
-        return _combine.kernel_hsic(terms, debiased)
+        return combine.kernel_hsic(terms, debiased)
 
     return pair

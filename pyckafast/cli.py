@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ._backends import BACKENDS, BackendUnavailable
+from ._core.dispatch import BACKENDS, BackendUnavailable
 
 __all__ = ["main", "build_parser", "CLIError"]
 

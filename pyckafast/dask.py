@@ -1,12 +1,12 @@
 """Exact CKA on Dask arrays chunked by rows: the same terms, computed where the data lives.
 
-* :func:`linear_cka` — every row chunk produces exact :class:`~pyckafast._terms.LinearTerms`
+* :func:`linear_cka` — every row chunk produces exact :class:`~pyckafast._core.terms.LinearTerms`
   (shifted by its own first rows' mean, float64 sums) on the worker that holds it; the terms
   merge pairwise in a tree (``LinearTerms.merge`` re-expresses one shift in the other exactly),
   so only O(p^2) floats travel and the result equals the in-memory :func:`pyckafast.linear_cka`.
 * :func:`rbf_cka` — one task per pair of row chunks (i <= j) through the RBF block-pair
-  interface (``pyckafast._rbf_engine.rbf_block_pair``); pair sums are added, row sums scattered to
-  their rows. Bandwidths by an exact median over chunk pairs (:mod:`pyckafast._dask_rbf`).
+  interface (``pyckafast._cpu.rbf.rbf_block_pair``); pair sums are added, row sums scattered to
+  their rows. Bandwidths by an exact median over chunk pairs (:mod:`pyckafast._dask.rbf`).
 
 Any active ``dask.distributed`` client is used (as for every ``.compute()``), so the same call
 runs on a laptop or on a cluster::
@@ -22,8 +22,9 @@ Dask is optional (``pip install pyckafast[dask]``); this module imports it when 
 
 from __future__ import annotations
 
-from . import _combine, _linear_engine
-from ._terms import LinearTerms
+from ._core import combine
+from ._cpu import linear as cpu_linear
+from ._core.terms import LinearTerms
 
 __all__ = ["linear_cka", "rbf_cka", "linear_terms"]
 
@@ -57,14 +58,14 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
     True
     """
     terms = linear_terms(dx, dy, debiased=debiased, backend=backend).compute()
-    return _combine.cka_from_hsic(_combine.linear_hsic(terms, debiased))
+    return combine.cka_from_hsic(combine.linear_hsic(terms, debiased))
 
 
 def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
     """A ``dask.delayed`` of the exact :class:`LinearTerms` of all rows (tree-reduced)."""
     import dask
 
-    from ._dask_rbf import aligned_blocks
+    from ._dask.rbf import aligned_blocks
 
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
     parts = [
@@ -75,20 +76,20 @@ def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
 
 
 def _chunk_terms(x, y, debiased: bool, backend: str) -> LinearTerms:
-    from ._validation import as_samples
+    from ._core.validation import as_samples
 
     x, y = as_samples(x, "dx"), as_samples(y, "dy")
-    return _linear_engine.feature_terms(x, y, backend=backend, debiased=debiased)
+    return cpu_linear.feature_terms(x, y, backend=backend, debiased=debiased)
 
 
 def _merge(a: LinearTerms, b: LinearTerms) -> LinearTerms:
     return a.merge(b)
 
 
-def _tree(parts: list, combine):
+def _tree(parts: list, merge):
     """Pairwise reduction: depth log2(len(parts)), every level's merges run in parallel."""
     while len(parts) > 1:
-        pairs = [combine(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        pairs = [merge(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
         parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
     return parts[0]
 
@@ -136,10 +137,10 @@ def rbf_cka(
     >>> round(v, 10)
     1.0
     """
-    from . import _dask_rbf
+    from ._dask import rbf as dask_rbf
 
-    terms = _dask_rbf.rbf_kernel_terms(
+    terms = dask_rbf.rbf_kernel_terms(
         dx, dy, sigma=sigma, threshold=threshold, bandwidth=bandwidth, debiased=debiased,
         backend=backend, tile=tile, n_pairs=n_pairs, seed=seed,
     )
-    return _combine.cka_from_hsic(_combine.kernel_hsic(terms, debiased))
+    return combine.cka_from_hsic(combine.kernel_hsic(terms, debiased))

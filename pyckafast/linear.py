@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from . import _arrays, _backends, _combine, _linear_engine
-from ._validation import as_samples, check_same_n
+from ._core import devices, dispatch, combine
+from ._cpu import linear as cpu_linear
+from ._core.validation import as_samples, check_same_n
 
 __all__ = ["linear_cka", "linear_hsic"]
 
@@ -71,7 +72,7 @@ def linear_cka(
     >>> 0.0 < pyckafast.linear_cka(x, y, debiased=True) < 1.0
     True
     """
-    return _combine.cka_from_hsic(
+    return combine.cka_from_hsic(
         _hsic_triple(x, y, debiased, backend, chunk_size, form, precision)
     )
 
@@ -106,15 +107,15 @@ def check_precision(precision: str, device: str) -> None:
         )
 
 
-def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> _combine.HSICTriple:
-    device = _arrays.producer_device(backend, _arrays.common_device(x, y))
+def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> combine.HSICTriple:
+    device = devices.producer_device(backend, devices.common_device(x, y))
     check_precision(precision, device)
     if device != "cpu":  # GPU producers validate and move data themselves
-        ops = _backends.resolve(backend, "linear_terms", device)
+        ops = dispatch.resolve(backend, "linear_terms", device)
         terms = ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size,
                                  precision=precision)
-        return _combine.linear_hsic(terms, debiased)
-    x, y = as_samples(_arrays.host_view(x), "x"), as_samples(_arrays.host_view(y), "y")
+        return combine.linear_hsic(terms, debiased)
+    x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
     n = check_same_n(x, y, 4 if debiased else 2,
                      why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
@@ -122,14 +123,14 @@ def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> _combi
     if form not in ("auto", "features", "samples"):
         raise ValueError(f"form must be 'auto', 'features' or 'samples'; got {form!r}.")
     use_samples = form == "samples" or (
-        form == "auto" and _linear_engine.prefer_samples(n, x.shape[1], y.shape[1])
+        form == "auto" and cpu_linear.prefer_samples(n, x.shape[1], y.shape[1])
     )
     if use_samples:
-        _backends.resolve(backend, "linear_moments", "cpu")  # validate the name all the same
-        terms, zero_x, zero_y = _linear_engine.sample_terms(x, y)
-        return _combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
-    terms = _linear_engine.feature_terms(
+        dispatch.resolve(backend, "linear_moments", "cpu")  # validate the name all the same
+        terms, zero_x, zero_y = cpu_linear.sample_terms(x, y)
+        return combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
+    terms = cpu_linear.feature_terms(
         x, y, backend=backend, debiased=debiased, chunk_size=chunk_size
     )
-    return _combine.linear_hsic(terms, debiased)
+    return combine.linear_hsic(terms, debiased)
 

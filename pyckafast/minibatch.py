@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _combine, _linear_engine
-from ._validation import as_samples, check_same_n
-from .kernel import RBFOptions, Kernel, Sigma, rbf_triple
+from ._core import combine
+from ._cpu import linear as cpu_linear
+from ._core.validation import as_samples, check_same_n
+from .rbf import RBFOptions, Kernel, Sigma, rbf_triple
 
 __all__ = ["minibatch_cka", "batch_triples"]
 
@@ -63,14 +64,14 @@ def minibatch_cka(
     mean = np.mean([t[:3] for t in triples], axis=0)
     zero_x = all(t.zero_x for t in triples)
     zero_y = all(t.zero_y for t in triples)
-    return _combine.cka_from_hsic(_combine.HSICTriple(*map(float, mean), zero_x, zero_y))
+    return combine.cka_from_hsic(combine.HSICTriple(*map(float, mean), zero_x, zero_y))
 
 
 def batch_triples(
     x, y, batch_size: int, *, kernel: Kernel = "linear", debiased: bool = True,
     seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: str = "kornblith", backend: str = "auto",
-) -> list[_combine.HSICTriple]:
+) -> list[combine.HSICTriple]:
     """The HSIC triple of every batch (see :func:`minibatch_cka`)."""
     x, y = as_samples(x, "x"), as_samples(y, "y")
     need = 4 if debiased else 2
@@ -89,8 +90,8 @@ def batch_triples(
         idx = np.sort(order[lo:lo + batch_size])
         xb, yb = x[idx], y[idx]
         if options is None:
-            terms = _linear_engine.feature_terms(xb, yb, backend=backend, debiased=debiased)
-            triples.append(_combine.linear_hsic(terms, debiased))
+            terms = cpu_linear.feature_terms(xb, yb, backend=backend, debiased=debiased)
+            triples.append(combine.linear_hsic(terms, debiased))
         else:
             triples.append(rbf_triple(xb, yb, debiased=debiased, options=options,
                                       backend=backend))

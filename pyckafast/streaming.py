@@ -8,9 +8,10 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from . import _arrays, _backends, _combine, _linear_engine
-from ._terms import LinearTerms, RowNormTerms
-from ._validation import as_samples, check_same_n
+from ._core import devices, dispatch, combine
+from ._cpu import linear as cpu_linear
+from ._core.terms import LinearTerms, RowNormTerms
+from ._core.validation import as_samples, check_same_n
 from .linear import check_precision
 
 __all__ = ["LinearCKAState", "stream_npy"]
@@ -75,25 +76,25 @@ class LinearCKAState:
 
         GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU; host batches on the CPU.
         """
-        device = _arrays.producer_device(self.backend, _arrays.common_device(x, y))
+        device = devices.producer_device(self.backend, devices.common_device(x, y))
         check_precision(self.precision, device)
         if device != "cpu":
-            ops = _backends.resolve(self.backend, "linear_terms", device)
+            ops = dispatch.resolve(self.backend, "linear_terms", device)
             part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
                                     precision=self.precision)
             self._check_widths(part.sum_x.size, part.sum_y.size)
             self._terms = part if self._terms is None else self._terms.merge(part)
             return self
-        x, y = as_samples(_arrays.host_view(x), "x"), as_samples(_arrays.host_view(y), "y")
+        x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
         check_same_n(x, y, 1)
         self._check_widths(x.shape[1], y.shape[1])
-        ops = _backends.resolve(self.backend, "linear_moments", "cpu")
-        rows = _linear_engine.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
+        ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
+        rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
         if self._terms is None:
-            shift = (_linear_engine.first_chunk_mean(x, rows), _linear_engine.first_chunk_mean(y, rows))
+            shift = (cpu_linear.first_chunk_mean(x, rows), cpu_linear.first_chunk_mean(y, rows))
         else:
             shift = (self._terms.shift_x, self._terms.shift_y)
-        part = _linear_engine.block_terms(x, y, *shift, ops, self.debiased, rows, start=self.n)
+        part = cpu_linear.block_terms(x, y, *shift, ops, self.debiased, rows, start=self.n)
         self._terms = part if self._terms is None else self._terms.merge(part)
         return self
 
@@ -116,15 +117,15 @@ class LinearCKAState:
 
     def result(self, *, debiased: bool = False) -> float:
         """Linear CKA of all samples seen (biased, or debiased from unbiased HSIC)."""
-        return _combine.cka_from_hsic(self.hsic(debiased=debiased))
+        return combine.cka_from_hsic(self.hsic(debiased=debiased))
 
-    def hsic(self, *, debiased: bool = False) -> _combine.HSICTriple:
+    def hsic(self, *, debiased: bool = False) -> combine.HSICTriple:
         """HSIC(x, y), HSIC(x, x), HSIC(y, y) of all samples seen."""
         if self._terms is None:
             raise ValueError("the state has seen no samples yet; call update() first.")
         if debiased and not self.debiased:
             raise ValueError("this state was created with debiased=False; it cannot give debiased CKA.")
-        return _combine.linear_hsic(self._terms, debiased)
+        return combine.linear_hsic(self._terms, debiased)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state to ``path`` (.npz) so a long run can be resumed with :meth:`load`."""
@@ -189,7 +190,7 @@ def stream_npy(
     y = _open_npy(y_path, "y_path")
     xs, ys = as_samples(x, "x_path"), as_samples(y, "y_path")
     n = check_same_n(xs, ys, 1)
-    rows = chunk_size or _linear_engine.default_chunk_rows(xs.shape[1], ys.shape[1], max(xs.itemsize, ys.itemsize))
+    rows = chunk_size or cpu_linear.default_chunk_rows(xs.shape[1], ys.shape[1], max(xs.itemsize, ys.itemsize))
     state = LinearCKAState(debiased=debiased, backend=backend)
     for start in range(0, n, rows):
         stop = min(start + rows, n)

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from pyckafast import _backends
+from pyckafast._core import dispatch as _backends
 
 CPU_BACKENDS = ["numpy", "numba", "cpp"]
 

@@ -1,4 +1,4 @@
-"""A NumPy engine with the interface of pyckafast._gpu_engine.CudaEngine, for CI (no GPU).
+"""A NumPy engine with the interface of pyckafast._gpu.engine.CudaEngine, for CI (no GPU).
 
 Its linear kernels are the C++ host twin of csrc/cuda/linear_moments.cu (the same loops of
 csrc/common/linear_rows.h in the kernels' decomposition); its Grams fill one triangle, as cuBLAS

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _bandwidth
+from pyckafast._core import bandwidth as _bandwidth
 from rbf_reference import median_sq, rbf_cka_ref
 
 

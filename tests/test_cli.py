@@ -167,7 +167,7 @@ def test_bench_prints_a_row_per_backend(capsys):
     code, out, _ = _run(capsys, "bench", "--n", "2000", "--p", "4", "--repeat", "1")
     assert code == 0
     rows = [line for line in out.splitlines()[2:] if line.strip()]
-    assert len(rows) == 2 * len(pyckafast._backends.usable_backends("cpu"))
+    assert len(rows) == 2 * len(pyckafast._core.dispatch.usable_backends("cpu"))
 
 
 def test_robustness_subcommands_register_through_the_hook(monkeypatch, capsys):

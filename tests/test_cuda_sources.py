@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyckafast import _cuda_kernels
+from pyckafast._gpu import kernels as _cuda_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"

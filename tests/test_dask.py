@@ -57,7 +57,7 @@ def test_linear_float32_large_mean_matches_float64(client):
 def test_linear_backends_and_1d_int_input(client):
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 10, size=500), rng.normal(size=(500, 3))
-    for backend in pyckafast._backends.usable_backends("cpu"):
+    for backend in pyckafast._core.dispatch.usable_backends("cpu"):
         got = pdask.linear_cka(da.from_array(x, chunks=120), da.from_array(y, chunks=120), backend=backend)
         assert got == pytest.approx(pyckafast.linear_cka(x, y), abs=1e-10)
 
@@ -114,7 +114,7 @@ def test_rbf_explicit_sigma(client, sigma):
 def test_exact_median_many_passes_and_ties(client):
     # 1500 rows: 2.25e6 distances > the gather cap, so the histogram passes narrow the interval;
     # repeated rows make heavy ties (and a 0 median for the Kornblith rule would be avoided).
-    from pyckafast import _dask_rbf
+    from pyckafast._dask import rbf as _dask_rbf
 
     rng = np.random.default_rng(5)
     x = np.repeat(rng.normal(size=(500, 3)), 3, axis=0)

@@ -21,7 +21,7 @@ def _modules():
 
 
 def _needs_gpu(name):
-    return name.startswith(("pyckafast._gpu", "pyckafast._cuda", "pyckafast._backends._cuda"))
+    return name.startswith(("pyckafast._gpu", "pyckafast._cuda", "pyckafast._gpu.ops_cuda"))
 
 
 @pytest.mark.parametrize("name", _modules())

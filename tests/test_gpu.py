@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _backends, _combine
-from pyckafast._terms import KernelTerms
+from pyckafast._core import dispatch as _backends, combine as _combine
+from pyckafast._core.terms import KernelTerms
 
 cupy = pytest.importorskip("cupy", reason="the cuda backend needs CuPy")
 if _backends.probe("cuda") is not None:
     pytest.skip(f"no usable GPU: {_backends.probe('cuda')}", allow_module_level=True)
 
-from pyckafast import _cuda_kernels  # noqa: E402
-from pyckafast._backends import _cuda  # noqa: E402
+from pyckafast._gpu import kernels as _cuda_kernels  # noqa: E402
+from pyckafast._gpu import ops_cuda as _cuda  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -205,7 +205,7 @@ def test_rbf_host_input_and_torch():
 
 
 def test_hsic_matrix_on_the_gpu():
-    from pyckafast import _gpu_minibatch
+    from pyckafast._core import gram as _gpu_minibatch
 
     rng = np.random.default_rng(3)
     reps = [rng.normal(size=(64, 5)), rng.normal(size=(64, 9)), rng.normal(size=(64, 2))]

@@ -4,7 +4,8 @@ xp=cupy must give the CPU engine's exact medians."""
 import numpy as np
 import pytest
 
-from pyckafast import _bandwidth, _gpu_bandwidth
+from pyckafast._core import bandwidth as _bandwidth
+from pyckafast._gpu import bandwidth as _gpu_bandwidth
 
 
 @pytest.mark.parametrize("rule", ["kornblith", "offdiag", "sampled"])
@@ -33,7 +34,7 @@ def test_ties_and_identical_points():
 
 
 def test_gamma_follows_options():
-    from pyckafast.kernel import RBFOptions
+    from pyckafast.rbf import RBFOptions
 
     a = np.random.default_rng(0).normal(size=(50, 4))
     opts = RBFOptions.of(threshold=0.5, bandwidth="offdiag")

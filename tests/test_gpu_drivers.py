@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _combine, _gpu_linear, _gpu_minibatch, _gpu_rbf
-from pyckafast._gpu_inputs import Samples, float_dtype
-from pyckafast._terms import KernelTerms
+from pyckafast._core import combine as _combine, gram as _gpu_minibatch
+from pyckafast._gpu import linear as _gpu_linear, rbf as _gpu_rbf
+from pyckafast._gpu.inputs import Samples, float_dtype
+from pyckafast._core.terms import KernelTerms
 
 pytest.importorskip("pyckafast._ext", reason="the C++ host twins need the compiled extension")
 from gpu_emulation import EmulatedEngine  # noqa: E402

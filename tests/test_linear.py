@@ -174,7 +174,7 @@ def test_non_finite_values_are_reported(cpu_backend, bad, form, rng):
 
 
 def test_explicit_unavailable_backend_raises_with_reason(monkeypatch):
-    from pyckafast import _backends
+    from pyckafast._core import dispatch as _backends
 
     monkeypatch.setattr(_backends, "_load", lambda name: (None, "no compiler here"))
     with pytest.raises(pyckafast.BackendUnavailable, match="backend='cpp' cannot run here: no compiler here"):
@@ -182,7 +182,7 @@ def test_explicit_unavailable_backend_raises_with_reason(monkeypatch):
 
 
 def test_auto_prefers_sample_form_when_p_much_larger_than_n():
-    from pyckafast._linear_engine import prefer_samples
+    from pyckafast._cpu.linear import prefer_samples
 
     assert prefer_samples(100, 5000, 5000)
     assert not prefer_samples(100_000, 64, 64)

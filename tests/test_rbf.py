@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _backends, _combine, _rbf_engine
+from pyckafast._core import dispatch as _backends, combine as _combine
+from pyckafast._cpu import rbf as _rbf_engine
 from rbf_reference import CPU_BACKENDS, correlated, cka_ref, gram_rbf, hsic_ref, rbf_cka_ref
 
 THRESHOLDS = [0.2, 0.5, 1.0, 2.0, 5.0]

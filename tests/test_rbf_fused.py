@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyckafast import _rbf_engine
+from pyckafast._cpu import rbf as _rbf_engine
 
 try:
     from pyckafast import _ext
@@ -98,7 +98,7 @@ def test_blas_tile_path_equals_fused_path(simd, dtype, diagonal):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_engine_fused_and_tile_paths_agree(dtype, monkeypatch):
-    from pyckafast._backends import _cpp
+    from pyckafast._cpu import ops_cpp as _cpp
 
     rng = np.random.default_rng(4)
     x, y = _rows(rng, 300, 20, dtype, mean=3.0), _rows(rng, 300, 11, dtype)
@@ -208,7 +208,7 @@ def test_distance_pass_counts_every_pair_once(simd, n, block):
 @pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
 @pytest.mark.parametrize("n", [150, 151])
 def test_exact_median_fused_and_tile_passes_agree(dtype, rule, n):
-    from pyckafast import _bandwidth
+    from pyckafast._core import bandwidth as _bandwidth
 
     rng = np.random.default_rng(n)
     a = (rng.normal(size=(n, 10)) * 2 + 100).astype(dtype)

@@ -3,9 +3,9 @@
 import numpy as np
 from reference import correlated, hsic_biased, hsic_unbiased
 
-from pyckafast import _combine
-from pyckafast._linear_engine import feature_terms
-from pyckafast._terms import KernelTerms
+from pyckafast._core import combine as _combine
+from pyckafast._cpu.linear import feature_terms
+from pyckafast._core.terms import KernelTerms
 
 
 def test_reshift_equals_recomputation_with_the_new_shift(rng):

@@ -7,7 +7,7 @@ Code written against the reference switches with one import::
 Results agree with the reference to float64 rounding (tests check 1e-10). Where the call allows
 it the fast engine runs instead: :func:`feature_space_linear_cka` streams through
 :func:`pyckafast.linear_cka` (no n x n matrix), and :func:`cka` reduces the given Grams to
-pair sums and row sums (``pyckafast._terms.KernelTerms``) without forming H K H. The Gram
+pair sums and row sums (``pyckafast._core.terms.KernelTerms``) without forming H K H. The Gram
 functions and :func:`center_gram` return n x n matrices because that is what they are asked for.
 
 Differences from the reference: inputs are validated (errors name the argument), and debiased
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _combine
-from .._terms import KernelTerms
-from .._validation import as_samples, check_positive_scalar
+from .._core import combine
+from .._core.terms import KernelTerms
+from .._core.validation import as_samples, check_positive_scalar
 from ..linear import linear_cka
 
 __all__ = ["gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linear_cka"]
@@ -113,7 +113,7 @@ def cka(gram_x, gram_y, debiased: bool = False) -> float:
 
     ``debiased=False``: biased HSIC (Kornblith et al. 2019); ``True``: unbiased HSIC (Song et al.
     2012), equal to the reference's U-centred Frobenius products. Computed from pair sums and row
-    sums of the Grams (``_combine.kernel_hsic``), a block of rows at a time: no centred copies.
+    sums of the Grams (``combine.kernel_hsic``), a block of rows at a time: no centred copies.
 
     Examples
     --------
@@ -129,8 +129,8 @@ def cka(gram_x, gram_y, debiased: bool = False) -> float:
     for g, name in ((k, "gram_x"), (l, "gram_y")):
         if not np.allclose(g, g.T):
             raise ValueError(f"{name} must be a symmetric matrix; got a non-symmetric one.")
-    triple = _combine.kernel_hsic(_gram_terms(k, l), bool(debiased))
-    return _combine.cka_from_hsic(triple)
+    triple = combine.kernel_hsic(_gram_terms(k, l), bool(debiased))
+    return combine.cka_from_hsic(triple)
 
 
 def feature_space_linear_cka(features_x, features_y, debiased: bool = False) -> float:

@@ -2,10 +2,10 @@
 
 RBF terms: data centred by one global shift (computed first), then one task per pair of row
 chunks (i <= j); inside a task the chunks are cut into tiles handed to
-``pyckafast._rbf_engine.rbf_block_pair`` (so a task's temporaries are tile^2, whatever the chunk
+``pyckafast._cpu.rbf.rbf_block_pair`` (so a task's temporaries are tile^2, whatever the chunk
 size). Pair sums add (off-diagonal pairs twice, by symmetry), row sums go to their rows.
 
-Bandwidths: the exact selection of :mod:`pyckafast._bandwidth` (histogram passes, then the few
+Bandwidths: the exact selection of :mod:`pyckafast._core.bandwidth` (histogram passes, then the few
 remaining candidates ranked exactly), each pass a Dask reduction over the same chunk pairs; the
 "sampled" rule draws the same pairs as in memory. So Dask bandwidths equal in-memory ones.
 """
@@ -16,14 +16,14 @@ import math
 
 import numpy as np
 
-from . import _backends, _bandwidth
-from ._rbf_engine import default_tile
-from ._terms import KernelTerms
-from ._validation import check_positive_scalar, float_dtype
+from .._core import dispatch, bandwidth as bw
+from .._cpu.rbf import default_tile
+from .._core.terms import KernelTerms
+from .._core.validation import check_positive_scalar, float_dtype
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
-BANDWIDTHS = _bandwidth.RULES
+BANDWIDTHS = bw.RULES
 
 
 def aligned_blocks(dx, dy, *, min_n: int):
@@ -68,7 +68,7 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     threshold = check_positive_scalar(threshold, "threshold")
     dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
-    ops = _backends.resolve(backend, "rbf_tile", "cpu")
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     dtype = ops.gemm_dtype(_float_dtype(dx, dy))
     tile = int(tile or default_tile(dtype.itemsize))
     sizes = [int(c) for c in dx.chunks[0]]
@@ -99,7 +99,7 @@ def _gamma(blocks, n, sizes, rule, threshold, tile, n_pairs, seed, name) -> floa
         median = _sampled_median(blocks, n, sizes, n_pairs, seed)
     else:
         median = exact_median(blocks, rule=rule, tile=tile)
-    return _bandwidth.gamma_from_median(median, threshold, name, rule)
+    return bw.gamma_from_median(median, threshold, name, rule)
 
 
 def _pairs(count: int):
@@ -131,7 +131,7 @@ def _pair_reduction(cx, cy, sizes, gamma_x, gamma_y, backend, tile) -> KernelTer
 
 def _chunk_pair(xa, ya, xb, yb, gamma_x, gamma_y, diagonal, backend, tile):
     """(weighted sums, row sums of chunk a, row sums of chunk b) over the tiles of a chunk pair."""
-    from ._rbf_engine import rbf_block_pair
+    from .._cpu.rbf import rbf_block_pair
 
     sums = np.zeros(3)
     rows_a = [np.zeros(xa.shape[0]), np.zeros(xa.shape[0])]
@@ -173,7 +173,7 @@ def _sum_scalars(results: list) -> np.ndarray:
 
 # ---- bandwidths ----------------------------------------------------------------------------------
 def _dask_pair_reducer(blocks: list, tile: int):
-    """A ``reduce_pairs`` for :func:`pyckafast._bandwidth.exact_median`: one task per chunk pair
+    """A ``reduce_pairs`` for :func:`pyckafast._core.bandwidth.exact_median`: one task per chunk pair
     (i <= j), tiles inside it; the partial Histogram/Candidates add up on the client."""
     import functools
     import operator
@@ -202,21 +202,21 @@ def _max_sq_norm(block) -> float:
 
 def exact_median(blocks: list, *, rule: str, tile: int) -> float:
     """The exact ``rule`` ("kornblith" or "offdiag") median squared distance between the rows of
-    the centred ``blocks``: the selection of :mod:`pyckafast._bandwidth`, passes run as Dask
+    the centred ``blocks``: the selection of :mod:`pyckafast._core.bandwidth`, passes run as Dask
     tasks over chunk pairs, so it equals the in-memory value."""
     import dask
 
     norms = dask.compute([dask.delayed(_max_sq_norm)(b) for b in blocks])[0]
     n = int(sum(dask.compute([dask.delayed(len)(b) for b in blocks])[0]))
     dtype = np.result_type(*dask.compute([dask.delayed(lambda b: b.dtype)(blocks[0])])[0])
-    return _bandwidth.exact_median(rule, n, 4.0 * max(norms), _dask_pair_reducer(blocks, tile), dtype)
+    return bw.exact_median(rule, n, 4.0 * max(norms), _dask_pair_reducer(blocks, tile), dtype)
 
 
 def _sampled_median(blocks, n, sizes, n_pairs, seed) -> float:
     """Median of the squared distances of the ``n_pairs`` random pairs of the in-memory rule."""
     import dask
 
-    i, j = _bandwidth.sampled_pairs(n, n_pairs, seed)
+    i, j = bw.sampled_pairs(n, n_pairs, seed)
     rows = np.unique(np.concatenate([i, j]))
     starts = np.cumsum([0, *sizes])
     take = dask.delayed(lambda block, idx: block[idx])
@@ -226,4 +226,4 @@ def _sampled_median(blocks, n, sizes, n_pairs, seed) -> float:
         if local.size:
             picked.append(take(block, local))
     data = np.concatenate(dask.compute(picked)[0])
-    return _bandwidth.median_over_pairs(data, np.searchsorted(rows, i), np.searchsorted(rows, j))
+    return bw.median_over_pairs(data, np.searchsorted(rows, i), np.searchsorted(rows, j))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._terms import RowNormTerms
+from .._core.terms import RowNormTerms
 
 try:
     from .. import _ext
@@ -77,12 +77,12 @@ def d2_pass_kernel(dtype: np.dtype):
 
 
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``)."""
+    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``)."""
     return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal)
 
 
 def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
     """Kernel terms of the RBF kernels over all pairs, tiles through this backend."""
-    from .. import _rbf_engine
+    from . import rbf as cpu_rbf
 
-    return _rbf_engine.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile, backend="cpp")
+    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile, backend="cpp")

@@ -1,6 +1,6 @@
 """The device side of the GPU producers: kernel launches, cuBLAS GEMMs, staging and memory.
 
-The drivers (:mod:`pyckafast._gpu_linear`, :mod:`pyckafast._gpu_rbf`) only talk to an engine
+The drivers (:mod:`pyckafast._gpu.linear`, :mod:`pyckafast._gpu.rbf`) only talk to an engine
 through the methods below, so that CI (no GPU) runs them against a NumPy engine whose kernels are
 the C++ host twins (tests/gpu_emulation.py). Only imported once CuPy is known to be usable.
 """
@@ -13,7 +13,7 @@ from math import ceil
 import cupy
 import numpy as np
 
-from ._cuda_kernels import launch
+from .kernels import launch
 
 __all__ = ["CudaEngine"]
 

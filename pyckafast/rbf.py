@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import _arrays, _backends, _bandwidth, _combine
-from ._validation import as_samples, check_positive_scalar, check_same_n
+from ._core import devices, dispatch, bandwidth as bw, combine
+from ._core.validation import as_samples, check_positive_scalar, check_same_n
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions"]
 
@@ -31,8 +31,8 @@ class RBFOptions:
     def of(cls, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
            n_pairs: int = 100_000, seed: int = 0) -> RBFOptions:
         threshold = check_positive_scalar(threshold, "threshold")
-        if bandwidth not in _bandwidth.RULES:
-            raise ValueError(f"bandwidth must be one of {_bandwidth.RULES}; got {bandwidth!r}.")
+        if bandwidth not in bw.RULES:
+            raise ValueError(f"bandwidth must be one of {bw.RULES}; got {bandwidth!r}.")
         if int(n_pairs) != n_pairs or n_pairs < 1:
             raise ValueError(f"n_pairs must be a positive integer; got {n_pairs!r}.")
         return cls(_sigma_pair(sigma), threshold, bandwidth, int(n_pairs), int(seed))
@@ -43,10 +43,10 @@ class RBFOptions:
 
     def gamma(self, a: np.ndarray, name: str, side: int = 0, tile: int | None = None) -> float:
         if self.sigma is not None:
-            return _bandwidth.gamma_from_sigma(self.sigma[side])
-        median = _bandwidth.median_sq_distance(a, self.bandwidth, tile=tile,
+            return bw.gamma_from_sigma(self.sigma[side])
+        median = bw.median_sq_distance(a, self.bandwidth, tile=tile,
                                                n_pairs=self.n_pairs, seed=self.seed)
-        return _bandwidth.gamma_from_median(median, self.threshold, name, self.bandwidth)
+        return bw.gamma_from_median(median, self.threshold, name, self.bandwidth)
 
 
 def _sigma_pair(sigma: Sigma) -> tuple[float, float] | None:
@@ -69,35 +69,35 @@ def _check_tile(tile: int | None) -> int | None:
 def rbf_producer(backend: str, device: str = "cpu"):
     """The ``rbf_terms(x, y, *, gamma_x, gamma_y, tile) -> KernelTerms`` of ``backend`` for data
     on ``device`` (CPU engines tile through BLAS; a GPU backend brings its own)."""
-    return _backends.resolve(backend, "rbf_terms", device).rbf_terms
+    return dispatch.resolve(backend, "rbf_terms", device).rbf_terms
 
 
 def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "auto",
-               tile: int | None = None) -> _combine.HSICTriple:
+               tile: int | None = None) -> combine.HSICTriple:
     """HSIC(x, y), HSIC(x, x), HSIC(y, y) with RBF kernels (validated numpy inputs)."""
     produce = rbf_producer(backend, "cpu")
     gamma_x, gamma_y = options.gammas(x, y, tile)
     terms = produce(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
-    return _combine.kernel_hsic(terms, debiased)
+    return combine.kernel_hsic(terms, debiased)
 
 
-def _any_device_triple(x, y, debiased, options, backend, tile) -> _combine.HSICTriple:
+def _any_device_triple(x, y, debiased, options, backend, tile) -> combine.HSICTriple:
     """The HSIC triple on the device the data live on (or the one ``backend`` names)."""
-    device = _arrays.producer_device(backend, _arrays.common_device(x, y))
+    device = devices.producer_device(backend, devices.common_device(x, y))
     if device == "cpu":
-        x, y, tile = _rbf_inputs(_arrays.host_view(x), _arrays.host_view(y), debiased, tile)
+        x, y, tile = _rbf_inputs(devices.host_view(x), devices.host_view(y), debiased, tile)
         return rbf_triple(x, y, debiased=debiased, options=options, backend=backend, tile=tile)
     produce = rbf_producer(backend, device)  # raises with the reason if the GPU cannot run
     tile = _check_tile(tile)
-    from . import _gpu_bandwidth, _gpu_inputs
+    from ._gpu import bandwidth as gpu_bandwidth, inputs as gpu_inputs
 
-    gx, gy = _gpu_inputs.device_arrays(x, y)  # the bandwidth passes need the data on the device
+    gx, gy = gpu_inputs.device_arrays(x, y)  # the bandwidth passes need the data on the device
     import cupy
 
-    gamma_x = _gpu_bandwidth.gamma(gx, "x", 0, options, tile, cupy)
-    gamma_y = _gpu_bandwidth.gamma(gy, "y", 1, options, tile, cupy)
+    gamma_x = gpu_bandwidth.gamma(gx, "x", 0, options, tile, cupy)
+    gamma_y = gpu_bandwidth.gamma(gy, "y", 1, options, tile, cupy)
     terms = produce(gx, gy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
-    return _combine.kernel_hsic(terms, debiased)
+    return combine.kernel_hsic(terms, debiased)
 
 
 def _rbf_inputs(x, y, debiased, tile):
@@ -172,7 +172,7 @@ def rbf_cka(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return _combine.cka_from_hsic(_any_device_triple(x, y, debiased, options, backend, tile))
+    return combine.cka_from_hsic(_any_device_triple(x, y, debiased, options, backend, tile))
 
 
 def rbf_hsic(

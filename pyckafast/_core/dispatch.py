@@ -1,7 +1,7 @@
 """Backend registry: one name -> one implementation module that can say whether it is usable.
 
 A backend module implements some *operations* as module-level functions (``linear_moments``,
-``rbf_tile``, ``rbf_terms``, ...), each producing terms (``pyckafast._terms``) from a block of data.
+``rbf_tile``, ``rbf_terms``, ...), each producing terms (``pyckafast._core.terms``) from a block of data.
 ``resolve`` picks the module for an operation: "auto" takes the first usable backend in the
 operation's order for the device the data lives on; an explicit name never silently falls back,
 it raises with the reason.
@@ -32,10 +32,10 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("numpy", "cpu", "pyckafast._backends._numpy", "plain float64 reference (BLAS)"),
-        Backend("numba", "cpu", "pyckafast._backends._numba", "Numba kernels + BLAS, input dtype"),
-        Backend("cpp", "cpu", "pyckafast._backends._cpp", "pybind11 C++ extension + BLAS"),
-        Backend("cuda", "cuda", "pyckafast._backends._cuda", "CUDA kernels through CuPy"),
+        Backend("numpy", "cpu", "pyckafast._cpu.ops_numpy", "plain float64 reference (BLAS)"),
+        Backend("numba", "cpu", "pyckafast._cpu.ops_numba", "Numba kernels + BLAS, input dtype"),
+        Backend("cpp", "cpu", "pyckafast._cpu.ops_cpp", "pybind11 C++ extension + BLAS"),
+        Backend("cuda", "cuda", "pyckafast._gpu.ops_cuda", "CUDA kernels through CuPy"),
     )
 }
 

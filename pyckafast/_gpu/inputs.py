@@ -1,6 +1,6 @@
 """GPU inputs at the public boundary: CuPy arrays and torch CUDA tensors are taken as they are
 (DLPack, no copy); host arrays (NumPy, memmaps, torch CPU) stay on the host and are streamed to
-the device chunk by chunk. The checks mirror :mod:`pyckafast._validation` and name the argument.
+the device chunk by chunk. The checks mirror :mod:`pyckafast._core.validation` and name the argument.
 CuPy is imported inside the functions that need it.
 """
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import device_of, host_view
-from ._validation import as_samples, check_same_n, float_dtype
+from .._core.devices import device_of, host_view
+from .._core.validation import as_samples, check_same_n, float_dtype
 
 __all__ = ["Samples", "as_gpu_samples", "gpu_pair", "device_arrays"]
 

@@ -17,9 +17,9 @@ from math import ceil
 
 import numpy as np
 
-from ._linear_engine import first_chunk_mean
-from ._terms import LinearTerms, RowNormTerms
-from ._validation import check_finite_sums
+from .._cpu.linear import first_chunk_mean
+from .._core.terms import LinearTerms, RowNormTerms
+from .._core.validation import check_finite_sums
 
 __all__ = ["linear_terms", "default_rows"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._terms import KernelTerms, LinearTerms
+from .._core.terms import KernelTerms, LinearTerms
 
 __all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "hsic_matrix",
            "launches"]
@@ -59,15 +59,15 @@ def linear_terms(x, y, *, debiased: bool, chunk_size: int | None = None,
     """
     import cupy
 
-    from .. import _gpu_engine, _gpu_inputs, _gpu_linear
+    from . import engine, inputs as gpu_inputs, linear as gpu_linear
 
     _check_precision(precision)
     _check_rows(chunk_size, "chunk_size")
     need = 4 if debiased else 2
-    sx, sy, n = _gpu_inputs.gpu_pair(
+    sx, sy, n = gpu_inputs.gpu_pair(
         x, y, need, why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
-    with cupy.cuda.Device(_gpu_inputs.device_id(sx, sy)):
-        return _gpu_linear.linear_terms(_gpu_engine.CudaEngine(), sx, sy, n, debiased=debiased,
+    with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
+        return gpu_linear.linear_terms(engine.CudaEngine(), sx, sy, n, debiased=debiased,
                                         chunk_size=chunk_size, precision=precision)
 
 
@@ -79,15 +79,15 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
     """
     import cupy
 
-    from .. import _gpu_engine, _gpu_inputs, _gpu_rbf
-    from .._validation import check_positive_scalar
+    from . import engine, inputs as gpu_inputs, rbf as gpu_rbf
+    from .._core.validation import check_positive_scalar
 
     gamma_x = check_positive_scalar(gamma_x, "gamma_x")
     gamma_y = check_positive_scalar(gamma_y, "gamma_y")
     _check_rows(tile, "tile")
-    sx, sy, n = _gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
-    with cupy.cuda.Device(_gpu_inputs.device_id(sx, sy)):
-        return _gpu_rbf.rbf_terms(_gpu_engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
+    sx, sy, n = gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
+    with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
+        return gpu_rbf.rbf_terms(engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
                                   gamma_y=gamma_y, tile=tile)
 
 
@@ -100,22 +100,23 @@ def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = T
     """
     import cupy
 
-    from .. import _gpu_inputs, _gpu_minibatch
+    from . import inputs as gpu_inputs
+    from .._core import gram
 
-    samples = [_gpu_inputs.as_gpu_samples(r, f"reps[{i}]") for i, r in enumerate(reps)]
+    samples = [gpu_inputs.as_gpu_samples(r, f"reps[{i}]") for i, r in enumerate(reps)]
     if not samples:
         raise ValueError("reps must hold at least one representation; got none.")
-    with cupy.cuda.Device(_gpu_inputs.device_id(*samples)):
+    with cupy.cuda.Device(gpu_inputs.device_id(*samples)):
         arrays = [cupy.asarray(s.data) for s in samples]
-        return cupy.asnumpy(_gpu_minibatch.hsic_matrix(cupy, arrays, kernel=kernel, gammas=gammas,
+        return cupy.asnumpy(gram.hsic_matrix(cupy, arrays, kernel=kernel, gammas=gammas,
                                                        debiased=debiased))
 
 
 def launches() -> dict[str, int]:
     """CUDA kernel launches in this process by kernel name (empty before the first)."""
-    from .. import _cuda_kernels
+    from . import kernels
 
-    return _cuda_kernels.launches()
+    return kernels.launches()
 
 
 def _check_precision(precision: str) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._rbf_engine import block_bounds, centring_shift, default_tile
+from .._cpu.rbf import block_bounds, centring_shift, default_tile
 
 __all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
            "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
@@ -69,7 +69,7 @@ def _tile_d2(a: np.ndarray, b: np.ndarray, diagonal: bool):
 
 def pair_histogram(a, b, diagonal: bool, lo: float, hi: float, bins: int = _BINS) -> Histogram:
     """Histogram of the squared distances between the rows of a and b (i < j if diagonal)."""
-    from ._backends._numba_rbf import d2_histogram
+    from .._cpu.ops_numba_rbf import d2_histogram
 
     below, counts = d2_histogram(*_tile_d2(a, b, diagonal), diagonal, lo, hi, bins)
     return Histogram(int(below), counts)
@@ -193,15 +193,15 @@ def median_sq_distance(
 def _fused_passes(a: np.ndarray, tile: int | None):
     """(reduce_pairs, pair_fns) that run each selection pass over all pairs of ``a`` as one call
     of the C++ extension, or None if it is not built or the rows are too wide for it."""
-    from ._backends import _cpp
+    from .._cpu import ops_cpp
 
-    if _cpp.unusable_reason() is not None or a.shape[1] > _cpp.FUSED_MAX_DEPTH:
+    if ops_cpp.unusable_reason() is not None or a.shape[1] > ops_cpp.FUSED_MAX_DEPTH:
         return None
     dtype = np.promote_types(a.dtype, np.float32)
     rows = a.astype(dtype, copy=False)
     shift = centring_shift(rows, "data", dtype)
-    block = int(tile or _cpp.fused_block(a.shape[1], dtype.itemsize))
-    run = _cpp.d2_pass_kernel(dtype)
+    block = int(tile or ops_cpp.fused_block(a.shape[1], dtype.itemsize))
+    run = ops_cpp.d2_pass_kernel(dtype)
 
     def histogram(_a, _b, _diagonal, lo: float, hi: float) -> Histogram:
         below, counts = run(rows, shift, lo, hi, _BINS, block)

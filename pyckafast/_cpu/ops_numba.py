@@ -7,7 +7,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._terms import RowNormTerms
+from .._core.terms import RowNormTerms
 
 
 def unusable_reason() -> str | None:
@@ -75,4 +75,4 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
     return ax[0], ay[0], norms
 
 
-from ._numba_rbf import rbf_terms, rbf_tile  # noqa: E402,F401  (RBF operations)
+from .ops_numba_rbf import rbf_terms, rbf_tile  # noqa: E402,F401  (RBF operations)

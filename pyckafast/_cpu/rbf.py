@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backends
-from ._terms import KernelTerms
-from ._validation import check_finite_sums
+from .._core import dispatch
+from .._core.terms import KernelTerms
+from .._core.validation import check_finite_sums
 
 __all__ = ["PairTerms", "rbf_block_pair", "rbf_terms", "centring_shift", "default_tile",
            "block_bounds"]
@@ -78,7 +78,7 @@ def rbf_block_pair(
     ``diagonal=True`` means block b is block a (``xb``/``yb`` are then ignored). x and y blocks
     are computed in their common dtype (float32 or float64); every sum is float64.
     """
-    ops = _backends.resolve(backend, "rbf_tile", "cpu")
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     dtype = ops.gemm_dtype(np.promote_types(xa.dtype, ya.dtype))
     if _fused(ops, xa.shape[1] + ya.shape[1]):
         xa, ya = xa.astype(dtype, copy=False), ya.astype(dtype, copy=False)
@@ -103,7 +103,7 @@ def rbf_terms(
     Only the upper triangle of block pairs is evaluated (K and L are symmetric). Memory beyond
     the inputs: two tiles of dot products, two centred blocks per side and the row sums.
     """
-    ops = _backends.resolve(backend, "rbf_tile", "cpu")
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     n = x.shape[0]
     dtype = ops.gemm_dtype(np.promote_types(x.dtype, y.dtype))
     shift_x, shift_y = centring_shift(x, "x", dtype), centring_shift(y, "y", dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._terms import RowNormTerms
+from .._core.terms import RowNormTerms
 
 GEMM_DTYPE = np.float64  # this backend upcasts every chunk; its GEMMs run in float64
 
@@ -31,7 +31,7 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
 
 
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Float64 reference of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``)."""
+    """Float64 reference of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``)."""
     e = _rbf_entries(gx, nxa, nxb, gamma_x, diagonal)
     f = _rbf_entries(gy, nya, nyb, gamma_y, diagonal)
     if diagonal:  # row_*_a already hold the full row sums
@@ -52,7 +52,7 @@ def _rbf_entries(g, na, nb, gamma, diagonal):
 
 def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
     """Kernel terms of the RBF kernels over all pairs, float64 tiles."""
-    from .. import _rbf_engine
+    from . import rbf as cpu_rbf
 
-    return _rbf_engine.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
+    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
                                  backend="numpy")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._terms import KernelTerms
-from ._validation import check_finite_sums
+from .._core.terms import KernelTerms
+from .._core.validation import check_finite_sums
 
 __all__ = ["rbf_terms", "default_block_rows"]
 

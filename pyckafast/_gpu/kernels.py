@@ -34,7 +34,7 @@ _LAUNCHES: Counter = Counter()
 
 def source_root() -> Path:
     """The directory holding ``common/`` and ``cuda/``: the installed copy, else the checkout's."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package directory
     for root in (here / "_csrc", here.parent / "csrc"):
         if (root / "cuda" / "linear_moments.cu").is_file():
             return root

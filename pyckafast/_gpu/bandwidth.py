@@ -1,4 +1,4 @@
-"""RBF bandwidths of data on a GPU: the exact selection of :mod:`pyckafast._bandwidth`, with
+"""RBF bandwidths of data on a GPU: the exact selection of :mod:`pyckafast._core.bandwidth`, with
 every pass over pairs of row blocks computed on the device (a distance tile is a GEMM; only
 histogram counts and the few final candidates travel to the host).
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _bandwidth
-from ._bandwidth import Candidates, Histogram
+from .._core import bandwidth as bw
+from .._core.bandwidth import Candidates, Histogram
 
 __all__ = ["median_sq_distance", "gamma"]
 
@@ -21,26 +21,26 @@ _BINS = 1 << 14
 def gamma(a, name: str, side: int, options, tile: int | None, xp) -> float:
     """gamma = 1/(2 sigma^2) for one side under ``options`` (a :class:`kernel.RBFOptions`)."""
     if options.sigma is not None:
-        return _bandwidth.gamma_from_sigma(options.sigma[side])
+        return bw.gamma_from_sigma(options.sigma[side])
     median = median_sq_distance(a, options.bandwidth, xp=xp, tile=tile,
                                 n_pairs=options.n_pairs, seed=options.seed)
-    return _bandwidth.gamma_from_median(median, options.threshold, name, options.bandwidth)
+    return bw.gamma_from_median(median, options.threshold, name, options.bandwidth)
 
 
 def median_sq_distance(a, rule: str, *, xp, tile: int | None = None, n_pairs: int = 100_000,
                        seed: int = 0) -> float:
     """The ``rule`` median squared distance between the rows of the device array ``a``."""
     if rule == "sampled":
-        return _bandwidth.median_over_pairs(a, *_bandwidth.sampled_pairs(a.shape[0], n_pairs, seed), xp=xp)
+        return bw.median_over_pairs(a, *bw.sampled_pairs(a.shape[0], n_pairs, seed), xp=xp)
     dtype = np.promote_types(a.dtype, np.float32)
     shift = a.mean(axis=0, dtype=np.float64).astype(dtype)
     centred_norms = _sq_norms(xp, a - shift)
     upper = 4.0 * float(centred_norms.max())  # |x_i - x_j| <= |x_i - m| + |x_j - m|
     tile = int(tile or (4096 if dtype == np.float32 else 2048))
-    reducer = _bandwidth.block_pair_reducer(a, shift, dtype, tile, xp)
+    reducer = bw.block_pair_reducer(a, shift, dtype, tile, xp)
     fns = (lambda a_, b_, d, lo, hi: _histogram(xp, a_, b_, d, lo, hi),
            lambda a_, b_, d, lo, hi: _candidates(xp, a_, b_, d, lo, hi))
-    return _bandwidth.exact_median(rule, a.shape[0], upper, reducer, dtype, pair_fns=fns)
+    return bw.exact_median(rule, a.shape[0], upper, reducer, dtype, pair_fns=fns)
 
 
 def _sq_norms(xp, a):

@@ -119,7 +119,7 @@ def _tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
 
 
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._rbf_engine.PairTerms``).
+    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``).
 
     float32 tiles are evaluated in float64 from their float32 dot products.
     """
@@ -131,9 +131,9 @@ def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
 
 def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
     """Kernel terms of the RBF kernels over all pairs, tiles through the Numba backend."""
-    from .. import _rbf_engine
+    from . import rbf as cpu_rbf
 
-    return _rbf_engine.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
+    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
                                  backend="numba")
 
 

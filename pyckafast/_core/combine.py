@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._terms import KernelTerms, LinearTerms
+from .terms import KernelTerms, LinearTerms
 
 __all__ = ["HSICTriple", "linear_hsic", "kernel_hsic", "cka_from_hsic", "is_zero_variance"]
 

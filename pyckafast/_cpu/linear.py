@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backends
-from ._combine import is_zero_variance
-from ._terms import KernelTerms, LinearTerms
-from ._validation import check_finite_sums
+from .._core import dispatch
+from .._core.combine import is_zero_variance
+from .._core.terms import KernelTerms, LinearTerms
+from .._core.validation import check_finite_sums
 
 __all__ = [
     "default_chunk_rows", "block_terms", "feature_terms", "first_chunk_mean", "sample_terms",
@@ -88,7 +88,7 @@ def feature_terms(
     chunk_size: int | None = None, shift: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LinearTerms:
     """Exact linear terms of all rows, one pass, memory O(p^2 + chunk_size * p)."""
-    ops = _backends.resolve(backend, "linear_moments", "cpu")
+    ops = dispatch.resolve(backend, "linear_moments", "cpu")
     rows = chunk_size or default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
     if shift is None:
         shift = first_chunk_mean(x, rows), first_chunk_mean(y, rows)
