@@ -151,8 +151,8 @@ def _linear_pairs(xs, ys, symmetric, debiased):
 
 def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):
     produce = rbf_producer(backend, "cpu")
-    gx = [options.gamma(a, f"xs[{i}]", 0, tile) for i, a in enumerate(xs)]
-    gy = gx if symmetric else [options.gamma(a, f"ys[{i}]", 1, tile) for i, a in enumerate(ys)]
+    gx = [options.gamma(a, f"xs[{i}]", 0, tile, backend) for i, a in enumerate(xs)]
+    gy = gx if symmetric else [options.gamma(a, f"ys[{i}]", 1, tile, backend) for i, a in enumerate(ys)]
 
     def pair(i: int, j: int) -> combine.HSICTriple:
         terms = produce(xs[i], ys[j], gamma_x=gx[i], gamma_y=gy[j], tile=tile)

@@ -123,7 +123,7 @@ def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> combin
     if form not in ("auto", "features", "samples"):
         raise ValueError(f"form must be 'auto', 'features' or 'samples'; got {form!r}.")
     use_samples = form == "samples" or (
-        form == "auto" and cpu_linear.prefer_samples(n, x.shape[1], y.shape[1])
+        form == "auto" and dispatch.prefer_samples(n, x.shape[1], y.shape[1])
     )
     if use_samples:
         dispatch.resolve(backend, "linear_moments", "cpu")  # validate the name all the same

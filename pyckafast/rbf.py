@@ -37,15 +37,18 @@ class RBFOptions:
             raise ValueError(f"n_pairs must be a positive integer; got {n_pairs!r}.")
         return cls(_sigma_pair(sigma), threshold, bandwidth, int(n_pairs), int(seed))
 
-    def gammas(self, x: np.ndarray, y: np.ndarray, tile: int | None = None) -> tuple[float, float]:
+    def gammas(self, x: np.ndarray, y: np.ndarray, tile: int | None = None,
+               backend: str = "auto") -> tuple[float, float]:
         """gamma_x, gamma_y of K = exp(-gamma_x |x_i - x_j|^2) and L likewise."""
-        return self.gamma(x, "x", 0, tile), self.gamma(y, "y", 1, tile)
+        return self.gamma(x, "x", 0, tile, backend), self.gamma(y, "y", 1, tile, backend)
 
-    def gamma(self, a: np.ndarray, name: str, side: int = 0, tile: int | None = None) -> float:
+    def gamma(self, a: np.ndarray, name: str, side: int = 0, tile: int | None = None,
+              backend: str = "auto") -> float:
         if self.sigma is not None:
             return bw.gamma_from_sigma(self.sigma[side])
-        median = bw.median_sq_distance(a, self.bandwidth, tile=tile,
-                                               n_pairs=self.n_pairs, seed=self.seed)
+        median = bw.median_sq_distance(a, self.bandwidth, tile=tile, n_pairs=self.n_pairs,
+                                       seed=self.seed,
+                                       ops=dispatch.resolve(backend, "rbf_tile", "cpu"))
         return bw.gamma_from_median(median, self.threshold, name, self.bandwidth)
 
 
@@ -76,7 +79,7 @@ def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "aut
                tile: int | None = None) -> combine.HSICTriple:
     """HSIC(x, y), HSIC(x, x), HSIC(y, y) with RBF kernels (validated numpy inputs)."""
     produce = rbf_producer(backend, "cpu")
-    gamma_x, gamma_y = options.gammas(x, y, tile)
+    gamma_x, gamma_y = options.gammas(x, y, tile, backend)
     terms = produce(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
     return combine.kernel_hsic(terms, debiased)
 

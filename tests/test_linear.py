@@ -182,7 +182,7 @@ def test_explicit_unavailable_backend_raises_with_reason(monkeypatch):
 
 
 def test_auto_prefers_sample_form_when_p_much_larger_than_n():
-    from pyckafast._cpu.linear import prefer_samples
+    from pyckafast._core.dispatch import prefer_samples
 
     assert prefer_samples(100, 5000, 5000)
     assert not prefer_samples(100_000, 64, 64)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dispatch
 from .._cpu.rbf import block_bounds, centring_shift, default_tile
 
 __all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
@@ -171,37 +172,37 @@ def median_ranks(rule: str, n: int) -> list[int]:
 
 def median_sq_distance(
     a: np.ndarray, rule: str, *, tile: int | None = None, n_pairs: int = 100_000, seed: int = 0,
-    reduce_pairs: PairReducer | None = None, upper: float | None = None,
+    reduce_pairs: PairReducer | None = None, upper: float | None = None, ops=None,
 ) -> float:
     """The median squared distance between the rows of ``a`` under ``rule`` (see module doc).
 
     ``reduce_pairs`` (default: tiles of ``a`` in memory) and ``upper`` (a bound on every squared
     distance; default from the row norms of ``a``) let other drivers run the same selection.
+    ``ops`` is the resolved CPU backend (default: "auto"); its fused pass runs the selection
+    passes when :func:`pyckafast._core.dispatch.fused_median_passes` says so.
     """
     if rule == "sampled":
         return _sampled_median(a, n_pairs, seed)
     if upper is None:
         upper = 4.0 * _max_sq_norm(a)  # |x_i - x_j| <= |x_i - m| + |x_j - m|
     if reduce_pairs is None:
-        fused = _fused_passes(a, tile)
+        fused = _fused_passes(a, tile, ops or dispatch.resolve("auto", "rbf_tile", "cpu"))
         if fused is not None:
             return exact_median(rule, a.shape[0], upper, fused[0], a.dtype, fused[1])
         reduce_pairs = local_pair_reducer(a, tile)
     return exact_median(rule, a.shape[0], upper, reduce_pairs, a.dtype)
 
 
-def _fused_passes(a: np.ndarray, tile: int | None):
+def _fused_passes(a: np.ndarray, tile: int | None, ops):
     """(reduce_pairs, pair_fns) that run each selection pass over all pairs of ``a`` as one call
-    of the C++ extension, or None if it is not built or the rows are too wide for it."""
-    from .._cpu import ops_cpp
-
-    if ops_cpp.unusable_reason() is not None or a.shape[1] > ops_cpp.FUSED_MAX_DEPTH:
+    of backend ``ops``, or None if it has no such pass or the rows are too wide for it."""
+    if not dispatch.fused_median_passes(ops, a.shape[1]):
         return None
     dtype = np.promote_types(a.dtype, np.float32)
     rows = a.astype(dtype, copy=False)
     shift = centring_shift(rows, "data", dtype)
-    block = int(tile or ops_cpp.fused_block(a.shape[1], dtype.itemsize))
-    run = ops_cpp.d2_pass_kernel(dtype)
+    block = int(tile or ops.fused_block(a.shape[1], dtype.itemsize))
+    run = ops.d2_pass_kernel(dtype)
 
     def histogram(_a, _b, _diagonal, lo: float, hi: float) -> Histogram:
         below, counts = run(rows, shift, lo, hi, _BINS, block)

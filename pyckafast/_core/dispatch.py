@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
 
-__all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends"]
+__all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends",
+           "rbf_fused", "fused_median_passes", "prefer_samples"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -97,3 +98,28 @@ def resolve(name: str, op: str, device: str = "cpu") -> ModuleType:
     if not hasattr(module, op):
         raise BackendUnavailable(f"backend={name!r} does not implement {op}.")
     return module
+
+
+# ---- every other "auto" rule: which code path an operation takes, given the resolved backend ----
+# The sample-space linear form holds two n x n float64 Grams; above this n it is never chosen.
+MAX_SAMPLE_N = 8192
+
+
+def rbf_fused(ops: ModuleType, depth: int) -> bool:
+    """Whether backend ``ops`` runs RBF pairs of rows of total depth ``depth`` (dx + dy) in its
+    register-tiled pass (``rbf_pairs``) rather than on BLAS dot-product tiles (``rbf_tile``)."""
+    return hasattr(ops, "rbf_pairs") and depth <= ops.FUSED_MAX_DEPTH
+
+
+def fused_median_passes(ops: ModuleType, depth: int) -> bool:
+    """Whether backend ``ops`` runs each exact-median selection pass over rows of ``depth``
+    features as one call (``d2_pass_kernel``) rather than over BLAS tiles."""
+    return hasattr(ops, "d2_pass_kernel") and depth <= ops.FUSED_MAX_DEPTH
+
+
+def prefer_samples(n: int, p1: int, p2: int) -> bool:
+    """True when the n x n sample-space linear form costs fewer flops than the p x p feature
+    form (and its two n x n Grams are small enough to hold)."""
+    feature_cost = n * (p1 * p1 + p2 * p2 + p1 * p2)
+    sample_cost = n * n * (p1 + p2 + 3)
+    return n <= MAX_SAMPLE_N and sample_cost < feature_cost

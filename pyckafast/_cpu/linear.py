@@ -11,14 +11,11 @@ from .._core.validation import check_finite_sums
 
 __all__ = [
     "default_chunk_rows", "block_terms", "feature_terms", "first_chunk_mean", "sample_terms",
-    "prefer_samples",
 ]
 
 # Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache
 # between the shift pass and the GEMMs, large enough for BLAS to run at full rate.
 _CHUNK_BYTES = 8 << 20
-# The sample-space form holds two n x n float64 Grams; above this n it is never chosen.
-_MAX_SAMPLE_N = 8192
 
 
 def default_chunk_rows(p1: int, p2: int, itemsize: int) -> int:
@@ -105,13 +102,6 @@ def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
     with np.errstate(all="ignore"):
         mean = head.mean(axis=0, dtype=np.float64)
         return np.nan_to_num(mean.astype(a.dtype), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
-
-
-def prefer_samples(n: int, p1: int, p2: int) -> bool:
-    """True when the n x n sample-space form costs fewer flops than the p x p feature form."""
-    feature_cost = n * (p1 * p1 + p2 * p2 + p1 * p2)
-    sample_cost = n * n * (p1 + p2 + 3)
-    return n <= _MAX_SAMPLE_N and sample_cost < feature_cost
 
 
 def sample_terms(

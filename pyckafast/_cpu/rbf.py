@@ -80,7 +80,7 @@ def rbf_block_pair(
     """
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     dtype = ops.gemm_dtype(np.promote_types(xa.dtype, ya.dtype))
-    if _fused(ops, xa.shape[1] + ya.shape[1]):
+    if dispatch.rbf_fused(ops, xa.shape[1] + ya.shape[1]):
         xa, ya = xa.astype(dtype, copy=False), ya.astype(dtype, copy=False)
         if not diagonal:
             xb, yb = xb.astype(dtype, copy=False), yb.astype(dtype, copy=False)
@@ -108,7 +108,7 @@ def rbf_terms(
     dtype = ops.gemm_dtype(np.promote_types(x.dtype, y.dtype))
     shift_x, shift_y = centring_shift(x, "x", dtype), centring_shift(y, "y", dtype)
     depth = x.shape[1] + y.shape[1]
-    if _fused(ops, depth):
+    if dispatch.rbf_fused(ops, depth):
         block = int(tile or ops.fused_block(depth, dtype.itemsize))
         s_kl, s_kk, s_ll, row_k, row_l, _, _ = ops.rbf_pairs(
             x.astype(dtype, copy=False), y.astype(dtype, copy=False), None, None, shift_x,
@@ -133,11 +133,6 @@ def rbf_terms(
                 row_l[blo:bhi] += p.row_l_b
     return KernelTerms(n=n, s_kl=float(sums[0]), s_kk=float(sums[1]), s_ll=float(sums[2]),
                        row_k=row_k, row_l=row_l)
-
-
-def _fused(ops, depth: int) -> bool:
-    """Whether the backend's register-tiled pass takes rows of total depth ``depth``."""
-    return hasattr(ops, "rbf_pairs") and depth <= ops.FUSED_MAX_DEPTH
 
 
 @dataclass(frozen=True)
