@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["float_dtype", "as_samples", "check_same_n", "check_finite_sums", "check_positive_scalar"]
+__all__ = ["float_dtype", "as_samples", "check_same_n", "check_finite_sums", "check_positive_scalar",
+           "min_samples"]
 
 
 def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -40,6 +41,13 @@ def as_samples(x: object, name: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}.")
     return arr
+
+
+def min_samples(debiased: bool) -> tuple[int, str]:
+    """The fewest samples an estimator is defined for, and why: the one place this rule lives."""
+    if debiased:
+        return 4, "the unbiased HSIC divides by n(n-3)"
+    return 2, "CKA needs variance"
 
 
 def check_same_n(x: np.ndarray, y: np.ndarray, min_n: int, *, why: str = "") -> int:
