@@ -54,9 +54,9 @@ def linear_hsic(terms: LinearTerms, debiased: bool) -> HSICTriple:
     t = c.norms
     a, b = n / (n - 2), 1.0 / ((n - 1) * (n - 2))
     s = 1.0 / (n * (n - 3))
-    hxy = fxy - a * t.sum_qr + b * t.sum_q * t.sum_r
-    hxx = fxx - a * t.sum_qq + b * t.sum_q ** 2
-    hyy = fyy - a * t.sum_rr + b * t.sum_r ** 2
+    hxy = _resolved((fxy, -a * t.sum_qr, b * t.sum_q * t.sum_r), terms.eps)
+    hxx = _resolved((fxx, -a * t.sum_qq, b * t.sum_q ** 2), terms.eps)
+    hyy = _resolved((fyy, -a * t.sum_rr, b * t.sum_r ** 2), terms.eps)
     return HSICTriple(hxy * s, hxx * s, hyy * s, zero_x, zero_y)
 
 
@@ -64,25 +64,22 @@ def kernel_hsic(terms: KernelTerms, debiased: bool) -> HSICTriple:
     """HSIC triple from kernel pair sums (any kernel), biased or unbiased estimator."""
     n = terms.n
     _check_n(n, debiased)
-    k, l = terms.row_k, terms.row_l
+    k, l, eps = terms.row_k, terms.row_l, terms.eps
     if not debiased:
         s = 1.0 / (n - 1) ** 2
         return HSICTriple(
-            _biased(terms.s_kl, k, l, n) * s,
-            _biased(terms.s_kk, k, k, n) * s,
-            _biased(terms.s_ll, l, l, n) * s,
+            _resolved(_biased(terms.s_kl, k, l, n), eps) * s,
+            _resolved(_biased(terms.s_kk, k, k, n), eps) * s,
+            _resolved(_biased(terms.s_ll, l, l, n), eps) * s,
         )
     dk, dl = terms.diag_k, terms.diag_l
     khat = k if dk is None else k - dk
     lhat = l if dl is None else l - dl
-    s_kl = terms.s_kl - _diag_dot(dk, dl)
-    s_kk = terms.s_kk - _diag_dot(dk, dk)
-    s_ll = terms.s_ll - _diag_dot(dl, dl)
     s = 1.0 / (n * (n - 3))
     return HSICTriple(
-        _unbiased(s_kl, khat, lhat, n) * s,
-        _unbiased(s_kk, khat, khat, n) * s,
-        _unbiased(s_ll, lhat, lhat, n) * s,
+        _resolved(_unbiased(terms.s_kl, _diag_dot(dk, dl), khat, lhat, n), eps) * s,
+        _resolved(_unbiased(terms.s_kk, _diag_dot(dk, dk), khat, khat, n), eps) * s,
+        _resolved(_unbiased(terms.s_ll, _diag_dot(dl, dl), lhat, lhat, n), eps) * s,
     )
 
 
@@ -102,13 +99,30 @@ def cka_from_hsic(h: HSICTriple) -> float:
     return float(h.xy / math.sqrt(h.xx * h.yy))
 
 
-def _biased(s_ab: float, a: np.ndarray, b: np.ndarray, n: int) -> float:
+def _biased(s_ab: float, a: np.ndarray, b: np.ndarray, n: int) -> tuple[float, ...]:
     # tr(K H L H) = S_KL - (2/n) k.l + (sum k)(sum l)/n^2
-    return s_ab - 2.0 / n * float(a @ b) + float(a.sum()) * float(b.sum()) / n ** 2
+    return s_ab, -2.0 / n * float(a @ b), float(a.sum()) * float(b.sum()) / n ** 2
 
 
-def _unbiased(s_ab: float, a: np.ndarray, b: np.ndarray, n: int) -> float:
-    return s_ab + float(a.sum()) * float(b.sum()) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(a @ b)
+def _unbiased(s_ab: float, diag_ab: float, a: np.ndarray, b: np.ndarray,
+              n: int) -> tuple[float, ...]:
+    # sum K^L^ + (sum k^)(sum l^)/((n-1)(n-2)) - 2/(n-2) k^.l^, with sum K^L^ = S_KL - diag.diag
+    return (s_ab, -diag_ab, float(a.sum()) * float(b.sum()) / ((n - 1) * (n - 2)),
+            -2.0 / (n - 2) * float(a @ b))
+
+
+# An HSIC value is the sum of a few large terms; when it is smaller than the rounding of those
+# terms (this many eps of the input dtype times their magnitude) it is 0 to working precision,
+# e.g. the exact unbiased HSIC(x, x) = 0 of x = [0, 1, 1, 1, 1], which otherwise comes out as
+# +-1e-17 and turns debiased CKA into an arbitrary ratio of rounding errors.
+_ROUNDING_EPS = 64
+
+
+def _resolved(parts: tuple[float, ...], eps: float) -> float:
+    """sum(parts), or exactly 0.0 when it is below the rounding error of its parts."""
+    value = math.fsum(parts)
+    magnitude = math.fsum(abs(p) for p in parts)
+    return 0.0 if abs(value) <= _ROUNDING_EPS * eps * magnitude else value
 
 
 def _diag_dot(a: np.ndarray | None, b: np.ndarray | None) -> float:

@@ -167,6 +167,7 @@ class KernelTerms:
     row_l: np.ndarray
     diag_k: np.ndarray | None = None
     diag_l: np.ndarray | None = None
+    eps: float = float(np.finfo(np.float64).eps)  # of the dtype the entries were computed in
 
     def __add__(self, other: KernelTerms) -> KernelTerms:
         if self.n != other.n:
@@ -180,6 +181,7 @@ class KernelTerms:
             row_l=self.row_l + other.row_l,
             diag_k=_add_optional(self.diag_k, other.diag_k),
             diag_l=_add_optional(self.diag_l, other.diag_l),
+            eps=max(self.eps, other.eps),
         )
 
 

@@ -117,7 +117,7 @@ def sample_terms(
     terms = KernelTerms(
         n=x.shape[0], s_kl=float(np.vdot(k, l)), s_kk=float(np.vdot(k, k)),
         s_ll=float(np.vdot(l, l)), row_k=k.sum(axis=1), row_l=l.sum(axis=1),
-        diag_k=np.diagonal(k).copy(), diag_l=np.diagonal(l).copy(),
+        diag_k=np.diagonal(k).copy(), diag_l=np.diagonal(l).copy(), eps=_eps(x.dtype, y.dtype),
     )
     return terms, zero_x, zero_y
 
