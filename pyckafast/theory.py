@@ -144,12 +144,28 @@ def curve_from_moments(mom: SubsetMoments, v: np.ndarray, c) -> np.ndarray | flo
     av = float(mom.a @ v)
     vav = float(v @ mom.gram @ v)
     s = mom.s
-    num = (float(np.linalg.norm(mom.cross)) ** 2 + 2 * c_arr * float(mom.b @ (mom.cross @ v))
-           + c_arr ** 2 * vv * float(mom.b @ mom.b))
-    den2 = (a_norm2 + 4 * c_arr * vav_a + c_arr ** 2 * (2 * aa * vv + 2 * av ** 2 + 2 * s * vav)
-            + 4 * c_arr ** 3 * s * av * vv + c_arr ** 4 * s ** 2 * vv ** 2)
+    # CKA = num(c) / sqrt(den2(c)) with num of degree 2 and den2 of degree 4 in c. For |c| > 1
+    # both are evaluated in t = 1/c (num / c^2 and den2 / c^4), so that c^4 never overflows and
+    # the curve reaches the Theorem 1 limit instead of inf/inf = nan or 0.
+    num_coef = (float(np.linalg.norm(mom.cross)) ** 2, 2 * float(mom.b @ (mom.cross @ v)),
+                vv * float(mom.b @ mom.b))
+    den_coef = (a_norm2, 4 * vav_a, 2 * aa * vv + 2 * av ** 2 + 2 * s * vav, 4 * s * av * vv,
+                s ** 2 * vv ** 2)
+    large = np.abs(c_arr) > 1.0
+    with np.errstate(divide="ignore", under="ignore"):
+        t = np.where(large, 1.0 / np.where(large, c_arr, 1.0), c_arr)
+    num = np.where(large, _poly(num_coef[::-1], t), _poly(num_coef, t))
+    den2 = np.where(large, _poly(den_coef[::-1], t), _poly(den_coef, t))
     out = num / (mom.ref_norm * np.sqrt(np.maximum(den2, 0.0)))
     return float(out) if out.ndim == 0 else out
+
+
+def _poly(coef: tuple[float, ...], t: np.ndarray) -> np.ndarray:
+    """coef[0] + coef[1] t + coef[2] t^2 + ... by Horner's rule."""
+    out = np.zeros_like(t)
+    for a in coef[::-1]:
+        out = out * t + a
+    return out
 
 
 def outlier_limit(x, index: int) -> float:

@@ -109,3 +109,17 @@ def test_theory_validation():
         theory.translation_limit(np.ones((10, 3)), mask)
     with pytest.raises(ValueError, match="reference"):
         theory.translation_limit(x, mask, reference=np.ones((9, 2)))
+
+
+def test_translation_curve_reaches_the_limit_at_huge_c():
+    # c^4 overflows float64 beyond c ~ 1e77: the curve used to return 0.0 or nan there.
+    from pyckafast.transforms import random_direction, two_cubes
+
+    x, labels = two_cubes(300, 10, seed=0)
+    v = random_direction(10, seed=1)
+    limit = theory.translation_limit(x, labels == 1)
+    far = theory.translation_curve(x, labels == 1, v, [1e8, 1e80, -1e80, 1e300])
+    np.testing.assert_allclose(far, limit, rtol=1e-6)
+    near = theory.translation_curve(x, labels == 1, v, [0.5, 2.0])
+    brute = [pyckafast.linear_cka(x, x + c * np.outer(labels == 1, v)) for c in (0.5, 2.0)]
+    np.testing.assert_allclose(near, brute, rtol=1e-10)
