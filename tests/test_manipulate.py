@@ -61,3 +61,10 @@ def test_unreachable_and_bad_arguments(blobs):
         pyckafast.manipulate(x, target=0.5, classifier=(np.ones((3, 5)), np.ones(3)))
     with pytest.raises(ValueError, match="no separability-preserving direction"):
         pyckafast.manipulate(x[:, :3], target=0.5, labels=labels)
+
+
+@pytest.mark.parametrize("tol", [0.0, -0.1, float("nan"), "small", None])
+def test_manipulate_rejects_a_bad_tol(tol):
+    x, labels = two_cubes(60, 3, seed=0)
+    with pytest.raises((ValueError, TypeError), match="tol"):
+        pyckafast.manipulate(x, target=0.5, labels=labels, tol=tol)

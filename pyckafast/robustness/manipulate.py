@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import theory, transforms
+from .._core.validation import check_positive_scalar
 from .classifier import LinearClassifier, as_classifier, fit_least_squares
 
 __all__ = ["Manipulation", "manipulate"]
@@ -85,6 +86,7 @@ def manipulate(
     target = float(target)
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be a linear CKA value in [0, 1]; got {target}.")
+    tol = check_positive_scalar(tol, "tol")
     clf = _classifier(x, classifier, labels)
     basis = transforms.separability_preserving_basis(clf.weights)
     ref = x if reference is None else transforms._data(reference, "reference")
