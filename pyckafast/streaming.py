@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, fields
 
@@ -102,6 +103,8 @@ class LinearCKAState:
         """Fold another state (disjoint samples) into this one; returns self."""
         if not isinstance(other, LinearCKAState):
             raise TypeError(f"other must be a LinearCKAState; got {type(other).__name__}.")
+        if other is self:  # the same samples twice are not disjoint: n would silently double
+            raise ValueError("other must hold samples disjoint from this state's; got the state itself.")
         if other._terms is None:
             return self
         if self._terms is None:
@@ -128,30 +131,38 @@ class LinearCKAState:
         return combine.linear_hsic(self._terms, debiased)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the state to ``path`` (.npz) so a long run can be resumed with :meth:`load`."""
+        """Write the state to exactly ``path`` (an .npz archive, whatever the suffix) so that a
+        long run can be resumed with :meth:`load`."""
         if self._terms is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
         arrays = {k: v for k, v in asdict(self._terms).items() if k != "norms"}
         if self._terms.norms is not None:
             arrays.update({f"norms_{k}": v for k, v in asdict(self._terms.norms).items()})
-        np.savez(path, format_version=_FORMAT_VERSION, debiased=self.debiased, **arrays)
+        with open(path, "wb") as f:  # np.savez(path) would append ".npz" to a bare name
+            np.savez(f, format_version=_FORMAT_VERSION, debiased=self.debiased, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str = "auto") -> LinearCKAState:
-        """Read a state written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            version = int(data["format_version"])
-            if version != _FORMAT_VERSION:
-                raise ValueError(f"{path}: state format {version} is not supported (expected {_FORMAT_VERSION}).")
-            state = cls(debiased=bool(data["debiased"]), backend=backend)
-            norms = None
-            if state.debiased:
-                norms = RowNormTerms(**{f.name: _scalar_or_array(data[f"norms_{f.name}"])
-                                        for f in fields(RowNormTerms)})
-            plain = {f.name: _scalar_or_array(data[f.name]) for f in fields(LinearTerms) if f.name != "norms"}
-            plain["n"] = int(plain["n"])
-            state._terms = LinearTerms(norms=norms, **plain)
+        """Read a state written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If ``path`` is not a state file of this format (the message says what it holds), or
+            if its terms are inconsistent or not finite.
+        """
+        arrays = _read_state_file(path)
+        state = cls(debiased=bool(arrays["debiased"]), backend=backend)
+        state._terms = _terms_from_arrays(arrays, state.debiased, os.fspath(path))
         return state
+
+    def __repr__(self) -> str:
+        if self._terms is None:
+            seen = "no samples yet"
+        else:
+            seen = f"n={self.n}, p_x={self._terms.sum_x.size}, p_y={self._terms.sum_y.size}"
+        return (f"LinearCKAState({seen}, debiased={self.debiased}, backend={self.backend!r}, "
+                f"precision={self.precision!r})")
 
     def _check_widths(self, p1: int, p2: int) -> None:
         if self._terms is not None and (self._terms.sum_x.size, self._terms.sum_y.size) != (p1, p2):
@@ -161,8 +172,74 @@ class LinearCKAState:
             )
 
 
-def _scalar_or_array(a: np.ndarray):
-    return float(a) if a.ndim == 0 else np.array(a)
+def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a state file, or a ValueError naming the file and what it is instead.
+
+    ``allow_pickle=False``: a state file holds plain arrays only, so a crafted file cannot run
+    code when it is loaded.
+    """
+    name = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{name!r} holds a single .npy array, not a LinearCKAState file "
+                             "(an .npz archive written by LinearCKAState.save).")
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"path: no such file: {name!r}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{name!r} is not a LinearCKAState file (not an .npz archive: "
+                         f"{exc}).") from None
+    except ValueError as exc:
+        if "LinearCKAState" in str(exc):
+            raise
+        raise ValueError(f"{name!r} is not a LinearCKAState file ({exc}).") from None
+    if "format_version" not in arrays:
+        raise ValueError(f"{name!r} is an .npz archive of {sorted(arrays)[:6]}, not a "
+                         "LinearCKAState file (no format_version).")
+    version = int(arrays["format_version"])
+    if version != _FORMAT_VERSION:
+        raise ValueError(f"{name!r}: state format {version} is not supported (expected "
+                         f"{_FORMAT_VERSION}).")
+    return arrays
+
+
+def _terms_from_arrays(arrays: dict[str, np.ndarray], debiased: bool, name: str) -> LinearTerms:
+    """The LinearTerms of a state file, with every field's presence, shape and finiteness
+    checked against the widths (p_x, p_y) the file itself implies."""
+    p1, p2 = _field(arrays, "sum_x", name).size, _field(arrays, "sum_y", name).size
+    shapes = {"n": (), "eps": (), "shift_x": (p1,), "shift_y": (p2,), "sum_x": (p1,),
+              "sum_y": (p2,), "xx": (p1, p1), "yy": (p2, p2), "xy": (p1, p2)}
+    plain = {key: _checked(arrays, key, shape, name) for key, shape in shapes.items()}
+    n = float(plain["n"])
+    if n != int(n) or n < 1:
+        raise ValueError(f"{name!r}: n must be a positive integer; the file holds {n}.")
+    plain["n"] = int(n)
+    norms = None
+    if debiased:
+        norm_shapes = {"qx": (p1,), "rx": (p1,), "qy": (p2,), "ry": (p2,)}
+        norms = RowNormTerms(**{f.name: _checked(arrays, f"norms_{f.name}",
+                                                 norm_shapes.get(f.name, ()), name)
+                                for f in fields(RowNormTerms)})
+    return LinearTerms(norms=norms, **plain)
+
+
+def _field(arrays: dict[str, np.ndarray], key: str, name: str) -> np.ndarray:
+    if key not in arrays:
+        raise ValueError(f"{name!r}: the state file has no {key!r} field (corrupt or from "
+                         "another program).")
+    return arrays[key]
+
+
+def _checked(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], name: str):
+    a = _field(arrays, key, name)
+    if a.shape != shape or a.dtype.kind not in "fiu":
+        raise ValueError(f"{name!r}: field {key!r} must be a real array of shape {shape}; the "
+                         f"file holds {a.dtype} of shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name!r}: field {key!r} holds NaN or Inf; the state is corrupt.")
+    return float(a) if a.ndim == 0 else np.array(a, dtype=np.float64)
 
 
 def stream_npy(
