@@ -12,7 +12,7 @@ import numpy as np
 from ._core import devices, dispatch, combine
 from ._cpu import linear as cpu_linear
 from ._core.terms import LinearTerms, RowNormTerms
-from ._core.validation import as_samples, check_same_n
+from ._core.validation import as_samples, check_same_n, float_dtype
 from .linear import check_precision
 
 __all__ = ["LinearCKAState", "stream_npy"]
@@ -263,11 +263,14 @@ def stream_npy(
     >>> abs(state.result() - pyckafast.linear_cka(x, x ** 2)) < 1e-12
     True
     """
+    # The memmaps stay in their stored dtype (int8, float16, big-endian, ...): each chunk is
+    # converted on its own by update(), so memory holds one converted chunk, not a whole file.
     x = _open_npy(x_path, "x_path")
     y = _open_npy(y_path, "y_path")
-    xs, ys = as_samples(x, "x_path"), as_samples(y, "y_path")
+    xs, ys = _as_rows(x, "x_path"), _as_rows(y, "y_path")
     n = check_same_n(xs, ys, 1)
-    rows = chunk_size or cpu_linear.default_chunk_rows(xs.shape[1], ys.shape[1], max(xs.itemsize, ys.itemsize))
+    itemsize = max(float_dtype(a.dtype, name).itemsize for a, name in ((xs, "x_path"), (ys, "y_path")))
+    rows = chunk_size or cpu_linear.default_chunk_rows(xs.shape[1], ys.shape[1], itemsize)
     state = LinearCKAState(debiased=debiased, backend=backend)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
@@ -275,6 +278,16 @@ def stream_npy(
         if progress is not None:
             progress(stop, n)
     return state
+
+
+def _as_rows(a: np.ndarray, name: str) -> np.ndarray:
+    """A 2-D (n_samples, n_features) view of a memmap, checked but not converted."""
+    float_dtype(a.dtype, name)  # raises for dtypes that hold no real numbers
+    view = a[:, None] if a.ndim == 1 else a
+    if view.ndim != 2 or view.size == 0:
+        raise ValueError(f"{name} must hold a non-empty 1-D or 2-D array (n_samples, "
+                         f"n_features); got shape {a.shape}.")
+    return view
 
 
 def _open_npy(path, name: str) -> np.ndarray:
