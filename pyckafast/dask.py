@@ -23,6 +23,7 @@ Dask is optional (``pip install pyckafast[dask]``); this module imports it when 
 from __future__ import annotations
 
 from ._core import combine
+from ._core.optional import require
 from ._cpu import linear as cpu_linear
 from ._core.terms import LinearTerms
 
@@ -63,7 +64,7 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
 
 def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
     """A ``dask.delayed`` of the exact :class:`LinearTerms` of all rows (tree-reduced)."""
-    import dask
+    dask = require("dask", "pyckafast.dask")
 
     from ._dask.rbf import aligned_blocks
 
@@ -139,6 +140,7 @@ def rbf_cka(
     """
     from ._dask import rbf as dask_rbf
 
+    require("dask.array", "pyckafast.dask")
     terms = dask_rbf.rbf_kernel_terms(
         dx, dy, sigma=sigma, threshold=threshold, bandwidth=bandwidth, debiased=debiased,
         backend=backend, tile=tile, n_pairs=n_pairs, seed=seed,

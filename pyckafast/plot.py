@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ._core.optional import require
+
 __all__ = ["cka_heatmap", "robustness_curve"]
 
 # Annotate every cell with its value up to this many cells; beyond, numbers become unreadable.
@@ -37,7 +39,7 @@ def cka_heatmap(
     >>> [t.get_text() for t in ax.texts]
     ['1.00', '0.40', '0.40', '1.00']
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "pyckafast.plot")
 
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2:
@@ -105,7 +107,7 @@ def robustness_curve(
     >>> [line.get_label() for line in ax.lines]
     ['linear', 'rbf']
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "pyckafast.plot")
 
     xs = np.asarray(x, dtype=np.float64)
     if not isinstance(curves, Mapping):

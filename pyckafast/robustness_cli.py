@@ -78,9 +78,11 @@ def _progress_bar(total: int, desc: str, disabled: bool):
 
 
 def run_robustness(args: argparse.Namespace) -> int:
-    """Run the experiment named in ``args``; write the PNG and JSON; return the exit status."""
+    """Run the experiment named in ``args``; write the JSON, then the PNG; return the exit status.
+
+    The results are saved before any plotting, so a missing matplotlib costs the figure only.
+    """
     from .robustness import sweeps
-    from .robustness.plots import plot_curves, plot_heatmap, save_figure
 
     os.makedirs(args.out, exist_ok=True)
     seeds = list(range(args.seeds))
@@ -91,7 +93,6 @@ def run_robustness(args: argparse.Namespace) -> int:
         bar = _progress_bar(len(seeds) * len(grid) ** 2, exp, args.no_progress)
         result = sweeps.invertible_sweep(grid, grid, seeds, linear_method=args.linear_method,
                                          progress=bar and bar.update, **kw)
-        fig = plot_heatmap(result)
     else:
         run = {"translation": sweeps.translation_sweep, "outlier": sweeps.outlier_sweep,
                "class-translation": sweeps.class_translation_sweep}[exp]
@@ -102,17 +103,31 @@ def run_robustness(args: argparse.Namespace) -> int:
         n_mag = len(kw.get("magnitudes", run.__defaults__[0]))
         bar = _progress_bar(len(seeds) * n_mag, exp, args.no_progress)
         result = run(seeds=seeds, measures=_measures(args, True), progress=bar and bar.update, **kw)
-        fig = plot_curves(result)
     if bar is not None:
         bar.close()
     result.params["rbf_samples"] = None if args.rbf_samples == 0 else args.rbf_samples
-    png = save_figure(fig, os.path.join(args.out, f"{exp}.png"))
     js = os.path.join(args.out, f"{exp}.json")
     result.save_json(js)
     for name in result.values:
         mean = np.atleast_1d(result.mean(name))
         print(f"{name:>10}: mean over seeds {np.array2string(mean.ravel()[:12], precision=3)}")
-    print(f"wrote {png} and {js}")
+    print(f"wrote {js}")
+    return _write_figure(result, exp, args.out)
+
+
+def _write_figure(result, exp: str, out: str) -> int:
+    """The PNG of a finished sweep; 1 (after saying why) when matplotlib is missing."""
+    from ._core.optional import MissingDependency
+
+    try:
+        from .robustness.plots import plot_curves, plot_heatmap, save_figure
+
+        fig = plot_heatmap(result) if exp == "invertible" else plot_curves(result)
+    except MissingDependency as exc:
+        print(f"pyckafast: no figure written: {exc}", file=sys.stderr)
+        return 1
+    png = save_figure(fig, os.path.join(out, f"{exp}.png"))
+    print(f"wrote {png}")
     return 0
 
 

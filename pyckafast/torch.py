@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._core.optional import require
 from .streaming import LinearCKAState
 
 __all__ = ["compare_models", "layer_output"]
@@ -69,7 +70,7 @@ def compare_models(
     >>> m.shape, a
     ((2, 2), ['0', '2'])
     """
-    import torch as _torch
+    _torch = require("torch", "pyckafast.torch")
 
     names_a, names_b = list(layers_a), list(layers_a if layers_b is None else layers_b)
     if kernel not in ("linear", "rbf"):
@@ -93,7 +94,7 @@ def compare_models(
 def layer_output(output, output_key: str | None = None):
     """The tensor a hook records for a layer's output: itself, a tuple's first tensor, or a dict's
     ``output_key`` entry (default: its first tensor value)."""
-    import torch as _torch
+    _torch = require("torch", "pyckafast.torch")
 
     if isinstance(output, _torch.Tensor):
         return output
@@ -116,7 +117,7 @@ def _to_numpy(t) -> np.ndarray:
     The copy is needed: a later in-place layer (``ReLU(inplace=True)``) would otherwise change
     the recorded output before the batch reaches the CKA states.
     """
-    import torch as _torch
+    _torch = require("torch", "pyckafast.torch")
 
     t = t.detach()
     dtype = t.dtype if t.dtype in (_torch.float32, _torch.float64) else _torch.float32

@@ -17,9 +17,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+
+from .._core.optional import require
+
+torch = require("torch", "pyckafast.robustness.manipulation_torch")
+from torch import nn  # noqa: E402  (torch is there: require() said so)
+from torch.nn import functional as F  # noqa: E402
 
 __all__ = [
     "MLP", "debiased_linear_cka", "cka_map", "layer_cka_map", "train_classifier",

@@ -6,18 +6,16 @@ import os
 
 import numpy as np
 
+from .._core.optional import require
 from .results import SweepResult
 
 __all__ = ["plot_curves", "plot_heatmap", "plot_cka_maps", "save_figure"]
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "pyckafast.robustness.plots")
     matplotlib.use("Agg", force=False)  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "pyckafast.robustness.plots")
 
 
 def plot_curves(result: SweepResult, *, log_x: bool | None = None, title: str | None = None):
