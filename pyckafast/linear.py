@@ -93,7 +93,7 @@ def linear_hsic(
     >>> float(pyckafast.linear_hsic(x, x)) > 0
     True
     """
-    return _hsic_triple(x, y, debiased, backend, chunk_size, form, precision).xy
+    return _hsic_triple(x, y, debiased, backend, chunk_size, form, precision).unscaled_xy()
 
 
 def check_precision(precision: str, device: str) -> None:

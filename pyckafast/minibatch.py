@@ -61,10 +61,14 @@ def minibatch_cka(
     triples = batch_triples(x, y, batch_size, kernel=kernel, debiased=debiased, seed=seed,
                             sigma=sigma, threshold=threshold, bandwidth=bandwidth,
                             backend=backend)
-    mean = np.mean([t[:3] for t in triples], axis=0)
+    # Batches may hold their HSIC for kernels scaled by different powers of two (data of
+    # extreme magnitude): average them on the largest scale, where none can overflow.
+    log2_k, log2_l = max(t.log2_k for t in triples), max(t.log2_l for t in triples)
+    mean = np.mean([t.rescaled(log2_k, log2_l)[:3] for t in triples], axis=0)
     zero_x = all(t.zero_x for t in triples)
     zero_y = all(t.zero_y for t in triples)
-    return combine.cka_from_hsic(combine.HSICTriple(*map(float, mean), zero_x, zero_y))
+    return combine.cka_from_hsic(
+        combine.HSICTriple(*map(float, mean), zero_x, zero_y, log2_k, log2_l))
 
 
 def batch_triples(

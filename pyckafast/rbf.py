@@ -196,7 +196,7 @@ def rbf_hsic(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return _any_device_triple(x, y, debiased, options, backend, tile).xy
+    return _any_device_triple(x, y, debiased, options, backend, tile).unscaled_xy()
 
 
 def cka(x, y, kernel: Kernel = "linear", **options) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from .linear import check_precision
 
 __all__ = ["LinearCKAState", "stream_npy"]
 
-_FORMAT_VERSION = 1
+# 2 added the power-of-two scales (scale_x, scale_y); version 1 files hold unscaled terms.
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class LinearCKAState:
@@ -92,10 +95,13 @@ class LinearCKAState:
         ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
         rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
         if self._terms is None:
-            shift = (cpu_linear.first_chunk_mean(x, rows), cpu_linear.first_chunk_mean(y, rows))
+            (shift_x, scale_x), (shift_y, scale_y) = (cpu_linear.row_frame(x, rows),
+                                                      cpu_linear.row_frame(y, rows))
         else:
-            shift = (self._terms.shift_x, self._terms.shift_y)
-        part = cpu_linear.block_terms(x, y, *shift, ops, self.debiased, rows, start=self.n)
+            t = self._terms
+            shift_x, shift_y, scale_x, scale_y = t.shift_x, t.shift_y, t.scale_x, t.scale_y
+        part = cpu_linear.block_terms(x, y, shift_x, shift_y, ops, self.debiased, rows,
+                                      start=self.n, scale=(scale_x, scale_y))
         self._terms = part if self._terms is None else self._terms.merge(part)
         return self
 
@@ -120,10 +126,13 @@ class LinearCKAState:
 
     def result(self, *, debiased: bool = False) -> float:
         """Linear CKA of all samples seen (biased, or debiased from unbiased HSIC)."""
-        return combine.cka_from_hsic(self.hsic(debiased=debiased))
+        return combine.cka_from_hsic(self._scaled_hsic(debiased))
 
     def hsic(self, *, debiased: bool = False) -> combine.HSICTriple:
         """HSIC(x, y), HSIC(x, x), HSIC(y, y) of all samples seen."""
+        return self._scaled_hsic(debiased).unscaled()
+
+    def _scaled_hsic(self, debiased: bool) -> combine.HSICTriple:
         if self._terms is None:
             raise ValueError("the state has seen no samples yet; call update() first.")
         if debiased and not self.debiased:
@@ -199,9 +208,11 @@ def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{name!r} is an .npz archive of {sorted(arrays)[:6]}, not a "
                          "LinearCKAState file (no format_version).")
     version = int(arrays["format_version"])
-    if version != _FORMAT_VERSION:
-        raise ValueError(f"{name!r}: state format {version} is not supported (expected "
-                         f"{_FORMAT_VERSION}).")
+    if version not in _READABLE_VERSIONS:
+        raise ValueError(f"{name!r}: state format {version} is not supported (expected one of "
+                         f"{_READABLE_VERSIONS}).")
+    if version == 1:
+        arrays.update(scale_x=np.array(1.0), scale_y=np.array(1.0))
     return arrays
 
 
@@ -216,6 +227,11 @@ def _terms_from_arrays(arrays: dict[str, np.ndarray], debiased: bool, name: str)
     if n != int(n) or n < 1:
         raise ValueError(f"{name!r}: n must be a positive integer; the file holds {n}.")
     plain["n"] = int(n)
+    for key in ("scale_x", "scale_y"):
+        plain[key] = _checked(arrays, key, (), name)
+        if plain[key] <= 0 or math.frexp(plain[key])[0] != 0.5:
+            raise ValueError(f"{name!r}: {key} must be a positive power of two; the file holds "
+                             f"{plain[key]!r}.")
     norms = None
     if debiased:
         norm_shapes = {"qx": (p1,), "rx": (p1,), "qy": (p2,), "ry": (p2,)}

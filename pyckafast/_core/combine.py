@@ -26,13 +26,47 @@ __all__ = ["HSICTriple", "linear_hsic", "kernel_hsic", "cka_from_hsic", "is_zero
 
 
 class HSICTriple(NamedTuple):
-    """HSIC(x, y), HSIC(x, x), HSIC(y, y) under one estimator, plus zero-variance flags."""
+    """HSIC(x, y), HSIC(x, x), HSIC(y, y) under one estimator, plus zero-variance flags.
+
+    The values are those of the kernels K * 2^-log2_k and L * 2^-log2_l: producers scale data of
+    extreme magnitude by powers of two (exact), so that CKA, a ratio, never sees an overflow or
+    underflow; :meth:`unscaled` gives the HSIC values of the kernels themselves.
+    """
 
     xy: float
     xx: float
     yy: float
     zero_x: bool = False
     zero_y: bool = False
+    log2_k: int = 0
+    log2_l: int = 0
+
+    def unscaled_xy(self) -> float:
+        """HSIC(x, y) of the unscaled kernels (inf, with a RuntimeWarning, beyond float64)."""
+        return _ldexp(self.xy, self.log2_k + self.log2_l, "HSIC(x, y)")
+
+    def unscaled(self) -> HSICTriple:
+        """The triple of the unscaled kernels (inf, with a RuntimeWarning, beyond float64)."""
+        return self.rescaled(0, 0)
+
+    def rescaled(self, log2_k: int, log2_l: int) -> HSICTriple:
+        """The same HSIC values expressed for the kernels K * 2^-log2_k and L * 2^-log2_l."""
+        k, l = self.log2_k - log2_k, self.log2_l - log2_l
+        if k == 0 and l == 0:
+            return self
+        return self._replace(xy=_ldexp(self.xy, k + l, "HSIC(x, y)"),
+                             xx=_ldexp(self.xx, 2 * k, "HSIC(x, x)"),
+                             yy=_ldexp(self.yy, 2 * l, "HSIC(y, y)"), log2_k=log2_k,
+                             log2_l=log2_l)
+
+
+def _ldexp(value: float, exponent: int, name: str) -> float:
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        _warn(f"{name} = {value!r} * 2^{exponent} exceeds the float64 range; returning inf "
+              "(CKA, a ratio, is not affected).")
+        return math.copysign(math.inf, value)
 
 
 def linear_hsic(terms: LinearTerms, debiased: bool) -> HSICTriple:
@@ -43,9 +77,11 @@ def linear_hsic(terms: LinearTerms, debiased: bool) -> HSICTriple:
     zero_x = is_zero_variance(float(np.trace(c.xx)), _sq(c.shift_x), n, terms.eps)
     zero_y = is_zero_variance(float(np.trace(c.yy)), _sq(c.shift_y), n, terms.eps)
     fxy, fxx, fyy = _sq(c.xy), _sq(c.xx), _sq(c.yy)
+    # K = X X' of rows multiplied by scale_x: the true K is 2^(-2 log2(scale_x)) times it.
+    logs = (-2 * _log2(terms.scale_x), -2 * _log2(terms.scale_y))
     if not debiased:
         s = 1.0 / (n - 1) ** 2
-        return HSICTriple(fxy * s, fxx * s, fyy * s, zero_x, zero_y)
+        return HSICTriple(fxy * s, fxx * s, fyy * s, zero_x, zero_y, *logs)
     if c.norms is None:
         raise ValueError(
             "debiased=True needs the row-norm terms; these terms were accumulated without them "
@@ -57,7 +93,7 @@ def linear_hsic(terms: LinearTerms, debiased: bool) -> HSICTriple:
     hxy = _resolved((fxy, -a * t.sum_qr, b * t.sum_q * t.sum_r), terms.eps)
     hxx = _resolved((fxx, -a * t.sum_qq, b * t.sum_q ** 2), terms.eps)
     hyy = _resolved((fyy, -a * t.sum_rr, b * t.sum_r ** 2), terms.eps)
-    return HSICTriple(hxy * s, hxx * s, hyy * s, zero_x, zero_y)
+    return HSICTriple(hxy * s, hxx * s, hyy * s, zero_x, zero_y, *logs)
 
 
 def kernel_hsic(terms: KernelTerms, debiased: bool) -> HSICTriple:
@@ -71,6 +107,7 @@ def kernel_hsic(terms: KernelTerms, debiased: bool) -> HSICTriple:
             _resolved(_biased(terms.s_kl, k, l, n), eps) * s,
             _resolved(_biased(terms.s_kk, k, k, n), eps) * s,
             _resolved(_biased(terms.s_ll, l, l, n), eps) * s,
+            log2_k=terms.log2_k, log2_l=terms.log2_l,
         )
     dk, dl = terms.diag_k, terms.diag_l
     khat = k if dk is None else k - dk
@@ -80,6 +117,7 @@ def kernel_hsic(terms: KernelTerms, debiased: bool) -> HSICTriple:
         _resolved(_unbiased(terms.s_kl, _diag_dot(dk, dl), khat, lhat, n), eps) * s,
         _resolved(_unbiased(terms.s_kk, _diag_dot(dk, dk), khat, khat, n), eps) * s,
         _resolved(_unbiased(terms.s_ll, _diag_dot(dl, dl), lhat, lhat, n), eps) * s,
+        log2_k=terms.log2_k, log2_l=terms.log2_l,
     )
 
 
@@ -127,6 +165,14 @@ def _resolved(parts: tuple[float, ...], eps: float) -> float:
 
 def _diag_dot(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return 0.0 if a is None or b is None else float(a @ b)
+
+
+def _log2(scale: float) -> int:
+    """The exponent of a power of two."""
+    mantissa, exponent = math.frexp(scale)
+    if mantissa != 0.5:
+        raise ValueError(f"a term scale must be a power of two; got {scale!r}.")
+    return exponent - 1
 
 
 def _sq(m: np.ndarray) -> float:

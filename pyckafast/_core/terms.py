@@ -59,6 +59,29 @@ class LinearTerms:
     xy: np.ndarray
     norms: RowNormTerms | None
     eps: float
+    # Powers of two the rows were multiplied by before the shift (rows = x * scale_x - shift_x):
+    # data of extreme magnitude are brought near 1 so that no product overflows or underflows.
+    # Exact, and CKA does not change; HSIC values are scaled back in ``_core.combine``.
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+
+    def rescale(self, scale_x: float, scale_y: float) -> LinearTerms:
+        """The same terms for rows multiplied by other powers of two (exact, barring
+        over/underflow of terms far below the others)."""
+        fx, fy = scale_x / self.scale_x, scale_y / self.scale_y
+        if fx == 1.0 and fy == 1.0:
+            return self
+        t = self.norms
+        norms = None if t is None else RowNormTerms(
+            sum_q=t.sum_q * fx**2, sum_r=t.sum_r * fy**2, sum_qq=t.sum_qq * fx**4,
+            sum_rr=t.sum_rr * fy**4, sum_qr=t.sum_qr * fx**2 * fy**2, qx=t.qx * fx**3,
+            rx=t.rx * fy**2 * fx, qy=t.qy * fx**2 * fy, ry=t.ry * fy**3,
+        )
+        return replace(
+            self, shift_x=self.shift_x * fx, shift_y=self.shift_y * fy, sum_x=self.sum_x * fx,
+            sum_y=self.sum_y * fy, xx=self.xx * fx**2, yy=self.yy * fy**2,
+            xy=self.xy * (fx * fy), norms=norms, scale_x=scale_x, scale_y=scale_y,
+        )
 
     def reshift(self, shift_x: np.ndarray, shift_y: np.ndarray) -> LinearTerms:
         """The same terms expressed for rows shifted by new vectors (exact algebra)."""
@@ -117,17 +140,21 @@ class LinearTerms:
             )
         if (self.norms is None) != (other.norms is None):
             raise ValueError("cannot merge terms with and without the debiased row-norm terms.")
-        o = other.reshift(self.shift_x, self.shift_y)
+        # The smaller scale (the larger data) is common: rescaling toward it cannot overflow.
+        scale_x, scale_y = min(self.scale_x, other.scale_x), min(self.scale_y, other.scale_y)
+        a, o = self.rescale(scale_x, scale_y), other.rescale(scale_x, scale_y)
+        if not (np.array_equal(o.shift_x, a.shift_x) and np.array_equal(o.shift_y, a.shift_y)):
+            o = o.reshift(a.shift_x, a.shift_y)  # the outer products only when the shifts differ
         return replace(
-            self,
-            n=self.n + o.n,
-            sum_x=self.sum_x + o.sum_x,
-            sum_y=self.sum_y + o.sum_y,
-            xx=self.xx + o.xx,
-            yy=self.yy + o.yy,
-            xy=self.xy + o.xy,
-            norms=None if self.norms is None else self.norms + o.norms,
-            eps=max(self.eps, o.eps),
+            a,
+            n=a.n + o.n,
+            sum_x=a.sum_x + o.sum_x,
+            sum_y=a.sum_y + o.sum_y,
+            xx=a.xx + o.xx,
+            yy=a.yy + o.yy,
+            xy=a.xy + o.xy,
+            norms=None if a.norms is None else a.norms + o.norms,
+            eps=max(a.eps, o.eps),
         )
 
 
@@ -168,10 +195,17 @@ class KernelTerms:
     diag_k: np.ndarray | None = None
     diag_l: np.ndarray | None = None
     eps: float = float(np.finfo(np.float64).eps)  # of the dtype the entries were computed in
+    # The matrices held are K * 2^-log2_k and L * 2^-log2_l (linear Grams of data of extreme
+    # magnitude are computed on rows scaled by a power of two); HSIC is scaled back in combine.
+    log2_k: int = 0
+    log2_l: int = 0
 
     def __add__(self, other: KernelTerms) -> KernelTerms:
         if self.n != other.n:
             raise ValueError(f"cannot add kernel terms of n={self.n} and n={other.n}.")
+        if (self.log2_k, self.log2_l) != (other.log2_k, other.log2_l):
+            raise ValueError("cannot add kernel terms of differently scaled kernels: "
+                             f"{(self.log2_k, self.log2_l)} and {(other.log2_k, other.log2_l)}.")
         return KernelTerms(
             n=self.n,
             s_kl=self.s_kl + other.s_kl,
@@ -182,6 +216,8 @@ class KernelTerms:
             diag_k=_add_optional(self.diag_k, other.diag_k),
             diag_l=_add_optional(self.diag_l, other.diag_l),
             eps=max(self.eps, other.eps),
+            log2_k=self.log2_k,
+            log2_l=self.log2_l,
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._core import dispatch
@@ -10,7 +12,9 @@ from .._core.terms import KernelTerms, LinearTerms
 from .._core.validation import check_finite_sums
 
 __all__ = [
-    "default_chunk_rows", "block_terms", "feature_terms", "first_chunk_mean", "sample_terms",
+    "default_chunk_rows", "block_terms", "feature_terms", "row_frame", "first_chunk_mean",
+    "power_of_two_scale",
+    "sample_terms",
 ]
 
 # Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache
@@ -46,21 +50,25 @@ class _Accumulator:
         if norms is not None:
             self.norms = norms if self.norms is None else self.norms + norms
 
-    def terms(self, shift_x: np.ndarray, shift_y: np.ndarray) -> LinearTerms:
+    def terms(self, shift_x: np.ndarray, shift_y: np.ndarray,
+              scale: tuple[float, float]) -> LinearTerms:
         return LinearTerms(
             n=self.n, shift_x=shift_x, shift_y=shift_y, sum_x=self.sum_x, sum_y=self.sum_y,
             xx=self.xx, yy=self.yy, xy=self.xy, norms=self.norms, eps=self.eps,
+            scale_x=scale[0], scale_y=scale[1],
         )
 
 
 def block_terms(
     x: np.ndarray, y: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, ops,
-    debiased: bool, rows: int, start: int = 0,
+    debiased: bool, rows: int, start: int = 0, scale: tuple[float, float] = (1.0, 1.0),
 ) -> LinearTerms:
-    """Exact terms of all rows of x and y, shifted by (shift_x, shift_y), ``rows`` at a time.
+    """Exact terms of all rows of x and y, multiplied by the powers of two ``scale`` and shifted
+    by (shift_x, shift_y) (in scaled units), ``rows`` at a time.
 
     ``ops`` is a backend module with ``linear_moments`` and ``gemm_dtype``. Memory beyond the
-    inputs: two chunk buffers and the p x p sums. ``start`` offsets row numbers in errors.
+    inputs: two chunk buffers and the p x p sums (and a scaled copy of the chunk when a scale is
+    not 1, i.e. only for data of extreme magnitude). ``start`` offsets row numbers in errors.
     """
     n, p1, p2 = x.shape[0], x.shape[1], y.shape[1]
     wide = np.promote_types(x.dtype, y.dtype)
@@ -72,12 +80,18 @@ def block_terms(
         cx, cy = x[lo:hi], y[lo:hi]
         if cx.dtype != cy.dtype:  # kernels take one dtype: upcast this chunk of the narrower side
             cx, cy = cx.astype(wide, copy=False), cy.astype(wide, copy=False)
+        cx, cy = _scaled(cx, scale[0]), _scaled(cy, scale[1])
         bx, by = bufx[: hi - lo], bufy[: hi - lo]
         sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
         check_finite_sums(sum_x, "x", start + lo, start + hi)
         check_finite_sums(sum_y, "y", start + lo, start + hi)
         acc.add(bx, by, sum_x, sum_y, norms)
-    return acc.terms(shift_x, shift_y)
+    return acc.terms(shift_x, shift_y, scale)
+
+
+def _scaled(chunk: np.ndarray, scale: float) -> np.ndarray:
+    # A power of two: the product is exact (Python float scalars keep the chunk's dtype).
+    return chunk if scale == 1.0 else np.multiply(chunk, scale)
 
 
 def feature_terms(
@@ -88,20 +102,53 @@ def feature_terms(
     ops = dispatch.resolve(backend, "linear_moments", "cpu")
     rows = chunk_size or default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
     if shift is None:
-        shift = first_chunk_mean(x, rows), first_chunk_mean(y, rows)
-    return block_terms(x, y, *shift, ops, debiased, rows)
+        (shift_x, scale_x), (shift_y, scale_y) = row_frame(x, rows), row_frame(y, rows)
+    else:  # an explicit shift is in the data's own units: no scaling
+        (shift_x, shift_y), (scale_x, scale_y) = shift, (1.0, 1.0)
+    return block_terms(x, y, shift_x, shift_y, ops, debiased, rows, scale=(scale_x, scale_y))
 
 
-def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
-    """Mean of the first chunk, rounded to the input dtype: a shift close to the data's mean.
+# Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it
+# near 1 (exact): float32 GEMMs of values near 1e19 overflow (squares near 1e38), near 1e-22 the
+# squares are subnormal and lose their bits, and float64 sums of squared moments overflow or
+# underflow beyond about 1e+-75. CKA is scale invariant; HSIC is scaled back in combine.
+_SAFE_EXPONENT = 50
+_SPREAD_ROWS = 256  # rows of the first chunk that estimate the spread
 
-    Rounding to the input dtype makes x - shift exact for values near the mean (Sterbenz), and
-    returns a non-finite shift untouched so that the chunk's finiteness check reports it.
+
+def row_frame(a: np.ndarray, rows: int) -> tuple[np.ndarray, float]:
+    """(shift, scale) of the chunks of ``a``: ``a * scale - shift`` is near 0 and of unit size.
+
+    The shift is the first chunk's mean (times the scale) rounded to the input dtype, so the
+    subtraction is exact for values near the mean (Sterbenz); a non-finite mean gives a zero
+    shift, so that the chunk's finiteness check reports the bad rows.
     """
     head = a[: min(rows, a.shape[0])]
     with np.errstate(all="ignore"):
         mean = head.mean(axis=0, dtype=np.float64)
-        return np.nan_to_num(mean.astype(a.dtype), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
+        scale = power_of_two_scale(float(np.max(np.abs(head[:_SPREAD_ROWS] - mean))))
+    return _rounded_shift(mean * scale, a.dtype), scale
+
+
+def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
+    """The shift of :func:`row_frame` for producers that do not scale (scale 1)."""
+    with np.errstate(all="ignore"):
+        return _rounded_shift(a[: min(rows, a.shape[0])].mean(axis=0, dtype=np.float64), a.dtype)
+
+
+def _rounded_shift(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        shift = mean.astype(dtype)
+    return np.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
+
+
+def power_of_two_scale(spread: float) -> float:
+    """1.0 for a spread within [2^-50, 2^50] (or 0, or not finite), else the power of two that
+    brings it into [0.5, 1)."""
+    if not math.isfinite(spread) or spread == 0.0:
+        return 1.0
+    exponent = math.frexp(spread)[1]
+    return 1.0 if abs(exponent) <= _SAFE_EXPONENT else math.ldexp(1.0, -exponent)
 
 
 def sample_terms(
@@ -112,29 +159,37 @@ def sample_terms(
 
     Columns are centred a block at a time, so no full centred copy of x or y is made.
     """
-    k, zero_x = _centred_gram(x, "x", column_block)
-    l, zero_y = _centred_gram(y, "y", column_block)
+    k, zero_x, scale_x = _centred_gram(x, "x", column_block)
+    l, zero_y, scale_y = _centred_gram(y, "y", column_block)
     terms = KernelTerms(
         n=x.shape[0], s_kl=float(np.vdot(k, l)), s_kk=float(np.vdot(k, k)),
         s_ll=float(np.vdot(l, l)), row_k=k.sum(axis=1), row_l=l.sum(axis=1),
         diag_k=np.diagonal(k).copy(), diag_l=np.diagonal(l).copy(), eps=_eps(x.dtype, y.dtype),
+        log2_k=-2 * (math.frexp(scale_x)[1] - 1), log2_l=-2 * (math.frexp(scale_y)[1] - 1),
     )
     return terms, zero_x, zero_y
 
 
-def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarray, bool]:
+def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarray, bool, float]:
+    """The Gram of the centred rows times scale^2, whether it is zero, and the power of two
+    ``scale`` (chosen from the first column block's spread; 1 unless the data are extreme)."""
     n = a.shape[0]
     gram = np.zeros((n, n))
     mean_sq = 0.0
+    scale = None
     for start in range(0, a.shape[1], column_block):
         block = a[:, start:start + column_block]
         mean = block.mean(axis=0, dtype=np.float64)
         check_finite_sums(mean, name, 0, n)
         centred = block - mean.astype(block.dtype)
+        if scale is None:
+            scale = power_of_two_scale(float(np.max(np.abs(centred))))
+        centred = _scaled(centred, scale)
         gram += centred @ centred.T
-        mean_sq += float(mean @ mean)
+        scaled_mean = mean * scale  # before squaring: |mean|^2 itself may overflow
+        mean_sq += float(scaled_mean @ scaled_mean)
     trace = float(np.trace(gram))
-    return gram, is_zero_variance(trace, mean_sq, n, _eps(a.dtype))
+    return gram, is_zero_variance(trace, mean_sq, n, _eps(a.dtype)), scale
 
 
 def _eps(*dtypes: np.dtype) -> float:
