@@ -94,14 +94,15 @@ class LinearCKAState:
         self._check_widths(x.shape[1], y.shape[1])
         ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
         rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
-        if self._terms is None:
-            (shift_x, scale_x), (shift_y, scale_y) = (cpu_linear.row_frame(x, rows),
-                                                      cpu_linear.row_frame(y, rows))
-        else:
-            t = self._terms
-            shift_x, shift_y, scale_x, scale_y = t.shift_x, t.shift_y, t.scale_x, t.scale_y
-        part = cpu_linear.block_terms(x, y, shift_x, shift_y, ops, self.debiased, rows,
-                                      start=self.n, scale=(scale_x, scale_y))
+        fx, fy = cpu_linear.row_frame(x, rows), cpu_linear.row_frame(y, rows)
+        t = self._terms
+        if t is not None and (t.scale_x, t.scale_y) == (fx.scale, fy.scale):
+            # Keep the state's shift (merging then needs no reshift); block_terms moves to the
+            # batch's own mean any chunk that lies farther than the batch's spread from it.
+            fx, fy = fx._replace(shift=t.shift_x), fy._replace(shift=t.shift_y)
+        part = cpu_linear.block_terms(x, y, fx.shift, fy.shift, ops, self.debiased, rows,
+                                      start=self.n, scale=(fx.scale, fy.scale),
+                                      spread=(fx.spread, fy.spread))
         self._terms = part if self._terms is None else self._terms.merge(part)
         return self
 

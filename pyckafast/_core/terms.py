@@ -131,7 +131,8 @@ class LinearTerms:
         return self.reshift(self.shift_x + self.sum_x / self.n, self.shift_y + self.sum_y / self.n)
 
     def merge(self, other: LinearTerms) -> LinearTerms:
-        """Terms of the union of both sample sets, expressed in ``self``'s shift."""
+        """Terms of the union of both sample sets, expressed in the shift of the one with more
+        samples (so a stream settles on the shift of its bulk, not of its first batch)."""
         if self.sum_x.shape != other.sum_x.shape or self.sum_y.shape != other.sum_y.shape:
             raise ValueError(
                 "cannot merge terms of different widths: "
@@ -142,7 +143,8 @@ class LinearTerms:
             raise ValueError("cannot merge terms with and without the debiased row-norm terms.")
         # The smaller scale (the larger data) is common: rescaling toward it cannot overflow.
         scale_x, scale_y = min(self.scale_x, other.scale_x), min(self.scale_y, other.scale_y)
-        a, o = self.rescale(scale_x, scale_y), other.rescale(scale_x, scale_y)
+        bulk, rest = (self, other) if self.n >= other.n else (other, self)
+        a, o = bulk.rescale(scale_x, scale_y), rest.rescale(scale_x, scale_y)
         if not (np.array_equal(o.shift_x, a.shift_x) and np.array_equal(o.shift_y, a.shift_y)):
             o = o.reshift(a.shift_x, a.shift_y)  # the outer products only when the shifts differ
         return replace(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,10 +63,14 @@ class _Accumulator:
 def block_terms(
     x: np.ndarray, y: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, ops,
     debiased: bool, rows: int, start: int = 0, scale: tuple[float, float] = (1.0, 1.0),
+    spread: tuple[float, float] = (math.inf, math.inf),
 ) -> LinearTerms:
     """Exact terms of all rows of x and y, multiplied by the powers of two ``scale`` and shifted
     by (shift_x, shift_y) (in scaled units), ``rows`` at a time.
 
+    A chunk whose mean lies farther than ``spread`` (the data's spread, scaled units) from the
+    shift is shifted by its own mean instead, and its terms are merged exactly at the end: the
+    GEMMs, in the input dtype, always see data near 0, whatever the order of the rows.
     ``ops`` is a backend module with ``linear_moments`` and ``gemm_dtype``. Memory beyond the
     inputs: two chunk buffers and the p x p sums (and a scaled copy of the chunk when a scale is
     not 1, i.e. only for data of extreme magnitude). ``start`` offsets row numbers in errors.
@@ -74,7 +79,7 @@ def block_terms(
     wide = np.promote_types(x.dtype, y.dtype)
     dtype = ops.gemm_dtype(wide)
     bufx, bufy = np.empty((min(rows, n), p1), dtype), np.empty((min(rows, n), p2), dtype)
-    acc = _Accumulator(p1, p2, dtype, wide)
+    acc, done = _Accumulator(p1, p2, dtype, wide), []
     for lo in range(0, n, rows):
         hi = min(lo + rows, n)
         cx, cy = x[lo:hi], y[lo:hi]
@@ -85,8 +90,23 @@ def block_terms(
         sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
         check_finite_sums(sum_x, "x", start + lo, start + hi)
         check_finite_sums(sum_y, "y", start + lo, start + hi)
+        if _far(sum_x, hi - lo, spread[0]) or _far(sum_y, hi - lo, spread[1]):
+            if acc.n:
+                done.append(acc.terms(shift_x, shift_y, scale))
+                acc = _Accumulator(p1, p2, dtype, wide)
+            shift_x = _rounded_shift(shift_x + sum_x / (hi - lo), cx.dtype)
+            shift_y = _rounded_shift(shift_y + sum_y / (hi - lo), cy.dtype)
+            sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
         acc.add(bx, by, sum_x, sum_y, norms)
-    return acc.terms(shift_x, shift_y, scale)
+    terms = acc.terms(shift_x, shift_y, scale)
+    for part in done:
+        terms = terms.merge(part)
+    return terms
+
+
+def _far(shifted_sum: np.ndarray, rows: int, spread: float) -> bool:
+    """Whether a chunk's mean (shift + sum / rows) is farther than ``spread`` from the shift."""
+    return float(np.max(np.abs(shifted_sum))) > spread * rows
 
 
 def _scaled(chunk: np.ndarray, scale: float) -> np.ndarray:
@@ -101,11 +121,11 @@ def feature_terms(
     """Exact linear terms of all rows, one pass, memory O(p^2 + chunk_size * p)."""
     ops = dispatch.resolve(backend, "linear_moments", "cpu")
     rows = chunk_size or default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
-    if shift is None:
-        (shift_x, scale_x), (shift_y, scale_y) = row_frame(x, rows), row_frame(y, rows)
-    else:  # an explicit shift is in the data's own units: no scaling
-        (shift_x, shift_y), (scale_x, scale_y) = shift, (1.0, 1.0)
-    return block_terms(x, y, shift_x, shift_y, ops, debiased, rows, scale=(scale_x, scale_y))
+    if shift is not None:  # an explicit shift is in the data's own units: no scaling
+        return block_terms(x, y, *shift, ops, debiased, rows)
+    fx, fy = row_frame(x, rows), row_frame(y, rows)
+    return block_terms(x, y, fx.shift, fy.shift, ops, debiased, rows, scale=(fx.scale, fy.scale),
+                       spread=(fx.spread, fy.spread))
 
 
 # Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it
@@ -116,8 +136,16 @@ _SAFE_EXPONENT = 50
 _SPREAD_ROWS = 256  # rows of the first chunk that estimate the spread
 
 
-def row_frame(a: np.ndarray, rows: int) -> tuple[np.ndarray, float]:
-    """(shift, scale) of the chunks of ``a``: ``a * scale - shift`` is near 0 and of unit size.
+class Frame(NamedTuple):
+    """How the rows of one input are presented to the GEMMs: ``a * scale - shift``."""
+
+    shift: np.ndarray  # float64 values of the input dtype, in scaled units
+    scale: float  # a power of two
+    spread: float  # the largest |a_ij - mean_j| seen in the first rows, in scaled units
+
+
+def row_frame(a: np.ndarray, rows: int) -> Frame:
+    """The frame of the chunks of ``a``: ``a * scale - shift`` is near 0 and of unit size.
 
     The shift is the first chunk's mean (times the scale) rounded to the input dtype, so the
     subtraction is exact for values near the mean (Sterbenz); a non-finite mean gives a zero
@@ -126,8 +154,10 @@ def row_frame(a: np.ndarray, rows: int) -> tuple[np.ndarray, float]:
     head = a[: min(rows, a.shape[0])]
     with np.errstate(all="ignore"):
         mean = head.mean(axis=0, dtype=np.float64)
-        scale = power_of_two_scale(float(np.max(np.abs(head[:_SPREAD_ROWS] - mean))))
-    return _rounded_shift(mean * scale, a.dtype), scale
+        spread = float(np.max(np.abs(head[:_SPREAD_ROWS] - mean)))
+    scale = power_of_two_scale(spread)
+    return Frame(_rounded_shift(mean * scale, a.dtype), scale,
+                 spread * scale if math.isfinite(spread) else math.inf)
 
 
 def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
