@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zipfile
@@ -63,17 +64,42 @@ class LinearCKAState:
         if precision not in ("highest", "tf32"):
             raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
         self.precision = precision
-        self._terms: LinearTerms | None = None
+        self._terms: LinearTerms | None = None  # merged states, GPU batches, far chunks
+        self._acc: cpu_linear.Accumulator | None = None  # host batches, added in place
 
     @property
     def n(self) -> int:
         """Number of samples seen so far."""
-        return 0 if self._terms is None else self._terms.n
+        return sum(t.n for t in (self._terms, self._acc) if t is not None)
 
     @property
     def terms(self) -> LinearTerms | None:
-        """The accumulated float64 terms (None before the first batch)."""
-        return self._terms
+        """The accumulated float64 terms (None before the first batch): a snapshot, which later
+        updates do not change."""
+        view = self._view()
+        if view is None:
+            return None
+        return dataclasses.replace(view, sum_x=view.sum_x.copy(), sum_y=view.sum_y.copy(),
+                                   xx=view.xx.copy(), yy=view.yy.copy(), xy=view.xy.copy())
+
+    def _view(self) -> LinearTerms | None:
+        """The terms of all samples seen, sharing the running sums' buffers when it can (for
+        immediate use only: the next update changes them)."""
+        if self._acc is None or not self._acc.n:
+            return self._terms
+        running = self._acc.terms()
+        return running if self._terms is None else self._terms.merge(running)
+
+    def _fold(self) -> None:
+        """Move the running host sums into the merged terms (after which they are no longer
+        added to in place)."""
+        if self._acc is not None and self._acc.n:
+            part = self._acc.terms()
+            self._terms = part if self._terms is None else self._terms.merge(part)
+        self._acc = None
+
+    def _merge_terms(self, part: LinearTerms) -> None:
+        self._terms = part if self._terms is None else self._terms.merge(part)
 
     def update(self, x, y) -> LinearCKAState:
         """Add a batch of samples (rows of x and the matching rows of y); returns self.
@@ -87,7 +113,7 @@ class LinearCKAState:
             part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
                                     precision=self.precision)
             self._check_widths(part.sum_x.size, part.sum_y.size)
-            self._terms = part if self._terms is None else self._terms.merge(part)
+            self._merge_terms(part)
             return self
         x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
         check_same_n(x, y, 1)
@@ -95,16 +121,27 @@ class LinearCKAState:
         ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
         rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
         fx, fy = cpu_linear.row_frame(x, rows), cpu_linear.row_frame(y, rows)
-        t = self._terms
-        if t is not None and (t.scale_x, t.scale_y) == (fx.scale, fy.scale):
-            # Keep the state's shift (merging then needs no reshift); block_terms moves to the
-            # batch's own mean any chunk that lies farther than the batch's spread from it.
-            fx, fy = fx._replace(shift=t.shift_x), fy._replace(shift=t.shift_y)
-        part = cpu_linear.block_terms(x, y, fx.shift, fy.shift, ops, self.debiased, rows,
-                                      start=self.n, scale=(fx.scale, fy.scale),
-                                      spread=(fx.spread, fy.spread))
-        self._terms = part if self._terms is None else self._terms.merge(part)
+        acc = self._running_sums(x, y, ops, fx, fy)
+        # Chunks farther from the running shift than this batch's spread are accumulated
+        # apart, at their own mean, and merged exactly.
+        for part in cpu_linear.accumulate(x, y, acc, ops, self.debiased, rows, start=self.n,
+                                          spread=(fx.spread, fy.spread)):
+            self._merge_terms(part)
         return self
+
+    def _running_sums(self, x, y, ops, fx, fy) -> cpu_linear.Accumulator:
+        """The accumulator a host batch is added to in place: the running one when it takes
+        the batch's GEMM dtype and scale, else a new one (the old is folded into the terms)."""
+        wide = np.promote_types(x.dtype, y.dtype)
+        dtype, scale = ops.gemm_dtype(wide), (fx.scale, fy.scale)
+        if self._acc is None or not self._acc.takes(dtype, scale, x.shape[1], y.shape[1]):
+            self._fold()
+            t = self._terms
+            if t is not None and (t.scale_x, t.scale_y) == scale:  # keep the state's shift
+                fx, fy = fx._replace(shift=t.shift_x), fy._replace(shift=t.shift_y)
+            self._acc = cpu_linear.Accumulator(x.shape[1], y.shape[1], dtype, wide, fx.shift,
+                                               fy.shift, scale)
+        return self._acc
 
     def merge(self, other: LinearCKAState) -> LinearCKAState:
         """Fold another state (disjoint samples) into this one; returns self."""
@@ -112,17 +149,19 @@ class LinearCKAState:
             raise TypeError(f"other must be a LinearCKAState; got {type(other).__name__}.")
         if other is self:  # the same samples twice are not disjoint: n would silently double
             raise ValueError("other must hold samples disjoint from this state's; got the state itself.")
-        if other._terms is None:
+        theirs = other.terms
+        if theirs is None:
             return self
-        if self._terms is None:
-            self._terms, self.debiased = other._terms, other.debiased
+        if self._view() is None:
+            self._terms, self.debiased = theirs, other.debiased
             return self
         if self.debiased != other.debiased:
             raise ValueError(
                 "cannot merge a state that tracks debiased terms with one that does not "
                 f"(self.debiased={self.debiased}, other.debiased={other.debiased})."
             )
-        self._terms = self._terms.merge(other._terms)
+        self._fold()
+        self._merge_terms(theirs)
         return self
 
     def result(self, *, debiased: bool = False) -> float:
@@ -134,20 +173,22 @@ class LinearCKAState:
         return self._scaled_hsic(debiased).unscaled()
 
     def _scaled_hsic(self, debiased: bool) -> combine.HSICTriple:
-        if self._terms is None:
+        view = self._view()
+        if view is None:
             raise ValueError("the state has seen no samples yet; call update() first.")
         if debiased and not self.debiased:
             raise ValueError("this state was created with debiased=False; it cannot give debiased CKA.")
-        return combine.linear_hsic(self._terms, debiased)
+        return combine.linear_hsic(view, debiased)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state to exactly ``path`` (an .npz archive, whatever the suffix) so that a
         long run can be resumed with :meth:`load`."""
-        if self._terms is None:
+        view = self._view()
+        if view is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
-        arrays = {k: v for k, v in asdict(self._terms).items() if k != "norms"}
-        if self._terms.norms is not None:
-            arrays.update({f"norms_{k}": v for k, v in asdict(self._terms.norms).items()})
+        arrays = {k: v for k, v in asdict(view).items() if k != "norms"}
+        if view.norms is not None:
+            arrays.update({f"norms_{k}": v for k, v in asdict(view.norms).items()})
         with open(path, "wb") as f:  # np.savez(path) would append ".npz" to a bare name
             np.savez(f, format_version=_FORMAT_VERSION, debiased=self.debiased, **arrays)
 
@@ -167,19 +208,27 @@ class LinearCKAState:
         return state
 
     def __repr__(self) -> str:
-        if self._terms is None:
+        widths = self._widths()
+        if widths is None:
             seen = "no samples yet"
         else:
-            seen = f"n={self.n}, p_x={self._terms.sum_x.size}, p_y={self._terms.sum_y.size}"
+            seen = f"n={self.n}, p_x={widths[0]}, p_y={widths[1]}"
         return (f"LinearCKAState({seen}, debiased={self.debiased}, backend={self.backend!r}, "
                 f"precision={self.precision!r})")
 
     def _check_widths(self, p1: int, p2: int) -> None:
-        if self._terms is not None and (self._terms.sum_x.size, self._terms.sum_y.size) != (p1, p2):
+        widths = self._widths()
+        if widths is not None and widths != (p1, p2):
             raise ValueError(
-                f"batch widths must match earlier batches: expected x with {self._terms.sum_x.size} "
-                f"and y with {self._terms.sum_y.size} features; got {p1} and {p2}."
+                f"batch widths must match earlier batches: expected x with {widths[0]} "
+                f"and y with {widths[1]} features; got {p1} and {p2}."
             )
+
+    def _widths(self) -> tuple[int, int] | None:
+        for t in (self._terms, self._acc):
+            if t is not None:
+                return t.sum_x.size, t.sum_y.size
+        return None
 
 
 def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:

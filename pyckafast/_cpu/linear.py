@@ -13,7 +13,7 @@ from .._core.terms import KernelTerms, LinearTerms
 from .._core.validation import check_finite_sums
 
 __all__ = [
-    "default_chunk_rows", "block_terms", "feature_terms", "row_frame", "first_chunk_mean",
+    "default_chunk_rows", "Accumulator", "accumulate", "block_terms", "feature_terms", "row_frame", "first_chunk_mean",
     "power_of_two_scale",
     "sample_terms",
 ]
@@ -27,18 +27,28 @@ def default_chunk_rows(p1: int, p2: int, itemsize: int) -> int:
     return int(np.clip(_CHUNK_BYTES // (itemsize * max(p1, p2)), 256, 1 << 16))
 
 
-class _Accumulator:
-    """Running float64 sums of chunks that share one shift: in-place adds, no reshift."""
+class Accumulator:
+    """Running float64 sums of chunks presented in one frame (rows * scale - shift): in-place
+    adds into buffers allocated once, so a stream of small batches costs its GEMMs, not p x p
+    allocations."""
 
-    def __init__(self, p1: int, p2: int, dtype: np.dtype, input_dtype: np.dtype):
+    def __init__(self, p1: int, p2: int, dtype: np.dtype, input_dtype: np.dtype,
+                 shift_x: np.ndarray, shift_y: np.ndarray, scale: tuple[float, float]):
         self.n = 0
+        self.dtype = np.dtype(dtype)
+        self.shift_x, self.shift_y, self.scale = shift_x, shift_y, scale
         self.sum_x, self.sum_y = np.zeros(p1), np.zeros(p2)
         self.xx, self.yy, self.xy = np.zeros((p1, p1)), np.zeros((p2, p2)), np.zeros((p1, p2))
         self.norms = None
         self.eps = float(np.finfo(input_dtype).eps)  # sets the zero-variance threshold
-        # GEMM results land here in the input dtype before the float64 add.
+        # GEMM results land here in the GEMM dtype before the float64 add.
         self._gx, self._gy = np.empty((p1, p1), dtype), np.empty((p2, p2), dtype)
         self._gxy = np.empty((p1, p2), dtype)
+
+    def takes(self, dtype: np.dtype, scale: tuple[float, float], p1: int, p2: int) -> bool:
+        """Whether chunks of this GEMM dtype, scale and width can be added in place."""
+        return (self.dtype == dtype and self.scale == scale
+                and (self.sum_x.size, self.sum_y.size) == (p1, p2))
 
     def add(self, bx: np.ndarray, by: np.ndarray, sum_x, sum_y, norms) -> None:
         self.n += bx.shape[0]
@@ -51,12 +61,13 @@ class _Accumulator:
         if norms is not None:
             self.norms = norms if self.norms is None else self.norms + norms
 
-    def terms(self, shift_x: np.ndarray, shift_y: np.ndarray,
-              scale: tuple[float, float]) -> LinearTerms:
+    def terms(self, *, copy: bool = False) -> LinearTerms:
+        """The sums so far (views of the running buffers unless ``copy``)."""
+        own = (lambda a: a.copy()) if copy else (lambda a: a)
         return LinearTerms(
-            n=self.n, shift_x=shift_x, shift_y=shift_y, sum_x=self.sum_x, sum_y=self.sum_y,
-            xx=self.xx, yy=self.yy, xy=self.xy, norms=self.norms, eps=self.eps,
-            scale_x=scale[0], scale_y=scale[1],
+            n=self.n, shift_x=self.shift_x, shift_y=self.shift_y, sum_x=own(self.sum_x),
+            sum_y=own(self.sum_y), xx=own(self.xx), yy=own(self.yy), xy=own(self.xy),
+            norms=self.norms, eps=self.eps, scale_x=self.scale[0], scale_y=self.scale[1],
         )
 
 
@@ -66,52 +77,68 @@ def block_terms(
     spread: tuple[float, float] = (math.inf, math.inf),
 ) -> LinearTerms:
     """Exact terms of all rows of x and y, multiplied by the powers of two ``scale`` and shifted
-    by (shift_x, shift_y) (in scaled units), ``rows`` at a time.
+    by (shift_x, shift_y) (in scaled units), ``rows`` at a time (see :func:`accumulate`)."""
+    wide = np.promote_types(x.dtype, y.dtype)
+    acc = Accumulator(x.shape[1], y.shape[1], ops.gemm_dtype(wide), wide, shift_x, shift_y, scale)
+    parts = accumulate(x, y, acc, ops, debiased, rows, start=start, spread=spread)
+    terms = acc.terms()
+    for part in parts:
+        terms = part if terms.n == 0 else terms.merge(part)
+    return terms
+
+
+def accumulate(
+    x: np.ndarray, y: np.ndarray, acc: Accumulator, ops, debiased: bool, rows: int, *,
+    start: int = 0, spread: tuple[float, float] = (math.inf, math.inf),
+) -> list[LinearTerms]:
+    """Add the rows of x and y, ``rows`` at a time, into ``acc`` (in its frame).
 
     A chunk whose mean lies farther than ``spread`` (the data's spread, scaled units) from the
-    shift is shifted by its own mean instead, and its terms are merged exactly at the end: the
+    frame's shift is shifted by its own mean instead and accumulated apart (with the chunks that
+    follow it, while they stay near); those parts are returned, to be merged exactly. So the
     GEMMs, in the input dtype, always see data near 0, whatever the order of the rows.
     ``ops`` is a backend module with ``linear_moments`` and ``gemm_dtype``. Memory beyond the
-    inputs: two chunk buffers and the p x p sums (and a scaled copy of the chunk when a scale is
-    not 1, i.e. only for data of extreme magnitude). ``start`` offsets row numbers in errors.
+    inputs: two chunk buffers (and a scaled copy of the chunk when a scale is not 1, i.e. only
+    for data of extreme magnitude). ``start`` offsets row numbers in errors.
     """
     n, p1, p2 = x.shape[0], x.shape[1], y.shape[1]
     wide = np.promote_types(x.dtype, y.dtype)
-    dtype = ops.gemm_dtype(wide)
-    bufx, bufy = np.empty((min(rows, n), p1), dtype), np.empty((min(rows, n), p2), dtype)
-    acc, done = _Accumulator(p1, p2, dtype, wide), []
+    acc.eps = max(acc.eps, float(np.finfo(wide).eps))
+    bufx, bufy = np.empty((min(rows, n), p1), acc.dtype), np.empty((min(rows, n), p2), acc.dtype)
+    current, parts = acc, []
     for lo in range(0, n, rows):
         hi = min(lo + rows, n)
         cx, cy = x[lo:hi], y[lo:hi]
         if cx.dtype != cy.dtype:  # kernels take one dtype: upcast this chunk of the narrower side
             cx, cy = cx.astype(wide, copy=False), cy.astype(wide, copy=False)
-        cx, cy = _scaled(cx, scale[0]), _scaled(cy, scale[1])
+        cx, cy = _scaled(cx, acc.scale[0]), _scaled(cy, acc.scale[1])
         bx, by = bufx[: hi - lo], bufy[: hi - lo]
-        sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
-        check_finite_sums(sum_x, "x", start + lo, start + hi)
-        check_finite_sums(sum_y, "y", start + lo, start + hi)
-        if _far(sum_x, hi - lo, spread[0]) or _far(sum_y, hi - lo, spread[1]):
-            if acc.n:
-                done.append(acc.terms(shift_x, shift_y, scale))
-                acc = _Accumulator(p1, p2, dtype, wide)
-            shift_x = _rounded_shift(shift_x + sum_x / (hi - lo), cx.dtype)
-            shift_y = _rounded_shift(shift_y + sum_y / (hi - lo), cy.dtype)
-            sum_x, sum_y, norms = ops.linear_moments(cx, cy, shift_x, shift_y, bx, by, debiased)
-        acc.add(bx, by, sum_x, sum_y, norms)
-    terms = acc.terms(shift_x, shift_y, scale)
-    for part in done:
-        terms = terms.merge(part)
-    return terms
-
-
-def _far(shifted_sum: np.ndarray, rows: int, spread: float) -> bool:
-    """Whether a chunk's mean (shift + sum / rows) is farther than ``spread`` from the shift."""
-    return float(np.max(np.abs(shifted_sum))) > spread * rows
+        moments = ops.linear_moments(cx, cy, current.shift_x, current.shift_y, bx, by, debiased)
+        check_finite_sums(moments[0], "x", start + lo, start + hi)
+        check_finite_sums(moments[1], "y", start + lo, start + hi)
+        if _far(moments[0], hi - lo, spread[0]) or _far(moments[1], hi - lo, spread[1]):
+            if current is not acc:
+                parts.append(current.terms())
+            current = Accumulator(p1, p2, acc.dtype, wide,
+                                  _rounded_shift(current.shift_x + moments[0] / (hi - lo), cx.dtype),
+                                  _rounded_shift(current.shift_y + moments[1] / (hi - lo), cy.dtype),
+                                  acc.scale)
+            moments = ops.linear_moments(cx, cy, current.shift_x, current.shift_y, bx, by,
+                                         debiased)
+        current.add(bx, by, *moments)
+    if current is not acc:
+        parts.append(current.terms())
+    return parts
 
 
 def _scaled(chunk: np.ndarray, scale: float) -> np.ndarray:
     # A power of two: the product is exact (Python float scalars keep the chunk's dtype).
     return chunk if scale == 1.0 else np.multiply(chunk, scale)
+
+
+def _far(shifted_sum: np.ndarray, rows: int, spread: float) -> bool:
+    """Whether a chunk's mean (shift + sum / rows) is farther than ``spread`` from the shift."""
+    return float(np.max(np.abs(shifted_sum))) > spread * rows
 
 
 def feature_terms(
