@@ -7,6 +7,7 @@ CKA/HSIC variant. ``import pyckafast`` never imports cupy, torch or dask.
 
 from ._core.dispatch import BackendUnavailable
 from ._config import show_config
+from ._core.threads import get_num_threads, set_num_threads, threads
 from .cka_matrix import cka_matrix
 from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
@@ -22,6 +23,7 @@ __all__ = [
     "LinearCKAState",
     "cka",
     "cka_matrix",
+    "get_num_threads",
     "hsic",
     "linear_cka",
     "linear_hsic",
@@ -29,9 +31,11 @@ __all__ = [
     "minibatch_cka",
     "rbf_cka",
     "rbf_hsic",
+    "set_num_threads",
     "robustness",
     "show_config",
     "stream_npy",
     "theory",
+    "threads",
     "transforms",
 ]

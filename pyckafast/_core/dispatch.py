@@ -15,7 +15,7 @@ from functools import lru_cache
 from types import ModuleType
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends",
-           "rbf_fused", "fused_median_passes", "prefer_samples"]
+           "rbf_fused", "fused_median_passes", "prefer_samples", "linear_workers"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -123,3 +123,23 @@ def prefer_samples(n: int, p1: int, p2: int) -> bool:
     feature_cost = n * (p1 * p1 + p2 * p2 + p1 * p2)
     sample_cost = n * n * (p1 + p2 + 3)
     return n <= MAX_SAMPLE_N and sample_cost < feature_cost
+
+
+# Per-worker float64 sums and GEMM scratch that a chunk-parallel linear pass may hold in all.
+_WORKER_SUMS_BYTES = 256 * 2**20
+
+
+def linear_workers(ops: ModuleType, n: int, p1: int, p2: int, rows: int, itemsize: int,
+                   threads: int) -> int:
+    """Worker threads of a chunked linear pass: each takes whole chunks into its own sums.
+
+    1 (one chunk at a time, BLAS multithreaded) when only one thread is allowed, when the
+    backend's kernels may not run from several threads at once (``CHUNK_PARALLEL``; Numba's
+    threading layer is not re-entrant), when there are too few chunks, or when per-worker p x p
+    sums would hold too much memory (large p: one set of sums, BLAS threads instead).
+    """
+    if threads < 2 or not getattr(ops, "CHUNK_PARALLEL", False):
+        return 1
+    chunks = -(-n // rows)
+    per_worker = (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize)
+    return max(1, min(threads, chunks // 2, _WORKER_SUMS_BYTES // max(1, per_worker)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from .._core import dispatch
 from .._core.combine import is_zero_variance
 from .._core.terms import KernelTerms, LinearTerms
+from .._core.threads import get_num_threads, single_threaded_blas
 from .._core.validation import check_finite_sums
 
 __all__ = [
@@ -74,16 +77,34 @@ class Accumulator:
 def block_terms(
     x: np.ndarray, y: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, ops,
     debiased: bool, rows: int, start: int = 0, scale: tuple[float, float] = (1.0, 1.0),
-    spread: tuple[float, float] = (math.inf, math.inf),
+    spread: tuple[float, float] = (math.inf, math.inf), workers: int = 1,
 ) -> LinearTerms:
     """Exact terms of all rows of x and y, multiplied by the powers of two ``scale`` and shifted
-    by (shift_x, shift_y) (in scaled units), ``rows`` at a time (see :func:`accumulate`)."""
+    by (shift_x, shift_y) (in scaled units), ``rows`` at a time (see :func:`accumulate`).
+
+    ``workers > 1``: chunk-parallel. Each worker thread takes whole chunks (shift pass, then
+    single-threaded GEMMs into its own float64 sums) and the sums merge at the end: no barrier
+    per GEMM and no BLAS thread pool spinning while another process holds a core, and one
+    worker's memory-bound shift pass overlaps another's GEMMs.
+    """
     wide = np.promote_types(x.dtype, y.dtype)
-    acc = Accumulator(x.shape[1], y.shape[1], ops.gemm_dtype(wide), wide, shift_x, shift_y, scale)
-    parts = accumulate(x, y, acc, ops, debiased, rows, start=start, spread=spread)
-    terms = acc.terms()
-    for part in parts:
-        terms = part if terms.n == 0 else terms.merge(part)
+
+    def new_accumulator() -> Accumulator:
+        return Accumulator(x.shape[1], y.shape[1], ops.gemm_dtype(wide), wide, shift_x, shift_y,
+                           scale)
+
+    feeders = [_Feeder(new_accumulator(), ops, debiased, min(rows, x.shape[0]), spread, wide)
+               for _ in range(max(1, workers))]
+    chunks = [(lo, min(lo + rows, x.shape[0])) for lo in range(0, x.shape[0], rows)]
+    if len(feeders) == 1:
+        for lo, hi in chunks:
+            feeders[0].add(x, y, lo, hi, start)
+    else:
+        _run_parallel(feeders, chunks, x, y, start)
+    terms = feeders[0].acc.terms()
+    for part in [f.acc.terms() for f in feeders[1:]] + [p for f in feeders for p in f.finish()]:
+        if part.n:
+            terms = part if terms.n == 0 else terms.merge(part)
     return terms
 
 
@@ -101,34 +122,76 @@ def accumulate(
     inputs: two chunk buffers (and a scaled copy of the chunk when a scale is not 1, i.e. only
     for data of extreme magnitude). ``start`` offsets row numbers in errors.
     """
-    n, p1, p2 = x.shape[0], x.shape[1], y.shape[1]
-    wide = np.promote_types(x.dtype, y.dtype)
-    acc.eps = max(acc.eps, float(np.finfo(wide).eps))
-    bufx, bufy = np.empty((min(rows, n), p1), acc.dtype), np.empty((min(rows, n), p2), acc.dtype)
-    current, parts = acc, []
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
+    feeder = _Feeder(acc, ops, debiased, min(rows, x.shape[0]), spread,
+                     np.promote_types(x.dtype, y.dtype))
+    for lo in range(0, x.shape[0], rows):
+        feeder.add(x, y, lo, min(lo + rows, x.shape[0]), start)
+    return feeder.finish()
+
+
+class _Feeder:
+    """Adds chunks to one accumulator through its own chunk buffers (see :func:`accumulate`)."""
+
+    def __init__(self, acc: Accumulator, ops, debiased: bool, rows: int,
+                 spread: tuple[float, float], wide: np.dtype):
+        self.acc, self.current, self.parts = acc, acc, []
+        self.ops, self.debiased, self.spread, self.wide = ops, debiased, spread, wide
+        acc.eps = max(acc.eps, float(np.finfo(wide).eps))
+        self.bufx = np.empty((rows, acc.sum_x.size), acc.dtype)
+        self.bufy = np.empty((rows, acc.sum_y.size), acc.dtype)
+
+    def add(self, x: np.ndarray, y: np.ndarray, lo: int, hi: int, start: int) -> None:
         cx, cy = x[lo:hi], y[lo:hi]
         if cx.dtype != cy.dtype:  # kernels take one dtype: upcast this chunk of the narrower side
-            cx, cy = cx.astype(wide, copy=False), cy.astype(wide, copy=False)
-        cx, cy = _scaled(cx, acc.scale[0]), _scaled(cy, acc.scale[1])
-        bx, by = bufx[: hi - lo], bufy[: hi - lo]
-        moments = ops.linear_moments(cx, cy, current.shift_x, current.shift_y, bx, by, debiased)
+            cx, cy = cx.astype(self.wide, copy=False), cy.astype(self.wide, copy=False)
+        cx, cy = _scaled(cx, self.acc.scale[0]), _scaled(cy, self.acc.scale[1])
+        bx, by = self.bufx[: hi - lo], self.bufy[: hi - lo]
+        moments = self._moments(cx, cy, bx, by)
         check_finite_sums(moments[0], "x", start + lo, start + hi)
         check_finite_sums(moments[1], "y", start + lo, start + hi)
-        if _far(moments[0], hi - lo, spread[0]) or _far(moments[1], hi - lo, spread[1]):
-            if current is not acc:
-                parts.append(current.terms())
-            current = Accumulator(p1, p2, acc.dtype, wide,
-                                  _rounded_shift(current.shift_x + moments[0] / (hi - lo), cx.dtype),
-                                  _rounded_shift(current.shift_y + moments[1] / (hi - lo), cy.dtype),
-                                  acc.scale)
-            moments = ops.linear_moments(cx, cy, current.shift_x, current.shift_y, bx, by,
-                                         debiased)
-        current.add(bx, by, *moments)
-    if current is not acc:
-        parts.append(current.terms())
-    return parts
+        if _far(moments[0], hi - lo, self.spread[0]) or _far(moments[1], hi - lo, self.spread[1]):
+            self._restart(moments, hi - lo, cx.dtype)
+            moments = self._moments(cx, cy, bx, by)
+        self.current.add(bx, by, *moments)
+
+    def finish(self) -> list[LinearTerms]:
+        """The terms of the chunks accumulated apart from ``acc``."""
+        if self.current is not self.acc:
+            self.parts.append(self.current.terms())
+            self.current = self.acc
+        return self.parts
+
+    def _moments(self, cx, cy, bx, by):
+        return self.ops.linear_moments(cx, cy, self.current.shift_x, self.current.shift_y, bx, by,
+                                       self.debiased)
+
+    def _restart(self, moments, rows: int, dtype: np.dtype) -> None:
+        """Continue in a new frame at this chunk's own mean."""
+        if self.current is not self.acc:
+            self.parts.append(self.current.terms())
+        c = self.current
+        self.current = Accumulator(c.sum_x.size, c.sum_y.size, c.dtype, self.wide,
+                                   _rounded_shift(c.shift_x + moments[0] / rows, dtype),
+                                   _rounded_shift(c.shift_y + moments[1] / rows, dtype), c.scale)
+
+
+def _run_parallel(feeders: list[_Feeder], chunks: list[tuple[int, int]], x, y,
+                  start: int) -> None:
+    """Each feeder's thread takes the next chunk until none is left (a busy core just takes
+    fewer chunks); BLAS runs single-threaded meanwhile, the threads are the parallelism."""
+    lock, todo = threading.Lock(), iter(chunks)
+
+    def work(feeder: _Feeder) -> None:
+        while True:
+            with lock:
+                chunk = next(todo, None)
+            if chunk is None:
+                return
+            feeder.add(x, y, *chunk, start)
+
+    with single_threaded_blas(), ThreadPoolExecutor(len(feeders)) as pool:
+        for future in [pool.submit(work, f) for f in feeders]:
+            future.result()  # re-raises a worker's error (e.g. a NaN found in its chunk)
 
 
 def _scaled(chunk: np.ndarray, scale: float) -> np.ndarray:
@@ -151,8 +214,10 @@ def feature_terms(
     if shift is not None:  # an explicit shift is in the data's own units: no scaling
         return block_terms(x, y, *shift, ops, debiased, rows)
     fx, fy = row_frame(x, rows), row_frame(y, rows)
+    workers = dispatch.linear_workers(ops, x.shape[0], x.shape[1], y.shape[1], rows,
+                                      max(x.itemsize, y.itemsize), get_num_threads())
     return block_terms(x, y, fx.shift, fy.shift, ops, debiased, rows, scale=(fx.scale, fy.scale),
-                       spread=(fx.spread, fy.spread))
+                       spread=(fx.spread, fy.spread), workers=workers)
 
 
 # Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it

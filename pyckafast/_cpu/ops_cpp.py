@@ -25,6 +25,11 @@ def unusable_reason() -> str | None:
     return _IMPORT_ERROR
 
 
+# The kernels release the GIL and keep no shared state: chunk-parallel passes may call them
+# from several threads at once.
+CHUNK_PARALLEL = True
+
+
 def gemm_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(dtype)
 

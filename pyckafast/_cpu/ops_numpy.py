@@ -9,6 +9,11 @@ from .._core.terms import RowNormTerms
 GEMM_DTYPE = np.float64  # this backend upcasts every chunk; its GEMMs run in float64
 
 
+# The kernels release the GIL and keep no shared state: chunk-parallel passes may call them
+# from several threads at once.
+CHUNK_PARALLEL = True
+
+
 def gemm_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(GEMM_DTYPE)
 
