@@ -19,13 +19,13 @@ __all__ = ["source_root", "launch", "launches", "loaded_modules", "NAME_EXPRESSI
 
 # Kernels each source file provides, as CuPy name expressions (template instantiations).
 NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
-    "linear_moments.cu": (
+    "linear_moments_cuda.cu": (
         "pcf_shift_columns<float>", "pcf_shift_columns<double>",
         "pcf_row_norms<float>", "pcf_row_norms<double>",
         "pcf_weighted_columns<float>", "pcf_weighted_columns<double>",
         "pcf_norm_scalars",
     ),
-    "rbf_tiles.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
+    "rbf_pairs_cuda.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
 }
 
 _MODULES: dict[tuple[int, str], object] = {}  # (device id, source) -> cupy.RawModule
@@ -36,11 +36,11 @@ def source_root() -> Path:
     """The directory holding ``common/`` and ``cuda/``: the installed copy, else the checkout's."""
     here = Path(__file__).resolve().parent
     for root in (here / "_csrc", here.parent / "csrc"):
-        if (root / "cuda" / "linear_moments.cu").is_file():
+        if (root / "cuda" / "linear_moments_cuda.cu").is_file():
             return root
     raise FileNotFoundError(
         f"the CUDA kernel sources are missing: neither {here / '_csrc'} (installed package) nor "
-        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments.cu; reinstall pyckafast."
+        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments_cuda.cu; reinstall pyckafast."
     )
 
 

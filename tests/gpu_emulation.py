@@ -1,6 +1,6 @@
 """A NumPy engine with the interface of pyckafast._gpu_engine.CudaEngine, for CI (no GPU).
 
-Its linear kernels are the C++ host twin of csrc/cuda/linear_moments.cu (the same loops of
+Its linear kernels are the C++ host twin of csrc/cuda/linear_moments_cuda.cu (the same loops of
 csrc/common/linear_rows.h in the kernels' decomposition); its Grams fill one triangle, as cuBLAS
 SYRK does; its RBF pair is a float64 reference of the tile kernel's contract. The GPU drivers
 (_gpu_linear, _gpu_rbf) run on it unchanged, staging path and out-of-memory retries included.

@@ -94,7 +94,7 @@ _ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the com
 @pytest.mark.parametrize("slab", [1, 3, 64, 10_000])
 @pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
 def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
-    """The CUDA kernels' loops (csrc/cpu/linear_columns.cpp) against float64 NumPy."""
+    """The CUDA kernels' loops (csrc/cpu/linear_moments_twin.cpp) against float64 NumPy."""
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(157, 13)) * 3 + 1e3).astype(dtype)
     y = (rng.normal(size=(157, 5)) - 40).astype(dtype)

@@ -107,7 +107,7 @@ def test_block_pair_contract(data, backend):
 
 
 def test_expm1_kernel_accuracy():
-    """The branch-free expm1 of rbf_tile.h (through the C++ and Numba tiles) against np.expm1."""
+    """The branch-free expm1 of rbf_pair.h (through the C++ and Numba tiles) against np.expm1."""
     d2 = np.concatenate([[0.0], np.geomspace(1e-12, 800.0, 4000)])
     g = np.zeros((1, d2.size))
     for name in ("cpp", "numba"):

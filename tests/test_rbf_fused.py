@@ -1,4 +1,4 @@
-"""The C++ fused RBF pass (csrc/cpu/rbf_fused.cpp) against float64 brute force, on every
+"""The C++ fused RBF pass (csrc/cpu/rbf_pairs_cpu.cpp) against float64 brute force, on every
 instruction set this CPU runs (the generic build is the one a machine without AVX would get), and
 the BLAS-tile path of the same extension against it."""
 
@@ -127,7 +127,7 @@ def test_strided_and_fortran_rows():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vector_lanes", [False, True])
 def test_expm1_lanes(simd, dtype, vector_lanes):
-    """The shared expm1 of rbf_tile.h on scalar and vector lanes against np.expm1 (float64)."""
+    """The shared expm1 of rbf_pair.h on scalar and vector lanes against np.expm1 (float64)."""
     x = -np.concatenate([[0.0], np.geomspace(1e-30, 1e3, 5001)]).astype(dtype)
     got = getattr(_ext, "expm1_neg" + SUFFIX[dtype])(x, vector_lanes, simd)
     want = np.expm1(x.astype(float))

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "linear_moments.h"
+#include "linear_moments_cpu.h"
 
 namespace pcf_bind {
 

@@ -1,4 +1,4 @@
-// pybind11 bindings of the fused RBF pass (rbf_fused.h). Argument checks name the argument.
+// pybind11 bindings of the fused RBF pass (rbf_pairs_cpu.h). Argument checks name the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -6,8 +6,8 @@
 #include <string>
 
 #include "bind_util.h"
-#include "pair_distances.h"
-#include "rbf_fused.h"
+#include "d2_pass_cpu.h"
+#include "rbf_pairs_cpu.h"
 
 namespace py = pybind11;
 

@@ -1,7 +1,7 @@
 """Numba kernels of the RBF pass: the fused exp + float64 sums of a tile, and the distance
 histograms of the exact median bandwidth.
 
-The exp is the branch-free expm1 of csrc/common/rbf_tile.h (round-to-nearest shifter, Taylor
+The exp is the branch-free expm1 of csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor
 polynomial, 2^k from integer bits) written as three short loops over a row buffer, so that LLVM
 vectorises each of them (``math.expm1`` would be a scalar libm call per entry). Rows are split
 into fixed chunks of 64 with their own column partials, reduced in chunk order: the result does

@@ -1,13 +1,13 @@
-// Fused RBF-HSIC pass on the CPU: the host counterpart of csrc/cuda/rbf_tiles.cu.
+// Fused RBF-HSIC pass on the CPU: the host counterpart of csrc/cuda/rbf_pairs_cuda.cu.
 //
 // Dot products are computed in registers by a small register-tiled GEMM (MR rows x 2 vectors of
 // columns), turned into E = K - 1 and F = L - 1 by the shared per-pair math of
-// csrc/common/rbf_tile.h on vector lanes, and accumulated in double. No dot-product tile is
+// csrc/common/rbf_pair.h on vector lanes, and accumulated in double. No dot-product tile is
 // written to memory and no BLAS call is made: the pass is one loop nest per block pair.
 #pragma once
 #include <cstdint>
 
-#include "linear_moments.h"  // View2D
+#include "parallel.h"  // View2D
 #include "simd.h"
 
 namespace pcf {

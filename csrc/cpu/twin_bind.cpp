@@ -1,6 +1,6 @@
-// Python bindings of the host twin of the CUDA moment kernels (linear_moments_columns_f32/f64).
-// Kept out of module.cpp: these exist to test the CUDA kernels' loops in CI and to emulate the
-// GPU driver on the CPU, not as a backend.
+// Python bindings of the host twins of the CUDA kernels (linear_moments_twin.cpp:
+// linear_moments_columns_f32/f64). Kept out of module.cpp: these exist to test the CUDA kernels'
+// loops in CI and to emulate the GPU driver on the CPU, not as backends.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "bind_util.h"
-#include "linear_columns.h"
+#include "linear_moments_twin.h"
 
 namespace py = pybind11;
 
@@ -45,7 +45,7 @@ py::tuple columns(const py::array& x, const py::array& y,
 
 }  // namespace
 
-void bind_linear_columns(py::module_& m) {
+void bind_twins(py::module_& m) {
   m.def("linear_moments_columns_f32", &columns<float>, py::arg("x"), py::arg("y"),
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"), py::arg("slab"));

@@ -2,7 +2,7 @@
 // sample pairs (i in block a, j in block b), computes the dot products x_i.x_j and y_i.y_j in
 // registers from shared-memory slices of the rows (a register-tiled GEMM, TM x TM pairs per
 // thread), turns them into E = expm1(-gamma_x d2x) = K - 1 and F = L - 1 with the per-pair math of
-// csrc/common/rbf_tile.h (rbf_entry: the same function the host kernel csrc/cpu/rbf_fused.cpp
+// csrc/common/rbf_pair.h (rbf_entry: the same function the host kernel csrc/cpu/rbf_pairs_cpu.cpp
 // runs), and accumulates in double: the pair sums E F, E^2, F^2 and the row sums of E and F. No
 // n x n (or tile-sized) matrix is ever written to memory.
 //
@@ -14,8 +14,8 @@
 //
 // Rows must be centred by one common shift (precision of |a|^2 + |b|^2 - 2 a.b); the squared
 // norms nx*, ny* are of the centred rows, rounded to T. Inputs are C-contiguous.
-#include "common/rbf_tile.h"
-#include "cuda/pcf_reduce.cuh"
+#include "common/rbf_pair.h"
+#include "cuda/reduce.cuh"
 
 namespace pcf {
 namespace rbf_cuda {

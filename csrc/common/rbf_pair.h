@@ -1,5 +1,5 @@
 // Per-pair math of the fused RBF-HSIC kernels, shared by the C++ host kernel
-// (csrc/cpu/rbf_fused.cpp, on GCC vector lanes) and the CUDA kernel (csrc/cuda/rbf_tiles.cu, one
+// (csrc/cpu/rbf_pairs_cpu.cpp, on GCC vector lanes) and the CUDA kernel (csrc/cuda/rbf_pairs_cuda.cu, one
 // scalar pair per thread). Compiles with g++, nvcc and NVRTC (no headers, no std:: calls).
 //
 // Both kernels compute the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in

@@ -1,4 +1,4 @@
-#include "pair_distances.h"
+#include "d2_pass_cpu.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "rbf_fused.h"
+#include "rbf_pairs_cpu.h"
 
 #include <algorithm>
 #include <cstdlib>
