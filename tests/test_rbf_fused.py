@@ -67,7 +67,7 @@ def test_two_sets_match_brute_force(simd, dtype, ma, mb, block):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, block", [(2, 1), (37, 10), (130, 64), (257, 2048), (100, 7)])
 def test_one_set_counts_each_pair_once_per_order(simd, dtype, n, block):
-    """same_set: only i < j is evaluated, the sums are over all ordered pairs, and the rows are
+    """same_block: only i < j is evaluated, the sums are over all ordered pairs, and the rows are
     centred by the given shift (a large mean, as activations have)."""
     rng = np.random.default_rng(n)
     x, y = _rows(rng, n, 9, dtype, mean=50.0), _rows(rng, n, 4, dtype, mean=-20.0)

@@ -1,8 +1,9 @@
-// Per-pair math of the fused RBF-HSIC kernels, shared by the C++ host kernel
-// (csrc/cpu/rbf_pairs_cpu.cpp, on GCC vector lanes) and the CUDA kernel (csrc/cuda/rbf_pairs_cuda.cu, one
-// scalar pair per thread). Compiles with g++, nvcc and NVRTC (no headers, no std:: calls).
+// The RBF per-pair body, written once for every fused RBF pass: the C++ host kernel
+// (csrc/cpu/rbf_pairs_cpu.cpp, on GCC vector lanes), the CUDA kernel (csrc/cuda/rbf_pairs_cuda.cu,
+// one scalar pair per thread) and the CUDA kernel's host twin (csrc/cpu/rbf_pairs_twin.cpp).
+// Compiles with g++, nvcc and NVRTC (no headers, no std:: calls).
 //
-// Both kernels compute the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in
+// Every kernel computes the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in
 // registers (input dtype T) from rows centred by one global shift, so that the expansion
 //   d2 = |x_i|^2 + |x_j|^2 - 2 x_i . x_j           (clamped at 0: rounding can make it < 0)
 // does not lose precision. Entries are accumulated as E = K - 1 = expm1(-gamma_x d2x) and
@@ -10,9 +11,15 @@
 // entry, the diagonal of K - 1 is exactly 0, and wide bandwidths (K close to 1) do not cancel.
 // E and F are evaluated in T; every sum is accumulated in double whatever T is.
 //
-// API (V = float or double, or a host vector of them):
+// One diagonal convention everywhere: a block paired with itself (same_block) evaluates only the
+// pairs i < j. Each stands for (i, j) and (j, i): its pair sums count twice (kMirrored) and its
+// column sums are the row sums of the j rows, scattered to them. E_ii = 0 is never evaluated.
+//
+// API (V = float or double, or a host vector of them; D = double or a host vector of doubles):
 //   rbf_expm1_neg(x)                         expm1(x) for x <= 0, branch-free (vectorises)
 //   rbf_entry(dot, norm_i, norm_j, gamma)    E for one pair (one pair per lane)
+//   keep_pair(e, i, j, ma, mb, same_block)   e, or 0 for a pair outside the blocks or not i < j
+//   accumulate_pair(e, f, row, col, sums)    one pair's E, F into its row, column and pair sums
 #pragma once
 #include "pcf_common.h"
 
@@ -55,8 +62,9 @@ PCF_HD int float_to_bits(float v) {
 // Lane types. The tile math below is written once for "lanes" V: a scalar (float, double: the CUDA
 // kernel, one pair per thread) or, on the host, a GCC vector of them (csrc/cpu/simd.h
 // specialises Lanes for those: the fused CPU kernel evaluates 8 or 16 pairs per instruction).
-// Lanes<V> gives the scalar type, the same-width integer type and the two operations that are not
-// plain arithmetic: bit reinterpretation and max against a scalar.
+// Lanes<V> gives the scalar type, the same-width integer type, the column-index type of a lane
+// and the operations that are not plain arithmetic: bit reinterpretation, max against a scalar
+// and select (keep a lane or zero it).
 template <typename V>
 struct Lanes;
 
@@ -64,6 +72,9 @@ template <>
 struct Lanes<float> {
   typedef float Scalar;
   typedef int Bits;
+  typedef long long Index;  // a column index per lane (keep_pair)
+  typedef long long IndexScalar;
+  static PCF_HD float select(bool keep, float v) { return keep ? v : 0.0f; }
   static PCF_HD Bits to_bits(float v) { return rbf_detail::float_to_bits(v); }
   static PCF_HD float from_bits(Bits b) { return rbf_detail::bits_to_float(b); }
   static PCF_HD float max(float a, float b) { return a > b ? a : b; }
@@ -73,6 +84,9 @@ template <>
 struct Lanes<double> {
   typedef double Scalar;
   typedef long long Bits;
+  typedef long long Index;
+  typedef long long IndexScalar;
+  static PCF_HD double select(bool keep, double v) { return keep ? v : 0.0; }
   static PCF_HD Bits to_bits(double v) { return rbf_detail::double_to_bits(v); }
   static PCF_HD double from_bits(Bits b) { return rbf_detail::bits_to_double(b); }
   static PCF_HD double max(double a, double b) { return a > b ? a : b; }
@@ -152,6 +166,40 @@ PCF_HD V rbf_entry(V dot, V norm_i, V norm_j, V gamma) {
   typedef typename Lanes<V>::Scalar S;
   const V d2 = Lanes<V>::max(norm_i + norm_j - (dot + dot), S(0));
   return rbf_expm1_neg(-gamma * d2);
+}
+
+// Each pair evaluated on or above the diagonal of a same-block pass stands for two ordered pairs.
+constexpr double kMirrored = 2.0;
+
+// e for a pair (i, j) -- j one column index per lane -- that the pass owns, 0 otherwise: pairs
+// past the ragged end of either block (ma rows of a, mb of b: the tile padding) and, for a
+// same-block pass, every pair with j <= i (the diagonal is E_ii = 0; j < i is the mirror).
+template <typename V>
+PCF_HD V keep_pair(V e, long long i, typename Lanes<V>::Index j, long long ma, long long mb,
+                   bool same_block) {
+  typedef typename Lanes<V>::IndexScalar I;
+  const I first = static_cast<I>(same_block ? i + 1 : 0);  // columns j >= first are kept
+  const I end = static_cast<I>(i < ma ? mb : 0);           // a padding row keeps none
+  return Lanes<V>::select((j >= first) & (j < end), e);
+}
+
+// The pair sums sum E F, sum E^2, sum F^2 (double, or double lanes D on the host).
+template <typename D>
+struct PairSums {
+  D kl, kk, ll;
+};
+
+// One pair's E and F (or one pair per lane), in double: into the row sums of its row i, the
+// column sums of its column j (the row sums of j under the mirror) and the pair sums.
+template <typename D>
+PCF_HD void accumulate_pair(D e, D f, D& row_k, D& row_l, D& col_k, D& col_l, PairSums<D>& s) {
+  row_k += e;
+  row_l += f;
+  col_k += e;
+  col_l += f;
+  s.kl += e * f;
+  s.kk += e * e;
+  s.ll += f * f;
 }
 
 }  // namespace pcf

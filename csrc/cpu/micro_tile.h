@@ -13,7 +13,7 @@ namespace pcf {
 // Work item geometry: rows [lo, hi) of set a against rows [lo, hi) of set b.
 struct Item {
   std::int64_t a_lo, a_hi, b_lo, b_hi;
-  bool diagonal;  // same set, same block: pairs i < j only
+  bool same_block;  // a paired with itself: pairs i < j only (rbf_pair.h's diagonal convention)
 };
 
 // The micro-kernel for one vector width: W lanes of T per vector, MR rows x NR = 2W columns per

@@ -58,14 +58,16 @@ template <typename T, typename B, int Bytes>
 struct VectorLanes {
   typedef typename Vec<T, Bytes>::type V;
   typedef T Scalar;
-  typedef B BitsScalar;
   typedef B Bits __attribute__((vector_size(Bytes)));
+  typedef Bits Index;  // lane c holds its pair's column index (keep_pair)
+  typedef B IndexScalar;
   static inline Bits to_bits(V v) { return reinterpret_cast<Bits>(v); }
   static inline V from_bits(Bits b) { return reinterpret_cast<V>(b); }
   static inline V max(V a, T b) {
     const V s = Vec<T, Bytes>::splat(b);
     return a > s ? a : s;
   }
+  static inline V select(Bits keep, V v) { return keep ? v : V{}; }
 };
 
 }  // namespace simd

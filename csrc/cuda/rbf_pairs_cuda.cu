@@ -1,63 +1,31 @@
 // Fused RBF-HSIC tile kernel (FlashAttention-like): one thread block takes a BM x BM tile of
 // sample pairs (i in block a, j in block b), computes the dot products x_i.x_j and y_i.y_j in
 // registers from shared-memory slices of the rows (a register-tiled GEMM, TM x TM pairs per
-// thread), turns them into E = expm1(-gamma_x d2x) = K - 1 and F = L - 1 with the per-pair math of
-// csrc/common/rbf_pair.h (rbf_entry: the same function the host kernel csrc/cpu/rbf_pairs_cpu.cpp
-// runs), and accumulates in double: the pair sums E F, E^2, F^2 and the row sums of E and F. No
-// n x n (or tile-sized) matrix is ever written to memory.
+// thread), turns them into E = expm1(-gamma_x d2x) = K - 1 and F = L - 1 and accumulates them in
+// double: the pair sums E F, E^2, F^2 and the row sums of E and F. No n x n (or tile-sized) matrix
+// is ever written to memory.
 //
-// Symmetry: when a and b are the same block of samples (same_block = 1) only tiles on or above
-// the diagonal run; an off-diagonal tile stands for itself and its mirror image (pair sums x2, its
-// column sums are the row sums of the b rows). A diagonal tile sums all its ordered pairs with
-// i != j (E_ii = 0 exactly, as for K - 1). When a and b are different blocks every tile runs and
-// counts twice: the caller runs each unordered block pair once.
+// The per-pair body (entry, mask, accumulator) is csrc/common/rbf_pair.h, the one the host kernel
+// csrc/cpu/rbf_pairs_cpu.cpp runs on vector lanes. The tile decomposition (tile sizes, thread
+// ownership, slices, slots, epilogue rows) is csrc/common/rbf_pairs_grid.h, shared with this
+// kernel's host twin csrc/cpu/rbf_pairs_twin.cpp: this file keeps only the barriers, shuffles and
+// atomics, which the twin emulates.
+//
+// Symmetry (rbf_pair.h's diagonal convention): every evaluated pair stands for itself and its
+// mirror image, so the pair sums count twice and the column sums of a tile are the row sums of its
+// b rows. When a and b are the same block (same_block = 1) only tiles on or above the diagonal run
+// and a diagonal tile evaluates only its pairs j > i. When a and b are different blocks every tile
+// runs: the caller runs each unordered block pair once.
 //
 // Rows must be centred by one common shift (precision of |a|^2 + |b|^2 - 2 a.b); the squared
 // norms nx*, ny* are of the centred rows, rounded to T. Inputs are C-contiguous.
-#include "common/rbf_pair.h"
+#include "common/rbf_pairs_grid.h"
 #include "cuda/reduce.cuh"
 
 namespace pcf {
 namespace rbf_cuda {
 
-constexpr int kThreads = 256;  // 16 x 16; thread (ty, tx) owns rows ty + 16 r and columns tx + 16 c
-constexpr int kSide = 16;
-constexpr int kBK = 8;         // depth of one shared-memory slice
-constexpr int kPad = 4;        // row padding of the transposed slices against bank conflicts
-constexpr int kWarps = kThreads / 32;
-
-// Shared memory of one block: double-buffered transposed slices of a and b, and the per-warp
-// column partials of the epilogue.
-template <typename T, int TM>
-struct Smem {
-  static constexpr int BM = kSide * TM;
-  T a[2][kBK][BM + kPad];
-  T b[2][kBK][BM + kPad];
-  double cols[2][kWarps][BM];
-  double scratch[32];
-};
-
-// Thread `tid`'s share of one slice [k0, k0 + kBK) of rows [r0, r0 + BM) of a C-contiguous
-// m x d matrix: LOADS elements (zero outside the matrix), depth fastest (coalesced reads).
-template <typename T, int BM, int LOADS>
-__device__ __forceinline__ void fetch(const T* __restrict__ src, long long m, long long d,
-                                      long long r0, long long k0, T (&out)[LOADS]) {
-#pragma unroll
-  for (int l = 0; l < LOADS; ++l) {
-    const int e = threadIdx.x + l * kThreads;
-    const long long row = r0 + e / kBK, k = k0 + e % kBK;
-    out[l] = (row < m && k < d) ? src[row * d + k] : T(0);
-  }
-}
-
-template <typename T, int BM, int LOADS>
-__device__ __forceinline__ void store(const T (&in)[LOADS], T (*slice)[BM + kPad]) {
-#pragma unroll
-  for (int l = 0; l < LOADS; ++l) {
-    const int e = threadIdx.x + l * kThreads;
-    slice[e % kBK][e / kBK] = in[l];
-  }
-}
+using namespace pcf::rbf_grid;
 
 // acc[r][c] = a_i . b_j for the thread's TM x TM pairs, i = i0 + ty + 16 r, j = j0 + tx + 16 c.
 // Double-buffered: the next slice is read from global memory while the current one is used, with
@@ -69,41 +37,29 @@ __device__ __forceinline__ void dot_tile(const T* __restrict__ a, long long ma,
                                          T (&acc)[TM][TM]) {
   constexpr int BM = kSide * TM;
   constexpr int LOADS = BM * kBK / kThreads;
-  const int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
+  const int tid = threadIdx.x, tx = thread_x(tid), ty = thread_y(tid);
 #pragma unroll
   for (int r = 0; r < TM; ++r)
 #pragma unroll
     for (int c = 0; c < TM; ++c) acc[r][c] = T(0);
   T pa[LOADS], pb[LOADS];
   __syncthreads();  // the previous user of the slices is done
-  fetch<T, BM, LOADS>(a, ma, d, i0, 0, pa);
-  fetch<T, BM, LOADS>(b, mb, d, j0, 0, pb);
-  store<T, BM, LOADS>(pa, sm.a[0]);
-  store<T, BM, LOADS>(pb, sm.b[0]);
+  fetch<T, BM, LOADS>(a, ma, d, i0, 0, tid, pa);
+  fetch<T, BM, LOADS>(b, mb, d, j0, 0, tid, pb);
+  store<T, BM, LOADS>(pa, sm.a[0], tid);
+  store<T, BM, LOADS>(pb, sm.b[0], tid);
   __syncthreads();
   int cur = 0;
   for (long long k0 = 0; k0 < d; k0 += kBK) {
     const bool more = k0 + kBK < d;
     if (more) {
-      fetch<T, BM, LOADS>(a, ma, d, i0, k0 + kBK, pa);
-      fetch<T, BM, LOADS>(b, mb, d, j0, k0 + kBK, pb);
+      fetch<T, BM, LOADS>(a, ma, d, i0, k0 + kBK, tid, pa);
+      fetch<T, BM, LOADS>(b, mb, d, j0, k0 + kBK, tid, pb);
     }
-#pragma unroll
-    for (int k = 0; k < kBK; ++k) {
-      T ra[TM], rb[TM];
-#pragma unroll
-      for (int t = 0; t < TM; ++t) {
-        ra[t] = sm.a[cur][k][ty + kSide * t];
-        rb[t] = sm.b[cur][k][tx + kSide * t];
-      }
-#pragma unroll
-      for (int r = 0; r < TM; ++r)
-#pragma unroll
-        for (int c = 0; c < TM; ++c) acc[r][c] += ra[r] * rb[c];
-    }
+    dot_slice<T, TM>(sm.a[cur], sm.b[cur], tx, ty, acc);
     if (more) {  // the other buffer was last read before the previous barrier
-      store<T, BM, LOADS>(pa, sm.a[cur ^ 1]);
-      store<T, BM, LOADS>(pb, sm.b[cur ^ 1]);
+      store<T, BM, LOADS>(pa, sm.a[cur ^ 1], tid);
+      store<T, BM, LOADS>(pb, sm.b[cur ^ 1], tid);
     }
     __syncthreads();
     cur ^= 1;
@@ -114,9 +70,9 @@ __device__ __forceinline__ void dot_tile(const T* __restrict__ a, long long ma,
 }  // namespace pcf
 
 // Grid: (ceil(mb / BM), ceil(ma / BM)) blocks of 256 threads, BM = 16 TM. Adds the row sums of E
-// and F for the a rows to row_k_a / row_l_a and, for mirrored tiles, for the b rows to row_k_b /
-// row_l_b (the same arrays as the a side when same_block). Pair sums go to sums[3 * slot + 0..2]
-// (s_kl, s_kk, s_ll) with slot = block index % nslots; the caller adds the slots up.
+// and F for the a rows to row_k_a / row_l_a and the column sums to row_k_b / row_l_b (the same
+// arrays as the a side when same_block). Pair sums, counted for both orders of every pair, go to
+// sums[3 * slot + 0..2] (s_kl, s_kk, s_ll) with slot = pair_slot(...); the caller adds the slots.
 template <typename T, int TM>
 __global__ void __launch_bounds__(256) pcf_rbf_tiles(
     const T* __restrict__ xa, const T* __restrict__ ya, const T* __restrict__ nxa,
@@ -124,82 +80,58 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
     const T* __restrict__ nxb, const T* __restrict__ nyb, long long mb, long long dx, long long dy,
     T gamma_x, T gamma_y, int same_block, double* row_k_a, double* row_l_a, double* row_k_b,
     double* row_l_b, double* sums, int nslots) {
-  using namespace pcf::rbf_cuda;
+  using namespace pcf::rbf_grid;
   constexpr int BM = kSide * TM;
-  if (same_block && blockIdx.x < blockIdx.y) return;  // below the diagonal: the mirror covers it
+  if (!tile_runs(blockIdx.x, blockIdx.y, same_block)) return;  // block-uniform, before any barrier
   __shared__ Smem<T, TM> sm;
-  const int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const long long i0 = static_cast<long long>(blockIdx.y) * BM;
-  const long long j0 = static_cast<long long>(blockIdx.x) * BM;
-  const bool diagonal_tile = same_block && blockIdx.x == blockIdx.y;
+  const int tid = threadIdx.x, tx = thread_x(tid), ty = thread_y(tid);
+  const int lane = tid % kWarpLanes, warp = tid / kWarpLanes;
+  const long long i0 = tile_origin<TM>(blockIdx.y), j0 = tile_origin<TM>(blockIdx.x);
+  const bool diagonal = diagonal_tile(blockIdx.x, blockIdx.y, same_block);
 
   T gx[TM][TM], gy[TM][TM];
-  dot_tile<T, TM>(xa, ma, xb, mb, dx, i0, j0, sm, gx);
-  dot_tile<T, TM>(ya, ma, yb, mb, dy, i0, j0, sm, gy);
+  pcf::rbf_cuda::dot_tile<T, TM>(xa, ma, xb, mb, dx, i0, j0, sm, gx);
+  pcf::rbf_cuda::dot_tile<T, TM>(ya, ma, yb, mb, dy, i0, j0, sm, gy);
 
   T nxj[TM], nyj[TM];
-#pragma unroll
-  for (int c = 0; c < TM; ++c) {
-    const long long j = j0 + tx + kSide * c;
-    nxj[c] = j < mb ? nxb[j] : T(0);
-    nyj[c] = j < mb ? nyb[j] : T(0);
-  }
-  double skl = 0.0, skk = 0.0, sll = 0.0;
+  column_norms<T, TM>(nxb, mb, j0, tx, nxj);
+  column_norms<T, TM>(nyb, mb, j0, tx, nyj);
+  const ThreadSide<T, TM> x{gx, nxj, nxa, gamma_x}, y{gy, nyj, nya, gamma_y};
+  pcf::PairSums<double> s{0.0, 0.0, 0.0};
   double ck[TM], cl[TM];
 #pragma unroll
   for (int c = 0; c < TM; ++c) ck[c] = cl[c] = 0.0;
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
-    const long long i = i0 + ty + kSide * r;
-    const bool row_ok = i < ma;
-    const T nxi = row_ok ? nxa[i] : T(0), nyi = row_ok ? nya[i] : T(0);
-    double rk = 0.0, rl = 0.0;
-#pragma unroll
-    for (int c = 0; c < TM; ++c) {
-      const long long j = j0 + tx + kSide * c;
-      const bool keep = row_ok && j < mb && !(diagonal_tile && i == j);
-      const double e = keep ? static_cast<double>(pcf::rbf_entry<T>(gx[r][c], nxi, nxj[c], gamma_x)) : 0.0;
-      const double f = keep ? static_cast<double>(pcf::rbf_entry<T>(gy[r][c], nyi, nyj[c], gamma_y)) : 0.0;
-      rk += e;
-      rl += f;
-      ck[c] += e;
-      cl[c] += f;
-      skl += e * f;
-      skk += e * e;
-      sll += f * f;
-    }
+    double rk, rl;
+    epilogue_row<T, TM>(r, x, y, i0, j0, tx, ty, ma, mb, diagonal, rk, rl, ck, cl, s);
     rk = pcf::group_sum(rk, kSide);  // the 16 lanes that share row i
     rl = pcf::group_sum(rl, kSide);
-    if (tx == 0 && row_ok) {
+    const long long i = i0 + ty + kSide * r;
+    if (tx == 0 && i < ma) {
       atomicAdd(row_k_a + i, rk);
       atomicAdd(row_l_a + i, rl);
     }
   }
-  if (!diagonal_tile) {  // column sums of the tile are row sums of the b rows (symmetry)
 #pragma unroll
-    for (int c = 0; c < TM; ++c) {
-      ck[c] += __shfl_xor_sync(pcf::kFullMask, ck[c], kSide);  // the two rows of threads in a warp
-      cl[c] += __shfl_xor_sync(pcf::kFullMask, cl[c], kSide);
-      if (lane < kSide) {
-        sm.cols[0][warp][tx + kSide * c] = ck[c];
-        sm.cols[1][warp][tx + kSide * c] = cl[c];
-      }
-    }
-    __syncthreads();
-    for (int t = threadIdx.x; t < 2 * BM; t += kThreads) {
-      const int side = t / BM, col = t % BM;
-      const long long j = j0 + col;
-      double s = 0.0;
-      for (int w = 0; w < kWarps; ++w) s += sm.cols[side][w][col];
-      if (j < mb) atomicAdd((side == 0 ? row_k_b : row_l_b) + j, s);
+  for (int c = 0; c < TM; ++c) {  // column sums are row sums of the b rows (the mirror)
+    ck[c] += __shfl_xor_sync(pcf::kFullMask, ck[c], kSide);  // the two rows of threads in a warp
+    cl[c] += __shfl_xor_sync(pcf::kFullMask, cl[c], kSide);
+    if (lane < kSide) {
+      sm.cols[0][warp][tx + kSide * c] = ck[c];
+      sm.cols[1][warp][tx + kSide * c] = cl[c];
     }
   }
-  const double weight = diagonal_tile ? 1.0 : 2.0;
-  const int slot = static_cast<int>((static_cast<long long>(blockIdx.y) * gridDim.x + blockIdx.x) % nslots);
-  pcf::block_sum_atomic(weight * skl, sm.scratch, sums + 3 * slot + 0);
-  pcf::block_sum_atomic(weight * skk, sm.scratch, sums + 3 * slot + 1);
-  pcf::block_sum_atomic(weight * sll, sm.scratch, sums + 3 * slot + 2);
+  __syncthreads();
+  for (int t = tid; t < 2 * BM; t += kThreads) {
+    const int side = t / BM, col = t % BM;
+    const long long j = j0 + col;
+    if (j < mb) atomicAdd((side == 0 ? row_k_b : row_l_b) + j, column_total(sm, side, col));
+  }
+  const int slot = pair_slot(blockIdx.x, blockIdx.y, gridDim.x, nslots);
+  pcf::block_sum_atomic(pcf::kMirrored * s.kl, sm.scratch, sums + 3 * slot + 0);
+  pcf::block_sum_atomic(pcf::kMirrored * s.kk, sm.scratch, sums + 3 * slot + 1);
+  pcf::block_sum_atomic(pcf::kMirrored * s.ll, sm.scratch, sums + 3 * slot + 2);
 }
 
 // Explicit instantiations (the offline nvcc check compiles them; CuPy finds the same ones through
