@@ -76,6 +76,28 @@ def test_source_root_finds_the_sources():
         assert (_cuda_kernels.source_root() / path.parent.name / path.name).is_file()
 
 
+@pytest.mark.parametrize("edited", ["common/rbf_pair.h", "common/pcf_common.h", "cuda/reduce.cuh",
+                                    "cuda/rbf_pairs_cuda.cu"])
+def test_a_source_edit_changes_the_kernel_cache_key(tmp_path, edited):
+    """CuPy keys its disk cache on the .cu text and the options only: every header must reach
+    the options, or an edited header would load a stale kernel."""
+    root = tmp_path / "csrc"
+    for sub in ("common", "cuda"):
+        shutil.copytree(CSRC / sub, root / sub)
+    before = _cuda_kernels.compile_options(root)
+    assert before == _cuda_kernels.compile_options(root)  # deterministic
+    assert any(o.startswith("-DPCF_SOURCE_HASH=") for o in before)
+    with open(root / edited, "a") as f:
+        f.write("\n// edited\n")
+    assert _cuda_kernels.compile_options(root) != before
+
+
+def test_the_shipped_sources_are_hashed():
+    options = _cuda_kernels.compile_options(CSRC)
+    assert f"-DPCF_SOURCE_HASH={_cuda_kernels.source_hash(CSRC)}" in options
+    assert f"-I{CSRC}" in options
+
+
 def test_wheel_contains_the_kernel_sources(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                           "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
