@@ -146,8 +146,11 @@ class CudaEngine:
 
     def rbf_pair(self, a, b, gamma_x: float, gamma_y: float, same_block: bool, row_k_a, row_l_a,
                  row_k_b, row_l_b, sums) -> None:
-        """Add the pair terms of centred blocks a, b (``_Block``s of device arrays) to the row
-        sums and to ``sums`` (shape (slots, 3)) with one launch of csrc/cuda/rbf_pairs_cuda.cu."""
+        """Add the pair terms of centred blocks a, b (``_Block``s of device arrays) with one
+        launch of csrc/cuda/rbf_pairs_cuda.cu: over its slots, ``sums`` (shape (slots, 3)) gains
+        s_kl, s_kk, s_ll of every ordered pair the block pair stands for (both orders of each
+        (i in a, j in b); every i != j of a block with itself), and the row sums of E, F go to
+        row_*_a and row_*_b (with ``same_block``, b is a and row_*_b must be row_*_a)."""
         dtype = np.dtype(a.x.dtype)
         tm = _RBF_TM[dtype]
         bm = 16 * tm

@@ -40,6 +40,24 @@ def test_compiles_to_ptx(source, arch, tmp_path):
         assert any(base in e for e in entries), f"{expression} not compiled in {source.name}"
 
 
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_rbf_kernels_do_not_spill(tmp_path):
+    """ptxas resource use of the RBF tile kernels (sm_90): a spill in the 255-register float
+    kernel costs a local-memory round trip per tile; guards the shared per-pair body's cost."""
+    run = subprocess.run([NVCC, "-std=c++17", "-cubin", "-arch=sm_90", "-Xptxas", "-v",
+                          f"-I{CSRC}", str(CSRC / "cuda" / "rbf_pairs_cuda.cu"),
+                          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    kernels = re.findall(r"Compiling entry function '(\w+)'.*?(\d+) bytes stack frame, (\d+) bytes "
+                         r"spill stores, (\d+) bytes spill loads.*?Used (\d+) registers",
+                         run.stdout + run.stderr, re.S)
+    assert {k[0].split("I")[1][0] for k in kernels} == {"f", "d"}, kernels  # both instantiations
+    for name, stack, stores, loads, registers in kernels:
+        assert (int(stack), int(stores), int(loads)) == (0, 0, 0), name
+        assert int(registers) <= 255, name
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ for the preprocessor check")
 @pytest.mark.parametrize("source", CU_FILES, ids=lambda p: p.name)
 def test_nvrtc_sees_no_host_headers(source):
