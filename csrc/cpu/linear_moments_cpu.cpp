@@ -9,7 +9,7 @@ namespace pcf {
 
 namespace {
 
-// One thread's partial sums; merged after the parallel loop so no atomics are needed.
+// One row block's partial sums; merged in block order after the parallel loop (no atomics).
 struct Partial {
   std::vector<double> sx, sy, qx, rx, qy, ry;
   double s[5] = {0, 0, 0, 0, 0};
