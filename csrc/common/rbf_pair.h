@@ -186,7 +186,9 @@ PCF_HD V rbf_entry(V dot, V norm_i, V norm_j, V gamma) {
   return rbf_expm1_neg(-gamma * d2);
 }
 
-// Each pair evaluated on or above the diagonal of a same-block pass stands for two ordered pairs.
+// The pair-sum weight of an evaluated pair (i, j) that also stands for (j, i): every pair i < j of
+// a same-block pass, and every pair of the CUDA kernel (its caller runs each unordered block
+// pair once).
 constexpr double kMirrored = 2.0;
 
 // e for a pair (i, j) -- j one column index per lane -- that the pass owns, 0 otherwise: pairs
