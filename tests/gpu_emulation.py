@@ -1,8 +1,9 @@
 """A NumPy engine with the interface of pyckafast._gpu.engine.CudaEngine, for CI (no GPU).
 
-Its linear kernels are the C++ host twin of csrc/cuda/linear_moments.cu (the same loops of
+Its linear kernels are the C++ host twin of csrc/cuda/linear_moments_cuda.cu (the same loops of
 csrc/common/linear_rows.h in the kernels' decomposition); its Grams fill one triangle, as cuBLAS
-SYRK does; its RBF pair is a float64 reference of the tile kernel's contract. The GPU drivers
+SYRK does; its RBF pair is the host twin of csrc/cuda/rbf_pairs_cuda.cu (the kernel's grid, block
+and thread loops run serially, csrc/cpu/rbf_pairs_twin.cpp). The GPU drivers
 (_gpu_linear, _gpu_rbf) run on it unchanged, staging path and out-of-memory retries included.
 """
 
@@ -89,23 +90,10 @@ class EmulatedEngine:
 
     def rbf_pair(self, a, b, gamma_x, gamma_y, same_block, row_k_a, row_l_a, row_k_b, row_l_b,
                  sums) -> None:
+        """One launch of the CUDA RBF kernel, run by its host twin (csrc/cpu/rbf_pairs_twin.cpp)."""
         self._count("rbf_pair")
         if self.oom_above_rows is not None and a.x.shape[0] > self.oom_above_rows:
             raise FakeOutOfMemory("emulated: block too large")
-
-        def entries(pa, pb, na, nb, gamma):
-            d2 = na[:, None].astype(float) + nb[None, :] - 2.0 * (pa.astype(float) @ pb.T.astype(float))
-            return np.expm1(-gamma * np.maximum(d2, 0.0))
-
-        e = entries(a.x, b.x, a.nx, b.nx, gamma_x)
-        f = entries(a.y, b.y, a.ny, b.ny, gamma_y)
-        if same_block:
-            np.fill_diagonal(e, 0.0)
-            np.fill_diagonal(f, 0.0)
-        weight = 1.0 if same_block else 2.0
-        sums[0] += weight * np.array([(e * f).sum(), (e * e).sum(), (f * f).sum()])
-        row_k_a += e.sum(axis=1)
-        row_l_a += f.sum(axis=1)
-        if not same_block:
-            row_k_b += e.sum(axis=0)
-            row_l_b += f.sum(axis=0)
+        twin = _ext.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _ext.rbf_pairs_twin_f64
+        twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, gamma_x, gamma_y, bool(same_block),
+             row_k_a, row_l_a, row_k_b, row_l_b, sums)

@@ -40,6 +40,24 @@ def test_compiles_to_ptx(source, arch, tmp_path):
         assert any(base in e for e in entries), f"{expression} not compiled in {source.name}"
 
 
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_rbf_kernels_do_not_spill(tmp_path):
+    """ptxas resource use of the RBF tile kernels (sm_90): a spill in the 255-register float
+    kernel costs a local-memory round trip per tile; guards the shared per-pair body's cost."""
+    run = subprocess.run([NVCC, "-std=c++17", "-cubin", "-arch=sm_90", "-Xptxas", "-v",
+                          f"-I{CSRC}", str(CSRC / "cuda" / "rbf_pairs_cuda.cu"),
+                          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    kernels = re.findall(r"Compiling entry function '(\w+)'.*?(\d+) bytes stack frame, (\d+) bytes "
+                         r"spill stores, (\d+) bytes spill loads.*?Used (\d+) registers",
+                         run.stdout + run.stderr, re.S)
+    assert {k[0].split("I")[1][0] for k in kernels} == {"f", "d"}, kernels  # both instantiations
+    for name, stack, stores, loads, registers in kernels:
+        assert (int(stack), int(stores), int(loads)) == (0, 0, 0), name
+        assert int(registers) <= 255, name
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ for the preprocessor check")
 @pytest.mark.parametrize("source", CU_FILES, ids=lambda p: p.name)
 def test_nvrtc_sees_no_host_headers(source):
@@ -76,6 +94,28 @@ def test_source_root_finds_the_sources():
         assert (_cuda_kernels.source_root() / path.parent.name / path.name).is_file()
 
 
+@pytest.mark.parametrize("edited", ["common/rbf_pair.h", "common/pcf_common.h", "cuda/reduce.cuh",
+                                    "cuda/rbf_pairs_cuda.cu"])
+def test_a_source_edit_changes_the_kernel_cache_key(tmp_path, edited):
+    """CuPy keys its disk cache on the .cu text and the options only: every header must reach
+    the options, or an edited header would load a stale kernel."""
+    root = tmp_path / "csrc"
+    for sub in ("common", "cuda"):
+        shutil.copytree(CSRC / sub, root / sub)
+    before = _cuda_kernels.compile_options(root)
+    assert before == _cuda_kernels.compile_options(root)  # deterministic
+    assert any(o.startswith("-DPCF_SOURCE_HASH=") for o in before)
+    with open(root / edited, "a") as f:
+        f.write("\n// edited\n")
+    assert _cuda_kernels.compile_options(root) != before
+
+
+def test_the_shipped_sources_are_hashed():
+    options = _cuda_kernels.compile_options(CSRC)
+    assert f"-DPCF_SOURCE_HASH={_cuda_kernels.source_hash(CSRC)}" in options
+    assert f"-I{CSRC}" in options
+
+
 def test_wheel_contains_the_kernel_sources(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                           "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
@@ -94,7 +134,7 @@ _ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the com
 @pytest.mark.parametrize("slab", [1, 3, 64, 10_000])
 @pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
 def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
-    """The CUDA kernels' loops (csrc/cpu/linear_columns.cpp) against float64 NumPy."""
+    """The CUDA kernels' loops (csrc/cpu/linear_moments_twin.cpp) against float64 NumPy."""
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(157, 13)) * 3 + 1e3).astype(dtype)
     y = (rng.normal(size=(157, 5)) - 40).astype(dtype)

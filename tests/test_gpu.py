@@ -57,7 +57,7 @@ def test_linear_cupy_matches_cpu_float64(dtype, tol, debiased, chunk_size):
         got = pyckafast.linear_cka(cupy.asarray(x), cupy.asarray(y), debiased=debiased,
                                    chunk_size=chunk_size)
     assert ran.count >= 2
-    assert (cupy.cuda.Device().id, "linear_moments.cu") in _cuda_kernels.loaded_modules()
+    assert (cupy.cuda.Device().id, "linear_moments_cuda.cu") in _cuda_kernels.loaded_modules()
     assert abs(got - _reference(x, y, debiased)) < tol
 
 

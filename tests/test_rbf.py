@@ -108,7 +108,7 @@ def test_block_pair_contract(data, backend):
 
 
 def test_expm1_kernel_accuracy():
-    """The branch-free expm1 of rbf_tile.h (through the C++ and Numba tiles) against np.expm1."""
+    """The branch-free expm1 of rbf_pair.h (through the C++ and Numba tiles) against np.expm1."""
     d2 = np.concatenate([[0.0], np.geomspace(1e-12, 800.0, 4000)])
     g = np.zeros((1, d2.size))
     for name in ("cpp", "numba"):
@@ -116,6 +116,18 @@ def test_expm1_kernel_accuracy():
         _, _, _, _, _, col_k, _ = ops.rbf_tile(g, g, np.zeros(1), np.zeros(1), d2, d2, 1.0, 1.0,
                                                False)
         np.testing.assert_allclose(col_k, np.expm1(-d2), rtol=4e-16, atol=0)
+
+
+def test_numba_epilogue_runs_the_cpp_expm1():
+    """The Numba tile takes its expm1 constants from rbf_pair.h's ExpM1Table<double>: its entries
+    are bit for bit the C++ kernels' scalar expm1 (a drifted table or a stale Numba cache fails)."""
+    pytest.importorskip("numba")
+    ext = pytest.importorskip("pyckafast._ext")
+    d2 = np.concatenate([[0.0], np.geomspace(1e-14, 750.0, 20000)])
+    g = np.zeros((1, d2.size))
+    ops = _backends.resolve("numba", "rbf_tile")
+    _, _, _, _, _, col_k, _ = ops.rbf_tile(g, g, np.zeros(1), np.zeros(1), d2, d2, 1.0, 1.0, False)
+    np.testing.assert_array_equal(col_k, ext.expm1_neg_f64(-d2, False))
 
 
 def test_non_contiguous_and_fortran_inputs(data):

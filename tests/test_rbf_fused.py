@@ -1,4 +1,4 @@
-"""The C++ fused RBF pass (csrc/cpu/rbf_fused.cpp) against float64 brute force, on every
+"""The C++ fused RBF pass (csrc/cpu/rbf_pairs_cpu.cpp) against float64 brute force, on every
 instruction set this CPU runs (the generic build is the one a machine without AVX would get), and
 the BLAS-tile path of the same extension against it."""
 
@@ -67,7 +67,7 @@ def test_two_sets_match_brute_force(simd, dtype, ma, mb, block):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, block", [(2, 1), (37, 10), (130, 64), (257, 2048), (100, 7)])
 def test_one_set_counts_each_pair_once_per_order(simd, dtype, n, block):
-    """same_set: only i < j is evaluated, the sums are over all ordered pairs, and the rows are
+    """same_block: only i < j is evaluated, the sums are over all ordered pairs, and the rows are
     centred by the given shift (a large mean, as activations have)."""
     rng = np.random.default_rng(n)
     x, y = _rows(rng, n, 9, dtype, mean=50.0), _rows(rng, n, 4, dtype, mean=-20.0)
@@ -127,7 +127,7 @@ def test_strided_and_fortran_rows():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vector_lanes", [False, True])
 def test_expm1_lanes(simd, dtype, vector_lanes):
-    """The shared expm1 of rbf_tile.h on scalar and vector lanes against np.expm1 (float64)."""
+    """The shared expm1 of rbf_pair.h on scalar and vector lanes against np.expm1 (float64)."""
     x = -np.concatenate([[0.0], np.geomspace(1e-30, 1e3, 5001)]).astype(dtype)
     got = getattr(_ext, "expm1_neg" + SUFFIX[dtype])(x, vector_lanes, simd)
     want = np.expm1(x.astype(float))

@@ -5,8 +5,10 @@
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define PCF_HD __host__ __device__ __forceinline__
+#define PCF_UNROLL _Pragma("unroll")
 #else
 #define PCF_HD inline
+#define PCF_UNROLL _Pragma("GCC unroll 16")
 #endif
 
 // Vectorise a loop with a floating-point sum reduction on the host (-fopenmp-simd: no OpenMP

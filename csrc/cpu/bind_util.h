@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "linear_moments.h"
+#include "parallel.h"  // View2D
 
 namespace pcf_bind {
 
@@ -34,6 +34,27 @@ T* c_contiguous_out(py::array& a, py::ssize_t rows, py::ssize_t cols, const char
     throw py::value_error(std::string(name) +
                           " must be a writable C-contiguous array of the input's shape and dtype");
   return static_cast<T*>(a.mutable_data());
+}
+
+// The data pointer of a C-contiguous input of dtype T and shape (rows, cols), or (rows,) when
+// cols < 0, without conversion.
+template <typename T>
+const T* c_contiguous_in(const py::array& a, py::ssize_t rows, py::ssize_t cols, const char* name) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || a.ndim() != (cols < 0 ? 1 : 2) ||
+      a.shape(0) != rows || (cols >= 0 && a.shape(1) != cols))
+    throw py::value_error(std::string(name) +
+                          " must be a C-contiguous array of the tile's shape and dtype");
+  return static_cast<const T*>(a.data());
+}
+
+// The data pointer of a writable C-contiguous float64 array of `size` elements that a kernel adds
+// to in place (a conversion would silently drop the result, so none is made).
+inline double* accumulator(py::array& a, py::ssize_t size, const char* name) {
+  if (!py::isinstance<py::array_t<double, py::array::c_style>>(a) || a.size() != size ||
+      !a.writeable())
+    throw py::value_error(std::string(name) + " must be a writable C-contiguous float64 array of " +
+                          std::to_string(size) + " elements");
+  return static_cast<double*>(a.mutable_data());
 }
 
 inline py::array_t<double> to_numpy(const std::vector<double>& v) {

@@ -1,14 +1,11 @@
-// The register-tiled micro-kernel of the fused CPU passes (rbf_fused.cpp: RBF sums;
-// pair_distances.cpp: distance histograms for the exact median): row packing, the MR x 2W
+// The register-tiled micro-kernel of the fused CPU passes (rbf_pairs_cpu.cpp: RBF sums;
+// d2_pass_cpu.cpp: distance histograms for the exact median): row packing, the MR x 2W
 // dot-product tile in registers, and the work-item scheduling they share.
 #pragma once
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <thread>
-#include <vector>
 
-#include "linear_moments.h"  // View2D, max_threads
+#include "parallel.h"  // View2D, max_threads, parallel_for
 #include "simd.h"
 
 namespace pcf {
@@ -16,7 +13,7 @@ namespace pcf {
 // Work item geometry: rows [lo, hi) of set a against rows [lo, hi) of set b.
 struct Item {
   std::int64_t a_lo, a_hi, b_lo, b_hi;
-  bool diagonal;  // same set, same block: pairs i < j only
+  bool same_block;  // a paired with itself: pairs i < j only (rbf_pair.h's diagonal convention)
 };
 
 // The micro-kernel for one vector width: W lanes of T per vector, MR rows x NR = 2W columns per
@@ -78,20 +75,5 @@ struct MicroTile {
   }
 
 };
-
-// Runs fn(thread, index) for index in [0, count) on up to max_threads() threads started here,
-// handing out indices through an atomic counter.
-template <typename Fn>
-inline void parallel_for(std::int64_t count, int threads, Fn&& fn) {
-  std::atomic<std::int64_t> next{0};
-  auto worker = [&](int t) {
-    for (std::int64_t i; (i = next.fetch_add(1)) < count;) fn(t, i);
-  };
-  std::vector<std::thread> pool;
-  const int nt = static_cast<int>(std::min<std::int64_t>(threads, count));
-  for (int t = 1; t < nt; ++t) pool.emplace_back(worker, t);
-  worker(0);
-  for (auto& th : pool) th.join();
-}
 
 }  // namespace pcf

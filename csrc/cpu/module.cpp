@@ -7,10 +7,10 @@
 #include <string>
 
 #include "bind_util.h"
-#include "linear_moments.h"
+#include "linear_moments_cpu.h"
 
 namespace py = pybind11;
-void bind_linear_columns(py::module_& m);  // linear_columns_bind.cpp: host twin of the CUDA kernels
+void bind_twins(py::module_& m);  // twin_bind.cpp: host twins of the CUDA kernels, for CI
 void bind_rbf(py::module_& m);             // rbf_bind.cpp: the fused RBF pass
 
 namespace {
@@ -47,7 +47,7 @@ py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& s
 
 PYBIND11_MODULE(_ext, m) {
   m.doc() = "pyckafast host kernels (C++17, OpenMP): the CPU twins of the CUDA kernels";
-  bind_linear_columns(m);
+  bind_twins(m);
   m.def("linear_moments_f32", &linear_moments<float>, py::arg("x"), py::arg("y"),
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"));

@@ -1,4 +1,4 @@
-// pybind11 bindings of the fused RBF pass (rbf_fused.h). Argument checks name the argument.
+// pybind11 bindings of the fused RBF pass (rbf_pairs_cpu.h). Argument checks name the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -6,13 +6,14 @@
 #include <string>
 
 #include "bind_util.h"
-#include "pair_distances.h"
-#include "rbf_fused.h"
+#include "d2_pass_cpu.h"
+#include "rbf_pairs_cpu.h"
 
 namespace py = pybind11;
 
 namespace {
 
+using pcf_bind::c_contiguous_in;
 using pcf_bind::view2d;
 
 template <typename T>
@@ -39,19 +40,19 @@ py::array_t<double> zeros(py::ssize_t n) {
 }
 
 // (s_kl, s_kk, s_ll, row_k_a, row_l_a, row_k_b, row_l_b) of the pairs (i in a, j in b); with
-// same_set, xb and yb must be None, the sums run over all ordered pairs of a and row_*_b are 0.
+// same_block, xb and yb must be None, the sums run over all ordered pairs of a and row_*_b are 0.
 template <typename T>
 py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& xb,
                     const py::object& yb, const Arr<T>& shift_x, const Arr<T>& shift_y,
-                    double gamma_x, double gamma_y, bool same_set, std::int64_t block,
+                    double gamma_x, double gamma_y, bool same_block, std::int64_t block,
                     const std::string& simd) {
   const auto vxa = view2d<T>(xa, "xa"), vya = view2d<T>(ya, "ya");
-  if (same_set && !(xb.is_none() && yb.is_none()))
-    throw py::value_error("xb and yb must be None when same_set is true");
-  if (!same_set && (xb.is_none() || yb.is_none()))
-    throw py::value_error("xb and yb are required when same_set is false");
-  const auto vxb = same_set ? vxa : view2d<T>(xb.cast<py::array>(), "xb");
-  const auto vyb = same_set ? vya : view2d<T>(yb.cast<py::array>(), "yb");
+  if (same_block && !(xb.is_none() && yb.is_none()))
+    throw py::value_error("xb and yb must be None when same_block is true");
+  if (!same_block && (xb.is_none() || yb.is_none()))
+    throw py::value_error("xb and yb are required when same_block is false");
+  const auto vxb = same_block ? vxa : view2d<T>(xb.cast<py::array>(), "xb");
+  const auto vyb = same_block ? vya : view2d<T>(yb.cast<py::array>(), "yb");
   if (vxa.rows != vya.rows) throw py::value_error("xa and ya must have the same number of rows");
   if (vxb.rows != vyb.rows) throw py::value_error("xb and yb must have the same number of rows");
   if (vxa.cols != vxb.cols) throw py::value_error("xa and xb must have the same number of columns");
@@ -64,33 +65,24 @@ py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& 
   const pcf::RbfSide<T> y{vya, vyb, shift_y.data(), static_cast<T>(gamma_y)};
   auto rka = zeros(vxa.rows), rla = zeros(vxa.rows), rkb = zeros(vxb.rows), rlb = zeros(vxb.rows);
   double *ka = rka.mutable_data(), *la = rla.mutable_data();
-  double *kb = same_set ? ka : rkb.mutable_data(), *lb = same_set ? la : rlb.mutable_data();
+  double *kb = same_block ? ka : rkb.mutable_data(), *lb = same_block ? la : rlb.mutable_data();
   pcf::RbfSums s;
   {
     py::gil_scoped_release release;
-    s = pcf::rbf_pair_terms<T>(x, y, same_set, block, isa, ka, la, kb, lb);
+    s = pcf::rbf_pair_terms<T>(x, y, same_block, block, isa, ka, la, kb, lb);
   }
-  return py::make_tuple(s.s_kl, s.s_kk, s.s_ll, rka, rla, rkb, rlb);
-}
-
-template <typename T>
-const T* c_contiguous_in(const py::array& a, py::ssize_t rows, py::ssize_t cols, const char* name) {
-  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || a.ndim() != (cols < 0 ? 1 : 2) ||
-      a.shape(0) != rows || (cols >= 0 && a.shape(1) != cols))
-    throw py::value_error(std::string(name) +
-                          " must be a C-contiguous array of the tile's shape and dtype");
-  return static_cast<const T*>(a.data());
+  return py::make_tuple(s.kl, s.kk, s.ll, rka, rla, rkb, rlb);
 }
 
 // One tile pair from BLAS dot-product tiles: (s_kl, s_kk, s_ll, row_k_a, row_l_a, row_k_b,
-// row_l_b) as rbf_pairs gives for the same rows (diagonal: row_*_b are 0).
+// row_l_b) as rbf_pairs gives for the same rows (same_block: row_*_b are 0).
 template <typename T>
 py::tuple rbf_tile(const py::array& gx, const py::array& gy, const py::array& nxa,
                    const py::array& nya, const py::array& nxb, const py::array& nyb,
-                   double gamma_x, double gamma_y, bool diagonal, const std::string& simd) {
+                   double gamma_x, double gamma_y, bool same_block, const std::string& simd) {
   if (gx.ndim() != 2) throw py::value_error("gx must be a 2-D dot-product tile");
   const py::ssize_t ma = gx.shape(0), mb = gx.shape(1);
-  if (diagonal && ma != mb) throw py::value_error("a diagonal tile must be square");
+  if (same_block && ma != mb) throw py::value_error("a same-block tile must be square");
   const T* px = c_contiguous_in<T>(gx, ma, mb, "gx");
   const T* py_ = c_contiguous_in<T>(gy, ma, mb, "gy");
   const T* pnxa = c_contiguous_in<T>(nxa, ma, -1, "nxa");
@@ -103,10 +95,10 @@ py::tuple rbf_tile(const py::array& gx, const py::array& gy, const py::array& nx
   {
     py::gil_scoped_release release;
     s = pcf::rbf_tile_terms<T>(px, py_, pnxa, pnya, pnxb, pnyb, ma, mb, static_cast<T>(gamma_x),
-                               static_cast<T>(gamma_y), diagonal, isa, rka.mutable_data(),
+                               static_cast<T>(gamma_y), same_block, isa, rka.mutable_data(),
                                rla.mutable_data(), rkb.mutable_data(), rlb.mutable_data());
   }
-  return py::make_tuple(s.s_kl, s.s_kk, s.s_ll, rka, rla, rkb, rlb);
+  return py::make_tuple(s.kl, s.kk, s.ll, rka, rla, rkb, rlb);
 }
 
 template <typename T>
@@ -148,10 +140,10 @@ void def_rbf(py::module_& m, const char* suffix) {
         py::arg("simd") = "auto");
   m.def((std::string("rbf_pairs") + suffix).c_str(), &rbf_pairs<T>, py::arg("xa"), py::arg("ya"),
         py::arg("xb"), py::arg("yb"), py::arg("shift_x"), py::arg("shift_y"), py::arg("gamma_x"),
-        py::arg("gamma_y"), py::arg("same_set"), py::arg("block"), py::arg("simd") = "auto");
+        py::arg("gamma_y"), py::arg("same_block"), py::arg("block"), py::arg("simd") = "auto");
   m.def((std::string("rbf_tile") + suffix).c_str(), &rbf_tile<T>, py::arg("gx"), py::arg("gy"),
         py::arg("nxa"), py::arg("nya"), py::arg("nxb"), py::arg("nyb"), py::arg("gamma_x"),
-        py::arg("gamma_y"), py::arg("diagonal"), py::arg("simd") = "auto");
+        py::arg("gamma_y"), py::arg("same_block"), py::arg("simd") = "auto");
   m.def((std::string("expm1_neg") + suffix).c_str(), &expm1_neg<T>, py::arg("x"),
         py::arg("vector_lanes"), py::arg("simd") = "auto",
         "expm1(x) for x <= 0 by the kernels' shared math (scalar or vector lanes), for tests");

@@ -1,5 +1,5 @@
 // Host SIMD lanes for the fused kernels: GCC/Clang vector types of 16, 32 or 64 bytes, the
-// Lanes<V> traits that let the shared per-pair math (csrc/common/rbf_tile.h) run on them, and
+// Lanes<V> traits that let the shared per-pair math (csrc/common/rbf_pair.h) run on them, and
 // the few operations that are not plain arithmetic (loads, float -> double widening).
 //
 // One source, three instruction sets: the kernels are templates on the vector width, compiled
@@ -19,7 +19,7 @@
 // GCC's note about their calling convention does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-#include "../common/rbf_tile.h"
+#include "../common/rbf_pair.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(PCF_X86)
 #define PCF_SIMD_DISPATCH 1
@@ -53,19 +53,21 @@ struct Vec {
   static inline type splat(T s) { return type{} + s; }
 };
 
-// Lanes<V> for vectors (see rbf_tile.h): the integer lanes are the same width as the float ones.
+// Lanes<V> for vectors (see rbf_pair.h): the integer lanes are the same width as the float ones.
 template <typename T, typename B, int Bytes>
 struct VectorLanes {
   typedef typename Vec<T, Bytes>::type V;
   typedef T Scalar;
-  typedef B BitsScalar;
   typedef B Bits __attribute__((vector_size(Bytes)));
+  typedef Bits Index;  // lane c holds its pair's column index (keep_pair)
+  typedef B IndexScalar;
   static inline Bits to_bits(V v) { return reinterpret_cast<Bits>(v); }
   static inline V from_bits(Bits b) { return reinterpret_cast<V>(b); }
   static inline V max(V a, T b) {
     const V s = Vec<T, Bytes>::splat(b);
     return a > s ? a : s;
   }
+  static inline V select(Bits keep, V v) { return keep ? v : V{}; }
 };
 
 }  // namespace simd

@@ -1,30 +1,60 @@
 """Numba kernels of the RBF pass: the fused exp + float64 sums of a tile, and the distance
 histograms of the exact median bandwidth.
 
-The exp is the branch-free expm1 of csrc/common/rbf_tile.h (round-to-nearest shifter, Taylor
+The exp is the branch-free expm1 of csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor
 polynomial, 2^k from integer bits) written as three short loops over a row buffer, so that LLVM
-vectorises each of them (``math.expm1`` would be a scalar libm call per entry). Rows are split
-into fixed chunks of 64 with their own column partials, reduced in chunk order: the result does
-not depend on the thread count.
+vectorises each of them (``math.expm1`` is a scalar libm call per entry: measured +28 % per pair
+in this epilogue). Its constants are not copied here: they are read at import from the
+``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``_cuda_kernels.source_root``),
+the table the C++ and CUDA kernels compile, and the Taylor coefficients are 1/k! as there. Rows
+are split into fixed chunks of 64 with their own column partials, reduced in chunk order: the
+result does not depend on the thread count.
+
+Numba's on-disk cache keys on this file, not on the header: after editing the table in a source
+checkout, clear ``__pycache__`` (tests/test_rbf.py compares this expm1 with the C++ one bit for bit).
 """
 
 from __future__ import annotations
+
+import math
+import re
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from .._cuda_kernels import source_root
+
 _CHUNK_ROWS = 64
-_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-_LOG2E = 1.4426950408889634
-_SHIFTER = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer kept in the low bits
+
+
+def _expm1_table() -> dict[str, float]:
+    """The ``static constexpr`` constants of ``ExpM1Table<double>`` in csrc/common/rbf_pair.h."""
+    path = source_root() / "common" / "rbf_pair.h"
+    body = re.search(r"struct ExpM1Table<double> \{(.*?)\n\};", path.read_text(), re.S)
+    entries = re.findall(r"static constexpr [\w ]+? (k\w+) = ([^;]+);", body.group(1) if body else "")
+    table = {name: float(value) for name, value in entries}
+    missing = {"kShifter", "kMin", "kLog2e", "kLn2Hi", "kLn2Lo", "kDegree", "kExponentBias",
+               "kMantissaBits"} - set(table)
+    if missing:
+        raise ImportError(f"{path}: ExpM1Table<double> lacks {sorted(missing)}")
+    return table
+
+
+_TABLE = _expm1_table()
+_SHIFTER, _MIN, _LOG2E = _TABLE["kShifter"], _TABLE["kMin"], _TABLE["kLog2e"]
+_LN2_HI, _LN2_LO = _TABLE["kLn2Hi"], _TABLE["kLn2Lo"]
 _SHIFTER_BITS = np.array([_SHIFTER]).view(np.int64)[0]
+_EXPONENT_BIAS, _MANTISSA_BITS = int(_TABLE["kExponentBias"]), int(_TABLE["kMantissaBits"])
+# 1/k! for k = degree down to 2, correctly rounded (k! is exact in double), as rbf_pair.h's
+# InvFactorial; the Horner loop over this constant tuple is unrolled by LLVM.
+_TAYLOR = tuple(1.0 / float(math.factorial(k)) for k in range(int(_TABLE["kDegree"]), 1, -1))
 
 
 @njit(cache=True, inline="always")
 def _reduce(x):
     """x = k ln2 + r; returns (t, r) where t = k + shifter carries k in its low mantissa bits."""
-    x = max(x, -708.0)
+    x = max(x, _MIN)
     t = x * _LOG2E + _SHIFTER
     k = t - _SHIFTER
     return t, (x - k * _LN2_HI) - k * _LN2_LO
@@ -32,19 +62,10 @@ def _reduce(x):
 
 @njit(cache=True, inline="always")
 def _expm1_poly(r):
-    """expm1(r) for |r| <= ln2/2 (Taylor to r^13)."""
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
+    """expm1(r) for |r| <= ln2/2 (Taylor series to r^kDegree)."""
+    p = r * _TAYLOR[0] + _TAYLOR[1]
+    for c in _TAYLOR[2:]:
+        p = p * r + c
     return p * r * r + r
 
 
@@ -62,7 +83,7 @@ def _expm1_row(g, ni, nb, gamma, j0, t, p):
 def _pow2_bits(bits, j0):
     """t (as int64 bits) -> the bits of 2^k."""
     for j in range(j0, bits.shape[0]):
-        bits[j] = (bits[j] - _SHIFTER_BITS + 1023) << 52
+        bits[j] = (bits[j] - _SHIFTER_BITS + _EXPONENT_BIAS) << _MANTISSA_BITS
 
 
 @njit(cache=True)

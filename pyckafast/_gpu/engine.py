@@ -80,7 +80,7 @@ class CudaEngine:
     # -- linear moments -------------------------------------------------------------------
     def moments(self, cx, cy, sx, sy, bx, by, csx, csy, norms) -> None:
         """Shift chunk rows into bx/by, add column sums to csx/csy and, when ``norms`` is given
-        (a _NormSums of device arrays), the debiased row-norm terms (csrc/cuda/linear_moments.cu)."""
+        (a _NormSums of device arrays), the debiased row-norm terms (csrc/cuda/linear_moments_cuda.cu)."""
         m = cx.shape[0]
         nslabs = min(_MAX_GRID_Y, max(1, ceil(m / _SLAB_ROWS)))
         slab = ceil(m / nslabs)
@@ -88,7 +88,7 @@ class CudaEngine:
         for src, shift, dst, colsum in ((cx, sx, bx, csx), (cy, sy, by, csy)):
             p = src.shape[1]
             rs, cs = (s // src.itemsize for s in src.strides)
-            launch("linear_moments.cu", f"pcf_shift_columns<{t}>", (ceil(p / _THREADS), nslabs),
+            launch("linear_moments_cuda.cu", f"pcf_shift_columns<{t}>", (ceil(p / _THREADS), nslabs),
                    (_THREADS,), (src, _i64(m), _i64(p), _i64(rs), _i64(cs), shift, dst, colsum,
                                  _i64(slab)))
         if norms is None:
@@ -97,14 +97,14 @@ class CudaEngine:
         warps_per_block = _THREADS // 32
         row_blocks = min(ceil(m / warps_per_block), 1 << 16)
         for buf, out in ((bx, q), (by, r)):
-            launch("linear_moments.cu", f"pcf_row_norms<{t}>", (row_blocks,), (_THREADS,),
+            launch("linear_moments_cuda.cu", f"pcf_row_norms<{t}>", (row_blocks,), (_THREADS,),
                    (buf, _i64(m), _i64(buf.shape[1]), out))
         for buf, qsum, rsum in ((bx, norms.qx, norms.rx), (by, norms.qy, norms.ry)):
             p = buf.shape[1]
-            launch("linear_moments.cu", f"pcf_weighted_columns<{t}>",
+            launch("linear_moments_cuda.cu", f"pcf_weighted_columns<{t}>",
                    (ceil(p / _THREADS), nslabs), (_THREADS,),
                    (buf, _i64(m), _i64(p), q, r, qsum, rsum, _i64(slab)))
-        launch("linear_moments.cu", "pcf_norm_scalars", (min(ceil(m / _THREADS), 1024),),
+        launch("linear_moments_cuda.cu", "pcf_norm_scalars", (min(ceil(m / _THREADS), 1024),),
                (_THREADS,), (q, r, _i64(m), norms.scalars))
 
     def gram(self, b, out) -> bool:
@@ -146,8 +146,11 @@ class CudaEngine:
 
     def rbf_pair(self, a, b, gamma_x: float, gamma_y: float, same_block: bool, row_k_a, row_l_a,
                  row_k_b, row_l_b, sums) -> None:
-        """Add the pair terms of centred blocks a, b (``_Block``s of device arrays) to the row
-        sums and to ``sums`` (shape (slots, 3)) with one launch of csrc/cuda/rbf_tiles.cu."""
+        """Add the pair terms of centred blocks a, b (``_Block``s of device arrays) with one
+        launch of csrc/cuda/rbf_pairs_cuda.cu: over its slots, ``sums`` (shape (slots, 3)) gains
+        s_kl, s_kk, s_ll of every ordered pair the block pair stands for (both orders of each
+        (i in a, j in b); every i != j of a block with itself), and the row sums of E, F go to
+        row_*_a and row_*_b (with ``same_block``, b is a and row_*_b must be row_*_a)."""
         dtype = np.dtype(a.x.dtype)
         tm = _RBF_TM[dtype]
         bm = 16 * tm
@@ -157,7 +160,7 @@ class CudaEngine:
             raise ValueError(f"an RBF block of {ma} rows exceeds the grid limit ({_MAX_GRID_Y * bm}).")
         t = "float" if dtype == np.float32 else "double"
         scalar = dtype.type
-        launch("rbf_tiles.cu", f"pcf_rbf_tiles<{t}, {tm}>", grid, (_THREADS,), (
+        launch("rbf_pairs_cuda.cu", f"pcf_rbf_tiles<{t}, {tm}>", grid, (_THREADS,), (
             a.x, a.y, a.nx, a.ny, _i64(ma), b.x, b.y, b.nx, b.ny, _i64(mb),
             _i64(a.x.shape[1]), _i64(a.y.shape[1]), scalar(gamma_x), scalar(gamma_y),
             np.int32(bool(same_block)), row_k_a, row_l_a, row_k_b, row_l_b, sums,

@@ -3,29 +3,33 @@
 The kernel sources are real ``.cu`` files (csrc/cuda, with the host/device headers of
 csrc/common). setup.py copies both into the installed package as ``pyckafast/_csrc``; a source
 checkout falls back to the repository's ``csrc``. CuPy compiles them with NVRTC on first use and
-caches the binaries on disk; this module caches the loaded modules per device and counts the
-launches (the GPU tests' proof that the CUDA path really ran). CuPy is imported inside the
+caches the binaries on disk. CuPy's cache key covers the .cu text but not the headers it
+includes, so the compile options carry a hash of every shipped source (``compile_options``): a
+changed header means a new key, never a stale kernel. This module caches the loaded modules per
+device and counts the launches (the GPU tests' proof that the CUDA path really ran). CuPy is imported inside the
 functions that need it, so the source lookup can be tested without a GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["source_root", "launch", "launches", "loaded_modules", "NAME_EXPRESSIONS"]
+__all__ = ["source_root", "source_hash", "compile_options", "launch", "launches", "loaded_modules",
+           "NAME_EXPRESSIONS"]
 
 # Kernels each source file provides, as CuPy name expressions (template instantiations).
 NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
-    "linear_moments.cu": (
+    "linear_moments_cuda.cu": (
         "pcf_shift_columns<float>", "pcf_shift_columns<double>",
         "pcf_row_norms<float>", "pcf_row_norms<double>",
         "pcf_weighted_columns<float>", "pcf_weighted_columns<double>",
         "pcf_norm_scalars",
     ),
-    "rbf_tiles.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
+    "rbf_pairs_cuda.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
 }
 
 _MODULES: dict[tuple[int, str], object] = {}  # (device id, source) -> cupy.RawModule
@@ -36,12 +40,31 @@ def source_root() -> Path:
     """The directory holding ``common/`` and ``cuda/``: the installed copy, else the checkout's."""
     here = Path(__file__).resolve().parents[1]  # the package directory
     for root in (here / "_csrc", here.parent / "csrc"):
-        if (root / "cuda" / "linear_moments.cu").is_file():
+        if (root / "cuda" / "linear_moments_cuda.cu").is_file():
             return root
     raise FileNotFoundError(
         f"the CUDA kernel sources are missing: neither {here / '_csrc'} (installed package) nor "
-        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments.cu; reinstall pyckafast."
+        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments_cuda.cu; reinstall pyckafast."
     )
+
+
+def source_hash(root: Path) -> str:
+    """SHA-256 (16 hex digits) of every kernel source under ``root``: common/*.h, cuda/*.cuh and
+    cuda/*.cu, names included, in a fixed order."""
+    digest = hashlib.sha256()
+    paths = [*(root / "common").glob("*.h"), *(root / "cuda").glob("*.cuh"),
+             *(root / "cuda").glob("*.cu")]
+    for path in sorted(paths, key=lambda p: p.relative_to(root).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def compile_options(root: Path) -> tuple[str, ...]:
+    """NVRTC options for the sources under ``root``; the PCF_SOURCE_HASH define is unused by the
+    code and exists only to put the headers into CuPy's cache key."""
+    return ("-std=c++17", f"-I{root}", f"-I{root / 'common'}",
+            f"-DPCF_SOURCE_HASH={source_hash(root)}")
 
 
 def _module(source: str):
@@ -54,7 +77,7 @@ def _module(source: str):
         root = source_root()
         module = cupy.RawModule(
             code=(root / "cuda" / source).read_text(),
-            options=("-std=c++17", f"-I{root}", f"-I{root / 'common'}"),
+            options=compile_options(root),
             name_expressions=list(NAME_EXPRESSIONS[source]),
         )
         _MODULES[key] = module

@@ -1,30 +1,15 @@
-#include "linear_moments.h"
+#include "linear_moments_cpu.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <thread>
 
 #include "../common/linear_rows.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "parallel.h"
 
 namespace pcf {
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  if (const char* env = std::getenv("PYCKAFAST_NUM_THREADS")) return std::max(1, std::atoi(env));
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-#endif
-}
-
 namespace {
 
-// One thread's partial sums; merged after the parallel loop so no atomics are needed.
+// One row block's partial sums; merged in block order after the parallel loop (no atomics).
 struct Partial {
   std::vector<double> sx, sy, qx, rx, qy, ry;
   double s[5] = {0, 0, 0, 0, 0};
@@ -58,34 +43,23 @@ void moments_rows(View2D<T> x, View2D<T> y, const T* shift_x, const T* shift_y, 
   }
 }
 
-// Threads are started per call and joined, not taken from an OpenMP pool: this pass alternates
-// with BLAS GEMMs chunk after chunk, and idle pool workers (OpenMP's, and BLAS's own) spin on the
-// cores. Rows are cut into many blocks handed out through an atomic counter, so a thread that
-// shares its core with a spinning BLAS worker simply takes fewer blocks (a static split waited
-// for it: measured 0.29 s instead of 0.08 s per pass). Each block has its own partial sums,
-// reduced in block order, so the result does not depend on the scheduling.
+// Rows are cut into many blocks handed out by parallel_for (why dynamically: see parallel.h); each
+// block has its own partial sums, reduced in block order, so the result does not depend on the
+// scheduling.
 template <typename T>
 LinearMoments linear_moments(View2D<T> x, View2D<T> y, const T* shift_x, const T* shift_y,
                              T* out_x, T* out_y, bool debiased) {
   const std::int64_t m = x.rows, p1 = x.cols, p2 = y.cols;
   const std::int64_t block_rows = 128;
   const std::int64_t nblocks = std::max<std::int64_t>(1, (m + block_rows - 1) / block_rows);
-  const int nt = static_cast<int>(std::min<std::int64_t>(max_threads(), nblocks));
   std::vector<Partial> parts(nblocks, Partial(p1, p2, debiased));
-  std::atomic<std::int64_t> next{0};
-  auto worker = [&]() {
-    for (std::int64_t b; (b = next.fetch_add(1)) < nblocks;) {
-      const std::int64_t lo = b * block_rows, hi = std::min(m, lo + block_rows);
-      if (debiased)
-        moments_rows<true, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
-      else
-        moments_rows<false, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < nt; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  parallel_for(nblocks, max_threads(), [&](int, std::int64_t b) {
+    const std::int64_t lo = b * block_rows, hi = std::min(m, lo + block_rows);
+    if (debiased)
+      moments_rows<true, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
+    else
+      moments_rows<false, T>(x, y, shift_x, shift_y, out_x, out_y, lo, hi, parts[b]);
+  });
 
   LinearMoments result;
   result.sum_x.assign(p1, 0.0);

@@ -1,4 +1,4 @@
-#include "linear_columns.h"
+#include "linear_moments_twin.h"
 
 #include <algorithm>
 #include <vector>

@@ -1,4 +1,4 @@
-// CUDA kernels of the linear-CKA moment pass (host twin: csrc/cpu/linear_columns.cpp, which runs
+// CUDA kernels of the linear-CKA moment pass (host twin: csrc/cpu/linear_moments_twin.cpp, which runs
 // the same loops of csrc/common/linear_rows.h in the same decomposition). Compiled at run time by
 // CuPy (NVRTC); T = float or double. Launched on one row chunk at a time; every sum goes to a
 // double array with atomicAdd (one atomic per thread per slab of rows, not per element).
@@ -8,7 +8,7 @@
 //   pcf_weighted_columns  sum_i q_i dst_i and sum_i r_i dst_i, one thread per column
 //   pcf_norm_scalars      sum q, sum r, sum q^2, sum r^2, sum q r
 #include "common/linear_rows.h"
-#include "cuda/pcf_reduce.cuh"
+#include "cuda/reduce.cuh"
 
 // One thread per column (adjacent threads read adjacent addresses of a C-ordered row), a slab of
 // `slab` rows per blockIdx.y. src is a strided view (strides in elements, may be negative).

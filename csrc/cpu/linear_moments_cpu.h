@@ -1,16 +1,11 @@
-// Host kernel of the linear-CKA moment pass (the CPU twin of csrc/cuda/linear_moments.cu).
+// Host kernel of the linear-CKA moment pass (the CPU twin of csrc/cuda/linear_moments_cuda.cu).
 #pragma once
 #include <cstdint>
 #include <vector>
 
-namespace pcf {
+#include "parallel.h"  // View2D
 
-// A strided 2-D view: element (i, j) is data[i * row_stride + j * col_stride] (in elements).
-template <typename T>
-struct View2D {
-  const T* data;
-  std::int64_t rows, cols, row_stride, col_stride;
-};
+namespace pcf {
 
 struct LinearMoments {
   std::vector<double> sum_x, sum_y, qx, rx, qy, ry;
@@ -22,7 +17,5 @@ struct LinearMoments {
 template <typename T>
 LinearMoments linear_moments(View2D<T> x, View2D<T> y, const T* shift_x, const T* shift_y,
                              T* out_x, T* out_y, bool debiased);
-
-int max_threads();
 
 }  // namespace pcf

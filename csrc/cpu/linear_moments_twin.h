@@ -1,11 +1,11 @@
-// Host twin of the CUDA moment kernels (csrc/cuda/linear_moments.cu): the same loops of
+// Host twin of the CUDA moment kernels (csrc/cuda/linear_moments_cuda.cu): the same loops of
 // csrc/common/linear_rows.h in the kernels' decomposition (a thread per column walking a slab of
 // rows; a 32-lane split of each row's norm), run serially. CI has no GPU, so this is where the
 // kernels' arithmetic and indexing are tested; the CPU backends use the row-order kernel.
 #pragma once
 #include <cstdint>
 
-#include "linear_moments.h"
+#include "linear_moments_cpu.h"
 
 namespace pcf {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "linear_moments.h"  // View2D
+#include "parallel.h"  // View2D
 #include "simd.h"
 
 namespace pcf {

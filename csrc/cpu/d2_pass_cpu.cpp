@@ -1,4 +1,4 @@
-#include "pair_distances.h"
+#include "d2_pass_cpu.h"
 
 #include <algorithm>
 
@@ -33,7 +33,7 @@ struct Distances : MicroTile<T, Bytes, MR> {
   using M::NR;
   using M::W;
 
-  // Every pair (i in block a, j in block b; j > i on a diagonal item) of one work item. The dot
+  // Every pair (i in block a, j in block b; j > i on a same-block item) of one work item. The dot
   // products come from the micro-kernel; the distance of each pair is formed in double, exactly
   // as the BLAS-tile histogram of pyckafast/_backends/_numba_rbf.py forms it.
   static void item(const View2D<T>& v, const T* shift, const Item& it, D2Scratch<T>& s,
@@ -43,7 +43,7 @@ struct Distances : MicroTile<T, Bytes, MR> {
     M::pack_panels(v, shift, it.b_lo, it.b_hi, s.panels.data(), s.norms_b.data());
     alignas(64) T g[MR][NR];
     for (std::int64_t i0 = 0; i0 < ma; i0 += MR) {
-      const std::int64_t first_panel = it.diagonal ? (i0 + 1) / NR : 0;
+      const std::int64_t first_panel = it.same_block ? (i0 + 1) / NR : 0;
       for (std::int64_t j0 = first_panel * NR; j0 < mb; j0 += NR) {
         V acc[MR][2];
         M::dots(s.slabs.data() + i0 * d, d, s.panels.data() + j0 * d, acc);
@@ -53,7 +53,7 @@ struct Distances : MicroTile<T, Bytes, MR> {
         }
         const std::int64_t c_end = std::min<std::int64_t>(NR, mb - j0);
         for (int r = 0; r < MR && i0 + r < ma; ++r) {
-          const std::int64_t c_begin = it.diagonal ? std::max<std::int64_t>(0, i0 + r + 1 - j0) : 0;
+          const std::int64_t c_begin = it.same_block ? std::max<std::int64_t>(0, i0 + r + 1 - j0) : 0;
           row(static_cast<double>(s.norms_a[i0 + r]), s.norms_b.data() + j0, g[r], c_begin,
               c_end, visit);
         }

@@ -1,4 +1,4 @@
-#include "rbf_fused.h"
+#include "rbf_pairs_cpu.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -55,7 +55,7 @@ struct TileArgs {
   const T *gx, *gy, *nxa, *nya, *nxb, *nyb;
   std::int64_t ma, mb;
   T gamma_x, gamma_y;
-  bool diagonal;
+  bool same_block;
   double *row_k, *row_l;  // row sums of E, F over the tile's rows
 };
 constexpr std::int64_t kNormPad = 64;
@@ -79,12 +79,12 @@ struct Fused : MicroTile<T, Bytes, MR> {
   using M::dots;
   using M::pack_panels;
 
-  // E (or F) of the micro-tile from its dot products, in place. Masked: entries outside the item
-  // (padding) or on/below the diagonal of a diagonal item are set to 0 (as E_ii is).
+  // E (or F) of the micro-tile from its dot products, in place (rbf_entry). Masked: entries the
+  // item does not own (keep_pair: padding, and j <= i in a same-block item) are set to 0.
   template <bool Masked>
   static inline void entries(V (&acc)[MR][2], const T* norm_a, const T* norm_b, T gamma,
                              std::int64_t i0, std::int64_t j0, std::int64_t ma, std::int64_t mb,
-                             bool diagonal) {
+                             bool same_block) {
     const V g = VT::splat(gamma);
     const V nb[2] = {VT::load(norm_b), VT::load(norm_b + W)};
 #pragma GCC unroll 16
@@ -93,23 +93,20 @@ struct Fused : MicroTile<T, Bytes, MR> {
       for (int h = 0; h < 2; ++h) {
         V e = rbf_entry<V>(acc[r][h], na, nb[h], g);
         if (Masked) {
-          typedef typename Lanes<V>::BitsScalar I;
+          typedef typename Lanes<V>::IndexScalar I;
           Bits col{};
           for (int c = 0; c < W; ++c) col[c] = static_cast<I>(j0 + h * W + c);
-          const std::int64_t i = i0 + r;
-          const I first = static_cast<I>(diagonal ? i + 1 : 0);  // columns j >= first are kept
-          const Bits keep = (col >= first) & (col < static_cast<I>(mb)) & (i < ma ? ~Bits{} : Bits{});
-          e = keep ? e : V{};
+          e = keep_pair<V>(e, i0 + r, col, ma, mb, same_block);
         }
         acc[r][h] = e;
       }
     }
   }
 
-  // Adds the micro-tile's E, F to the row sums (rk, rl: MR x DW partial lanes), the column sums
-  // (ck, cl: NR doubles) and the pair sums (DW lanes each), all in double.
+  // Adds the micro-tile's E, F (widened to double lanes) to the row sums (rk, rl: MR x DW partial
+  // lanes), the column sums (ck, cl: NR doubles) and the pair sums (DW lanes each).
   static inline void accumulate(const V (&e)[MR][2], const V (&f)[MR][2], double* rk, double* rl,
-                                double* ck, double* cl, D& skl, D& skk, D& sll) {
+                                double* ck, double* cl, PairSums<D>& sums) {
     D col_k[2 * WIDE] = {}, col_l[2 * WIDE] = {};
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
@@ -118,15 +115,9 @@ struct Fused : MicroTile<T, Bytes, MR> {
         D ew[WIDE], fw[WIDE];
         simd::widen(e[r][h], ew);
         simd::widen(f[r][h], fw);
-        for (int q = 0; q < WIDE; ++q) {
-          row_k += ew[q];
-          row_l += fw[q];
-          col_k[h * WIDE + q] += ew[q];
-          col_l[h * WIDE + q] += fw[q];
-          skl += ew[q] * fw[q];
-          skk += ew[q] * ew[q];
-          sll += fw[q] * fw[q];
-        }
+        for (int q = 0; q < WIDE; ++q)
+          accumulate_pair<D>(ew[q], fw[q], row_k, row_l, col_k[h * WIDE + q], col_l[h * WIDE + q],
+                             sums);
       }
       VD::store(rk + r * DW, VD::load(rk + r * DW) + row_k);
       VD::store(rl + r * DW, VD::load(rl + r * DW) + row_l);
@@ -144,32 +135,32 @@ struct Fused : MicroTile<T, Bytes, MR> {
   };
 
   // Every micro-tile of rows [lo, hi) (lo a multiple of MR) x columns [0, mb), only j > i if
-  // diagonal: dots_of(i0, j0, edge, e, f) supplies the dot products, then E, F and their float64
+  // same_block: dots_of(i0, j0, edge, e, f) supplies the dot products, then E, F and their float64
   // sums. Row i's sums go to row_out(i, sum E, sum F), column sums into ck, cl; returns the pair
   // sums.
   template <typename DotsOf, typename RowOut>
-  static RbfSums sweep(std::int64_t lo, std::int64_t hi, std::int64_t mb, bool diagonal,
+  static RbfSums sweep(std::int64_t lo, std::int64_t hi, std::int64_t mb, bool same_block,
                        const Sides& n, DotsOf&& dots_of, RowOut&& row_out, double* ck,
                        double* cl) {
-    D skl{}, skk{}, sll{};
+    PairSums<D> sums{};
     alignas(64) double rk[MR * DW], rl[MR * DW];
     for (std::int64_t i0 = lo; i0 < hi; i0 += MR) {
       std::fill_n(rk, MR * DW, 0.0);
       std::fill_n(rl, MR * DW, 0.0);
-      // A diagonal sweep needs j > i: panels that end at or before this row block are skipped.
-      const std::int64_t first_panel = diagonal ? (i0 + 1) / NR : 0;
+      // A same-block sweep needs j > i: panels that end at or before this row block are skipped.
+      const std::int64_t first_panel = same_block ? (i0 + 1) / NR : 0;
       for (std::int64_t j0 = first_panel * NR; j0 < mb; j0 += NR) {
         const bool edge = i0 + MR > hi || j0 + NR > mb;
         V e[MR][2], f[MR][2];
         dots_of(i0, j0, edge, e, f);
-        if (edge || (diagonal && j0 < i0 + MR)) {
-          entries<true>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, diagonal);
-          entries<true>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, diagonal);
+        if (edge || (same_block && j0 < i0 + MR)) {
+          entries<true>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, same_block);
+          entries<true>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, same_block);
         } else {
           entries<false>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, false);
           entries<false>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, false);
         }
-        accumulate(e, f, rk, rl, ck + j0, cl + j0, skl, skk, sll);
+        accumulate(e, f, rk, rl, ck + j0, cl + j0, sums);
       }
       for (int r = 0; r < MR && i0 + r < hi; ++r) {
         double sk = 0.0, sl = 0.0;
@@ -182,9 +173,9 @@ struct Fused : MicroTile<T, Bytes, MR> {
     }
     RbfSums out{0.0, 0.0, 0.0};
     for (int q = 0; q < DW; ++q) {
-      out.s_kl += skl[q];
-      out.s_kk += skk[q];
-      out.s_ll += sll[q];
+      out.kl += sums.kl[q];
+      out.kk += sums.kk[q];
+      out.ll += sums.ll[q];
     }
     return out;
   }
@@ -209,7 +200,7 @@ struct Fused : MicroTile<T, Bytes, MR> {
       row_k[i] = sk;
       row_l[i] = sl;
     };
-    return sweep(0, it.a_hi - it.a_lo, it.b_hi - it.b_lo, it.diagonal, n, dots_of, row_out,
+    return sweep(0, it.a_hi - it.a_lo, it.b_hi - it.b_lo, it.same_block, n, dots_of, row_out,
                  s.cols.data(), s.cols.data() + s.cols.size() / 2);
   }
 
@@ -227,7 +218,7 @@ struct Fused : MicroTile<T, Bytes, MR> {
       t.row_k[i] += sk;
       t.row_l[i] += sl;
     };
-    return sweep(lo, hi, t.mb, t.diagonal, n, dots_of, row_out, ck, cl);
+    return sweep(lo, hi, t.mb, t.same_block, n, dots_of, row_out, ck, cl);
   }
 
   // The micro-tile of g at (i0, j0); zeros outside rows < row_end, columns < mb when edge.
@@ -344,7 +335,7 @@ Scratch<T> make_scratch(std::int64_t block, std::int64_t dx, std::int64_t dy, co
 // and pair sums apart; those are added in b order once the a block is done. So every sum has one
 // fixed order, whatever the threads do.
 template <typename T>
-RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
+RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_block,
                        std::int64_t block, simd::Isa isa, double* row_k_a, double* row_l_a,
                        double* row_k_b, double* row_l_b) {
   const std::int64_t ma = x.a.rows, mb = x.b.rows;
@@ -359,10 +350,10 @@ RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
   RbfSums total{0.0, 0.0, 0.0};
   for (std::int64_t ia = 0; ia < nba; ++ia) {
     const std::int64_t a_lo = ia * block, a_hi = std::min(ma, a_lo + block);
-    const std::int64_t first_b = same_set ? ia : 0, count = nbb - first_b;
+    const std::int64_t first_b = same_block ? ia : 0, count = nbb - first_b;
     parallel_for(count, threads, [&](int t, std::int64_t k) {
       const std::int64_t ib = first_b + k, b_lo = ib * block, b_hi = std::min(mb, b_lo + block);
-      const Item it{a_lo, a_hi, b_lo, b_hi, same_set && ib == ia};
+      const Item it{a_lo, a_hi, b_lo, b_hi, same_block && ib == ia};
       Scratch<T>& s = scratch[t];
       double* rows = item_rows.data() + k * 2 * block;  // [row_k | row_l] of this item
       item_sums[k] = v.fn(x, y, it, s, rows, rows + block);
@@ -378,17 +369,10 @@ RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
         row_k_a[a_lo + i] += rows[i];
         row_l_a[a_lo + i] += rows[block + i];
       }
-      total.s_kl += item_sums[k].s_kl;
-      total.s_kk += item_sums[k].s_kk;
-      total.s_ll += item_sums[k].s_ll;
+      total += item_sums[k];
     }
   }
-  if (same_set) {  // each evaluated pair i < j stands for (i, j) and (j, i)
-    total.s_kl *= 2.0;
-    total.s_kk *= 2.0;
-    total.s_ll *= 2.0;
-  }
-  return total;
+  return same_block ? mirrored(total) : total;
 }
 
 // Chunks of kTileChunk rows run in parallel; each owns its rows' sums and keeps its own column
@@ -396,7 +380,7 @@ RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_set,
 template <typename T>
 RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, const T* nxb,
                        const T* nyb, std::int64_t ma, std::int64_t mb, T gamma_x, T gamma_y,
-                       bool diagonal, simd::Isa isa, double* row_k_a, double* row_l_a,
+                       bool same_block, simd::Isa isa, double* row_k_a, double* row_l_a,
                        double* row_k_b, double* row_l_b) {
   auto padded = [](const T* v, std::int64_t m) {
     std::vector<T> out(static_cast<std::size_t>(m + kNormPad), T(0));
@@ -406,7 +390,7 @@ RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, con
   const std::vector<T> pxa = padded(nxa, ma), pya = padded(nya, ma);
   const std::vector<T> pxb = padded(nxb, mb), pyb = padded(nyb, mb);
   const TileArgs<T> t{gx, gy, pxa.data(), pya.data(), pxb.data(), pyb.data(), ma, mb,
-                      gamma_x, gamma_y, diagonal, row_k_a, row_l_a};
+                      gamma_x, gamma_y, same_block, row_k_a, row_l_a};
   const TileFn<T> fn = tile_variant<T>(isa);
   const std::int64_t chunks = std::max<std::int64_t>(1, (ma + kTileChunk - 1) / kTileChunk);
   const std::int64_t stride = mb + kNormPad;  // column partials per chunk, padded like the norms
@@ -417,24 +401,17 @@ RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, con
     sums[c] = fn(t, c * kTileChunk, std::min(ma, (c + 1) * kTileChunk), ck, ck + stride);
   });
   RbfSums total{0.0, 0.0, 0.0};
-  double* to_k = diagonal ? row_k_a : row_k_b;  // a diagonal tile's columns are its rows
-  double* to_l = diagonal ? row_l_a : row_l_b;
+  double* to_k = same_block ? row_k_a : row_k_b;  // a same-block tile's columns are its rows
+  double* to_l = same_block ? row_l_a : row_l_b;
   for (std::int64_t c = 0; c < chunks; ++c) {
     const double* ck = cols.data() + c * 2 * stride;
     for (std::int64_t j = 0; j < mb; ++j) {
       to_k[j] += ck[j];
       to_l[j] += ck[stride + j];
     }
-    total.s_kl += sums[c].s_kl;
-    total.s_kk += sums[c].s_kk;
-    total.s_ll += sums[c].s_ll;
+    total += sums[c];
   }
-  if (diagonal) {
-    total.s_kl *= 2.0;
-    total.s_kk *= 2.0;
-    total.s_ll *= 2.0;
-  }
-  return total;
+  return same_block ? mirrored(total) : total;
 }
 
 namespace {

@@ -1,0 +1,118 @@
+// Python bindings of the host twins of the CUDA kernels (linear_moments_twin.cpp:
+// linear_moments_columns_f32/f64; rbf_pairs_twin.cpp: rbf_pairs_twin_f32/f64). Kept out of
+// module.cpp: these exist to test the CUDA kernels' loops in CI and to emulate the GPU driver on
+// the CPU, not as backends.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <string>
+
+#include "bind_util.h"
+#include "linear_moments_twin.h"
+#include "rbf_pairs_twin.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using pcf_bind::accumulator;
+using pcf_bind::c_contiguous_in;
+using pcf_bind::c_contiguous_out;
+using pcf_bind::to_numpy;
+using pcf_bind::view2d;
+
+template <typename T>
+py::tuple columns(const py::array& x, const py::array& y,
+                  const py::array_t<T, py::array::forcecast>& shift_x,
+                  const py::array_t<T, py::array::forcecast>& shift_y, py::array out_x,
+                  py::array out_y, bool debiased, std::int64_t slab) {
+  auto vx = view2d<T>(x, "x");
+  auto vy = view2d<T>(y, "y");
+  if (vx.rows != vy.rows) throw py::value_error("x and y must have the same number of rows");
+  if (shift_x.size() != vx.cols) throw py::value_error("shift_x must have one entry per column of x");
+  if (shift_y.size() != vy.cols) throw py::value_error("shift_y must have one entry per column of y");
+  if (slab < 1) throw py::value_error("slab must be >= 1");
+  T* ox = c_contiguous_out<T>(out_x, vx.rows, vx.cols, "out_x");
+  T* oy = c_contiguous_out<T>(out_y, vy.rows, vy.cols, "out_y");
+  pcf::LinearMoments r;
+  {
+    py::gil_scoped_release release;
+    r = pcf::linear_moments_columns<T>(vx, vy, shift_x.data(), shift_y.data(), ox, oy, debiased,
+                                       slab);
+  }
+  py::array_t<double> scalars(5);
+  std::copy(r.scalars, r.scalars + 5, scalars.mutable_data());
+  return py::make_tuple(to_numpy(r.sum_x), to_numpy(r.sum_y), to_numpy(r.qx), to_numpy(r.rx),
+                        to_numpy(r.qy), to_numpy(r.ry), scalars);
+}
+
+// Block `name` of the kernel: rows of x and y, C-contiguous and of dtype T, and their norms.
+template <typename T>
+pcf::RbfTwinBlock<T> twin_block(const py::array& x, const py::array& y, const py::array& nx,
+                                const py::array& ny, const std::string& name) {
+  if (x.ndim() != 2 || y.ndim() != 2 || x.shape(0) != y.shape(0))
+    throw py::value_error("x" + name + " and y" + name + " must be 2-D with the same rows");
+  const py::ssize_t m = x.shape(0);
+  return {c_contiguous_in<T>(x, m, x.shape(1), ("x" + name).c_str()),
+          c_contiguous_in<T>(y, m, y.shape(1), ("y" + name).c_str()),
+          c_contiguous_in<T>(nx, m, -1, ("nx" + name).c_str()),
+          c_contiguous_in<T>(ny, m, -1, ("ny" + name).c_str()), m};
+}
+
+// One launch of the CUDA RBF tile kernel, run serially: adds to the row sums and slots in place,
+// exactly as pcf_rbf_tiles does with CudaEngine.rbf_pair's arguments.
+template <typename T>
+void rbf_pairs_twin(const py::array& xa, const py::array& ya, const py::array& nxa,
+                    const py::array& nya, const py::array& xb, const py::array& yb,
+                    const py::array& nxb, const py::array& nyb, double gamma_x, double gamma_y,
+                    bool same_block, py::array row_k_a, py::array row_l_a, py::array row_k_b,
+                    py::array row_l_b, py::array sums) {
+  pcf::RbfTwinArgs<T> g;
+  g.a = twin_block<T>(xa, ya, nxa, nya, "a");
+  g.b = twin_block<T>(xb, yb, nxb, nyb, "b");
+  g.dx = xa.shape(1);
+  g.dy = ya.shape(1);
+  if (xb.shape(1) != g.dx || yb.shape(1) != g.dy)
+    throw py::value_error("blocks a and b must have the same columns");
+  if (same_block && (xa.data() != xb.data() || ya.data() != yb.data()))
+    throw py::value_error("same_block needs block b to be block a");
+  if (sums.ndim() != 2 || sums.shape(1) != 3)
+    throw py::value_error("sums must have shape (slots, 3)");
+  g.gamma_x = static_cast<T>(gamma_x);
+  g.gamma_y = static_cast<T>(gamma_y);
+  g.same_block = same_block;
+  g.row_k_a = accumulator(row_k_a, g.a.rows, "row_k_a");
+  g.row_l_a = accumulator(row_l_a, g.a.rows, "row_l_a");
+  g.row_k_b = accumulator(row_k_b, g.b.rows, "row_k_b");
+  g.row_l_b = accumulator(row_l_b, g.b.rows, "row_l_b");
+  g.sums = accumulator(sums, sums.size(), "sums");
+  g.nslots = static_cast<int>(sums.shape(0));
+  if (g.nslots < 1) throw py::value_error("sums needs at least one slot");
+  py::gil_scoped_release release;
+  pcf::rbf_pairs_twin<T>(g);
+}
+
+template <typename T>
+void def_rbf_twin(py::module_& m, const std::string& suffix) {
+  m.def(("rbf_pairs_twin" + suffix).c_str(), &rbf_pairs_twin<T>, py::arg("xa"), py::arg("ya"),
+        py::arg("nxa"), py::arg("nya"), py::arg("xb"), py::arg("yb"), py::arg("nxb"),
+        py::arg("nyb"), py::arg("gamma_x"), py::arg("gamma_y"), py::arg("same_block"),
+        py::arg("row_k_a"), py::arg("row_l_a"), py::arg("row_k_b"), py::arg("row_l_b"),
+        py::arg("sums"));
+  m.def(("rbf_twin_tile_rows" + suffix).c_str(), &pcf::rbf_twin_tile_rows<T>,
+        "Rows per tile side of the CUDA RBF kernel for this dtype (16 TM)");
+}
+
+}  // namespace
+
+void bind_twins(py::module_& m) {
+  def_rbf_twin<float>(m, "_f32");
+  def_rbf_twin<double>(m, "_f64");
+  m.def("linear_moments_columns_f32", &columns<float>, py::arg("x"), py::arg("y"),
+        py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
+        py::arg("debiased"), py::arg("slab"));
+  m.def("linear_moments_columns_f64", &columns<double>, py::arg("x"), py::arg("y"),
+        py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
+        py::arg("debiased"), py::arg("slab"));
+}
