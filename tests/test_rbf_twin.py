@@ -179,9 +179,9 @@ def test_wide_bandwidth_is_not_cancelled():
 
 
 def test_twin_runs_the_instantiations_the_engine_launches():
-    """Tile rows of the twin = 16 TM of the kernel instantiation pyckafast._gpu_engine launches
+    """Tile rows of the twin = 16 TM of the kernel instantiation pyckafast._gpu.engine launches
     for that dtype (read from the sources: importing the engine needs CuPy)."""
-    engine = (ROOT / "pyckafast" / "_gpu_engine.py").read_text()
+    engine = (ROOT / "pyckafast" / "_gpu" / "engine.py").read_text()
     tm = {k: int(v) for k, v in re.findall(r"np\.dtype\(np\.(float\d+)\): (\d+)", engine)}
     kernel = (ROOT / "csrc" / "cuda" / "rbf_pairs_cuda.cu").read_text()
     instantiated = dict(re.findall(r"PCF_RBF_INSTANTIATE\((float|double), (\d+)\)", kernel))

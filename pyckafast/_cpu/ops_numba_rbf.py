@@ -5,7 +5,7 @@ The exp is the branch-free expm1 of csrc/common/rbf_pair.h (round-to-nearest shi
 polynomial, 2^k from integer bits) written as three short loops over a row buffer, so that LLVM
 vectorises each of them (``math.expm1`` is a scalar libm call per entry: measured +28 % per pair
 in this epilogue). Its constants are not copied here: they are read at import from the
-``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``_cuda_kernels.source_root``),
+``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``pyckafast._gpu.kernels.source_root``),
 the table the C++ and CUDA kernels compile, and the Taylor coefficients are 1/k! as there. Rows
 are split into fixed chunks of 64 with their own column partials, reduced in chunk order: the
 result does not depend on the thread count.
@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._cuda_kernels import source_root
+from .._gpu.kernels import source_root
 
 _CHUNK_ROWS = 64
 

@@ -2,7 +2,7 @@
 
 The rows are centred by one global shift (column means rounded to the compute dtype, as on the
 CPU), cut into blocks, and every unordered pair of blocks (a, b), a <= b, goes through one launch
-of csrc/cuda/rbf_tiles.cu, which never writes a distance or kernel matrix. Blocks are as large as
+of csrc/cuda/rbf_pairs_cuda.cu, which never writes a distance or kernel matrix. Blocks are as large as
 half the free device memory allows (the whole input when it fits); out of memory halves them.
 The result is exactly the CPU engine's KernelTerms of E = K - 1, F = L - 1.
 """
