@@ -113,21 +113,27 @@ def _head_and_tail(name: str, max_len: int) -> str:
 
 
 def _common_prefix(names: Sequence[str]) -> str:
-    """The leading dotted components shared by every name (never a whole name)."""
-    split = [n.split(".") for n in names]
+    """The leading dotted components shared by every name (never a whole name), with its dot."""
     common = []
-    for parts in zip(*(s[:-1] for s in split)):
+    for parts in zip(*(n.split(".")[:-1] for n in names)):
         if len(set(parts)) != 1:
             break
         common.append(parts[0])
     return ".".join(common) + "." if common else ""
 
 
+def _common_suffix(names: Sequence[str]) -> str:
+    """The trailing dotted components shared by every name (never a whole name), with its dot."""
+    reversed_prefix = _common_prefix([".".join(reversed(n.split("."))) for n in names])
+    return "." + ".".join(reversed(reversed_prefix[:-1].split("."))) if reversed_prefix else ""
+
+
 def shorten_names(names: Sequence[str], max_len: int) -> tuple[list[str], str]:
     """Shorten a list of layer names to at most ``max_len`` characters each, keeping them distinct.
 
-    Only when a name is too long: first the dotted prefix shared by all names is removed (and
-    returned, for the axis label), then each name keeps its informative tail
+    Only when a name is too long: the dotted prefix shared by all names is removed, then (if still
+    too long) the shared dotted suffix; the pattern of what was removed is returned for the axis
+    label (``encoder.layers.*.output``). Each name then keeps its informative tail
     (:func:`shorten_name`); names that would then coincide keep their head and tail instead,
     and if even those coincide, the whole name.
 
@@ -140,24 +146,30 @@ def shorten_names(names: Sequence[str], max_len: int) -> tuple[list[str], str]:
     -------
     short : list of str
         The labels to draw.
-    prefix : str
-        The removed common prefix ("" if none).
+    pattern : str
+        ``prefix*suffix`` of the removed common parts, "" if none.
 
     Examples
     --------
     >>> shorten_names([f"encoder.layers.{i}.attention.output.dense" for i in (0, 11)], 16)
-    (['0.…output.dense', '11.…output.dense'], 'encoder.layers.')
+    (['0', '11'], 'encoder.layers.*.attention.output.dense')
+    >>> shorten_names(["features.0.conv", "features.1.conv.weight"], 14)
+    (['0.conv', '1.conv.weight'], 'features.*')
     """
     names = [str(n) for n in names]
     if all(len(n) <= max_len for n in names):
         return names, ""
     prefix = _common_prefix(names) if len(names) > 1 else ""
     rest = [n[len(prefix):] for n in names]
+    suffix = ""
+    if len(names) > 1 and any(len(n) > max_len for n in rest):
+        suffix = _common_suffix(rest)
+        rest = [n[:len(n) - len(suffix)] for n in rest]
     short = [shorten_name(n, max_len) for n in rest]
     short = _where_repeated(short, rest, lambda n: _head_and_tail(n, max_len))
     # Two identical labels would mislead; a label over budget only crowds. Keep those in full.
     short = _where_repeated(short, rest, lambda n: n)
-    return short, prefix
+    return short, f"{prefix}*{suffix}" if prefix or suffix else ""
 
 
 def _where_repeated(short: list[str], full: list[str], replace) -> list[str]:
@@ -166,8 +178,8 @@ def _where_repeated(short: list[str], full: list[str], replace) -> list[str]:
     return [replace(n) if counts[s] > 1 else s for n, s in zip(full, short)]
 
 
-def _with_prefix(label: str, prefix: str) -> str:
-    return f"{label} ({prefix}{_ELLIPSIS})" if prefix and label else label
+def _with_pattern(label: str, pattern: str) -> str:
+    return f"{label} ({pattern})" if pattern and label else label
 
 
 def _heatmap_figure(plt, shape: tuple[int, int], label_x: int, label_y: int):
@@ -197,7 +209,7 @@ def cka_heatmap(
         CKA values; nan cells (undefined CKA) are drawn grey and annotated "n/a".
     names_x, names_y : sequence of str, optional
         Row and column names (default: 0, 1, ...). Names longer than ``names_max_len`` are
-        shortened (:func:`shorten_names`); a prefix common to all goes into the axis label.
+        shortened (:func:`shorten_names`); the parts common to all go into the axis label.
     ax : matplotlib.axes.Axes, optional
         Draw here; default: a new figure of at least 1024 pixels width at its ``FIGURE_DPI``.
     title, xlabel, ylabel : str
@@ -234,8 +246,8 @@ def cka_heatmap(
         raise ValueError(f"matrix must be 2-D (layers_x, layers_y); got shape {m.shape}.")
     if not vmin < vmax:
         raise ValueError(f"vmin must be below vmax; got vmin={vmin}, vmax={vmax}.")
-    rows, prefix_x = shorten_names(_names(names_x, m.shape[0], "names_x"), names_max_len)
-    cols, prefix_y = shorten_names(_names(names_y, m.shape[1], "names_y"), names_max_len)
+    rows, pattern_x = shorten_names(_names(names_x, m.shape[0], "names_x"), names_max_len)
+    cols, pattern_y = shorten_names(_names(names_y, m.shape[1], "names_y"), names_max_len)
     label_x, label_y = max(map(len, cols)), max(map(len, rows))
     if ax is None:
         ax = _heatmap_figure(plt, m.shape, label_x, label_y)
@@ -247,8 +259,8 @@ def cka_heatmap(
     ax.set_xticks(range(m.shape[1]), cols, rotation=45 if rotate else 0,
                   ha="right" if rotate else "center", rotation_mode="anchor" if rotate else "default")
     ax.set_yticks(range(m.shape[0]), rows)
-    ax.set_xlabel(_with_prefix(xlabel, prefix_y))
-    ax.set_ylabel(_with_prefix(ylabel, prefix_x))
+    ax.set_xlabel(_with_pattern(xlabel, pattern_y))
+    ax.set_ylabel(_with_pattern(ylabel, pattern_x))
     if title:
         ax.set_title(title)
     if annotate if annotate is not None else m.size <= _ANNOTATE_MAX_CELLS:
