@@ -20,14 +20,14 @@ _CURVES = ("translation", "outlier", "class-translation")
 _CUBES = ("translation", "invertible", "outlier")
 
 # option dest -> (flag, experiments that use it). Any other experiment would silently ignore
-# the option, which hides a mistake in the command: it is an error instead.
+# the option, which hides a mistake in the command: it is an error instead. (--no-rbf is not
+# here: invertible measures linear CKA only, so the request is honoured, not ignored.)
 APPLIES_TO = {
     "n_per_cube": ("--n-per-cube", _CUBES),
     "dim": ("--dim", _CUBES),
     "magnitudes": ("--magnitudes", _CURVES),
     "grid": ("--grid", ("invertible",)),
     "rbf": ("--rbf", _CURVES),
-    "no_rbf": ("--no-rbf", _CURVES),
     "rbf_samples": ("--rbf-samples", _CURVES),
     "linear_method": ("--linear-method", ("invertible",)),
     "representation": ("--representation", ("class-translation",)),
@@ -106,7 +106,8 @@ def add_robustness_parser(subparsers) -> argparse.ArgumentParser:
                         "of M's entries (default 1,5,10,25,50,100,500,1e3,5e3)")
     p.add_argument("--rbf", type=_positive_floats, default=None, metavar="M1,M2,...",
                    help=f"{_for(_CURVES)}: RBF bandwidth multipliers (default 1,0.5,0.2)")
-    p.add_argument("--no-rbf", action="store_true", help=f"{_for(_CURVES)}: linear CKA only")
+    p.add_argument("--no-rbf", action="store_true",
+                   help="linear CKA only (invertible always measures linear CKA only)")
     p.add_argument("--rbf-samples", type=_non_negative_int, default=None, metavar="N",
                    help=f"{_for(_CURVES)}: rows used for RBF CKA (O(n^2 p) each); 0 = all rows "
                         f"(default {_DEFAULT_RBF_SAMPLES})")
