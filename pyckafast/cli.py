@@ -371,17 +371,26 @@ def median_rule_sigma(a: np.ndarray, path: str, args: argparse.Namespace) -> flo
         When the median is 0 (at least half of the pairs are identical rows).
     """
     from ._core import bandwidth, dispatch
-    from ._core.validation import as_samples
 
     rule = args.bandwidth or "kornblith"
     threshold = args.threshold or 1.0
     ops = dispatch.resolve(args.backend, "rbf_tile", "cpu")
-    median = bandwidth.median_sq_distance(as_samples(a, path), rule, ops=ops)
+    median = bandwidth.median_sq_distance(_float_rows(a), rule, ops=ops)
     if not median > 0:
         raise CLIError(f"{path}: the {rule!r} median squared distance between rows is 0 (at least "
                        "half of the pairs of rows are identical), so the median rule gives sigma = "
                        "0; pass --sigma or --bandwidth offdiag.")
     return threshold * math.sqrt(median)
+
+
+def _float_rows(a: np.ndarray) -> np.ndarray:
+    """(n, p) in the dtype rbf_cka computes in: integers and bool as float64, float16 as float32."""
+    rows = a[:, None] if a.ndim == 1 else a
+    if rows.dtype.kind in "biu":
+        return rows.astype(np.float64)
+    if rows.dtype.itemsize < 4:
+        return rows.astype(np.float32)
+    return rows.astype(np.float64) if rows.dtype.itemsize > 8 else rows
 
 
 def _report(args, x: np.ndarray, y: np.ndarray, value: float,
@@ -421,7 +430,7 @@ def _backend_used(args) -> str:
 
     if args.backend == "cuda":
         return "cuda"
-    op = "linear_moments" if args.kernel == "linear" else "rbf_terms"
+    op = "linear_moments" if args.kernel == "linear" else "rbf_tile"
     module = dispatch.resolve(args.backend, op, "cpu").__name__
     return next((name for name, b in BACKENDS.items() if b.module == module), module)
 

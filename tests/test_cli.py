@@ -398,3 +398,16 @@ def test_curve_summary_has_a_row_per_magnitude(tmp_path):
     head = next(i for i, line in enumerate(lines) if line.startswith("c \\ measure"))
     assert lines[head].split()[3:] == ["theory", "linear"]
     assert [lines[head + 1].split()[0], lines[head + 2].split()[0]] == ["1", "100"]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float16, np.bool_])
+def test_rbf_median_sigma_for_non_float_files(tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    raw = rng.normal(size=(80, 3)) * 4
+    x = raw > 0 if dtype is np.bool_ else raw.astype(dtype)
+    y = rng.normal(size=(80, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    proc = _cli("cka", tmp_path / "x.npy", tmp_path / "y.npy", "--kernel", "rbf", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cka"] == pytest.approx(pyckafast.rbf_cka(x, y), abs=1e-6)

@@ -121,3 +121,23 @@ def test_long_names_are_shortened_in_table_and_figure(tmp_path, capsys):
     assert out[0] == "layers: model.encoder.layer.*.attention.output"
     assert [line.split()[1] for line in out[2:5]] == ["0", "1", "2"]
     assert json.loads((tmp_path / "o" / "map.json").read_text())["names"] == names  # JSON keeps them
+
+
+def test_without_matplotlib_the_json_is_written_and_the_extra_named(layer_dir, tmp_path):
+    d, _ = layer_dir
+    script = (
+        "import sys, importlib.abc\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Absent())\n"
+        "from pyckafast.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, "map", str(d), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert 'pip install "pyckafast[plot]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "o" / "map.json").read_text())["names"][0] == "layer1"
+    assert not (tmp_path / "o" / "map.png").exists()
