@@ -63,7 +63,8 @@ def shorten_name(name: str, max_len: int) -> str:
     """``name`` in at most ``max_len`` characters, keeping its informative tail.
 
     Dotted module names lose whole leading components (``encoder.layer.11.output`` ->
-    ``…11.output``); a single component longer than the budget keeps its last characters.
+    ``…11.output``); when whole components would fill less than half of the budget (or one
+    component alone is too long), the last ``max_len - 1`` characters are kept instead.
 
     Parameters
     ----------
@@ -80,6 +81,8 @@ def shorten_name(name: str, max_len: int) -> str:
     --------
     >>> shorten_name("encoder.layers.11.attention.output.dense", 20)
     '…output.dense'
+    >>> shorten_name("layer2.0.downsample.0", 12)
+    '…ownsample.0'
     >>> shorten_name("fc", 20)
     'fc'
     """
@@ -93,8 +96,10 @@ def shorten_name(name: str, max_len: int) -> str:
         if len(part) + 1 + len(tail) + 1 > max_len:
             break
         tail = f"{part}.{tail}"
-    if len(tail) + 1 > max_len:
-        tail = tail[-(max_len - 1):]
+    if len(tail) + 1 > max_len or len(tail) < max_len // 2:
+        # One component too long, or whole components that leave most of the budget unused
+        # ("…0" for "layer2.0.downsample.0"): the last characters say more.
+        tail = name[-(max_len - 1):]
     return _ELLIPSIS + tail
 
 
@@ -186,13 +191,22 @@ def _heatmap_figure(plt, shape: tuple[int, int], label_x: int, label_y: int):
     """A new figure sized for the map: cells of 0.18 to 0.55 in, room for the tick labels."""
     rows, cols = shape
     cell = min(max(8.0 / max(rows, cols), 0.18), 0.55)
-    rotate = cols > 4 or label_x > 6
+    rotate = _rotate_x_labels(label_x, cell)
     left = 0.8 + _CHAR_INCHES * label_y
     bottom = 0.8 + _CHAR_INCHES * label_x * (0.72 if rotate else 0.0)
     width = min(max(left + cols * cell + 1.4, 6.4), 16.0)
     height = min(max(bottom + rows * cell + 0.7, 4.0), 14.0)
     fig, ax = plt.subplots(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
     return ax
+
+
+def _rotate_x_labels(label_x: int, cell_inches: float) -> bool:
+    """Tilt the column names only when the longest would not fit under its cell."""
+    return label_x * _CHAR_INCHES > 0.9 * cell_inches
+
+
+def _cell_width(ax, cols: int) -> float:
+    return ax.figure.get_size_inches()[0] * ax.get_position().width / cols
 
 
 def cka_heatmap(
@@ -255,7 +269,7 @@ def cka_heatmap(
     image = ax.imshow(np.ma.masked_invalid(m), cmap=colormap, vmin=vmin, vmax=vmax,
                       aspect="auto", interpolation="nearest")
     ax.figure.colorbar(image, ax=ax, label=cbar_label, fraction=0.046, pad=0.04)
-    rotate = m.shape[1] > 4 or label_x > 6
+    rotate = _rotate_x_labels(label_x, _cell_width(ax, m.shape[1]))
     ax.set_xticks(range(m.shape[1]), cols, rotation=45 if rotate else 0,
                   ha="right" if rotate else "center", rotation_mode="anchor" if rotate else "default")
     ax.set_yticks(range(m.shape[0]), rows)

@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 
 from pyckafast.plot import cka_heatmap, robustness_curve  # noqa: E402
 from pyckafast.robustness import (  # noqa: E402
-    invertible_sweep, linear_measure, outlier_sweep, rbf_measure, translation_sweep,
+    class_translation_sweep, invertible_sweep, linear_measure, outlier_sweep, rbf_measure,
+    translation_sweep,
 )
+from pyckafast.robustness.sweeps import PAPER_GRID  # noqa: E402
 from pyckafast.robustness.plots import plot_cka_maps, plot_curves, plot_heatmap, save_figure  # noqa: E402
 
 
@@ -53,6 +55,10 @@ def main(out: str) -> None:
     save_figure(plot_curves(o), os.path.join(out, "outlier.png"))
     inv = invertible_sweep([1, 10, 100, 1000], [1, 10, 100, 1000], [0], n_per_cube=60, dim=8)
     save_figure(plot_heatmap(inv), os.path.join(out, "invertible.png"))
+    paper = invertible_sweep(PAPER_GRID, PAPER_GRID, [0, 1], n_per_cube=60, dim=8)
+    save_figure(plot_heatmap(paper), os.path.join(out, "invertible_paper_grid.png"))
+    cls = class_translation_sweep([1, 10, 100, 1000, 5000], [0, 1], measures=measures[:2])
+    save_figure(plot_curves(cls), os.path.join(out, "class_translation.png"))
     save_figure(plot_cka_maps({"before": _maps(8), "target": np.eye(8), "after": _maps(8, 1)},
                               title="CKA maps"), os.path.join(out, "cka_maps.png"))
     print("\n".join(sorted(os.listdir(out))))
