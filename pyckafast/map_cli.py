@@ -12,14 +12,14 @@ import json
 import os
 import re
 import sys
-import warnings
 import zipfile
 
 import numpy as np
 
-from ._cli_files import CLIError, naming_bad_values, open_npy
+from ._cli_files import CLIError, is_constant, naming_bad_values, open_npy
 
-__all__ = ["add_map_parser", "run_map", "load_representations", "natural_key", "format_matrix"]
+__all__ = ["add_map_parser", "run_map", "map_of", "load_representations", "natural_key",
+           "format_matrix"]
 
 DEFAULT_NAMES_MAX_LEN = 24
 # Beyond this many layers the text table would wrap on a terminal; the JSON and PNG hold it all.
@@ -161,17 +161,10 @@ def run_map(args: argparse.Namespace) -> int:
     int
         0, or 1 when the figure could not be written (matplotlib missing).
     """
-    from . import cka_matrix
-
     if args.kernel == "linear" and args.threshold is not None:
         raise CLIError("--threshold applies to --kernel rbf only (the linear kernel has no bandwidth).")
     names, arrays, origins = load_representations(args.source)
-    with naming_bad_values(dict(zip(origins, arrays))), warnings.catch_warnings():
-        # The library warns about "xs[i]"; _report_undefined names the file instead.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        matrix = cka_matrix(arrays, kernel=args.kernel, debiased=args.debiased,
-                            threshold=args.threshold or 1.0)
-    _report_undefined(matrix, origins)
+    matrix = map_of(arrays, origins, args)
     if len(names) <= _TABLE_MAX_LAYERS:
         print(_table(matrix, names, args.names_max_len))
     if args.out is None:
@@ -183,11 +176,41 @@ def run_map(args: argparse.Namespace) -> int:
     return _write_png(os.path.join(args.out, "map.png"), matrix, names, args)
 
 
-def _report_undefined(matrix: np.ndarray, origins: list[str]) -> None:
-    """One stderr line per representation without variance (its row and column are nan)."""
-    for i in np.flatnonzero(np.isnan(np.diag(matrix))):
+def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespace) -> np.ndarray:
+    """:func:`pyckafast.cka_matrix` of the representations with variance; nan rows and columns
+    (and one stderr line naming the file) for those without.
+
+    A constant layer has no CKA with anything, and with the RBF kernel its median bandwidth
+    would be 0 and stop the whole map; leaving it out keeps every other pair.
+
+    Parameters
+    ----------
+    arrays : list of numpy.ndarray
+        The representations, same number of rows.
+    origins : list of str
+        Their files, for the messages.
+    args : argparse.Namespace
+        ``kernel``, ``debiased`` and ``threshold``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (len(arrays), len(arrays))
+    """
+    from . import cka_matrix
+
+    varying = [i for i, a in enumerate(arrays) if not is_constant(a)]
+    for i in sorted(set(range(len(arrays))) - set(varying)):
         print(f"pyckafast: warning: {origins[i]} has zero variance: its row and column of the map "
               "are undefined (null in map.json, grey in map.png).", file=sys.stderr)
+    matrix = np.full((len(arrays), len(arrays)), np.nan)
+    if not varying:
+        return matrix
+    chosen = [arrays[i] for i in varying]
+    with naming_bad_values({origins[i]: arrays[i] for i in varying}):
+        part = cka_matrix(chosen, kernel=args.kernel, debiased=args.debiased,
+                          threshold=args.threshold or 1.0)
+    matrix[np.ix_(varying, varying)] = part
+    return matrix
 
 
 def _table(matrix: np.ndarray, names: list[str], max_len: int) -> str:

@@ -73,15 +73,18 @@ def test_npz_map_in_archive_order_with_rbf(tmp_path, capsys):
     np.testing.assert_allclose(got, expect, atol=1e-4)
 
 
-def test_zero_variance_layer_is_null_and_named(layer_dir, tmp_path):
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_zero_variance_layer_is_null_and_named(layer_dir, tmp_path, kernel):
     pytest.importorskip("matplotlib")
-    d, _ = layer_dir
+    d, arrays = layer_dir
     np.save(d / "layer3.npy", np.ones((150, 4)))
-    proc = _cli("map", d, "--out", tmp_path / "o")
+    proc = _cli("map", d, "--out", tmp_path / "o", "--kernel", kernel)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("\n") == 1 and "layer3.npy has zero variance" in proc.stderr
     matrix = json.loads((tmp_path / "o" / "map.json").read_text())["matrix"]
     assert matrix[2] == [None] * 4 and [row[2] for row in matrix] == [None] * 4
+    others = np.array([[matrix[i][j] for j in (0, 1, 3)] for i in (0, 1, 3)], dtype=float)
+    np.testing.assert_allclose(others, pyckafast.cka_matrix(arrays, kernel=kernel), atol=1e-12)
 
 
 @pytest.mark.parametrize("make, message", [
