@@ -118,7 +118,17 @@ def _row_chunks(a: np.ndarray):
 
 
 def first_non_finite(a: np.ndarray) -> tuple[int, int] | None:
-    """(row, column) of the first NaN or +-Inf in ``a`` (1-D: column 0), or None if all finite.
+    """Find the first NaN or +-Inf in ``a``, reading it chunk by chunk.
+
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (n,) or (n, p)
+        A representation (a memory map is read a few MB at a time).
+
+    Returns
+    -------
+    tuple of (int, int) or None
+        (row, column) of the first non-finite value (1-D: column 0), None if all are finite.
 
     Examples
     --------
@@ -141,6 +151,18 @@ def first_non_finite(a: np.ndarray) -> tuple[int, int] | None:
 def check_finite(a: np.ndarray, path: str) -> None:
     """Raise CLIError naming ``path``, the row and the column of the first NaN/Inf of ``a``.
 
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (n,) or (n, p)
+        A representation.
+    path : str
+        Where it came from, for the message.
+
+    Raises
+    ------
+    CLIError
+        If ``a`` holds a NaN or an infinity.
+
     Examples
     --------
     >>> import numpy as np
@@ -158,7 +180,17 @@ def check_finite(a: np.ndarray, path: str) -> None:
 
 
 def is_constant(a: np.ndarray) -> bool:
-    """True if every row of ``a`` equals the first one (zero variance: CKA is undefined).
+    """Tell whether every row of ``a`` equals the first one (zero variance: CKA is undefined).
+
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (n,) or (n, p)
+        A representation; the scan stops at the first chunk with a differing row.
+
+    Returns
+    -------
+    bool
+        True for zero variance.
 
     Examples
     --------
@@ -172,7 +204,18 @@ def is_constant(a: np.ndarray) -> bool:
 
 
 def constant_files(arrays: dict[str, np.ndarray]) -> list[str]:
-    """The paths (keys) whose arrays have zero variance."""
+    """List the files whose arrays have zero variance.
+
+    Parameters
+    ----------
+    arrays : dict of str to numpy.ndarray
+        Path -> its array.
+
+    Returns
+    -------
+    list of str
+        The paths of the constant arrays, in the dict's order.
+    """
     return [path for path, a in arrays.items() if is_constant(a)]
 
 
@@ -183,6 +226,15 @@ def naming_bad_values(arrays: dict[str, np.ndarray]):
     The library checks finiteness on the sums it accumulates anyway (free, but it can only name
     the argument and a range of rows); only when it fails does the CLI scan the files to find the
     exact place. Any other ValueError is passed on unchanged.
+
+    Parameters
+    ----------
+    arrays : dict of str to numpy.ndarray
+        Path -> its array, the inputs of the computation in the ``with`` block.
+
+    Yields
+    ------
+    None
     """
     try:
         yield

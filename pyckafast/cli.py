@@ -35,7 +35,8 @@ from ._cli_files import CLIError, check_finite, constant_files, naming_bad_value
 from ._core.dispatch import BACKENDS, BackendUnavailable
 
 __all__ = ["main", "build_parser", "CLIError", "UndefinedResult", "open_npy", "progress_bar",
-           "sigma_arg", "parse_sigma"]
+           "sigma_arg", "parse_sigma", "positive_int", "positive_float", "add_progress_options",
+           "progress_enabled", "check_kernel_options", "median_rule_sigma"]
 
 EXIT_UNDEFINED = 1
 EXIT_BAD_INPUT = 2
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
+        The ``pyckafast`` parser; each subcommand sets ``handler`` to the function that runs it.
 
     Examples
     --------
@@ -146,7 +148,22 @@ def _register_optional_commands(sub) -> None:
 
 
 def parse_sigma(text: str) -> tuple[float, ...]:
-    """``"2"`` -> (2.0,), ``"2,0.5"`` -> (2.0, 0.5); each a finite number > 0, else ValueError.
+    """Parse ``--sigma``: ``"2"`` -> (2.0,), ``"2,0.5"`` -> (2.0, 0.5).
+
+    Parameters
+    ----------
+    text : str
+        One bandwidth, or two separated by a comma (sigma_x, sigma_y).
+
+    Returns
+    -------
+    tuple of float
+        One or two finite numbers > 0.
+
+    Raises
+    ------
+    ValueError
+        Not numbers, more than two, or a value that is not finite and > 0.
 
     Examples
     --------
@@ -166,7 +183,23 @@ def parse_sigma(text: str) -> tuple[float, ...]:
 
 
 def sigma_arg(text: str) -> tuple[float, ...]:
-    """argparse ``type=`` for ``--sigma``: :func:`parse_sigma` with argparse's error type."""
+    """Parse ``--sigma`` for argparse: :func:`parse_sigma` raising argparse's error type.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    tuple of float
+        One or two bandwidths.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        With :func:`parse_sigma`'s message.
+    """
     try:
         return parse_sigma(text)
     except ValueError as exc:
@@ -174,7 +207,23 @@ def sigma_arg(text: str) -> tuple[float, ...]:
 
 
 def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts that must be >= 1."""
+    """Parse a count that must be >= 1 (argparse ``type=``).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    int
+        The count.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not an integer, or below 1.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -185,7 +234,23 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse ``type=`` for multipliers that must be finite and > 0."""
+    """Parse a multiplier that must be finite and > 0 (argparse ``type=``).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    float
+        The multiplier.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not a number, not finite, or not > 0.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -196,7 +261,13 @@ def positive_float(text: str) -> float:
 
 
 def add_progress_options(parser: argparse.ArgumentParser) -> None:
-    """``--progress`` / ``--no-progress``; neither: a bar only when stderr is a terminal."""
+    """Add ``--progress`` / ``--no-progress``; neither: a bar only when stderr is a terminal.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A subcommand's parser; the choice lands in ``args.progress`` (None, True or False).
+    """
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--progress", dest="progress", action="store_true", default=None,
                        help="draw a progress bar on stderr (default: only when stderr is a terminal)")
@@ -205,7 +276,18 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    """The user's --progress/--no-progress, else whether stderr is a terminal (as tqdm users expect)."""
+    """Decide whether to draw a progress bar.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        With ``progress`` from :func:`add_progress_options`.
+
+    Returns
+    -------
+    bool
+        The user's --progress/--no-progress, else whether stderr is a terminal.
+    """
     if args.progress is not None:
         return args.progress
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
@@ -349,7 +431,9 @@ def _explicit_sigma(sigma: tuple[float, ...] | None) -> tuple[float, float] | No
 
 
 def median_rule_sigma(a: np.ndarray, path: str, args: argparse.Namespace) -> float:
-    """sigma = threshold x sqrt(median squared distance) of the rows of ``a`` (``rbf_cka``'s rule).
+    """Compute sigma = threshold x sqrt(median squared distance) of the rows of ``a``.
+
+    This is ``rbf_cka``'s bandwidth rule, evaluated here so that ``--json`` can report it.
 
     Parameters
     ----------

@@ -37,6 +37,7 @@ def add_map_parser(subparsers) -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
+        The ``map`` parser (its ``handler`` is :func:`run_map`).
     """
     from .cli import positive_float, positive_int
 
@@ -65,6 +66,16 @@ def add_map_parser(subparsers) -> argparse.ArgumentParser:
 
 def natural_key(name: str) -> list:
     """Sort key that orders digit runs by value: "layer2" < "layer10".
+
+    Parameters
+    ----------
+    name : str
+        A file name.
+
+    Returns
+    -------
+    list
+        Its text and integer parts, alternating.
 
     Examples
     --------
@@ -177,8 +188,10 @@ def run_map(args: argparse.Namespace) -> int:
 
 
 def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespace) -> np.ndarray:
-    """:func:`pyckafast.cka_matrix` of the representations with variance; nan rows and columns
-    (and one stderr line naming the file) for those without.
+    """Compute the CKA map, with nan rows and columns for representations without variance.
+
+    :func:`pyckafast.cka_matrix` runs on the representations with variance; each one without
+    gets one stderr line naming its file.
 
     A constant layer has no CKA with anything, and with the RBF kernel its median bandwidth
     would be 0 and stop the whole map; leaving it out keeps every other pair.
@@ -195,6 +208,7 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
     Returns
     -------
     numpy.ndarray, shape (len(arrays), len(arrays))
+        The symmetric map.
     """
     from . import cka_matrix
 
@@ -224,6 +238,20 @@ def _table(matrix: np.ndarray, names: list[str], max_len: int) -> str:
 
 def format_matrix(matrix: np.ndarray, names: list[str], width: int = 8) -> str:
     """The map as a text table: a header of column numbers, one row per layer with its name.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray, shape (k, k)
+        The map (nan printed as "n/a").
+    names : list of str
+        The layers' names.
+    width : int, default 8
+        Characters per value column.
+
+    Returns
+    -------
+    str
+        A header line, then one line per layer.
 
     Examples
     --------

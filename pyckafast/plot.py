@@ -14,7 +14,7 @@ import numpy as np
 from ._core.optional import require
 
 __all__ = ["cka_heatmap", "robustness_curve", "shorten_name", "shorten_names", "series_style",
-           "FIGURE_DPI"]
+           "annotate_cells", "legend_outside", "FIGURE_DPI"]
 
 #: dpi of the figures this module creates: a 6.4 inch wide figure is 1024 pixels wide.
 FIGURE_DPI = 160
@@ -76,6 +76,7 @@ def shorten_name(name: str, max_len: int) -> str:
     Returns
     -------
     str
+        The name itself if short enough, else an ellipsis and its tail.
 
     Examples
     --------
@@ -145,7 +146,9 @@ def shorten_names(names: Sequence[str], max_len: int) -> tuple[list[str], str]:
     Parameters
     ----------
     names : sequence of str
+        The layer names of one axis.
     max_len : int
+        The most characters of a label (at least 2).
 
     Returns
     -------
@@ -243,6 +246,7 @@ def cka_heatmap(
     Returns
     -------
     matplotlib.axes.Axes
+        The heatmap's axes (the colorbar is the figure's last axes).
 
     Examples
     --------
@@ -288,6 +292,7 @@ def annotate_cells(ax, m: np.ndarray, image, fmt: str = "{:.2f}") -> None:
     Parameters
     ----------
     ax : matplotlib.axes.Axes
+        The axes holding ``image``.
     m : numpy.ndarray, 2-D
         The values drawn by ``image`` (nan: "n/a").
     image : matplotlib.image.AxesImage
@@ -323,6 +328,7 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
     Parameters
     ----------
     ax : matplotlib.axes.Axes
+        The axes whose curves the legend explains.
     handles, labels : list, optional
         Default: those of ``ax``.
     **kwargs
@@ -331,6 +337,7 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
     Returns
     -------
     matplotlib.legend.Legend
+        The legend, anchored just right of the axes.
     """
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
@@ -351,7 +358,7 @@ def robustness_curve(
     x : array_like
         The manipulation parameter of each point.
     curves : mapping of str to sequence of float, or sequence of float
-        label -> values (one per x), or the values of a single curve.
+        Label -> values (one per x), or the values of a single curve.
     ax : matplotlib.axes.Axes, optional
         Draw here; default: a new figure (1024 pixels wide).
     xlabel, ylabel, title : str
@@ -359,6 +366,7 @@ def robustness_curve(
     baseline : float, optional
         A dashed grey horizontal reference (e.g. the unmanipulated CKA).
     ylim : (float, float) or None, default (0.0, 1.05)
+        Range of the CKA axis; None lets matplotlib choose.
 
     Returns
     -------

@@ -78,6 +78,7 @@ def add_robustness_parser(subparsers) -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
+        The ``robustness`` parser (its ``handler`` is :func:`run_robustness`).
     """
     from .cli import add_progress_options, positive_int
 
@@ -250,16 +251,21 @@ def format_table(row_name: str, rows, col_name: str, cols, values: np.ndarray) -
 
     Parameters
     ----------
-    row_name, col_name : str
-        What the rows and the columns are (the top-left cell says ``row \\ col``).
-    rows, cols : sequence
-        Their values (numbers are printed with ``:g``).
+    row_name : str
+        What the rows are (the top-left cell says ``row \\ col``).
+    rows : sequence
+        The row values (numbers are printed with ``:g``).
+    col_name : str
+        What the columns are.
+    cols : sequence
+        The column values.
     values : numpy.ndarray, shape (len(rows), len(cols))
-        nan is printed as "n/a".
+        The table's cells; nan is printed as "n/a".
 
     Returns
     -------
     str
+        The table, one line per row after a header line.
 
     Examples
     --------
@@ -285,16 +291,20 @@ def _label(value) -> str:
 
 
 def summary_tables(result) -> str:
-    """The mean over seeds as text: one (mean x std) table per measure for a 2-D sweep; for a
-    curve sweep one table with a row per c and a column per measure.
+    """The mean over seeds of a sweep as text tables.
+
+    A 2-D sweep (invertible) gets one (mean x std) table per measure; a curve sweep one table
+    with a row per c and a column per measure.
 
     Parameters
     ----------
     result : SweepResult
+        A finished sweep.
 
     Returns
     -------
     str
+        The tables, each after a line saying what its rows and columns are.
     """
     seeds = len(result.axes["seed"])
     axes = [a for a in result.axes if a != "seed"]

@@ -30,6 +30,16 @@ def _pyplot():
 def measure_label(name: str) -> str:
     """The legend text of a measure: "rbf 0.5" -> "RBF CKA, σ = 0.5 × median distance".
 
+    Parameters
+    ----------
+    name : str
+        A measure's name in a SweepResult ("linear", "rbf 0.5", ...).
+
+    Returns
+    -------
+    str
+        What it measures, in words (other names unchanged).
+
     Examples
     --------
     >>> measure_label("linear"), measure_label("rbf 0.2")
@@ -66,6 +76,7 @@ def plot_curves(result: SweepResult, *, log_x: bool | None = None, title: str | 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure (legend below the axes); save it with :func:`save_figure`.
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI, series_style
@@ -122,6 +133,7 @@ def plot_heatmap(result: SweepResult, name: str = "linear", *, title: str | None
     Returns
     -------
     matplotlib.figure.Figure
+        The annotated heatmap with its colorbar.
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI, annotate_cells
@@ -160,6 +172,7 @@ def plot_cka_maps(maps: dict[str, np.ndarray], *, title: str | None = None,
     Returns
     -------
     matplotlib.figure.Figure
+        One panel per map and a shared colorbar.
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI
@@ -192,11 +205,14 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
+        The figure; closed afterwards.
     path : str or os.PathLike
+        Where to write the PNG.
 
     Returns
     -------
     str
+        ``path`` as a string.
     """
     fig.savefig(path, dpi="figure")
     _pyplot().close(fig)
