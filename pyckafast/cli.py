@@ -416,11 +416,12 @@ def _rbf_from_arrays(args, arrays: dict[str, np.ndarray]) -> tuple[float, tuple[
         # The same median rule rbf_cka applies, computed here once so that --json can report it
         # and then passed explicitly (no second median pass). On a GPU, rbf_cka finds it there.
         sigma = (median_rule_sigma(x, x_path, args), median_rule_sigma(y, y_path, args))
+    # Only the options that apply: the library may reject a threshold next to an explicit sigma.
+    bandwidth = ({"sigma": sigma} if sigma is not None else
+                 {"threshold": args.threshold or 1.0, "bandwidth": args.bandwidth or "kornblith"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        value = rbf_cka(x, y, sigma=sigma, threshold=args.threshold or 1.0,
-                        bandwidth=args.bandwidth or "kornblith", debiased=args.debiased,
-                        backend=args.backend)
+        value = rbf_cka(x, y, debiased=args.debiased, backend=args.backend, **bandwidth)
     return value, sigma
 
 

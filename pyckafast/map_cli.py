@@ -221,8 +221,8 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
         return matrix
     chosen = [arrays[i] for i in varying]
     with naming_bad_values({origins[i]: arrays[i] for i in varying}):
-        part = cka_matrix(chosen, kernel=args.kernel, debiased=args.debiased,
-                          threshold=args.threshold or 1.0)
+        bandwidth = {"threshold": args.threshold or 1.0} if args.kernel == "rbf" else {}
+        part = cka_matrix(chosen, kernel=args.kernel, debiased=args.debiased, **bandwidth)
     matrix[np.ix_(varying, varying)] = part
     return matrix
 
