@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import warnings
 
 import numpy as np
 
 __all__ = ["CLIError", "open_npy", "first_non_finite", "is_constant", "check_finite",
-           "constant_files", "naming_bad_values"]
+           "constant_files", "naming_bad_values", "warnings_as_lines"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"  # what np.savez writes
@@ -242,3 +244,22 @@ def naming_bad_values(arrays: dict[str, np.ndarray]):
         for path, a in arrays.items():
             check_finite(a, path)
         raise
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Show the library's warnings as ``pyckafast: warning: ...`` lines on stderr.
+
+    Python's default display adds the library's file, line number and source line, which mean
+    nothing to a command-line user; the message itself (e.g. a bandwidth that makes a kernel
+    the identity) does. Each distinct message is shown once, after the block.
+
+    Yields
+    ------
+    None
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"pyckafast: warning: {message}", file=sys.stderr)

@@ -26,12 +26,13 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ._cli_files import CLIError, check_finite, constant_files, naming_bad_values, open_npy
+from ._cli_files import (
+    CLIError, check_finite, constant_files, naming_bad_values, open_npy, warnings_as_lines,
+)
 from ._core.dispatch import BACKENDS, BackendUnavailable
 
 __all__ = ["main", "build_parser", "CLIError", "UndefinedResult", "open_npy", "progress_bar",
@@ -398,9 +399,7 @@ def _linear_from_files(args, n: int, arrays: dict[str, np.ndarray]) -> float:
     with progress_bar(n, enabled=progress_enabled(args)) as progress, naming_bad_values(arrays):
         state = stream_npy(args.x, args.y, chunk_size=args.chunk_size, debiased=args.debiased,
                            backend=args.backend, progress=progress)
-    with warnings.catch_warnings():
-        # A nan result is reported by the caller as one line; the library's warning would be a second.
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings_as_lines():
         return state.result(debiased=args.debiased)
 
 
@@ -419,8 +418,7 @@ def _rbf_from_arrays(args, arrays: dict[str, np.ndarray]) -> tuple[float, tuple[
     # Only the options that apply: the library may reject a threshold next to an explicit sigma.
     bandwidth = ({"sigma": sigma} if sigma is not None else
                  {"threshold": args.threshold or 1.0, "bandwidth": args.bandwidth or "kornblith"})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings_as_lines():
         value = rbf_cka(x, y, debiased=args.debiased, backend=args.backend, **bandwidth)
     return value, sigma
 

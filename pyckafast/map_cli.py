@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from ._cli_files import CLIError, is_constant, naming_bad_values, open_npy
+from ._cli_files import CLIError, is_constant, naming_bad_values, open_npy, warnings_as_lines
 
 __all__ = ["add_map_parser", "run_map", "map_of", "load_representations", "natural_key",
            "format_matrix"]
@@ -220,7 +220,7 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
     if not varying:
         return matrix
     chosen = [arrays[i] for i in varying]
-    with naming_bad_values({origins[i]: arrays[i] for i in varying}):
+    with naming_bad_values({origins[i]: arrays[i] for i in varying}), warnings_as_lines():
         bandwidth = {"threshold": args.threshold or 1.0} if args.kernel == "rbf" else {}
         part = cka_matrix(chosen, kernel=args.kernel, debiased=args.debiased, **bandwidth)
     matrix[np.ix_(varying, varying)] = part

@@ -411,3 +411,19 @@ def test_rbf_median_sigma_for_non_float_files(tmp_path, dtype):
     proc = _cli("cka", tmp_path / "x.npy", tmp_path / "y.npy", "--kernel", "rbf", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["cka"] == pytest.approx(pyckafast.rbf_cka(x, y), abs=1e-6)
+
+
+def test_library_warnings_are_one_line_each(files, capsys, monkeypatch):
+    import warnings
+
+    paths, _, _ = files
+
+    def warn_twice(*args, **kwargs):
+        for _ in range(2):
+            warnings.warn("sigma makes the kernel numerically the identity", RuntimeWarning)
+        return 0.5
+
+    monkeypatch.setattr(pyckafast, "rbf_cka", warn_twice)
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma", "1")
+    assert code == 0 and out == "0.5\n"
+    assert err == "pyckafast: warning: sigma makes the kernel numerically the identity\n"
