@@ -58,8 +58,9 @@ def add_map_parser(subparsers) -> argparse.ArgumentParser:
                    help="write map.json (names, matrix, options) and map.png (heatmap) here; "
                         "created if missing")
     p.add_argument("--names-max-len", type=positive_int, default=DEFAULT_NAMES_MAX_LEN,
-                   metavar="N", help="shorten layer names in the figure to N characters, keeping "
-                                     f"the informative tail (default {DEFAULT_NAMES_MAX_LEN})")
+                   metavar="N", help="shorten layer names in the table and the figure to N >= 2 "
+                                     "characters, keeping the informative tail (default "
+                                     f"{DEFAULT_NAMES_MAX_LEN}); map.json keeps the full names")
     p.set_defaults(handler=run_map)
     return p
 
@@ -174,6 +175,9 @@ def run_map(args: argparse.Namespace) -> int:
     """
     if args.kernel == "linear" and args.threshold is not None:
         raise CLIError("--threshold applies to --kernel rbf only (the linear kernel has no bandwidth).")
+    if args.names_max_len < 2:
+        raise CLIError(f"--names-max-len must be at least 2 (room for an ellipsis and one "
+                       f"character); got {args.names_max_len}.")
     names, arrays, origins = load_representations(args.source)
     matrix = map_of(arrays, origins, args)
     if len(names) <= _TABLE_MAX_LAYERS:

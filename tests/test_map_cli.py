@@ -110,6 +110,8 @@ def test_empty_and_missing_sources(tmp_path, capsys):
     assert "neither a directory nor an .npz archive" in capsys.readouterr().err
     assert cli.main(["map", str(tmp_path), "--threshold", "0.5"]) == 2
     assert "--threshold applies to --kernel rbf only" in capsys.readouterr().err
+    assert cli.main(["map", str(tmp_path), "--names-max-len", "1"]) == 2
+    assert "--names-max-len must be at least 2" in capsys.readouterr().err
 
 
 def test_long_names_are_shortened_in_table_and_figure(tmp_path, capsys):
