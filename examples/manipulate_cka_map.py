@@ -73,7 +73,8 @@ def main(argv=None) -> dict:
     }
     save_figure(plot_cka_maps({"before": before, f"target ({args.target})": target, "after": after},
                               title=f"test accuracy {summary['test_accuracy_before']:.3f} -> "
-                                    f"{summary['test_accuracy_after']:.3f}"),
+                                    f"{summary['test_accuracy_after']:.3f}",
+                              cbar_label="debiased linear CKA (mean over minibatches)"),
                 os.path.join(args.out, f"cka_map_{args.target}.png"))
     with open(os.path.join(args.out, f"cka_map_{args.target}.json"), "w") as fh:
         json.dump(summary, fh, indent=1)

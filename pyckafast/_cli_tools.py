@@ -21,7 +21,7 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--p", type=int, default=64, help="features per representation (default 64)")
     p.add_argument("--naive-n", type=int, default=4000,
                    help="subsample on which the naive Gram method is timed (default 4000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     p.set_defaults(handler=run_demo)
 
 

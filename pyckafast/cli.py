@@ -1,15 +1,20 @@
-"""The ``pyckafast`` command line: CKA of two .npy files of any size, config, demo, benchmark.
+"""The ``pyckafast`` command line: CKA of two .npy files of any size, layer maps, demo, benchmark.
 
 Usage::
 
     pyckafast cka X.npy Y.npy [--kernel linear|rbf] [--debiased] [--backend NAME]
-                              [--chunk-size N] [--json] [--no-progress]
-                              [--sigma S] [--threshold T] [--bandwidth RULE]
+                              [--chunk-size N] [--json] [--progress | --no-progress]
+                              [--sigma S | --sigma SX,SY | --threshold T --bandwidth RULE]
+    pyckafast map DIR_OR_NPZ [--kernel linear|rbf] [--debiased] [--out DIR] [--names-max-len N]
+    pyckafast robustness EXPERIMENT --out DIR [...]
     pyckafast info
     pyckafast demo [--n N] [--p P]
     pyckafast bench [--n N] [--p P ...] [--repeat R]
+    pyckafast --version
 
-Bad input files print one line to stderr and exit with status 2 (no traceback).
+Exit status: 0 on success; 1 when the inputs are valid but the result is undefined (zero
+variance) or a figure could not be written; 2 for bad arguments or bad input files. Errors are
+one line on stderr (no traceback).
 """
 
 from __future__ import annotations
@@ -25,19 +30,39 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ._cli_files import (
+    CLIError, check_finite, constant_files, naming_bad_values, open_npy, warnings_as_lines,
+)
 from ._core.dispatch import BACKENDS, BackendUnavailable
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["main", "build_parser", "CLIError", "UndefinedResult", "open_npy", "progress_bar",
+           "sigma_arg", "parse_sigma", "positive_int", "positive_float", "add_progress_options",
+           "progress_enabled", "check_kernel_options", "median_rule_sigma"]
 
+EXIT_UNDEFINED = 1
 EXIT_BAD_INPUT = 2
+# The Python docs' SIGPIPE recipe exits with 1 once stdout is gone (e.g. ``| head``).
+EXIT_BROKEN_PIPE = 1
+
+BANDWIDTH_RULES = ("kornblith", "offdiag", "sampled")
 
 
-class CLIError(Exception):
-    """A user error that the CLI reports as one line on stderr (exit status 2)."""
+class UndefinedResult(CLIError):
+    """Valid inputs whose CKA is undefined (zero variance): one line on stderr, exit status 1."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name.
+
+    Returns
+    -------
+    int
+        0 on success, 1 for an undefined result, 2 for bad arguments or input files.
 
     Examples
     --------
@@ -45,18 +70,63 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["cka", "/no/such/x.npy", "/no/such/y.npy"])
     2
     """
+    try:
+        status = _run_command(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit flush
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except BrokenPipeError:
+        raise  # an OSError, but the reader went away: not the user's input
+    except UndefinedResult as exc:
+        print(f"pyckafast: error: {exc}", file=sys.stderr)
+        return EXIT_UNDEFINED
     except (CLIError, BackendUnavailable, ValueError, TypeError, OSError) as exc:
         print(f"pyckafast: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not raise again.
+
+    From the Python docs ("Note on SIGPIPE", signal module): the reader of the pipe is gone, so
+    the remaining output has nowhere to go and must not produce a second traceback at exit.
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # e.g. a captured stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pyckafast`` argument parser with every subcommand.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``pyckafast`` parser; each subcommand sets ``handler`` to the function that runs it.
+
+    Examples
+    --------
+    >>> from pyckafast.cli import build_parser
+    >>> build_parser().parse_args(["cka", "x.npy", "y.npy", "--sigma", "1,2"]).sigma
+    (1.0, 2.0)
+    """
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="pyckafast", description="Exact CKA/HSIC at scale: files, demo, benchmark."
+        prog="pyckafast", description="Exact CKA/HSIC at scale: files, layer maps, robustness "
+        "experiments, demo, benchmark.",
+        epilog="Exit status: 0 success, 1 undefined result (zero variance) or no figure written, "
+               "2 bad arguments or input files.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_cka_parser(sub)
     info = sub.add_parser("info", help="show versions, backends and devices (show_config)")
@@ -70,27 +140,190 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional_commands(sub) -> None:
-    """Subcommands that live in their own modules (the robustness suite) register themselves."""
+    """Subcommands that live in their own modules (layer maps, robustness) register themselves."""
+    from .map_cli import add_map_parser
     from .robustness_cli import add_robustness_parser
 
+    add_map_parser(sub)
     add_robustness_parser(sub)
 
 
+def parse_sigma(text: str) -> tuple[float, ...]:
+    """Parse ``--sigma``: ``"2"`` -> (2.0,), ``"2,0.5"`` -> (2.0, 0.5).
+
+    Parameters
+    ----------
+    text : str
+        One bandwidth, or two separated by a comma (sigma_x, sigma_y).
+
+    Returns
+    -------
+    tuple of float
+        One or two finite numbers > 0.
+
+    Raises
+    ------
+    ValueError
+        Not numbers, more than two, or a value that is not finite and > 0.
+
+    Examples
+    --------
+    >>> parse_sigma("2,0.5")
+    (2.0, 0.5)
+    """
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = tuple(float(t) for t in parts)
+    except ValueError:
+        raise ValueError(f"expected a number or two comma-separated numbers; got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise ValueError(f"expected one bandwidth or two (SX,SY); got {len(values)} in {text!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"bandwidths must be finite numbers > 0; got {text!r}")
+    return values
+
+
+def sigma_arg(text: str) -> tuple[float, ...]:
+    """Parse ``--sigma`` for argparse: :func:`parse_sigma` raising argparse's error type.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    tuple of float
+        One or two bandwidths.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        With :func:`parse_sigma`'s message.
+    """
+    try:
+        return parse_sigma(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    """Parse a count that must be >= 1 (argparse ``type=``).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    int
+        The count.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not an integer, or below 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Parse a multiplier that must be finite and > 0 (argparse ``type=``).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    float
+        The multiplier.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not a number, not finite, or not > 0.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text!r}")
+    return value
+
+
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--progress`` / ``--no-progress``; neither: a bar only when stderr is a terminal.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A subcommand's parser; the choice lands in ``args.progress`` (None, True or False).
+    """
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="draw a progress bar on stderr (default: only when stderr is a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="never draw a progress bar")
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Decide whether to draw a progress bar.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        With ``progress`` from :func:`add_progress_options`.
+
+    Returns
+    -------
+    bool
+        The user's --progress/--no-progress, else whether stderr is a terminal.
+    """
+    if args.progress is not None:
+        return args.progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def _add_cka_parser(sub) -> None:
-    p = sub.add_parser("cka", help="CKA between two .npy files (rows = samples), streamed")
+    p = sub.add_parser(
+        "cka", help="CKA between two .npy files (rows = samples), streamed",
+        description="CKA between two representations of the same samples, each a .npy file of "
+                    "shape (n,) or (n, p). The linear kernel streams the files (any size); the RBF "
+                    "kernel holds them in memory and costs O(n^2 p).",
+    )
     p.add_argument("x", help="first representation, .npy of shape (n, p1)")
     p.add_argument("y", help="second representation, .npy of shape (n, p2)")
-    p.add_argument("--kernel", choices=("linear", "rbf"), default="linear")
-    p.add_argument("--debiased", action="store_true", help="unbiased HSIC (Song et al. 2012)")
-    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
-    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
-                   help="rows per streamed chunk (linear kernel)")
-    p.add_argument("--json", action="store_true", help="print a JSON object with options and timing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    rbf = p.add_argument_group("rbf kernel")
-    rbf.add_argument("--sigma", type=float, default=None, help="explicit bandwidth")
-    rbf.add_argument("--threshold", type=float, default=1.0, help="bandwidth multiplier")
-    rbf.add_argument("--bandwidth", default="kornblith", help="bandwidth rule (default kornblith)")
+    p.add_argument("--kernel", choices=("linear", "rbf"), default="linear",
+                   help="kernel: linear (default) or rbf (Gaussian)")
+    p.add_argument("--debiased", action="store_true",
+                   help="debiased CKA from the unbiased HSIC (Song et al. 2012); default: biased "
+                        "HSIC (Kornblith et al. 2019)")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help=f"who computes: auto (default: fastest usable), {', '.join(BACKENDS)}")
+    p.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
+                   help="linear kernel only: rows per streamed chunk (default: about 8 MB per chunk)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: the value, options, sigma used, shapes, dtypes, timing")
+    add_progress_options(p)
+    rbf = p.add_argument_group("rbf kernel (--kernel rbf only)")
+    rbf.add_argument("--sigma", type=sigma_arg, default=None, metavar="S[,S]",
+                     help="explicit bandwidth: one value for both sides or SX,SY "
+                          "(excludes --threshold and --bandwidth)")
+    rbf.add_argument("--threshold", type=positive_float, default=None, metavar="T",
+                     help="sigma = T x sqrt(median squared distance), per side (default 1.0)")
+    rbf.add_argument("--bandwidth", choices=BANDWIDTH_RULES, default=None,
+                     help="which median: kornblith (default; all n^2 distances, as Kornblith et "
+                          "al.), offdiag (distinct pairs), sampled (100,000 random pairs)")
     p.set_defaults(handler=_run_cka)
 
 
@@ -101,92 +334,210 @@ def _run_info(args) -> int:
     return 0
 
 
+def check_kernel_options(args: argparse.Namespace) -> None:
+    """Reject options the chosen kernel would ignore, and contradictory bandwidth options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        With ``kernel``, ``sigma``, ``threshold``, ``bandwidth`` and optionally ``chunk_size``.
+
+    Raises
+    ------
+    CLIError
+        Naming the option and the kernel it applies to.
+    """
+    rbf_only = [flag for flag, value in (("--sigma", args.sigma), ("--threshold", args.threshold),
+                                          ("--bandwidth", args.bandwidth)) if value is not None]
+    if args.kernel == "linear" and rbf_only:
+        raise CLIError(f"{rbf_only[0]} applies to --kernel rbf only (the linear kernel has no "
+                       "bandwidth).")
+    if args.kernel == "rbf" and getattr(args, "chunk_size", None) is not None:
+        raise CLIError("--chunk-size applies to --kernel linear only (the RBF pass is tiled).")
+    if args.sigma is not None and len(rbf_only) > 1:
+        raise CLIError(f"--sigma sets the bandwidth; {rbf_only[1]} chooses it from the data: "
+                       "give one or the other.")
+
+
 def _run_cka(args) -> int:
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise CLIError(f"--chunk-size must be a positive integer; got {args.chunk_size}.")
+    check_kernel_options(args)
     x, y = open_npy(args.x), open_npy(args.y)
     if x.shape[0] != y.shape[0]:
         raise CLIError(
             f"{args.x} and {args.y} must have the same number of samples (rows); "
             f"got {x.shape[0]} and {y.shape[0]}."
         )
+    arrays = {args.x: x, args.y: y}
+    _refuse_constant(arrays)
     start = time.perf_counter()
     if args.kernel == "linear":
-        value = _linear_from_files(args, x.shape[0])
+        value, sigma = _linear_from_files(args, x.shape[0], arrays), None
     else:
-        value = _rbf_from_arrays(args, x, y)
+        value, sigma = _rbf_from_arrays(args, arrays)
     seconds = time.perf_counter() - start
+    if math.isnan(value):
+        raise UndefinedResult(f"CKA of {args.x} and {args.y} is undefined (nan): a centred "
+                              "kernel matrix has no variance.")
     if args.json:
-        print(json.dumps(_report(args, x, y, value, seconds)))
+        print(json.dumps(_report(args, x, y, value, sigma, seconds)))
     else:
         print(f"{value:.12g}")
     return 0
 
 
-def _linear_from_files(args, n: int) -> float:
+def _refuse_constant(arrays: dict[str, np.ndarray]) -> None:
+    """Zero variance makes CKA 0/0: say which file, instead of printing nan."""
+    constant = constant_files(arrays)
+    if constant:
+        raise UndefinedResult(f"{constant[0]} has zero variance (every row is the same): CKA is "
+                              "undefined.")
+
+
+def _linear_from_files(args, n: int, arrays: dict[str, np.ndarray]) -> float:
     from .streaming import stream_npy
 
-    with progress_bar(n, enabled=not args.no_progress) as progress:
+    with progress_bar(n, enabled=progress_enabled(args)) as progress, naming_bad_values(arrays):
         state = stream_npy(args.x, args.y, chunk_size=args.chunk_size, debiased=args.debiased,
                            backend=args.backend, progress=progress)
-    return state.result(debiased=args.debiased)
+    with warnings_as_lines():
+        return state.result(debiased=args.debiased)
 
 
-def _rbf_from_arrays(args, x: np.ndarray, y: np.ndarray) -> float:
+def _rbf_from_arrays(args, arrays: dict[str, np.ndarray]) -> tuple[float, tuple[float, float] | None]:
+    """The RBF CKA and the (sigma_x, sigma_y) it used (None if the GPU chose it)."""
     from . import rbf_cka
 
-    return rbf_cka(x, y, sigma=args.sigma, threshold=args.threshold, bandwidth=args.bandwidth,
-                   debiased=args.debiased, backend=args.backend)
+    for path, a in arrays.items():  # the O(n p) scan is nothing beside the O(n^2 p) pass
+        check_finite(a, path)
+    (x_path, x), (y_path, y) = arrays.items()
+    sigma = _explicit_sigma(args.sigma)
+    if sigma is None and args.backend != "cuda":
+        # The same median rule rbf_cka applies, computed here once so that --json can report it
+        # and then passed explicitly (no second median pass). On a GPU, rbf_cka finds it there.
+        sigma = (median_rule_sigma(x, x_path, args), median_rule_sigma(y, y_path, args))
+    # Only the options that apply: the library may reject a threshold next to an explicit sigma.
+    bandwidth = ({"sigma": sigma} if sigma is not None else
+                 {"threshold": args.threshold or 1.0, "bandwidth": args.bandwidth or "kornblith"})
+    with warnings_as_lines():
+        value = rbf_cka(x, y, debiased=args.debiased, backend=args.backend, **bandwidth)
+    return value, sigma
 
 
-def _report(args, x: np.ndarray, y: np.ndarray, value: float, seconds: float) -> dict:
+def _explicit_sigma(sigma: tuple[float, ...] | None) -> tuple[float, float] | None:
+    if sigma is None:
+        return None
+    return (sigma[0], sigma[0]) if len(sigma) == 1 else (sigma[0], sigma[1])
+
+
+def median_rule_sigma(a: np.ndarray, path: str, args: argparse.Namespace) -> float:
+    """Compute sigma = threshold x sqrt(median squared distance) of the rows of ``a``.
+
+    This is ``rbf_cka``'s bandwidth rule, evaluated here so that ``--json`` can report it.
+
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (n,) or (n, p)
+        One representation.
+    path : str
+        Its file, named in the error.
+    args : argparse.Namespace
+        ``threshold``, ``bandwidth`` (None: the defaults 1.0 and "kornblith") and ``backend``.
+
+    Returns
+    -------
+    float
+        The bandwidth sigma of that side.
+
+    Raises
+    ------
+    CLIError
+        When the median is 0 (at least half of the pairs are identical rows).
+    """
+    from ._core import bandwidth, dispatch
+
+    rule = args.bandwidth or "kornblith"
+    threshold = args.threshold or 1.0
+    ops = dispatch.resolve(args.backend, "rbf_tile", "cpu")
+    median = bandwidth.median_sq_distance(_float_rows(a), rule, ops=ops)
+    if not median > 0:
+        raise CLIError(f"{path}: the {rule!r} median squared distance between rows is 0 (at least "
+                       "half of the pairs of rows are identical), so the median rule gives sigma = "
+                       "0; pass --sigma or --bandwidth offdiag.")
+    return threshold * math.sqrt(median)
+
+
+def _float_rows(a: np.ndarray) -> np.ndarray:
+    """(n, p) in the dtype rbf_cka computes in: integers and bool as float64, float16 as float32."""
+    rows = a[:, None] if a.ndim == 1 else a
+    if rows.dtype.kind in "biu":
+        return rows.astype(np.float64)
+    if rows.dtype.itemsize < 4:
+        return rows.astype(np.float32)
+    return rows.astype(np.float64) if rows.dtype.itemsize > 8 else rows
+
+
+def _report(args, x: np.ndarray, y: np.ndarray, value: float,
+            sigma: tuple[float, float] | None, seconds: float) -> dict:
     report = {
-        "cka": None if math.isnan(value) else value,
-        "kernel": args.kernel, "debiased": args.debiased, "backend": args.backend,
-        "x": args.x, "y": args.y, "n": int(x.shape[0]),
+        "cka": value, "kernel": args.kernel, "estimator": "debiased" if args.debiased else "biased",
+        "debiased": args.debiased, "backend": args.backend,
+        "backend_used": _backend_used(args), "x": args.x, "y": args.y, "n": int(x.shape[0]),
         "p_x": _width(x), "p_y": _width(y), "dtype_x": str(x.dtype), "dtype_y": str(y.dtype),
         "seconds": round(seconds, 6),
     }
     if args.kernel == "linear":
-        report["chunk_size"] = args.chunk_size
+        report.update(form="features", chunk_size=args.chunk_size)
     else:
-        report.update(sigma=args.sigma, threshold=args.threshold, bandwidth=args.bandwidth)
+        report.update(_sigma_report(args, sigma))
     return report
+
+
+def _sigma_report(args, sigma: tuple[float, float] | None) -> dict:
+    """What --json says about the RBF bandwidth: the per-side sigma and where it came from."""
+    if args.sigma is not None:
+        source = "given (--sigma)"
+    elif sigma is not None:
+        source = (f"threshold x sqrt({args.bandwidth or 'kornblith'} median squared distance), "
+                  "per side")
+    else:
+        source = "median rule evaluated on the GPU by rbf_cka (not reported)"
+    return {"sigma_x": None if sigma is None else sigma[0],
+            "sigma_y": None if sigma is None else sigma[1], "sigma_source": source,
+            "threshold": None if args.sigma is not None else (args.threshold or 1.0),
+            "bandwidth": None if args.sigma is not None else (args.bandwidth or "kornblith")}
+
+
+def _backend_used(args) -> str:
+    """The backend that "auto" (or the named one) resolves to for this kernel's CPU pass."""
+    from ._core import dispatch
+
+    if args.backend == "cuda":
+        return "cuda"
+    op = "linear_moments" if args.kernel == "linear" else "rbf_tile"
+    module = dispatch.resolve(args.backend, op, "cpu").__name__
+    return next((name for name, b in BACKENDS.items() if b.module == module), module)
 
 
 def _width(a: np.ndarray) -> int:
     return 1 if a.ndim == 1 else int(a.shape[1])
 
 
-def open_npy(path: str) -> np.ndarray:
-    """Memory-map a .npy file of shape (n,) or (n, p) with real numbers, or raise CLIError."""
-    if not os.path.exists(path):
-        raise CLIError(f"{path}: no such file.")
-    if os.path.isdir(path):
-        raise CLIError(f"{path}: is a directory, expected a .npy file.")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise CLIError(f"{path}: not a readable .npy array ({exc}).") from None
-    if not isinstance(arr, np.ndarray):  # np.load gives an NpzFile for .npz archives
-        with contextlib.suppress(AttributeError):
-            arr.close()
-        raise CLIError(f"{path}: is a .npz archive; expected a single .npy array (np.save).")
-    if arr.dtype.kind not in "biuf":
-        raise CLIError(f"{path}: must hold real numbers (float, int or bool); got dtype {arr.dtype}.")
-    if arr.ndim not in (1, 2):
-        raise CLIError(
-            f"{path}: must be 1-D or 2-D (n_samples, n_features); got shape {arr.shape} "
-            "(flatten each sample first, e.g. a.reshape(len(a), -1))."
-        )
-    if arr.shape[0] == 0:
-        raise CLIError(f"{path}: has no samples (shape {arr.shape}).")
-    return arr
-
-
 @contextlib.contextmanager
 def progress_bar(total: int, *, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr; None without tqdm."""
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr; None without tqdm.
+
+    Parameters
+    ----------
+    total : int
+        Rows to process.
+    enabled : bool, default True
+        False: yield None (no bar).
+
+    Yields
+    ------
+    callable or None
+        ``progress(rows_done, total)``.
+    """
     if not enabled:
         yield None
         return

@@ -68,8 +68,10 @@ def test_one_dimensional_file_is_one_feature(files, capsys):
 def test_progress_bar_goes_to_stderr(files, capsys):
     pytest.importorskip("tqdm")
     paths, _, _ = files
-    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--chunk-size", "500")
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--chunk-size", "500", "--progress")
     assert code == 0 and "rows" in err and "rows" not in out
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--chunk-size", "500")
+    assert code == 0 and err == ""  # stderr is not a terminal here: no bar unless asked
 
 
 def test_progress_callback_tracks_rows():
@@ -91,6 +93,8 @@ def _bad_files(d):
     np.save(d / "empty.npy", np.ones((0, 2)))
     np.savez(d / "archive.npz", a=np.ones((5, 2)))
     (d / "text.npy").write_text("1,2,3\n4,5,6\n")
+    (d / "garbage.npy").write_bytes(bytes(range(256)) * 4)
+    (d / "truncated.npy").write_bytes((d / "short.npy").read_bytes()[:-16])
     (d / "folder.npy").mkdir()
     return {
         "missing.npy": "no such file",
@@ -98,11 +102,13 @@ def _bad_files(d):
         "scalar.npy": "must be 1-D or 2-D",
         "strings.npy": "must hold real numbers",
         "complex.npy": "must hold real numbers",
-        "objects.npy": "not a readable .npy",
+        "objects.npy": "holds Python objects",
         "short.npy": "same number of samples",
         "empty.npy": "no samples",
         "archive.npz": ".npz archive",
-        "text.npy": "not a readable .npy",
+        "text.npy": "not a .npy array (no NumPy header",
+        "garbage.npy": "not a .npy array (no NumPy header",
+        "truncated.npy": "is truncated",
         "folder.npy": "is a directory",
     }
 
@@ -120,21 +126,12 @@ def test_every_bad_file_is_one_line_and_exit_2(files, capsys, tmp_path):
 
 def test_bad_arguments(files, capsys):
     paths, _, _ = files
-    code, _, err = _run(capsys, "cka", paths["x"], paths["y"], "--chunk-size", "0")
-    assert code == 2 and "--chunk-size must be a positive integer" in err
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["cka", paths["x"], paths["y"], "--backend", "fortran"])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_nan_value_is_json_null(tmp_path, capsys):
-    np.save(tmp_path / "const.npy", np.ones((10, 2)))
-    np.save(tmp_path / "other.npy", np.arange(20.0).reshape(10, 2))
-    with pytest.warns(RuntimeWarning, match="zero variance"):
-        code, out, _ = _run(capsys, "cka", tmp_path / "const.npy", tmp_path / "other.npy", "--json",
-                            "--no-progress")
-    assert code == 0 and json.loads(out)["cka"] is None
+    for argv in (["--chunk-size", "0"], ["--backend", "fortran"], ["--sigma", "-1", "--kernel", "rbf"],
+                 ["--sigma", "1,2,3", "--kernel", "rbf"], ["--threshold", "nan", "--kernel", "rbf"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["cka", paths["x"], paths["y"], *argv])
+        assert exc.value.code == 2
+        assert f"argument {argv[0]}" in capsys.readouterr().err
 
 
 def test_info_lists_backends(capsys):
@@ -216,3 +213,217 @@ def test_robustness_subcommand_through_the_main_cli(tmp_path, capsys):
     numbers = json.loads((tmp_path / "translation.json").read_text())
     assert "translation.png" in capsys.readouterr().out
     assert numbers  # the measured and theory values are written
+
+
+# ---- end to end in a subprocess: exit status, stdout and stderr as a shell user sees them ----
+
+def _cli(*argv, cwd=None):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pyckafast.__file__)))
+    return subprocess.run([sys.executable, "-m", "pyckafast", *map(str, argv)], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=cwd)
+
+
+def _one_error_line(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("pyckafast: error: "), proc.stderr
+    return proc.stderr
+
+
+def test_version():
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"pyckafast {pyckafast.__version__}"
+
+
+def _subparsers(parser):
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_option_has_help_that_lists_its_choices():
+    parser = cli.build_parser()
+    for name, sub in _subparsers(parser).items():
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            for choice in action.choices or ():
+                assert str(choice) in action.help, f"{name} {action.dest}: {choice} not in help"
+
+
+def test_sigma_pair_and_json_reports_the_sigma_used(files):
+    paths, x, y = files
+    report = json.loads(_cli("cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma", "3,0.5",
+                             "--json").stdout)
+    assert (report["sigma_x"], report["sigma_y"]) == (3.0, 0.5)
+    assert report["sigma_source"] == "given (--sigma)" and report["threshold"] is None
+    assert report["cka"] == pytest.approx(pyckafast.rbf_cka(x, y, sigma=(3.0, 0.5)), abs=1e-10)
+    assert report["estimator"] == "biased" and report["backend"] == "auto"
+    assert report["backend_used"] in pyckafast._core.dispatch.BACKENDS
+
+
+def test_json_reports_the_median_rule_sigma(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(120, 4)), rng.normal(size=(120, 2)) * 5.0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    proc = _cli("cka", tmp_path / "x.npy", tmp_path / "y.npy", "--kernel", "rbf", "--threshold",
+                "0.5", "--debiased", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+
+    def kornblith_sigma(a):  # median of all n^2 squared distances, diagonal zeros included
+        d2 = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+        return 0.5 * np.sqrt(np.median(d2))
+
+    assert report["sigma_x"] == pytest.approx(kornblith_sigma(x), rel=1e-12)
+    assert report["sigma_y"] == pytest.approx(kornblith_sigma(y), rel=1e-12)
+    assert report["bandwidth"] == "kornblith" and "median" in report["sigma_source"]
+    assert report["estimator"] == "debiased" and (report["n"], report["p_x"], report["p_y"]) == (120, 4, 2)
+    expect = pyckafast.rbf_cka(x, y, threshold=0.5, debiased=True)
+    assert report["cka"] == pytest.approx(expect, abs=1e-10)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sigma", "2"], "--sigma applies to --kernel rbf only"),
+    (["--threshold", "2"], "--threshold applies to --kernel rbf only"),
+    (["--bandwidth", "offdiag"], "--bandwidth applies to --kernel rbf only"),
+    (["--kernel", "rbf", "--chunk-size", "10"], "--chunk-size applies to --kernel linear only"),
+    (["--kernel", "rbf", "--sigma", "1", "--bandwidth", "offdiag"], "give one or the other"),
+])
+def test_ignored_or_contradictory_kernel_options_are_errors(files, capsys, argv, message):
+    paths, _, _ = files
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], *argv)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_sigma_with_linear_kernel_in_a_subprocess(files):
+    paths, _, _ = files
+    err = _one_error_line(_cli("cka", paths["x"], paths["y"], "--sigma", "1,2"))
+    assert "--sigma applies to --kernel rbf only" in err
+
+
+def test_broken_pipe_exits_quietly(files):
+    """``pyckafast cka ... --json | head -c 10``: the reader leaves before the output is written."""
+    paths, _, _ = files
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pyckafast.__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "pyckafast", "cka", paths["x"], paths["y"], "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
+
+
+def test_garbage_file_message_names_the_file(files, tmp_path):
+    paths, _, _ = files
+    (tmp_path / "acts.npy").write_text("this is not an array\n")
+    err = _one_error_line(_cli("cka", tmp_path / "acts.npy", paths["y"]))
+    assert "acts.npy: not a .npy array" in err and "pickle" not in err
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_nan_message_names_file_row_and_column(files, tmp_path, kernel):
+    paths, x, _ = files
+    bad = x.astype(np.float64)
+    bad[2345, 7] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    err = _one_error_line(_cli("cka", paths["y"], tmp_path / "bad.npy", "--kernel", kernel))
+    assert "bad.npy: row 2345 (0-based), column 7 holds inf" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--kernel", "rbf"], ["--debiased"]])
+def test_zero_variance_exits_1_with_one_line(files, tmp_path, extra):
+    paths, _, _ = files
+    np.save(tmp_path / "const.npy", np.full((3000, 2), 7.0, np.float32))
+    err = _one_error_line(_cli("cka", paths["x"], tmp_path / "const.npy", *extra), code=1)
+    assert "const.npy has zero variance" in err and "nan" not in err
+
+
+def test_robustness_seeds_zero_is_an_error(tmp_path):
+    proc = _cli("robustness", "translation", "--out", tmp_path, "--seeds", "0")
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("experiment, options, flag, applies_to", [
+    ("translation", ["--grid", "1,2"], "--grid", "invertible"),
+    ("outlier", ["--representation", "mlp"], "--representation", "class-translation"),
+    ("invertible", ["--linear-method", "gram", "--rbf", "0.5"], "--rbf",
+     "translation, outlier, class-translation"),
+    ("invertible", ["--no-rbf", "--rbf-samples", "0"], "--rbf-samples",
+     "translation, outlier, class-translation"),
+    ("translation", ["--linear-method", "engine"], "--linear-method", "invertible"),
+    ("class-translation", ["--dim", "5"], "--dim", "translation, invertible, outlier"),
+    ("class-translation", ["--n-per-cube", "5"], "--n-per-cube", "translation, invertible, outlier"),
+    ("invertible", ["--magnitudes", "1,2"], "--magnitudes", "translation, outlier, class-translation"),
+])
+def test_options_an_experiment_ignores_are_errors(tmp_path, capsys, experiment, options, flag,
+                                                  applies_to):
+    code, out, err = _run(capsys, "robustness", experiment, "--out", tmp_path, *options, "--no-progress")
+    assert code == 2 and out == ""
+    assert err == (f"pyckafast: error: {flag} applies to {applies_to} only; the {experiment} "
+                   "experiment does not use it.\n")
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_no_rbf_with_rbf_options_is_an_error(tmp_path):
+    err = _one_error_line(_cli("robustness", "translation", "--out", tmp_path, "--no-rbf",
+                               "--rbf-samples", "10"))
+    assert "--rbf-samples" in err and "--no-rbf" in err
+
+
+def test_invertible_summary_is_a_mean_by_std_table(tmp_path):
+    proc = _cli("robustness", "invertible", "--out", tmp_path, "--seeds", "2", "--n-per-cube", "30",
+                "--dim", "4", "--grid", "1,10,100", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("mean \\ std")))
+    assert lines[head].split()[3:] == ["1", "10", "100"]
+    rows = [line.split() for line in lines[head + 1:head + 4]]
+    data = json.loads((tmp_path / "invertible.json").read_text())
+    for row, mean, expect in zip(rows, ["1", "10", "100"], data["mean_over_seeds"]["linear"]):
+        assert row[0] == mean
+        np.testing.assert_allclose([float(v) for v in row[1:]], expect, atol=5e-5)
+
+
+def test_curve_summary_has_a_row_per_magnitude(tmp_path):
+    proc = _cli("robustness", "outlier", "--out", tmp_path, "--seeds", "1", "--n-per-cube", "30",
+                "--dim", "4", "--magnitudes", "1,100", "--no-rbf")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("c \\ measure"))
+    assert lines[head].split()[3:] == ["theory", "linear"]
+    assert [lines[head + 1].split()[0], lines[head + 2].split()[0]] == ["1", "100"]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float16, np.bool_])
+def test_rbf_median_sigma_for_non_float_files(tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    raw = rng.normal(size=(80, 3)) * 4
+    x = raw > 0 if dtype is np.bool_ else raw.astype(dtype)
+    y = rng.normal(size=(80, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    proc = _cli("cka", tmp_path / "x.npy", tmp_path / "y.npy", "--kernel", "rbf", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cka"] == pytest.approx(pyckafast.rbf_cka(x, y), abs=1e-6)
+
+
+def test_library_warnings_are_one_line_each(files, capsys, monkeypatch):
+    import warnings
+
+    paths, _, _ = files
+
+    def warn_twice(*args, **kwargs):
+        for _ in range(2):
+            warnings.warn("sigma makes the kernel numerically the identity", RuntimeWarning)
+        return 0.5
+
+    monkeypatch.setattr(pyckafast, "rbf_cka", warn_twice)
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma", "1")
+    assert code == 0 and out == "0.5\n"
+    assert err == "pyckafast: warning: sigma makes the kernel numerically the identity\n"

@@ -125,3 +125,59 @@ def test_cli_rejects_bad_arguments(tmp_path):
         main(["robustness", "nonsense", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["robustness", "translation", "--out", str(tmp_path), "--magnitudes", "a,b"])
+
+
+def _png_width(path):
+    from PIL import Image
+
+    with Image.open(path) as png:
+        return png.size[0]
+
+
+def test_curve_figure_series_legend_and_labels(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from pyckafast.robustness.plots import plot_curves, save_figure
+
+    measures = [linear_measure(), rbf_measure(1.0, 40), rbf_measure(0.5, 40), rbf_measure(0.2, 40)]
+    r = outlier_sweep([1.0, 100.0], [0, 1], n_per_cube=30, dim=4, measures=measures)
+    fig = plot_curves(r)
+    ax = fig.axes[0]
+    measured = ax.get_lines()[:4]
+    assert len({to_hex(line.get_color()) for line in measured}) == 4
+    assert len({line.get_marker() for line in measured}) == 4
+    assert len({str(line.get_linestyle()) for line in measured}) == 4
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == ["linear CKA", "RBF CKA, \u03c3 = 1 \u00d7 median distance"]
+    assert len(texts) == 6  # four measures, the closed form, the Theorem 1 limit
+    assert ax.get_xlabel().startswith("outlier displacement c")
+    assert "2 seeds" in ax.get_title()
+    fig.canvas.draw()
+    assert legend.get_window_extent().y1 <= ax.get_window_extent().y0  # below the curves
+    assert _png_width(save_figure(fig, tmp_path / "o.png")) >= 1000
+
+
+def test_invertible_heatmap_annotates_every_cell(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pyckafast.robustness.plots import plot_heatmap, save_figure
+
+    inv = invertible_sweep([1.0, 10.0, 100.0], [1.0, 10.0], [0], n_per_cube=30, dim=4)
+    fig = plot_heatmap(inv)
+    ax = fig.axes[0]
+    assert len(ax.texts) == 6
+    assert ax.get_ylabel() == "mean of the entries of M" and ax.get_xlabel() == "std of the entries of M"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "10", "100"]
+    assert "1 seed)" not in ax.get_title() and "1 seed" in ax.get_title()
+    assert _png_width(save_figure(fig, tmp_path / "i.png")) >= 1000
+
+
+def test_cka_maps_share_one_colour_scale_with_a_label():
+    pytest.importorskip("matplotlib")
+    from pyckafast.robustness.plots import plot_cka_maps
+
+    fig = plot_cka_maps({"a": np.eye(20), "b": np.ones((20, 20))}, cbar_label="debiased CKA")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 and fig.axes[-1].get_ylabel() == "debiased CKA"
+    assert len(panels[0].get_xticks()) <= 10  # 20 layers: every second one labelled
