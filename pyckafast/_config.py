@@ -63,7 +63,9 @@ def _version(dist: str) -> str | None:
 
 
 def _threads() -> str:
-    parts = []
+    from ._core.threads import available_cores, get_num_threads
+
+    parts = [f"pyckafast={get_num_threads()} (cores available: {available_cores()})"]
     try:
         import numba
 
@@ -73,7 +75,8 @@ def _threads() -> str:
     try:
         from . import _ext  # type: ignore[attr-defined]
 
-        parts.append(f"cpp/openmp={_ext.max_threads()}")
+        _ext.set_thread_limit(get_num_threads())
+        parts.append(f"cpp={_ext.max_threads()}")
     except ImportError:
         pass
     return ", ".join(parts) or "unknown"

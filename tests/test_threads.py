@@ -92,3 +92,35 @@ def test_large_p_uses_one_set_of_sums():
     ops = dispatch.resolve("cpp", "linear_moments", "cpu")
     assert dispatch.linear_workers(ops, 10**6, 64, 64, 8192, 4, 8) == 8
     assert dispatch.linear_workers(ops, 10**6, 4096, 4096, 512, 4, 8) == 1
+
+
+def test_omp_num_threads_is_obeyed_after_numba_ran(tmp_path):
+    # Before, the extension read OpenMP's setting, which Numba's OpenMP layer had changed.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, pyckafast\n"
+            "from pyckafast import _ext\n"
+            "x = np.random.default_rng(0).normal(size=(5000, 8))\n"
+            "pyckafast.linear_cka(x, x ** 2, backend='numba')\n"
+            "pyckafast.linear_cka(x, x ** 2, backend='cpp')\n"
+            "print(_ext.max_threads())\n")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYCKAFAST_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_every_backend_follows_the_block():
+    import numba
+
+    from pyckafast import _ext
+
+    x = np.random.default_rng(3).normal(size=(3000, 6))
+    with pyckafast.threads(1):
+        pyckafast.linear_cka(x, x ** 2, backend="cpp")
+        assert _ext.max_threads() == 1
+        pyckafast.linear_cka(x, x ** 2, backend="numba")
+        assert numba.get_num_threads() == 1

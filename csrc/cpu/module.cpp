@@ -46,7 +46,7 @@ py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& s
 }  // namespace
 
 PYBIND11_MODULE(_ext, m) {
-  m.doc() = "pyckafast host kernels (C++17, OpenMP): the CPU twins of the CUDA kernels";
+  m.doc() = "pyckafast host kernels (C++17, std::thread): the CPU twins of the CUDA kernels";
   bind_twins(m);
   m.def("linear_moments_f32", &linear_moments<float>, py::arg("x"), py::arg("y"),
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
@@ -55,5 +55,7 @@ PYBIND11_MODULE(_ext, m) {
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"));
   bind_rbf(m);
-  m.def("max_threads", &pcf::max_threads, "OpenMP threads the kernels use");
+  m.def("max_threads", &pcf::max_threads, "threads the kernels use when called from this thread");
+  m.def("set_thread_limit", [](int n) { pcf::thread_limit() = std::max(0, n); }, py::arg("n"),
+        "threads the kernels may use when called from this thread (0: the default)");
 }

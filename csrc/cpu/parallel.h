@@ -9,10 +9,6 @@
 #include <thread>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace pcf {
 
 // A strided 2-D view: element (i, j) is data[i * row_stride + j * col_stride] (in elements).
@@ -22,15 +18,21 @@ struct View2D {
   std::int64_t rows, cols, row_stride, col_stride;
 };
 
-// Threads a kernel may use: OpenMP's setting (OMP_NUM_THREADS) when built with OpenMP, else
-// PYCKAFAST_NUM_THREADS or the hardware count.
+// The thread limit of the calling thread: pyckafast sets it from its one thread setting
+// (pyckafast/_core/threads.py) before every kernel call, so a kernel called from a worker of a
+// chunk-parallel pass runs on that worker alone. thread_local: Python threads are OS threads.
+inline int& thread_limit() {
+  static thread_local int limit = 0;
+  return limit;
+}
+
+// Threads a kernel may use: the calling thread's limit, else PYCKAFAST_NUM_THREADS, else the
+// hardware count. No OpenMP runtime is involved, so another library's OpenMP settings (Numba's,
+// torch's) cannot change it.
 inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
+  if (thread_limit() > 0) return thread_limit();
   if (const char* env = std::getenv("PYCKAFAST_NUM_THREADS")) return std::max(1, std::atoi(env));
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-#endif
 }
 
 // Runs fn(thread, index) for index in [0, count) on up to `threads` threads (the caller's thread

@@ -13,7 +13,8 @@ import contextvars
 import os
 from collections.abc import Iterator
 
-__all__ = ["get_num_threads", "set_num_threads", "threads", "single_threaded_blas"]
+__all__ = ["get_num_threads", "set_num_threads", "threads", "blas_threads", "single_threaded_blas",
+           "sync_numba"]
 
 _override: contextvars.ContextVar[int | None] = contextvars.ContextVar("pyckafast_threads",
                                                                         default=None)
@@ -88,13 +89,26 @@ def _positive_int(text: str | None) -> int | None:
 
 
 @contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread inside the block (restored after): for code whose own threads are
-    the parallelism. Needs threadpoolctl; without it BLAS keeps its threads."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+def blas_threads(n: int) -> Iterator[None]:
+    """BLAS on at most ``n`` threads inside the block (restored after). Nothing is changed when
+    ``n`` covers every available core (BLAS's own default), so the common case costs nothing."""
+    if n >= available_cores():
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
         yield
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager[None]:
+    """BLAS on one thread inside the block: for code whose own threads are the parallelism."""
+    return blas_threads(1)
+
+
+def sync_numba() -> None:
+    """Let Numba's parallel kernels follow the setting (``numba.set_num_threads`` is per calling
+    thread and capped by the threads Numba started with)."""
+    import numba
+
+    numba.set_num_threads(min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))

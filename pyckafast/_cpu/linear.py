@@ -12,7 +12,7 @@ import numpy as np
 from .._core import dispatch
 from .._core.combine import is_zero_variance
 from .._core.terms import KernelTerms, LinearTerms
-from .._core.threads import get_num_threads, single_threaded_blas
+from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
 from .._core.validation import check_finite_sums
 
 __all__ = [
@@ -97,8 +97,9 @@ def block_terms(
                for _ in range(max(1, workers))]
     chunks = [(lo, min(lo + rows, x.shape[0])) for lo in range(0, x.shape[0], rows)]
     if len(feeders) == 1:
-        for lo, hi in chunks:
-            feeders[0].add(x, y, lo, hi, start)
+        with blas_threads(get_num_threads()):
+            for lo, hi in chunks:
+                feeders[0].add(x, y, lo, hi, start)
     else:
         _run_parallel(feeders, chunks, x, y, start)
     terms = feeders[0].acc.terms()
@@ -182,12 +183,13 @@ def _run_parallel(feeders: list[_Feeder], chunks: list[tuple[int, int]], x, y,
     lock, todo = threading.Lock(), iter(chunks)
 
     def work(feeder: _Feeder) -> None:
-        while True:
-            with lock:
-                chunk = next(todo, None)
-            if chunk is None:
-                return
-            feeder.add(x, y, *chunk, start)
+        with threads(1):  # the kernels run on this worker alone
+            while True:
+                with lock:
+                    chunk = next(todo, None)
+                if chunk is None:
+                    return
+                feeder.add(x, y, *chunk, start)
 
     with single_threaded_blas(), ThreadPoolExecutor(len(feeders)) as pool:
         for future in [pool.submit(work, f) for f in feeders]:

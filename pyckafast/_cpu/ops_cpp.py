@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.terms import RowNormTerms
+from .._core.threads import get_num_threads
 
 try:
     from .. import _ext
@@ -35,6 +36,7 @@ def gemm_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _kernel(name: str, dtype: np.dtype):
+    _ext.set_thread_limit(get_num_threads())  # for the calls this thread makes next
     if dtype == np.float32:
         return getattr(_ext, f"{name}_f32")
     if dtype == np.float64:

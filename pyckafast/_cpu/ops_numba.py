@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._core.terms import RowNormTerms
+from .._core.threads import sync_numba
 
 
 def unusable_reason() -> str | None:
@@ -64,6 +65,7 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
     """Write the shifted rows into ``out_x``/``out_y``; return (sum_x, sum_y, norms or None)."""
     sx = shift_x.astype(out_x.dtype)
     sy = shift_y.astype(out_y.dtype)
+    sync_numba()
     blocks = max(1, min(x.shape[0], 4 * numba.get_num_threads()))
     ax, ay, s = _moments(x, y, sx, sy, out_x, out_y, bool(debiased), blocks)
     if not debiased:

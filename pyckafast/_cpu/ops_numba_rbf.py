@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._core.threads import sync_numba
 from .._gpu.kernels import source_root
 
 _CHUNK_ROWS = 64
@@ -144,6 +145,7 @@ def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
 
     float32 tiles are evaluated in float64 from their float32 dot products.
     """
+    sync_numba()
     s_kl, s_kk, s_ll, rka, rla, rkb, rlb = _tile(
         gx, gy, nxa, nya, nxb, nyb, float(gamma_x), float(gamma_y), bool(diagonal)
     )
