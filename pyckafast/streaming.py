@@ -8,11 +8,11 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from ._core import devices, dispatch, combine
-from ._cpu import linear as cpu_linear
+from ._core import combine, dispatch, params
+from ._core.inputs import Samples, prepare_pair
+from ._core.params import Callables, validate_params
 from ._core.terms import LinearTerms, RowNormTerms
-from ._core.validation import as_samples, check_same_n
-from .linear import check_precision
+from ._cpu import linear as cpu_linear
 
 __all__ = ["LinearCKAState", "stream_npy"]
 
@@ -52,12 +52,12 @@ class LinearCKAState:
     True
     """
 
+    @validate_params({"debiased": params.BOOLEAN, "backend": params.BACKEND,
+                      "precision": params.PRECISION}, owner="LinearCKAState")
     def __init__(self, *, debiased: bool = True, backend: str = "auto",
                  precision: str = "highest") -> None:
         self.debiased = bool(debiased)
         self.backend = backend
-        if precision not in ("highest", "tf32"):
-            raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
         self.precision = precision
         self._terms: LinearTerms | None = None
 
@@ -74,29 +74,40 @@ class LinearCKAState:
     def update(self, x, y) -> LinearCKAState:
         """Add a batch of samples (rows of x and the matching rows of y); returns self.
 
-        GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU; host batches on the CPU.
+        GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU, Dask batches on their
+        workers, host batches on the CPU.
         """
-        device = devices.producer_device(self.backend, devices.common_device(x, y))
-        check_precision(self.precision, device)
-        if device != "cpu":
-            ops = dispatch.resolve(self.backend, "linear_terms", device)
-            part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
-                                    precision=self.precision)
-            self._check_widths(part.sum_x.size, part.sum_y.size)
-            self._terms = part if self._terms is None else self._terms.merge(part)
-            return self
-        x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
-        check_same_n(x, y, 1)
-        self._check_widths(x.shape[1], y.shape[1])
-        ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
-        rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
-        if self._terms is None:
-            shift = (cpu_linear.first_chunk_mean(x, rows), cpu_linear.first_chunk_mean(y, rows))
-        else:
-            shift = (self._terms.shift_x, self._terms.shift_y)
-        part = cpu_linear.block_terms(x, y, *shift, ops, self.debiased, rows, start=self.n)
+        sx, sy, _ = prepare_pair(x, y, min_n=1)
+        self._check_widths(sx.p, sy.p)
+        parts = {"cpu": self._cpu_part, "cuda": self._gpu_part, "dask": self._dask_part}
+        part = parts[dispatch.place(sx.kind, self.backend)](sx, sy)
         self._terms = part if self._terms is None else self._terms.merge(part)
         return self
+
+    def _gpu_part(self, x: Samples, y: Samples) -> LinearTerms:
+        ops = dispatch.resolve(self.backend, "linear_terms", "cuda")
+        return ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
+                                precision=self.precision)
+
+    def _dask_part(self, x: Samples, y: Samples) -> LinearTerms:
+        from ._dask import producers
+
+        cpu_linear.check_cpu_precision(self.precision)
+        dispatch.resolve(self.backend, "linear_moments", "cpu")  # fail before any task runs
+        return producers.linear_terms(x, y, debiased=self.debiased, backend=self.backend).compute()
+
+    def _cpu_part(self, x: Samples, y: Samples) -> LinearTerms:
+        """The batch's terms in the state's shift (the first batch's first-chunk mean), so that
+        merging them is a plain add."""
+        cpu_linear.check_cpu_precision(self.precision)
+        ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
+        xs, ys = x.data, y.data
+        rows = cpu_linear.default_chunk_rows(x.p, y.p, max(xs.itemsize, ys.itemsize))
+        if self._terms is None:
+            shift = (cpu_linear.first_chunk_mean(xs, rows), cpu_linear.first_chunk_mean(ys, rows))
+        else:
+            shift = (self._terms.shift_x, self._terms.shift_y)
+        return cpu_linear.block_terms(xs, ys, *shift, ops, self.debiased, rows, start=self.n)
 
     def merge(self, other: LinearCKAState) -> LinearCKAState:
         """Fold another state (disjoint samples) into this one; returns self."""
@@ -165,6 +176,8 @@ def _scalar_or_array(a: np.ndarray):
     return float(a) if a.ndim == 0 else np.array(a)
 
 
+@validate_params({"chunk_size": params.ROWS, "debiased": params.BOOLEAN,
+                  "backend": params.BACKEND, "progress": [params.OPTIONAL, Callables()]})
 def stream_npy(
     x_path: str | os.PathLike, y_path: str | os.PathLike, *, chunk_size: int | None = None,
     debiased: bool = True, backend: str = "auto",
@@ -188,13 +201,12 @@ def stream_npy(
     """
     x = _open_npy(x_path, "x_path")
     y = _open_npy(y_path, "y_path")
-    xs, ys = as_samples(x, "x_path"), as_samples(y, "y_path")
-    n = check_same_n(xs, ys, 1)
-    rows = chunk_size or cpu_linear.default_chunk_rows(xs.shape[1], ys.shape[1], max(xs.itemsize, ys.itemsize))
+    sx, sy, n = prepare_pair(x, y, min_n=1, names=("x_path", "y_path"))
+    rows = chunk_size or cpu_linear.default_chunk_rows(sx.p, sy.p, max(sx.data.itemsize, sy.data.itemsize))
     state = LinearCKAState(debiased=debiased, backend=backend)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        state.update(xs[start:stop], ys[start:stop])
+        state.update(sx.data[start:stop], sy.data[start:stop])
         if progress is not None:
             progress(stop, n)
     return state
