@@ -118,11 +118,13 @@ def host_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backend
 
 def _linear_pairs(xs, ys, symmetric, debiased):
     # float64 chunks through BLAS whatever ``backend`` says (it chooses the RBF tiles)
-    own = [cpu_linear.own_moments(s.data, s.name, debiased) for s in xs]
-    own_y = own if symmetric else [cpu_linear.own_moments(s.data, s.name, debiased) for s in ys]
+    buffers = cpu_linear.ChunkBuffers(xs[0].n, [s.p for s in (*xs, *ys)])
+    own = [cpu_linear.own_moments(s.data, s.name, debiased, buffers) for s in xs]
+    own_y = own if symmetric else [cpu_linear.own_moments(s.data, s.name, debiased, buffers)
+                                   for s in ys]
 
     def pair(i: int, j: int) -> combine.HSICTriple:
-        terms = cpu_linear.cross_terms(xs[i].data, ys[j].data, own[i], own_y[j])
+        terms = cpu_linear.cross_terms(xs[i].data, ys[j].data, own[i], own_y[j], buffers)
         return combine.linear_hsic(terms, debiased)
 
     return pair

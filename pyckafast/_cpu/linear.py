@@ -18,7 +18,8 @@ from .._core.terms import KernelTerms, LinearTerms, RowNormTerms
 
 __all__ = [
     "default_chunk_rows", "block_terms", "feature_terms", "first_chunk_mean", "sample_terms",
-    "hsic_triple", "check_cpu_precision", "OwnMoments", "own_moments", "cross_terms",
+    "hsic_triple", "check_cpu_precision", "OwnMoments", "ChunkBuffers", "own_moments",
+    "cross_terms",
 ]
 
 # Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache
@@ -188,27 +189,36 @@ class OwnMoments:
     name: str
 
 
-def _shifted_chunks(a: np.ndarray, shift: np.ndarray, rows: int, name: str):
-    """(lo, hi, rows lo..hi of ``a`` minus ``shift`` in float64), finiteness checked.
+class ChunkBuffers:
+    """Two reusable float64 chunk buffers (one per side of a pair) for every pair of a CKA map,
+    so no pair allocates (and page-faults in) fresh chunks. Float64 whatever the input dtype: a
+    representation's Gram is shared by pairs with float32 and float64 partners, and float64 is
+    what either pair would run (mixed dtypes upcast)."""
 
-    Float64 whatever the input dtype: a representation's Gram is shared by pairs with float32
-    and float64 partners, and float64 is what either pair would run (mixed dtypes upcast)."""
-    for lo in range(0, a.shape[0], rows):
-        hi = min(lo + rows, a.shape[0])
-        block = np.subtract(a[lo:hi], shift, dtype=np.float64)
-        check_finite_sums(block.sum(axis=0), name, lo, hi)
-        yield lo, hi, block
+    def __init__(self, n: int, widths: list[int]) -> None:
+        width = max(widths)
+        self.rows = min(n, default_chunk_rows(width, width, 8))
+        self._flat = (np.empty(self.rows * width), np.empty(self.rows * width))
+
+    def shifted(self, side: int, a: np.ndarray, lo: int, hi: int, shift: np.ndarray) -> np.ndarray:
+        """Rows lo..hi of ``a`` minus ``shift``, in side ``side``'s buffer (C-contiguous)."""
+        out = self._flat[side][: (hi - lo) * a.shape[1]].reshape(hi - lo, a.shape[1])
+        return np.subtract(a[lo:hi], shift, out=out)
 
 
-def own_moments(a: np.ndarray, name: str, debiased: bool, rows: int | None = None) -> OwnMoments:
-    """The moments of ``a`` that every pair of a CKA map shares (one SYRK per chunk)."""
-    rows = rows or default_chunk_rows(a.shape[1], a.shape[1], 8)
-    shift = first_chunk_mean(a, rows)
+def own_moments(a: np.ndarray, name: str, debiased: bool, buffers: ChunkBuffers) -> OwnMoments:
+    """The moments of ``a`` that every pair of a CKA map shares (one SYRK per chunk); each
+    chunk's finiteness is checked here, once per representation."""
+    shift = first_chunk_mean(a, buffers.rows)
     total, gram = np.zeros(a.shape[1]), np.zeros((a.shape[1], a.shape[1]))
     q = np.empty(a.shape[0]) if debiased else None
     qb = np.zeros(a.shape[1]) if debiased else None
-    for lo, hi, b in _shifted_chunks(a, shift, rows, name):
-        total += b.sum(axis=0)
+    for lo in range(0, a.shape[0], buffers.rows):
+        hi = min(lo + buffers.rows, a.shape[0])
+        b = buffers.shifted(0, a, lo, hi, shift)
+        sums = b.sum(axis=0)
+        check_finite_sums(sums, name, lo, hi)
+        total += sums
         gram += b.T @ b
         if debiased:
             q[lo:hi] = np.einsum("ij,ij->i", b, b)
@@ -217,16 +227,16 @@ def own_moments(a: np.ndarray, name: str, debiased: bool, rows: int | None = Non
 
 
 def cross_terms(a: np.ndarray, b: np.ndarray, ma: OwnMoments, mb: OwnMoments,
-                rows: int | None = None) -> LinearTerms:
+                buffers: ChunkBuffers) -> LinearTerms:
     """The linear terms of the pair (a, b) from their own moments plus the cross products,
     accumulated chunk by chunk in float64 (no centred copy of either)."""
-    rows = rows or default_chunk_rows(a.shape[1], b.shape[1], 8)
     xy = np.zeros((a.shape[1], b.shape[1]))
     debiased = ma.q is not None and mb.q is not None
     rx, qy = np.zeros(a.shape[1]), np.zeros(b.shape[1])
-    chunks = zip(_shifted_chunks(a, ma.shift, rows, ma.name),
-                 _shifted_chunks(b, mb.shift, rows, mb.name))
-    for (lo, hi, ca), (_, _, cb) in chunks:
+    for lo in range(0, a.shape[0], buffers.rows):
+        hi = min(lo + buffers.rows, a.shape[0])
+        ca = buffers.shifted(0, a, lo, hi, ma.shift)
+        cb = buffers.shifted(1, b, lo, hi, mb.shift)
         xy += ca.T @ cb
         if debiased:
             rx += mb.q[lo:hi] @ ca
