@@ -33,6 +33,7 @@ from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 __all__ = ["linear_cka", "rbf_cka", "linear_terms"]
 
 _NAMES = ("dx", "dy")
+_LINEAR_SPEC = {"debiased": params.BOOLEAN, "backend": params.CPU_BACKEND}
 
 
 def _prepared(dx, dy, debiased: bool, backend: str, op: str):
@@ -44,8 +45,7 @@ def _prepared(dx, dy, debiased: bool, backend: str, op: str):
     return sx, sy, dispatch.producer(op, "dask", backend)
 
 
-@validate_params({"debiased": params.BOOLEAN, "backend": params.CPU_BACKEND},
-                 owner="pyckafast.dask.linear_cka")
+@validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_cka")
 def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> float:
     """Exact linear CKA of two Dask arrays of shape (n, p1), (n, p2) chunked by rows.
 
@@ -78,6 +78,7 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
     return combine.cka_from_hsic(produce(sx, sy, debiased=debiased))
 
 
+@validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_terms")
 def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
     """A ``dask.delayed`` of the exact :class:`~pyckafast._core.terms.LinearTerms` of all rows
     (tree-reduced)."""

@@ -37,12 +37,12 @@ def linear_cka(
         True: "debiased CKA" from the unbiased HSIC estimator (Song et al. 2012); needs n >= 4.
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Who computes the per-chunk terms. "auto" uses the device the inputs live on (CuPy
-        arrays and torch CUDA tensors: "cuda"; host data: the fastest CPU backend). Dask
-        arrays are reduced lazily by :func:`pyckafast.dask.linear_cka`, with this CPU backend
-        on the workers. "numpy" is
+        arrays and torch CUDA tensors: "cuda"; host data: the fastest CPU backend). "numpy" is
         the plain float64 reference; "numba" and "cpp" shift each chunk in the input dtype and
         run the GEMMs at that precision, with every accumulation in float64. "cuda" with host
-        input streams it to the GPU chunk by chunk. An explicit backend that cannot run raises.
+        input streams it to the GPU chunk by chunk. Dask arrays are reduced lazily, chunk by
+        chunk on the workers with this CPU backend (as :func:`pyckafast.dask.linear_cka`). An
+        explicit backend that cannot run raises.
     chunk_size : int, optional
         Rows per chunk (default: about 8 MB of the wider input per chunk).
     form : {"auto", "features", "samples"}, default "auto"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections.abc import Sequence
+
+import numpy as np
 
 from ._core import combine, dispatch, params
 from ._core.inputs import Samples, prepare_pair

@@ -154,7 +154,10 @@ def rbf_cka(
     Parameters
     ----------
     x, y : array_like, shapes (n, p1) and (n, p2)
-        Two representations of the same n samples (rows).
+        Two representations of the same n samples (rows). NumPy arrays, memmaps and torch
+        tensors; CuPy arrays and torch CUDA tensors run on the GPU; Dask arrays are reduced
+        lazily over pairs of row chunks (as :func:`pyckafast.dask.rbf_cka`; one ``sigma`` for
+        both sides there).
     sigma : float or (float, float), optional
         Explicit bandwidths: K_ij = exp(-|x_i - x_j|^2 / (2 sigma_x^2)). A scalar is used for
         both sides. When given, ``threshold`` and ``bandwidth`` are ignored.

@@ -38,6 +38,8 @@ def _public_calls():
          lambda **kw: pyckafast.stream_npy("missing_x.npy", "missing_y.npy", **kw)),
         ("pyckafast.dask.linear_cka", pyckafast.dask.linear_cka,
          lambda **kw: pyckafast.dask.linear_cka(x, y, **kw)),
+        ("pyckafast.dask.linear_terms", pyckafast.dask.linear_terms,
+         lambda **kw: pyckafast.dask.linear_terms(x, y, **kw)),
         ("pyckafast.dask.rbf_cka", pyckafast.dask.rbf_cka,
          lambda **kw: pyckafast.dask.rbf_cka(x, y, **kw)),
         # checked before torch is imported or a model runs

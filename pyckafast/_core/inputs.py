@@ -261,7 +261,7 @@ def check_finite_rows(s: Samples) -> None:
         if bool(xp.isfinite(block.sum(axis=0, dtype=np.float64)).all()):
             continue
         bad = ~xp.isfinite(block).all(axis=1)
-        if not bool(bad.any()):  # finite values whose sum overflows: keep the sums' wording
-            check_finite_sums(np.array([np.inf]), s.name, lo, lo + block.shape[0])
-        row = lo + int(xp.argmax(bad))
-        raise ValueError(f"{s.name} must contain only finite values; found NaN or Inf in row {row}.")
+        where = (f"found NaN or Inf in row {lo + int(xp.argmax(bad))}" if bool(bad.any()) else
+                 f"values in rows {lo}..{lo + block.shape[0] - 1} are so large that their sum "
+                 "overflows float64")
+        raise ValueError(f"{s.name} must contain only finite values; {where}.")

@@ -78,16 +78,15 @@ class Interval(Constraint):
 
     def __str__(self) -> str:
         noun = "integer" if self.kind is Integral else "real number"
-        if self.right is None and self.left == (1 if self.kind is Integral else 0) and (
-                self.kind is Integral or self.closed in ("right", "neither")):
+        if self in (positive_int(), positive_real()):
             return f"a positive {noun}"
-        if self.right is None and self.left == 0 and self.closed in ("both", "left"):
+        if self == Interval(self.kind, 0, None):
             return f"a non-negative {noun}"
-        lo = "(" if self.closed in ("right", "neither") or self.left is None else "["
-        hi = ")" if self.closed in ("left", "neither") or self.right is None else "]"
+        lo = "[" if self.left is not None and self.closed in ("both", "left") else "("
+        hi = "]" if self.right is not None and self.closed in ("both", "right") else ")"
         left = "-inf" if self.left is None else f"{self.left:g}"
         right = "inf" if self.right is None else f"{self.right:g}"
-        return f"{'an' if noun[0] == 'i' else 'a'} {noun} in the range {lo}{left}, {right}{hi}"
+        return f"{'an' if self.kind is Integral else 'a'} {noun} in the range {lo}{left}, {right}{hi}"
 
 
 @dataclass(frozen=True)

@@ -105,20 +105,21 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
 def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = True) -> np.ndarray:
     """HSIC between every pair of representations of one batch of samples, on the GPU.
 
-    ``reps``: a sequence of (m, p_i) arrays (CuPy, or host arrays copied to the device) of the
-    same m samples. Returns the L x L float64 host matrix (unbiased HSIC of Song et al. 2012
+    ``reps``: a sequence of (m, p_i) arrays (CuPy, torch CUDA, or host arrays copied to the
+    device) or prepared Samples, of the same m samples. Returns the L x L float64 host matrix (unbiased HSIC of Song et al. 2012
     when ``debiased``, else the biased tr(KHLH)/(m-1)^2). Minibatch CKA averages these over
     batches.
     """
     import cupy
 
+    from . import inputs as gpu_inputs
     from .._core import gram
 
     if not reps:
         raise ValueError("reps must hold at least one representation; got none.")
-    on_device = [r for r in reps if isinstance(r, cupy.ndarray)]
-    with cupy.cuda.Device(on_device[0].device.id if on_device else cupy.cuda.Device().id):
-        arrays = [cupy.asarray(r) for r in reps]
+    samples = [r if isinstance(r, Samples) else prepare(r, f"reps[{i}]") for i, r in enumerate(reps)]
+    with cupy.cuda.Device(gpu_inputs.device_id(*samples)):
+        arrays = [gpu_inputs.device_array(s) for s in samples]
         return cupy.asnumpy(gram.hsic_matrix(cupy, arrays, kernel=kernel, gammas=gammas,
                                              debiased=debiased))
 
