@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -220,7 +221,7 @@ def _dask_samples(a: object, name: str) -> Samples:
 def prepare_list(reps: object, name: str, *, finite: bool = False) -> list[Samples]:
     """A non-empty list of representations of the same samples, each prepared, named
     ``name[i]``, all on one device."""
-    if isinstance(reps, np.ndarray) or not isinstance(reps, (list, tuple)) or len(reps) == 0:
+    if isinstance(reps, (np.ndarray, str)) or not isinstance(reps, Sequence) or len(reps) == 0:
         raise TypeError(f"{name} must be a non-empty list of 2-D arrays; got {type(reps).__name__}.")
     samples = [prepare(r, f"{name}[{i}]") for i, r in enumerate(reps)]
     devices = {s.device for s in samples}

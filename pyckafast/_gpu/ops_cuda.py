@@ -96,7 +96,8 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
     gamma_y = check_positive_scalar(gamma_y, "gamma_y")
     sx = x if isinstance(x, Samples) else prepare(x, "x")
     sy = y if isinstance(y, Samples) else prepare(y, "y")
-    n = check_same_n(sx.data, sy.data, min_samples(False)[0], why=min_samples(False)[1])
+    min_n, why = min_samples(debiased=False)  # kernel terms serve both estimators
+    n = check_same_n(sx.data, sy.data, min_n, why=why)
     with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
         return gpu_rbf.rbf_terms(engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
                                   gamma_y=gamma_y, tile=tile)

@@ -20,8 +20,8 @@ __all__ = ["linear_triple", "batch_triples", "matrix_pairs"]
 def linear_triple(x: Samples, y: Samples, *, ops: ModuleType, debiased: bool,
                   chunk_size: int | None = None, form: str = "auto",
                   precision: str = "highest") -> combine.HSICTriple:
-    """Linear HSIC triple on the GPU. ``form`` has one value here: the GPU always runs the
-    feature form (its chunked moments are O(p^2) memory whatever n is)."""
+    """Linear HSIC triple on the GPU. ``form`` is taken for the producers' common signature:
+    the GPU always runs the feature form (chunked moments, O(p^2) memory whatever n is)."""
     terms = ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size, precision=precision)
     return combine.linear_hsic(terms, debiased)
 
