@@ -4,6 +4,8 @@
   (shifted by its own first rows' mean, float64 sums) on the worker that holds it; the terms
   merge pairwise in a tree (``LinearTerms.merge`` re-expresses one shift in the other exactly),
   so only O(p^2) floats travel and the result equals the in-memory :func:`pyckafast.linear_cka`.
+  ``pyckafast.linear_cka`` / ``rbf_cka`` given Dask arrays run these same producers
+  (:mod:`pyckafast._dask.producers`).
 * :func:`rbf_cka` — one task per pair of row chunks (i <= j) through the RBF block-pair
   interface (``pyckafast._cpu.rbf.rbf_block_pair``); pair sums are added, row sums scattered to
   their rows. Bandwidths by an exact median over chunk pairs (:mod:`pyckafast._dask.rbf`).
@@ -22,14 +24,29 @@ Dask is optional (``pip install pyckafast[dask]``); this module imports it when 
 
 from __future__ import annotations
 
-from ._core import combine
+from ._core import combine, dispatch, params
+from ._core.inputs import prepare_pair
 from ._core.optional import require
-from ._cpu import linear as cpu_linear
-from ._core.terms import LinearTerms
+from ._core.params import validate_params
+from ._core.validation import min_samples
+from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
 __all__ = ["linear_cka", "rbf_cka", "linear_terms"]
 
+_NAMES = ("dx", "dy")
+_LINEAR_SPEC = {"debiased": params.BOOLEAN, "backend": params.CPU_BACKEND}
 
+
+def _prepared(dx, dy, debiased: bool, backend: str, op: str):
+    """Both inputs as Dask-backed Samples (array_like input wrapped, lazily) and the producer."""
+    da = require("dask.array", "pyckafast.dask")
+
+    min_n, why = min_samples(debiased)
+    sx, sy, _ = prepare_pair(da.asarray(dx), da.asarray(dy), min_n=min_n, why=why, names=_NAMES)
+    return sx, sy, dispatch.producer(op, "dask", backend)
+
+
+@validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_cka")
 def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> float:
     """Exact linear CKA of two Dask arrays of shape (n, p1), (n, p2) chunked by rows.
 
@@ -58,43 +75,23 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
     >>> abs(d - pyckafast.linear_cka(x, y)) < 1e-12
     True
     """
-    terms = linear_terms(dx, dy, debiased=debiased, backend=backend).compute()
-    return combine.cka_from_hsic(combine.linear_hsic(terms, debiased))
+    sx, sy, produce = _prepared(dx, dy, debiased, backend, "linear")
+    return combine.cka_from_hsic(produce(sx, sy, debiased=debiased))
 
 
+@validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_terms")
 def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
-    """A ``dask.delayed`` of the exact :class:`LinearTerms` of all rows (tree-reduced)."""
-    dask = require("dask", "pyckafast.dask")
+    """A ``dask.delayed`` of the exact :class:`~pyckafast._core.terms.LinearTerms` of all rows
+    (tree-reduced)."""
+    from ._dask import producers
 
-    from ._dask.rbf import aligned_blocks
-
-    blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
-    parts = [
-        dask.delayed(_chunk_terms, pure=True)(bx, by, bool(debiased), backend)
-        for bx, by in zip(blocks_x, blocks_y)
-    ]
-    return _tree(parts, dask.delayed(_merge, pure=True))
+    sx, sy, _ = _prepared(dx, dy, debiased, backend, "linear")
+    return producers.linear_terms(sx, sy, debiased=debiased, backend=backend)
 
 
-def _chunk_terms(x, y, debiased: bool, backend: str) -> LinearTerms:
-    from ._core.validation import as_samples
-
-    x, y = as_samples(x, "dx"), as_samples(y, "dy")
-    return cpu_linear.feature_terms(x, y, backend=backend, debiased=debiased)
-
-
-def _merge(a: LinearTerms, b: LinearTerms) -> LinearTerms:
-    return a.merge(b)
-
-
-def _tree(parts: list, merge):
-    """Pairwise reduction: depth log2(len(parts)), every level's merges run in parallel."""
-    while len(parts) > 1:
-        pairs = [merge(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-        parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
-    return parts[0]
-
-
+@validate_params({**RBF_OPTIONS_SPEC, "sigma": [params.OPTIONAL, params.positive_real()],
+                  "debiased": params.BOOLEAN, "backend": params.CPU_BACKEND, "tile": params.ROWS},
+                 owner="pyckafast.dask.rbf_cka")
 def rbf_cka(
     dx, dy, *, sigma: float | None = None, threshold: float = 1.0, bandwidth: str = "kornblith",
     debiased: bool = False, backend: str = "auto", tile: int | None = None,
@@ -138,11 +135,6 @@ def rbf_cka(
     >>> round(v, 10)
     1.0
     """
-    from ._dask import rbf as dask_rbf
-
-    require("dask.array", "pyckafast.dask")
-    terms = dask_rbf.rbf_kernel_terms(
-        dx, dy, sigma=sigma, threshold=threshold, bandwidth=bandwidth, debiased=debiased,
-        backend=backend, tile=tile, n_pairs=n_pairs, seed=seed,
-    )
-    return combine.cka_from_hsic(combine.kernel_hsic(terms, debiased))
+    sx, sy, produce = _prepared(dx, dy, debiased, backend, "rbf")
+    options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
+    return combine.cka_from_hsic(produce(sx, sy, debiased=debiased, options=options, tile=tile))

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._core import devices, dispatch, combine
-from ._cpu import linear as cpu_linear
-from ._core.validation import as_samples, check_same_n
+from ._core import combine, dispatch, params
+from ._core.inputs import prepare_pair
+from ._core.params import validate_params
+from ._core.validation import min_samples
 
 __all__ = ["linear_cka", "linear_hsic"]
 
 Form = Literal["auto", "features", "samples"]
 
+LINEAR_SPEC = {"debiased": params.BOOLEAN, "backend": params.BACKEND, "chunk_size": params.ROWS,
+               "form": params.FORM, "precision": params.PRECISION}
 
+
+@validate_params(LINEAR_SPEC)
 def linear_cka(
     x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
     form: Form = "auto", precision: str = "highest",
@@ -35,12 +40,15 @@ def linear_cka(
         arrays and torch CUDA tensors: "cuda"; host data: the fastest CPU backend). "numpy" is
         the plain float64 reference; "numba" and "cpp" shift each chunk in the input dtype and
         run the GEMMs at that precision, with every accumulation in float64. "cuda" with host
-        input streams it to the GPU chunk by chunk. An explicit backend that cannot run raises.
+        input streams it to the GPU chunk by chunk. Dask arrays are reduced lazily, chunk by
+        chunk on the workers with this CPU backend (as :func:`pyckafast.dask.linear_cka`). An
+        explicit backend that cannot run raises.
     chunk_size : int, optional
         Rows per chunk (default: about 8 MB of the wider input per chunk).
     form : {"auto", "features", "samples"}, default "auto"
         "features": O(n p^2) time, O(p^2) memory. "samples": the n x n linear Gram matrices,
-        O(n^2 p) time, O(n^2) memory, cheaper when p >> n. "auto" picks the cheaper.
+        O(n^2 p) time, O(n^2) memory, cheaper when p >> n. "auto" picks the cheaper. The GPU
+        and Dask producers always run the feature form.
     precision : {"highest", "tf32"}, default "highest"
         GEMM precision. "tf32" (cuda backend only) runs float32 GEMMs on TF32 tensor cores
         (inputs rounded to a 10-bit mantissa, float32 accumulation, every cross-chunk sum still
@@ -77,6 +85,7 @@ def linear_cka(
     )
 
 
+@validate_params(LINEAR_SPEC)
 def linear_hsic(
     x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
     form: Form = "auto", precision: str = "highest",
@@ -96,41 +105,9 @@ def linear_hsic(
     return _hsic_triple(x, y, debiased, backend, chunk_size, form, precision).unscaled_xy()
 
 
-def check_precision(precision: str, device: str) -> None:
-    """"highest" anywhere; "tf32" only for GPU producers (CPU BLAS has no TF32)."""
-    if precision not in ("highest", "tf32"):
-        raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
-    if precision != "highest" and device == "cpu":
-        raise ValueError(
-            f"precision={precision!r} needs the cuda backend (GPU tensor cores); on the CPU only "
-            "'highest' is available."
-        )
-
-
 def _hsic_triple(x, y, debiased, backend, chunk_size, form, precision) -> combine.HSICTriple:
-    device = devices.producer_device(backend, devices.common_device(x, y))
-    check_precision(precision, device)
-    if device != "cpu":  # GPU producers validate and move data themselves
-        ops = dispatch.resolve(backend, "linear_terms", device)
-        terms = ops.linear_terms(x, y, debiased=debiased, chunk_size=chunk_size,
-                                 precision=precision)
-        return combine.linear_hsic(terms, debiased)
-    x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
-    n = check_same_n(x, y, 4 if debiased else 2,
-                     why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}.")
-    if form not in ("auto", "features", "samples"):
-        raise ValueError(f"form must be 'auto', 'features' or 'samples'; got {form!r}.")
-    use_samples = form == "samples" or (
-        form == "auto" and dispatch.prefer_samples(n, x.shape[1], y.shape[1])
-    )
-    if use_samples:
-        dispatch.resolve(backend, "linear_moments", "cpu")  # validate the name all the same
-        terms, zero_x, zero_y = cpu_linear.sample_terms(x, y)
-        return combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
-    terms = cpu_linear.feature_terms(
-        x, y, backend=backend, debiased=debiased, chunk_size=chunk_size
-    )
-    return combine.linear_hsic(terms, debiased)
-
+    min_n, why = min_samples(debiased)
+    sx, sy, _ = prepare_pair(x, y, min_n=min_n, why=why)  # chunks are checked as they are read
+    produce = dispatch.producer("linear", sx.kind, backend)
+    return produce(sx, sy, debiased=debiased, chunk_size=chunk_size, form=form,
+                   precision=precision)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from ._core import combine
-from ._cpu import linear as cpu_linear
-from ._core.validation import as_samples, check_same_n
-from .rbf import RBFOptions, Kernel, Sigma, rbf_triple
+from ._core import combine, dispatch, params
+from ._core.inputs import Samples, prepare_pair
+from ._core.params import validate_params
+from ._core.validation import min_samples
+from .rbf import RBF_OPTIONS_SPEC, RBFOptions, Kernel, Sigma
 
 __all__ = ["minibatch_cka", "batch_triples"]
 
+MINIBATCH_SPEC = {
+    "batch_size": [params.positive_int()], "kernel": params.KERNEL, "debiased": params.BOOLEAN,
+    "seed": [*params.SEED, params.OPTIONAL], "backend": params.BACKEND,
+    **{k: RBF_OPTIONS_SPEC[k] for k in ("sigma", "threshold", "bandwidth")},
+}
 
+
+@validate_params(MINIBATCH_SPEC)
 def minibatch_cka(
     x, y, batch_size: int, *, kernel: Kernel = "linear", debiased: bool = True,
     seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
@@ -41,7 +51,8 @@ def minibatch_cka(
     sigma, threshold, bandwidth : RBF bandwidth, as in :func:`rbf_cka`; without ``sigma`` the
         median rule is applied to each batch on its own.
     backend : str, default "auto"
-        Backend of the per-batch terms.
+        Backend of the per-batch terms. GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``:
+        each batch is one HSIC-matrix GEMM on the device (the same estimator).
 
     Returns
     -------
@@ -71,32 +82,35 @@ def minibatch_cka(
         combine.HSICTriple(*map(float, mean), zero_x, zero_y, log2_k, log2_l))
 
 
+@validate_params(MINIBATCH_SPEC)
 def batch_triples(
     x, y, batch_size: int, *, kernel: Kernel = "linear", debiased: bool = True,
     seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: str = "kornblith", backend: str = "auto",
 ) -> list[combine.HSICTriple]:
     """The HSIC triple of every batch (see :func:`minibatch_cka`)."""
-    x, y = as_samples(x, "x"), as_samples(y, "y")
-    need = 4 if debiased else 2
-    n = check_same_n(x, y, need, why="a batch needs them")
-    if int(batch_size) != batch_size or not need <= batch_size <= n:
+    need, why = min_samples(debiased)
+    sx, sy, n = prepare_pair(x, y, min_n=need, why=f"a batch needs them: {why}", finite=True)
+    if not need <= batch_size <= n:
         raise ValueError(
             f"batch_size must be an integer between {need} and n = {n}; got {batch_size!r}."
         )
-    if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
-    batch_size = int(batch_size)
     order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+    batches = [np.sort(order[lo:lo + batch_size]) for lo in range(0, n - batch_size + 1, batch_size)]
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
-    triples = []
-    for lo in range(0, n - batch_size + 1, batch_size):
-        idx = np.sort(order[lo:lo + batch_size])
-        xb, yb = x[idx], y[idx]
-        if options is None:
-            terms = cpu_linear.feature_terms(xb, yb, backend=backend, debiased=debiased)
-            triples.append(combine.linear_hsic(terms, debiased))
-        else:
-            triples.append(rbf_triple(xb, yb, debiased=debiased, options=options,
-                                      backend=backend))
-    return triples
+    produce = dispatch.producer("minibatch", sx.kind, backend)
+    return produce(sx, sy, batches, kernel=kernel, debiased=debiased, options=options)
+
+
+def host_batch_triples(x: Samples, y: Samples, batches: Sequence[np.ndarray], *, backend: str,
+                       kernel: str, debiased: bool, options: RBFOptions | None = None,
+                       ) -> list[combine.HSICTriple]:
+    """The producer for host data: every batch through the CPU pair producer of ``kernel``."""
+    produce = dispatch.producer(kernel, "numpy", backend)
+    # Linear: the feature form, as minibatch CKA always ran it (results unchanged bit for bit).
+    extra = {"options": options} if kernel == "rbf" else {"form": "features"}
+    return [produce(_rows(x, idx), _rows(y, idx), debiased=debiased, **extra) for idx in batches]
+
+
+def _rows(s: Samples, idx: np.ndarray) -> Samples:
+    return Samples(s.data[idx], s.dtype, s.on_device, s.name, s.kind)

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
 
-from ._core import devices, dispatch, bandwidth as bw, combine
-from ._core.validation import as_samples, check_positive_scalar, check_same_n
+from ._core import dispatch, bandwidth as bw, combine, inputs, params
+from ._core.inputs import Samples, prepare_pair
+from ._core.params import StrOptions, positive_int, positive_real, validate_params
+from ._core.validation import min_samples
 
-__all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions"]
+__all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
 
 Kernel = Literal["linear", "rbf"]
 Sigma = float | tuple[float, float] | Sequence[float] | None
+
+# How the bandwidths are chosen: shared by every public function with RBF options.
+RBF_OPTIONS_SPEC: dict[str, list] = {
+    "sigma": params.SIGMA,
+    "threshold": [positive_real()],
+    "bandwidth": [StrOptions(bw.RULES)],
+    "n_pairs": [positive_int()],
+    "seed": params.SEED,
+}
+# The device rules, under the one name that _any_device_triple (owned by the block-pair rewrite)
+# reads them by.
+devices = SimpleNamespace(producer_device=dispatch.producer_device,
+                          common_device=inputs.common_device, host_view=inputs.host_view)
+
+RBF_SPEC = {**RBF_OPTIONS_SPEC, "debiased": params.BOOLEAN, "backend": params.BACKEND,
+            "tile": params.ROWS}
 
 
 @dataclass(frozen=True)
@@ -30,12 +49,8 @@ class RBFOptions:
     @classmethod
     def of(cls, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
            n_pairs: int = 100_000, seed: int = 0) -> RBFOptions:
-        threshold = check_positive_scalar(threshold, "threshold")
-        if bandwidth not in bw.RULES:
-            raise ValueError(f"bandwidth must be one of {bw.RULES}; got {bandwidth!r}.")
-        if int(n_pairs) != n_pairs or n_pairs < 1:
-            raise ValueError(f"n_pairs must be a positive integer; got {n_pairs!r}.")
-        return cls(_sigma_pair(sigma), threshold, bandwidth, int(n_pairs), int(seed))
+        """Options from values the public function's spec (:data:`RBF_OPTIONS_SPEC`) checked."""
+        return cls(_sigma_pair(sigma), float(threshold), bandwidth, int(n_pairs), int(seed))
 
     def gammas(self, x: np.ndarray, y: np.ndarray, tile: int | None = None,
                backend: str = "auto") -> tuple[float, float]:
@@ -53,19 +68,16 @@ class RBFOptions:
 
 
 def _sigma_pair(sigma: Sigma) -> tuple[float, float] | None:
+    """(sigma_x, sigma_y) from None, one number or a pair (already checked by the spec)."""
     if sigma is None:
         return None
     if np.ndim(sigma) == 0:
-        s = check_positive_scalar(sigma, "sigma")
-        return s, s
-    if len(sigma) != 2:  # type: ignore[arg-type]
-        raise ValueError(f"sigma must be a number or a pair (sigma_x, sigma_y); got {sigma!r}.")
-    return check_positive_scalar(sigma[0], "sigma[0]"), check_positive_scalar(sigma[1], "sigma[1]")
+        return float(sigma), float(sigma)  # type: ignore[arg-type]
+    return float(sigma[0]), float(sigma[1])  # type: ignore[index]
 
 
 def _check_tile(tile: int | None) -> int | None:
-    if tile is not None and (int(tile) != tile or tile < 1):
-        raise ValueError(f"tile must be a positive integer (rows per tile); got {tile!r}.")
+    """Rows per tile as a plain int (the spec checked it is a positive integer or None)."""
     return None if tile is None else int(tile)
 
 
@@ -104,12 +116,34 @@ def _any_device_triple(x, y, debiased, options, backend, tile) -> combine.HSICTr
 
 
 def _rbf_inputs(x, y, debiased, tile):
-    x, y = as_samples(x, "x"), as_samples(y, "y")
-    check_same_n(x, y, 4 if debiased else 2,
-                 why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
-    return x, y, _check_tile(tile)
+    min_n, why = min_samples(debiased)
+    sx, sy, _ = prepare_pair(x, y, min_n=min_n, why=why, finite=True)
+    return sx.data, sy.data, _check_tile(tile)
 
 
+def host_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
+                tile: int | None = None) -> combine.HSICTriple:
+    """The producer for host data (see :data:`pyckafast._core.dispatch.PRODUCERS`)."""
+    return rbf_triple(x.data, y.data, debiased=debiased, options=options, backend=backend,
+                      tile=_check_tile(tile))
+
+
+def device_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
+                  tile: int | None = None) -> combine.HSICTriple:
+    """The producer for GPU data, or host data with ``backend="cuda"``."""
+    return _any_device_triple(x.data, y.data, debiased, options, backend, tile)
+
+
+def _hsic_triple(x, y, *, debiased: bool, backend: str, tile: int | None,
+                 options: RBFOptions) -> combine.HSICTriple:
+    # Checked before any pass over pairs: the bandwidth passes would otherwise meet a NaN first.
+    min_n, why = min_samples(debiased)
+    sx, sy, _ = prepare_pair(x, y, min_n=min_n, why=why, finite=True)
+    produce = dispatch.producer("rbf", sx.kind, backend)
+    return produce(sx, sy, debiased=debiased, options=options, tile=tile)
+
+
+@validate_params(RBF_SPEC)
 def rbf_cka(
     x, y, *, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
     debiased: bool = False, backend: str = "auto", tile: int | None = None,
@@ -120,7 +154,10 @@ def rbf_cka(
     Parameters
     ----------
     x, y : array_like, shapes (n, p1) and (n, p2)
-        Two representations of the same n samples (rows).
+        Two representations of the same n samples (rows). NumPy arrays, memmaps and torch
+        tensors; CuPy arrays and torch CUDA tensors run on the GPU; Dask arrays are reduced
+        lazily over pairs of row chunks (as :func:`pyckafast.dask.rbf_cka`; one ``sigma`` for
+        both sides there).
     sigma : float or (float, float), optional
         Explicit bandwidths: K_ij = exp(-|x_i - x_j|^2 / (2 sigma_x^2)). A scalar is used for
         both sides. When given, ``threshold`` and ``bandwidth`` are ignored.
@@ -175,9 +212,11 @@ def rbf_cka(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return combine.cka_from_hsic(_any_device_triple(x, y, debiased, options, backend, tile))
+    return combine.cka_from_hsic(
+        _hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile, options=options))
 
 
+@validate_params(RBF_SPEC)
 def rbf_hsic(
     x, y, *, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
     debiased: bool = False, backend: str = "auto", tile: int | None = None,
@@ -196,9 +235,11 @@ def rbf_hsic(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return _any_device_triple(x, y, debiased, options, backend, tile).unscaled_xy()
+    return _hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile,
+                        options=options).unscaled_xy()
 
 
+@validate_params({"kernel": params.KERNEL})
 def cka(x, y, kernel: Kernel = "linear", **options) -> float:
     """CKA with a linear or RBF kernel: :func:`linear_cka` or :func:`rbf_cka` with ``options``.
 
@@ -213,6 +254,7 @@ def cka(x, y, kernel: Kernel = "linear", **options) -> float:
     return _dispatch(kernel, "cka")(x, y, **options)
 
 
+@validate_params({"kernel": params.KERNEL, "debiased": params.BOOLEAN})
 def hsic(x, y, kernel: Kernel = "linear", debiased: bool = False, **options) -> float:
     """HSIC with a linear or RBF kernel: biased tr(KHLH)/(n-1)^2, or unbiased (Song et al.
     2012) when ``debiased=True``; ``options`` go to :func:`linear_hsic` / :func:`rbf_hsic`.
@@ -233,6 +275,4 @@ def _dispatch(kernel: str, what: str):
 
     table = {("linear", "cka"): linear.linear_cka, ("linear", "hsic"): linear.linear_hsic,
              ("rbf", "cka"): rbf_cka, ("rbf", "hsic"): rbf_hsic}
-    if (kernel, what) not in table:
-        raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
-    return table[kernel, what]
+    return table[kernel, what]  # ``kernel`` was checked by the caller's spec

@@ -11,11 +11,12 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from ._core import devices, dispatch, combine
-from ._cpu import linear as cpu_linear
+from ._core import combine, dispatch, params
+from ._core.inputs import Samples, prepare_pair
+from ._core.params import Callables, validate_params
 from ._core.terms import LinearTerms, RowNormTerms
-from ._core.validation import as_samples, check_same_n, float_dtype
-from .linear import check_precision
+from ._core.validation import check_same_n, float_dtype
+from ._cpu import linear as cpu_linear
 
 __all__ = ["LinearCKAState", "stream_npy"]
 
@@ -57,12 +58,12 @@ class LinearCKAState:
     True
     """
 
+    @validate_params({"debiased": params.BOOLEAN, "backend": params.BACKEND,
+                      "precision": params.PRECISION}, owner="LinearCKAState")
     def __init__(self, *, debiased: bool = True, backend: str = "auto",
                  precision: str = "highest") -> None:
         self.debiased = bool(debiased)
         self.backend = backend
-        if precision not in ("highest", "tf32"):
-            raise ValueError(f"precision must be 'highest' or 'tf32'; got {precision!r}.")
         self.precision = precision
         self._terms: LinearTerms | None = None  # merged states, GPU batches, far chunks
         self._acc: cpu_linear.Accumulator | None = None  # host batches, added in place
@@ -104,30 +105,43 @@ class LinearCKAState:
     def update(self, x, y) -> LinearCKAState:
         """Add a batch of samples (rows of x and the matching rows of y); returns self.
 
-        GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU; host batches on the CPU.
+        GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU, Dask batches on their
+        workers, host batches on the CPU.
         """
-        device = devices.producer_device(self.backend, devices.common_device(x, y))
-        check_precision(self.precision, device)
-        if device != "cpu":
-            ops = dispatch.resolve(self.backend, "linear_terms", device)
-            part = ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
-                                    precision=self.precision)
-            self._check_widths(part.sum_x.size, part.sum_y.size)
-            self._merge_terms(part)
-            return self
-        x, y = as_samples(devices.host_view(x), "x"), as_samples(devices.host_view(y), "y")
-        check_same_n(x, y, 1)
-        self._check_widths(x.shape[1], y.shape[1])
+        sx, sy, _ = prepare_pair(x, y, min_n=1)
+        self._check_widths(sx.p, sy.p)
+        where = dispatch.place(sx.kind, self.backend)
+        if where == "cpu":
+            self._add_host_batch(sx, sy)
+        else:
+            self._merge_terms({"cuda": self._gpu_part, "dask": self._dask_part}[where](sx, sy))
+        return self
+
+    def _gpu_part(self, x: Samples, y: Samples) -> LinearTerms:
+        ops = dispatch.resolve(self.backend, "linear_terms", "cuda")
+        return ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
+                                precision=self.precision)
+
+    def _dask_part(self, x: Samples, y: Samples) -> LinearTerms:
+        from ._dask import producers
+
+        cpu_linear.check_cpu_precision(self.precision)
+        dispatch.resolve(self.backend, "linear_moments", "cpu")  # fail before any task runs
+        return producers.linear_terms(x, y, debiased=self.debiased, backend=self.backend).compute()
+
+    def _add_host_batch(self, x: Samples, y: Samples) -> None:
+        """Add a host batch in place into the running sums (no p x p allocation per batch)."""
+        cpu_linear.check_cpu_precision(self.precision)
         ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
-        rows = cpu_linear.default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
-        fx, fy = cpu_linear.row_frame(x, rows), cpu_linear.row_frame(y, rows)
-        acc = self._running_sums(x, y, ops, fx, fy)
+        xs, ys = x.data, y.data
+        rows = cpu_linear.default_chunk_rows(x.p, y.p, max(xs.itemsize, ys.itemsize))
+        fx, fy = cpu_linear.row_frame(xs, rows), cpu_linear.row_frame(ys, rows)
+        acc = self._running_sums(xs, ys, ops, fx, fy)
         # Chunks farther from the running shift than this batch's spread are accumulated
         # apart, at their own mean, and merged exactly.
-        for part in cpu_linear.accumulate(x, y, acc, ops, self.debiased, rows, start=self.n,
+        for part in cpu_linear.accumulate(xs, ys, acc, ops, self.debiased, rows, start=self.n,
                                           spread=(fx.spread, fy.spread)):
             self._merge_terms(part)
-        return self
 
     def _running_sums(self, x, y, ops, fx, fy) -> cpu_linear.Accumulator:
         """The accumulator a host batch is added to in place: the running one when it takes
@@ -308,6 +322,8 @@ def _checked(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], na
     return float(a) if a.ndim == 0 else np.array(a, dtype=np.float64)
 
 
+@validate_params({"chunk_size": params.ROWS, "debiased": params.BOOLEAN,
+                  "backend": params.BACKEND, "progress": [params.OPTIONAL, Callables()]})
 def stream_npy(
     x_path: str | os.PathLike, y_path: str | os.PathLike, *, chunk_size: int | None = None,
     debiased: bool = True, backend: str = "auto",

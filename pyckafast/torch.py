@@ -19,12 +19,21 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._core import params
 from ._core.optional import require
+from ._core.params import Callables, Strings, check_params, validate_params
+from .rbf import RBF_SPEC
 from .streaming import LinearCKAState
 
 __all__ = ["compare_models", "layer_output"]
 
+# What ``**rbf_options`` may hold: the RBF options of rbf_cka, checked before the first batch.
+_RBF_OPTIONS = {k: RBF_SPEC[k] for k in ("sigma", "threshold", "bandwidth", "tile", "n_pairs", "seed")}
 
+
+@validate_params({"debiased": params.BOOLEAN, "kernel": params.KERNEL,
+                  "output_key": [params.OPTIONAL, Strings()],
+                  "inputs": [params.OPTIONAL, Callables()], "backend": params.BACKEND})
 def compare_models(
     model_a, model_b, loader: Iterable, layers_a: Sequence[str], layers_b: Sequence[str] | None = None,
     *, debiased: bool = False, kernel: str = "linear", device=None, output_key: str | None = None,
@@ -73,8 +82,11 @@ def compare_models(
     _torch = require("torch", "pyckafast.torch")
 
     names_a, names_b = list(layers_a), list(layers_a if layers_b is None else layers_b)
-    if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
+    unknown = sorted(set(rbf_options) - set(_RBF_OPTIONS))
+    if unknown:
+        raise TypeError(f"compare_models got options {unknown} it does not take; "
+                        f"kernel='rbf' takes {sorted(_RBF_OPTIONS)}.")
+    check_params("compare_models", _RBF_OPTIONS, rbf_options)
     if not names_a or not names_b:
         raise ValueError("layers_a and layers_b must name at least one layer each.")
     device = device if device is not None else _model_device(model_a)

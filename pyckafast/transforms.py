@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core.validation import as_samples, check_positive_scalar
+from ._core.inputs import as_samples
+from ._core.validation import check_positive_scalar
 
 __all__ = [
     "orthogonal", "isotropic_scale", "translate", "invertible_linear", "translate_subset",

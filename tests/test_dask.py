@@ -68,7 +68,7 @@ def test_linear_bad_input(client):
         pdask.linear_cka(x, da.ones((9, 2), chunks=5))
     with pytest.raises(TypeError, match="dy must hold real numbers"):
         pdask.linear_cka(x, da.from_array(np.full((10, 2), "a")))
-    with pytest.raises(ValueError, match="dx must be 1-D or 2-D"):
+    with pytest.raises(ValueError, match="dx must be a 1-D or 2-D"):
         pdask.linear_cka(da.ones((10, 2, 2)), x)
     with pytest.raises(ValueError, match="at least 4 samples"):
         pdask.linear_cka(da.ones((3, 2)), da.ones((3, 2)), debiased=True)
@@ -142,7 +142,7 @@ def test_rbf_sampled_bandwidth_is_chunking_independent(client):
 
 def test_rbf_bad_arguments(client):
     x = da.ones((10, 2), chunks=5)
-    with pytest.raises(ValueError, match="bandwidth must be one of"):
+    with pytest.raises(ValueError, match="The 'bandwidth' parameter of pyckafast.dask.rbf_cka must be one of"):
         pdask.rbf_cka(x, x, bandwidth="silverman")
     with pytest.raises(ValueError, match="threshold"):
         pdask.rbf_cka(x, x, threshold=0)

@@ -240,3 +240,60 @@ def test_rbf_cka_public_api_on_the_gpu(bandwidth, debiased):
     assert abs(got - want) <= 1e-9 * abs(want)
     with pytest.raises(ValueError, match="same device"):
         pyckafast.rbf_cka(cupy.asarray(x), y)
+
+
+# ---- the front door on a GPU: every public function takes device data to a GPU producer -----
+def _layers(n=600):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(n, 10)) + 20.0
+    return [x, np.tanh(x[:, :4] - 20.0) + 0.3 * rng.normal(size=(n, 4)), (x[:, :3] - 20.0) ** 2]
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_matrix_linear_on_the_gpu(debiased):
+    layers = _layers()
+    want = pyckafast.cka_matrix(layers, debiased=debiased)
+    with _Ran("pcf_shift_columns") as ran:
+        got = pyckafast.cka_matrix([cupy.asarray(a) for a in layers], debiased=debiased)
+    assert ran.count >= 3  # at least one chunk per pair i < j
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bandwidth", ["kornblith", "sampled"])
+def test_cka_matrix_rbf_on_the_gpu_with_torch_tensors(bandwidth):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch was built without CUDA")
+    layers = _layers()
+    want = pyckafast.cka_matrix(layers, kernel="rbf", bandwidth=bandwidth)
+    with _Ran("pcf_rbf_tiles") as ran:
+        got = pyckafast.cka_matrix([torch.from_numpy(a).cuda() for a in layers], kernel="rbf",
+                                   bandwidth=bandwidth)
+    assert ran.count >= 3
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_minibatch_cka_on_the_gpu_uses_the_hsic_matrix(kernel, monkeypatch):
+    x, y, _ = _layers()
+    calls = []
+    real = _cuda.hsic_matrix
+    monkeypatch.setattr(_cuda, "hsic_matrix", lambda reps, **kw: calls.append(1) or real(reps, **kw))
+    want = pyckafast.minibatch_cka(x, y, 100, kernel=kernel)
+    got = pyckafast.minibatch_cka(cupy.asarray(x), cupy.asarray(y), 100, kernel=kernel)
+    assert len(calls) == 6
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_gpu_errors_match_the_cpu_ones():
+    x, y, _ = _layers(n=100)
+    with pytest.raises(ValueError, match="^The 'chunk_size' parameter of linear_cka"):
+        pyckafast.linear_cka(cupy.asarray(x), cupy.asarray(y), chunk_size=True)
+    with pytest.raises(ValueError, match="^The 'form' parameter of linear_cka"):
+        pyckafast.linear_cka(cupy.asarray(x), cupy.asarray(y), form="gram")
+    bad = x.copy()
+    bad[17, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^x must contain only finite values; .* in row 17\.$"):
+        pyckafast.rbf_cka(cupy.asarray(bad), cupy.asarray(y))
+    with pytest.raises(ValueError, match=r"^xs\[0\] must contain only finite values"):
+        pyckafast.cka_matrix([cupy.asarray(bad), cupy.asarray(y)])

@@ -9,7 +9,7 @@ import pytest
 import pyckafast
 from pyckafast._core import combine as _combine, gram as _gpu_minibatch
 from pyckafast._gpu import linear as _gpu_linear, rbf as _gpu_rbf
-from pyckafast._gpu.inputs import Samples, float_dtype
+from pyckafast._core.inputs import Samples, float_dtype
 from pyckafast._core.terms import KernelTerms
 
 pytest.importorskip("pyckafast._ext", reason="the C++ host twins need the compiled extension")

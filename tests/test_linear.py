@@ -151,9 +151,9 @@ def test_constant_column_is_fine(rng):
         (np.array([["a"], ["b"]]), np.ones((2, 1)), {}, TypeError, "x must hold real numbers.*<U1"),
         (np.ones((3, 1)), np.ones((3, 1)) * 1j, {}, TypeError, "y must hold real numbers.*complex"),
         (np.empty((0, 3)), np.empty((0, 3)), {}, ValueError, "x must not be empty"),
-        (np.ones((4, 2)), np.ones((4, 2)), {"backend": "fortran"}, ValueError, "backend must be one of"),
-        (np.ones((4, 2)), np.ones((4, 2)), {"chunk_size": 0}, ValueError, "chunk_size must be a positive"),
-        (np.ones((4, 2)), np.ones((4, 2)), {"form": "gram"}, ValueError, "form must be"),
+        (np.ones((4, 2)), np.ones((4, 2)), {"backend": "fortran"}, ValueError, "The 'backend' parameter of linear_cka must be one of 'auto', 'numpy'"),
+        (np.ones((4, 2)), np.ones((4, 2)), {"chunk_size": 0}, ValueError, "The 'chunk_size' parameter of linear_cka must be a positive integer or None. Got 0 \\(int\\)"),
+        (np.ones((4, 2)), np.ones((4, 2)), {"form": "gram"}, ValueError, "The 'form' parameter of linear_cka must be one of"),
     ],
 )
 def test_bad_input(x, y, kwargs, exc, match):

@@ -4,15 +4,18 @@ import numpy as np
 from reference import correlated, hsic_biased, hsic_unbiased
 
 from pyckafast._core import combine as _combine
+from pyckafast._core import dispatch
 from pyckafast._cpu.linear import feature_terms
+
+NUMPY = dispatch.resolve("numpy", "linear_moments", "cpu")
 from pyckafast._core.terms import KernelTerms
 
 
 def test_reshift_equals_recomputation_with_the_new_shift(rng):
     x, y = correlated(rng, 70, 5, 4, mean=2.0)
-    a = feature_terms(x, y, backend="numpy", debiased=True, shift=(np.zeros(5), np.zeros(4)))
+    a = feature_terms(x, y, ops=NUMPY, debiased=True, shift=(np.zeros(5), np.zeros(4)))
     sx, sy = rng.normal(size=5) * 3, rng.normal(size=4) * 3
-    b = feature_terms(x, y, backend="numpy", debiased=True, shift=(sx, sy))
+    b = feature_terms(x, y, ops=NUMPY, debiased=True, shift=(sx, sy))
     moved = a.reshift(sx, sy)
     for name in ("sum_x", "sum_y", "xx", "yy", "xy"):
         np.testing.assert_allclose(getattr(moved, name), getattr(b, name), rtol=1e-12, atol=1e-9)
@@ -22,7 +25,7 @@ def test_reshift_equals_recomputation_with_the_new_shift(rng):
 
 def test_centred_terms_have_zero_sums(rng):
     x, y = correlated(rng, 50, 3, 3, mean=40.0)
-    c = feature_terms(x, y, backend="numpy", debiased=True).centred()
+    c = feature_terms(x, y, ops=NUMPY, debiased=True).centred()
     np.testing.assert_allclose(c.sum_x, 0, atol=1e-9)
     np.testing.assert_allclose(c.xx, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-12)
 

@@ -132,7 +132,7 @@ def test_errors(data):
     net = _mlp(7)
     with pytest.raises(ValueError, match="model_b has no layers named \\['nope'\\]"):
         compare_models(net, _mlp(8), batches, ["0"], ["nope"])
-    with pytest.raises(ValueError, match="kernel must be"):
+    with pytest.raises(ValueError, match="The 'kernel' parameter of compare_models must be one of 'linear', 'rbf'"):
         compare_models(net, net, batches, ["0"], kernel="poly")
     with pytest.raises(KeyError, match="output_key 'zzz'"):
         compare_models(net, net, batches, ["5"], output_key="zzz")

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .terms import KernelTerms, LinearTerms
+from .validation import min_samples
 
 __all__ = ["HSICTriple", "linear_hsic", "kernel_hsic", "cka_from_hsic", "is_zero_variance"]
 
@@ -187,9 +188,8 @@ def is_zero_variance(trace: float, mean_sq: float, n: int, eps: float) -> bool:
 
 
 def _check_n(n: int, debiased: bool) -> None:
-    need = 4 if debiased else 2
+    need, why = min_samples(debiased)
     if n < need:
-        why = "unbiased HSIC divides by n(n-3)" if debiased else "CKA needs variance"
         raise ValueError(f"x and y need at least {need} samples ({why}); got {n}.")
 
 

@@ -10,12 +10,15 @@ it raises with the reason.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import ModuleType
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends",
-           "rbf_fused", "fused_median_passes", "prefer_samples", "linear_workers"]
+           "rbf_fused", "fused_median_passes", "prefer_samples", "linear_workers", "linear_form",
+           "producer_device",
+           "place", "producer", "PRODUCERS"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -143,3 +146,64 @@ def linear_workers(ops: ModuleType, n: int, p1: int, p2: int, rows: int, itemsiz
     chunks = -(-n // rows)
     per_worker = (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize)
     return max(1, min(threads, chunks // 2, _WORKER_SUMS_BYTES // max(1, per_worker)))
+
+
+def linear_form(form: str, n: int, p1: int, p2: int) -> str:
+    """The linear producer's form: "features" or "samples" ("auto": the cheaper one)."""
+    if form != "auto":
+        return form
+    return "samples" if prefer_samples(n, p1, p2) else "features"
+
+
+# ---- which producer makes the terms: (operation, place, backend) -> a function ----------------
+def producer_device(backend: str, device: str) -> str:
+    """The device whose backends produce the terms: the GPU when asked for, else the data's."""
+    return "cuda" if backend == "cuda" else device
+
+
+def place(kind: str, backend: str) -> str:
+    """Where the terms of inputs of array kind ``kind`` ("numpy", "cupy", "dask") are made:
+    "dask" (lazy, on the workers, CPU backends), "cuda" or "cpu"."""
+    if kind == "dask":
+        return "dask"
+    return producer_device(backend, "cuda" if kind == "cupy" else "cpu")
+
+
+@dataclass(frozen=True)
+class Producer:
+    target: str  # "module:function", imported when first used
+    backend_op: str  # the backend operation the producer runs (checked here, before any work)
+    takes_ops: bool  # True: gets the resolved backend module as ``ops``; False: its name, as
+    # ``backend`` (Dask tasks ship the name to the workers, where a module cannot travel)
+
+
+# Pair producers take prepared Samples and return a :class:`pyckafast._core.combine.HSICTriple`.
+PRODUCERS: dict[tuple[str, str], Producer] = {
+    ("linear", "cpu"): Producer("pyckafast._cpu.linear:hsic_triple", "linear_moments", True),
+    ("linear", "cuda"): Producer("pyckafast._gpu.producers:linear_triple", "linear_terms", True),
+    ("linear", "dask"): Producer("pyckafast._dask.producers:linear_triple", "linear_moments", False),
+    ("rbf", "cpu"): Producer("pyckafast.rbf:host_triple", "rbf_terms", False),
+    ("rbf", "cuda"): Producer("pyckafast.rbf:device_triple", "rbf_terms", False),
+    ("rbf", "dask"): Producer("pyckafast._dask.producers:rbf_triple", "rbf_tile", False),
+    # Minibatch CKA: the triples of every batch. CKA maps: a pair(i, j) -> triple function.
+    ("minibatch", "cpu"): Producer("pyckafast.minibatch:host_batch_triples", "linear_moments", False),
+    ("minibatch", "cuda"): Producer("pyckafast._gpu.producers:batch_triples", "hsic_matrix", True),
+    ("matrix", "cpu"): Producer("pyckafast.cka_matrix:host_pairs", "linear_moments", False),
+    ("matrix", "cuda"): Producer("pyckafast._gpu.producers:matrix_pairs", "linear_terms", True),
+}
+
+
+def producer(op: str, kind: str, backend: str) -> Callable:
+    """The function that makes the HSIC triples of operation ``op`` ("linear", "rbf",
+    "minibatch", "matrix") for prepared inputs of array kind ``kind`` with ``backend``: the one place
+    where "auto" picks a device and a backend. An explicit backend that cannot run raises here,
+    before any work."""
+    where = place(kind, backend)
+    entry = PRODUCERS.get((op, where))
+    if entry is None:
+        raise ValueError(f"{op} has no producer for {kind} inputs (on {where}); "
+                         f"available: {sorted(w for o, w in PRODUCERS if o == op)}.")
+    ops = resolve(backend, entry.backend_op, "cpu" if where == "dask" else where)
+    module, _, name = entry.target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    return partial(fn, ops=ops) if entry.takes_ops else partial(fn, backend=backend)

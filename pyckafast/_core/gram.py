@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import min_samples
+
 __all__ = ["hsic_matrix", "centred_gram"]
 
 
@@ -42,11 +44,9 @@ def hsic_matrix(xp, reps, *, kernel: str = "linear", gammas=None, debiased: bool
     if any(r.shape[0] != m for r in reps):
         raise ValueError(f"every representation must have the batch's {m} rows; got "
                          f"{[r.shape[0] for r in reps]}.")
-    need = 4 if debiased else 2
+    need, why = min_samples(debiased)
     if m < need:
-        raise ValueError(f"a batch needs at least {need} samples; got {m}.")
-    if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel must be 'linear' or 'rbf'; got {kernel!r}.")
+        raise ValueError(f"a batch needs at least {need} samples ({why}); got {m}.")
     if kernel == "rbf" and (gammas is None or len(gammas) != len(reps)):
         raise ValueError("kernel='rbf' needs one gamma per representation in gammas.")
     g = xp.stack([

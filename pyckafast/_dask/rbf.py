@@ -19,7 +19,7 @@ import numpy as np
 from .._core import dispatch, bandwidth as bw
 from .._cpu.rbf import default_tile
 from .._core.terms import KernelTerms
-from .._core.validation import check_positive_scalar, float_dtype
+from .._core.validation import check_positive_scalar, float_dtype, min_samples
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
@@ -67,7 +67,7 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
         raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}; got {bandwidth!r}.")
     threshold = check_positive_scalar(threshold, "threshold")
     dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
-    blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
+    blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=min_samples(debiased)[0])
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     dtype = ops.gemm_dtype(_float_dtype(dx, dy))
     tile = int(tile or default_tile(dtype.itemsize))

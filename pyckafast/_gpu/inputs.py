@@ -1,86 +1,51 @@
-"""GPU inputs at the public boundary: CuPy arrays and torch CUDA tensors are taken as they are
-(DLPack, no copy); host arrays (NumPy, memmaps, torch CPU) stay on the host and are streamed to
-the device chunk by chunk. The checks mirror :mod:`pyckafast._core.validation` and name the argument.
-CuPy is imported inside the functions that need it.
+"""The part of input preparation that needs CuPy (imported inside each function): DLPack views
+of device data, the device the inputs live on, and whole inputs copied to the device.
+
+Everything else about inputs (kinds, shapes, dtypes, n, finiteness) is in
+:mod:`pyckafast._core.inputs`, the same for every device.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .._core.inputs import Samples, check_finite_rows, prepare
 
-import numpy as np
-
-from .._core.devices import device_of, host_view
-from .._core.validation import as_samples, check_same_n, float_dtype
-
-__all__ = ["Samples", "as_gpu_samples", "gpu_pair", "device_arrays"]
+__all__ = ["as_cupy", "device_id", "device_arrays", "device_array"]
 
 
-@dataclass(frozen=True)
-class Samples:
-    """One validated 2-D input: ``data`` is a cupy.ndarray (any strides, possibly an integer or
-    bool dtype, converted chunk by chunk) or a host numpy array; ``dtype`` is the float dtype the
-    kernels use for it."""
-
-    data: object
-    dtype: np.dtype
-    on_device: bool
-
-
-def as_gpu_samples(a: object, name: str) -> Samples:
-    """Validate one input of a GPU producer without moving or copying device data."""
-    if device_of(a) != "cuda":
-        host = as_samples(host_view(a), name)
-        return Samples(host, host.dtype, False)
+def as_cupy(a: object):
+    """A CuPy view of data on a CUDA device (torch CUDA tensors and other DLPack producers are
+    taken through DLPack, without a copy)."""
     import cupy
 
-    if not isinstance(a, cupy.ndarray):  # torch CUDA tensors and other DLPack producers
-        a = cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
-    dtype = float_dtype(a.dtype, name)
-    if a.ndim == 1:
-        a = a[:, None]
-    elif a.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 1-D or 2-D array of shape (n_samples, n_features); got shape {a.shape}."
-        )
-    if a.size == 0:
-        raise ValueError(f"{name} must not be empty; got shape {a.shape}.")
-    return Samples(a, dtype, True)
-
-
-def gpu_pair(x: object, y: object, min_n: int, why: str = "") -> tuple[Samples, Samples, int]:
-    """Both inputs validated, on one device (made current by the caller), with the same n."""
-    sx, sy = as_gpu_samples(x, "x"), as_gpu_samples(y, "y")
-    if sx.on_device and sy.on_device and sx.data.device.id != sy.data.device.id:
-        raise ValueError(
-            f"x and y must live on the same GPU; got x on device {sx.data.device.id} and y on "
-            f"device {sy.data.device.id}."
-        )
-    n = check_same_n(sx.data, sy.data, min_n, why=why)
-    return sx, sy, n
+    if isinstance(a, cupy.ndarray):
+        return a
+    return cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
 
 
 def device_id(*samples: Samples) -> int:
-    """The GPU the inputs live on (the current device for host inputs)."""
+    """The GPU the inputs live on (the current device for host inputs); raises if two inputs
+    live on different GPUs."""
     import cupy
 
-    for s in samples:
-        if s.on_device:
-            return s.data.device.id
-    return cupy.cuda.Device().id
+    ids = {s.name: s.data.device.id for s in samples if s.on_device}
+    if len(set(ids.values())) > 1:
+        raise ValueError(f"the inputs must live on the same GPU; got {ids}.")
+    return next(iter(ids.values())) if ids else cupy.cuda.Device().id
+
+
+def device_array(s: Samples):
+    """``s`` as one finite floating CuPy array on the device (host data copied there once): for
+    passes that need all rows resident, such as the exact bandwidth selection."""
+    import cupy
+
+    a = s.data if s.on_device else cupy.asarray(s.data)
+    a = a.astype(s.dtype, copy=False)
+    check_finite_rows(Samples(a, s.dtype, True, s.name, "cupy"))
+    return a
 
 
 def device_arrays(x: object, y: object) -> tuple[object, object]:
-    """Both inputs as finite floating CuPy arrays on one device (host data copied there once):
-    for passes that need all rows resident, such as the exact bandwidth selection."""
-    import cupy
-
-    sx, sy, _ = gpu_pair(x, y, 2, why="CKA needs variance")
-    out = []
-    for s, name in ((sx, "x"), (sy, "y")):
-        a = s.data if s.on_device else cupy.asarray(s.data)
-        a = a.astype(s.dtype, copy=False)
-        if not bool(cupy.isfinite(a).all()):
-            raise ValueError(f"{name} must contain only finite values; found NaN or Inf.")
-        out.append(a)
-    return out[0], out[1]
+    """Both inputs (arrays or :class:`Samples`) as finite floating CuPy arrays on one device."""
+    sx = x if isinstance(x, Samples) else prepare(x, "x")
+    sy = y if isinstance(y, Samples) else prepare(y, "y")
+    return device_array(sx), device_array(sy)

@@ -1,7 +1,8 @@
 """The "cuda" backend: CUDA kernels through CuPy, whole-array producers of host float64 terms.
 
-Inputs may be CuPy arrays, torch CUDA tensors (taken through DLPack, no copy) or host arrays
-(NumPy, memmaps: streamed to the device chunk by chunk). CuPy is imported only after
+Inputs are prepared :class:`pyckafast._core.inputs.Samples` (parameters were checked by the
+public function's spec): CuPy arrays (torch CUDA tensors arrive as CuPy views through DLPack) or
+host arrays (NumPy, memmaps: streamed to the device chunk by chunk). CuPy is imported only after
 :func:`unusable_reason` found it, so ``import pyckafast`` never imports it.
 
 Operations: ``linear_terms``, ``rbf_terms`` (see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.inputs import Samples, check_same_n, prepare
 from .._core.terms import KernelTerms, LinearTerms
+from .._core.validation import check_positive_scalar, min_samples
 
 __all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "hsic_matrix",
-           "launches"]
-
-PRECISIONS = ("highest", "tf32")
+           "array_module", "device_array", "launches"]
 
 
 def unusable_reason() -> str | None:
@@ -50,9 +51,23 @@ def describe_device() -> str:
             f"{cupy.__version__})")
 
 
-def linear_terms(x, y, *, debiased: bool, chunk_size: int | None = None,
+def array_module():
+    """The array module of device data (the GPU producers index batches with it)."""
+    import cupy
+
+    return cupy
+
+
+def device_array(s: Samples):
+    """One prepared input as a CuPy array on the device (host data copied once)."""
+    from . import inputs as gpu_inputs
+
+    return gpu_inputs.device_array(s)
+
+
+def linear_terms(x: Samples, y: Samples, *, debiased: bool, chunk_size: int | None = None,
                  precision: str = "highest") -> LinearTerms:
-    """Exact linear terms of x and y on the GPU (host float64 result).
+    """Exact linear terms of prepared x and y on the GPU (host float64 result).
 
     ``precision="tf32"`` lets cuBLAS run float32 GEMMs on TF32 tensor cores (10-bit mantissa
     inputs, float32 accumulation); the default "highest" keeps full float32/float64 GEMMs.
@@ -61,31 +76,28 @@ def linear_terms(x, y, *, debiased: bool, chunk_size: int | None = None,
 
     from . import engine, inputs as gpu_inputs, linear as gpu_linear
 
-    _check_precision(precision)
-    _check_rows(chunk_size, "chunk_size")
-    need = 4 if debiased else 2
-    sx, sy, n = gpu_inputs.gpu_pair(
-        x, y, need, why="debiased CKA divides by n(n-3)" if debiased else "CKA needs variance")
-    with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
-        return gpu_linear.linear_terms(engine.CudaEngine(), sx, sy, n, debiased=debiased,
+    with cupy.cuda.Device(gpu_inputs.device_id(x, y)):
+        return gpu_linear.linear_terms(engine.CudaEngine(), x, y, x.n, debiased=debiased,
                                         chunk_size=chunk_size, precision=precision)
 
 
 def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) -> KernelTerms:
     """Kernel terms of E = K - 1, F = L - 1 (RBF kernels exp(-gamma |a - b|^2)) on the GPU.
 
-    ``tile`` is the number of rows per block held on the device (default: as many as half the
-    free memory allows); every block pair is one launch of the fused tile kernel.
+    ``x``, ``y``: prepared :class:`Samples` or arrays (CuPy, torch CUDA or host). ``tile`` is
+    the number of rows per block held on the device (default: as many as half the free memory
+    allows); every block pair is one launch of the fused tile kernel.
     """
     import cupy
 
     from . import engine, inputs as gpu_inputs, rbf as gpu_rbf
-    from .._core.validation import check_positive_scalar
 
     gamma_x = check_positive_scalar(gamma_x, "gamma_x")
     gamma_y = check_positive_scalar(gamma_y, "gamma_y")
-    _check_rows(tile, "tile")
-    sx, sy, n = gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
+    sx = x if isinstance(x, Samples) else prepare(x, "x")
+    sy = y if isinstance(y, Samples) else prepare(y, "y")
+    min_n, why = min_samples(debiased=False)  # kernel terms serve both estimators
+    n = check_same_n(sx.data, sy.data, min_n, why=why)
     with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
         return gpu_rbf.rbf_terms(engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
                                   gamma_y=gamma_y, tile=tile)
@@ -94,22 +106,23 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
 def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = True) -> np.ndarray:
     """HSIC between every pair of representations of one batch of samples, on the GPU.
 
-    ``reps``: a sequence of (m, p_i) arrays (CuPy, torch CUDA or host) of the same m samples.
-    Returns the L x L float64 host matrix (unbiased HSIC of Song et al. 2012 when ``debiased``,
-    else the biased tr(KHLH)/(m-1)^2). Minibatch CKA averages these over batches.
+    ``reps``: a sequence of (m, p_i) arrays (CuPy, torch CUDA, or host arrays copied to the
+    device) or prepared Samples, of the same m samples. Returns the L x L float64 host matrix (unbiased HSIC of Song et al. 2012
+    when ``debiased``, else the biased tr(KHLH)/(m-1)^2). Minibatch CKA averages these over
+    batches.
     """
     import cupy
 
     from . import inputs as gpu_inputs
     from .._core import gram
 
-    samples = [gpu_inputs.as_gpu_samples(r, f"reps[{i}]") for i, r in enumerate(reps)]
-    if not samples:
+    if not reps:
         raise ValueError("reps must hold at least one representation; got none.")
+    samples = [r if isinstance(r, Samples) else prepare(r, f"reps[{i}]") for i, r in enumerate(reps)]
     with cupy.cuda.Device(gpu_inputs.device_id(*samples)):
-        arrays = [cupy.asarray(s.data) for s in samples]
+        arrays = [gpu_inputs.device_array(s) for s in samples]
         return cupy.asnumpy(gram.hsic_matrix(cupy, arrays, kernel=kernel, gammas=gammas,
-                                                       debiased=debiased))
+                                             debiased=debiased))
 
 
 def launches() -> dict[str, int]:
@@ -117,13 +130,3 @@ def launches() -> dict[str, int]:
     from . import kernels
 
     return kernels.launches()
-
-
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
-
-
-def _check_rows(value, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-        raise ValueError(f"{name} must be a positive integer (rows); got {value!r}.")

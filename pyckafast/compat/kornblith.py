@@ -20,7 +20,8 @@ import numpy as np
 
 from .._core import combine
 from .._core.terms import KernelTerms
-from .._core.validation import as_samples, check_positive_scalar
+from .._core.inputs import as_samples
+from .._core.validation import check_positive_scalar
 from ..linear import linear_cka
 
 __all__ = ["gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linear_cka"]
