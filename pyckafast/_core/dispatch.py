@@ -44,8 +44,7 @@ BACKENDS: dict[str, Backend] = {
 AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("linear_moments", "cpu"): ("cpp", "numba", "numpy"),
     ("linear_terms", "cuda"): ("cuda",),
-    ("rbf_tile", "cpu"): ("cpp", "numba", "numpy"),
-    ("rbf_terms", "cpu"): ("cpp", "numba", "numpy"),
+    ("rbf_tile", "cpu"): ("cpp", "numba", "numpy"),  # the CPU RBF ops: tiles, pairs, medians
     ("rbf_terms", "cuda"): ("cuda",),
     ("hsic_matrix", "cuda"): ("cuda",),
 }

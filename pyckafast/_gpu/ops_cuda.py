@@ -4,7 +4,8 @@ Inputs may be CuPy arrays, torch CUDA tensors (taken through DLPack, no copy) or
 (NumPy, memmaps: streamed to the device chunk by chunk). CuPy is imported only after
 :func:`unusable_reason` found it, so ``import pyckafast`` never imports it.
 
-Operations: ``linear_terms``, ``rbf_terms`` (see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
+Operations: ``linear_terms``, ``rbf_terms`` (and ``rbf_terms_under``, which also selects the
+bandwidths on the device; see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
 HSIC between all pairs of representations of one minibatch, for minibatch CKA and CKA maps).
 """
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from .._core.terms import KernelTerms, LinearTerms
 
-__all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "hsic_matrix",
+__all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "rbf_terms_under",
+           "hsic_matrix",
            "launches"]
 
 PRECISIONS = ("highest", "tf32")
@@ -77,18 +79,34 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
     ``tile`` is the number of rows per block held on the device (default: as many as half the
     free memory allows); every block pair is one launch of the fused tile kernel.
     """
-    import cupy
-
-    from . import engine, inputs as gpu_inputs, rbf as gpu_rbf
+    from . import rbf as gpu_rbf
     from .._core.validation import check_positive_scalar
 
     gamma_x = check_positive_scalar(gamma_x, "gamma_x")
     gamma_y = check_positive_scalar(gamma_y, "gamma_y")
+    return _on_device(x, y, tile, lambda engine, sx, sy: gpu_rbf.rbf_terms(
+        engine, sx, sy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile))
+
+
+def rbf_terms_under(x, y, *, options, tile: int | None = None) -> KernelTerms:
+    """Kernel terms on the GPU with the bandwidths ``options`` (an ``rbf.RBFOptions``) choose,
+    selected on the device from the same centred inputs as the pass."""
+    from . import rbf as gpu_rbf
+
+    return _on_device(x, y, tile, lambda engine, sx, sy: gpu_rbf.rbf_terms_under(
+        engine, sx, sy, options=options, tile=tile))
+
+
+def _on_device(x, y, tile: int | None, run) -> KernelTerms:
+    """``run(engine, sx, sy)`` on the GPU the inputs live on, after the boundary checks."""
+    import cupy
+
+    from . import engine, inputs as gpu_inputs
+
     _check_rows(tile, "tile")
-    sx, sy, n = gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
+    sx, sy, _ = gpu_inputs.gpu_pair(x, y, 2, why="HSIC needs variance")
     with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
-        return gpu_rbf.rbf_terms(engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
-                                  gamma_y=gamma_y, tile=tile)
+        return run(engine.CudaEngine(), sx, sy)
 
 
 def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = True) -> np.ndarray:
