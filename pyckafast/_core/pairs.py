@@ -31,7 +31,8 @@ from .validation import check_finite_sums
 
 __all__ = ["Bounds", "default_tile", "block_bounds", "bounds_of_sizes", "block_pairs",
            "reduce_pairs", "Summed", "PairTerms", "PairTermsSum", "CentredSide", "CentredBlock",
-           "compute_dtype", "centring_shift", "shift_from_sums", "centre", "sq_norms", "retry_out_of_memory"]
+           "compute_dtype", "centring_shift", "shift_from_sums", "centre", "sq_norms",
+           "retry_out_of_memory"]
 
 Bounds = tuple[int, int]  # rows [start, stop) of one block
 T = TypeVar("T")
@@ -49,7 +50,7 @@ def default_tile(itemsize: int) -> int:
 
 
 def block_bounds(n: int, tile: int) -> list[Bounds]:
-    """[(start, stop)] of consecutive row blocks of at most ``tile`` rows (the last may be short)."""
+    """[(start, stop)] of consecutive blocks of ``tile`` rows (the last one may be shorter)."""
     return [(lo, min(lo + tile, n)) for lo in range(0, n, tile)]
 
 

@@ -60,10 +60,6 @@ def _as_2d(a, name: str):
     return a
 
 
-def _float_dtype(dx, dy) -> np.dtype:
-    return np.promote_types(float_dtype(dx.dtype, "dx"), float_dtype(dy.dtype, "dy"))
-
-
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
                      n_pairs, seed) -> KernelTerms:
     """Global kernel terms (of K - 1, L - 1) of the RBF kernels of dx and dy."""
@@ -76,14 +72,14 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=4 if debiased else 2)
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     sizes = [int(c) for c in dx.chunks[0]]
-    sides_x, sides_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
+    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
     if sigma is not None:
         gamma_x = gamma_y = bw.gamma_from_sigma(check_positive_scalar(sigma, "sigma"))
     else:
         gamma_x, gamma_y = (
-            _gamma(blocks, sides, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
-            for blocks, sides, name in ((blocks_x, sides_x, "dx"), (blocks_y, sides_y, "dy")))
-    return _pair_reduction(sides_x, sides_y, sizes, gamma_x, gamma_y, ops, tile)
+            _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
+            for blocks, chunks, name in ((blocks_x, chunks_x, "dx"), (blocks_y, chunks_y, "dy")))
+    return _pair_reduction(chunks_x, chunks_y, sizes, gamma_x, gamma_y, ops, tile)
 
 
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
@@ -127,6 +123,7 @@ def _gather(parts: list) -> list:
 
 
 def _by_bounds(bounds: list[Bounds], items: list):
+    """The ``load`` of :func:`reduce_pairs` for chunks: chunk bounds -> that chunk's item."""
     return dict(zip(bounds, items)).__getitem__
 
 

@@ -12,7 +12,6 @@ KernelTerms of E = K - 1, F = L - 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,6 @@ from . import bandwidth as gpu_bandwidth
 __all__ = ["rbf_terms", "rbf_terms_under", "device_sides", "default_block_rows"]
 
 _MEMORY_SHARE = 0.5
-
-# (side_x, side_y) -> (gamma_x, gamma_y): how a pass gets its bandwidths from the centred sides.
-ChooseGammas = Callable[[CentredSide, CentredSide], tuple[float, float]]
-
 
 def default_block_rows(n: int, dx: int, dy: int, itemsize: int, free: int, unit: int) -> int:
     """Rows per block: all n if two centred blocks fit in half the free memory, else fewer."""
@@ -52,25 +47,23 @@ def device_sides(engine, x, y, resident: bool = False) -> tuple[CentredSide, Cen
 def rbf_terms(engine, x, y, *, gamma_x: float, gamma_y: float, tile: int | None) -> KernelTerms:
     """Kernel terms of E = expm1(-gamma_x |x_i - x_j|^2), F likewise, over all ordered pairs of
     the rows of x and y (``inputs.Samples`` with the same number of rows)."""
-    return _pass(engine, device_sides(engine, x, y), lambda sx, sy: (gamma_x, gamma_y), tile)
+    side_x, side_y = device_sides(engine, x, y)
+    return _pass(engine, side_x, side_y, gamma_x, gamma_y, tile)
 
 
 def rbf_terms_under(engine, x, y, *, options: Any, tile: int | None) -> KernelTerms:
     """Kernel terms with the bandwidths ``options`` choose (an ``RBFOptions``), selected on the
     device from the same centred sides as the pass."""
-    sides = device_sides(engine, x, y, resident=options.sigma is None)
-
-    def gammas(sx: CentredSide, sy: CentredSide) -> tuple[float, float]:
-        return (gpu_bandwidth.side_gamma(options, sx, 0, tile),
-                gpu_bandwidth.side_gamma(options, sy, 1, tile))
-
-    return _pass(engine, sides, gammas, tile)
+    side_x, side_y = device_sides(engine, x, y, resident=options.sigma is None)
+    gamma_x = gpu_bandwidth.side_gamma(options, side_x, 0, tile)
+    gamma_y = gpu_bandwidth.side_gamma(options, side_y, 1, tile)
+    return _pass(engine, side_x, side_y, gamma_x, gamma_y, tile)
 
 
-def _pass(engine, sides: tuple[CentredSide, CentredSide], choose: ChooseGammas,
+def _pass(engine, side_x: CentredSide, side_y: CentredSide, gamma_x: float, gamma_y: float,
           tile: int | None) -> KernelTerms:
-    side_x, side_y = sides
-    gamma_x, gamma_y = choose(side_x, side_y)
+    """The pass over device blocks of ``tile`` rows (default: what memory allows), halved on
+    out-of-memory errors."""
     dtype = np.result_type(side_x.dtype, side_y.dtype)
     unit = engine.rbf_rows_per_tile(dtype)
     rows = int(tile) if tile else default_block_rows(side_x.n, side_x.depth, side_y.depth,
