@@ -63,6 +63,8 @@ def test_pair_reductions_add(backend, monkeypatch):
     inside = d2[(d2 >= 1.0) & (d2 <= 9.0)]
     want = np.bincount(np.minimum(((inside - 1.0) * (16 / 8.0)).astype(int), 15), minlength=16)
     assert whole.below == np.count_nonzero(d2 < 1.0) and (whole.counts == want).all()
+    above = histogram(a, b, False, 1e6, 2e6)  # nothing inside the window
+    assert above.below == 70 and not above.counts.any()
     diagonal = histogram(a, a, True, 0.0, 50.0)
     assert diagonal.below + diagonal.counts.sum() == 45  # pairs i < j only
     c = candidates(a, a, True, 0.0, np.inf)

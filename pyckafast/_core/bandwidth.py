@@ -92,9 +92,12 @@ def tile_histogram(xp: Any, g: Any, na: Any, nb: Any, diagonal: bool, lo: float,
     GPU's."""
     d2 = _tile_sq_distances(xp, g, na, nb, diagonal)
     inside = d2[(d2 >= lo) & (d2 <= hi)]
+    below = int(xp.count_nonzero(d2 < lo))
+    if inside.size == 0:  # some array modules' bincount cannot take an empty input
+        return below, xp.zeros(bins, np.int64)
     scale = bins / (hi - lo) if hi > lo else 0.0
     index = xp.minimum(((inside - lo) * scale).astype(np.int64), bins - 1)
-    return int(xp.count_nonzero(d2 < lo)), xp.bincount(index, minlength=bins)
+    return below, xp.bincount(index, minlength=bins)
 
 
 def tile_pair_fns(xp: Any, histogram: TileHistogram | None = None) -> PairFns:

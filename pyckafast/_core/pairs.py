@@ -128,8 +128,8 @@ def reduce_pairs(
     load_b = load_a if bounds_b is None or load_b is None else load_b
     evaluated = _evaluate(body, block_pairs(bounds_a, bounds_b), load_a, load_b)
     if gather is not None:
-        keys, parts = zip(*evaluated) if bounds_a else ((), ())
-        evaluated = zip(keys, gather(list(parts)))
+        listed = list(evaluated)
+        evaluated = zip([key for key, _ in listed], gather([part for _, part in listed]))
     for (a, b, diagonal), part in evaluated:
         into.add(part, a, b, diagonal)
     return into.result()
