@@ -72,7 +72,7 @@ class Candidates:
 
 # ---- one block pair's squared distances ----------------------------------------------------------
 def _tile_dots(xp: Any, a: Any, b: Any, diagonal: bool) -> tuple[Any, Any, Any]:
-    """Dot products (a GEMM in the rows' dtype) and float64 squared norms of a block pair."""
+    """Dot products (a GEMM in the rows' dtype) and squared norms of a block pair."""
     g = a @ a.T if diagonal else a @ b.T
     na = sq_norms(xp, a)
     return g, na, na if diagonal else sq_norms(xp, b)
@@ -80,6 +80,7 @@ def _tile_dots(xp: Any, a: Any, b: Any, diagonal: bool) -> tuple[Any, Any, Any]:
 
 def _tile_sq_distances(xp: Any, g: Any, na: Any, nb: Any, diagonal: bool) -> Any:
     """max(0, |a_i|^2 + |b_j|^2 - 2 a_i.b_j) in float64, flat (pairs i < j only if diagonal)."""
+    na, nb = na.astype(np.float64), nb.astype(np.float64)
     d2 = xp.maximum(na[:, None] + nb[None, :] - 2.0 * g.astype(np.float64), 0.0)
     return d2[xp.triu_indices(d2.shape[0], 1)] if diagonal else d2.ravel()
 

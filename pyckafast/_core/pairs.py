@@ -226,9 +226,13 @@ def centring_shift(a: Any, name: str, dtype: np.dtype, xp: Any = np) -> Any:
     return xp.asarray(shift_from_sums(total, a.shape[0], name, np.dtype(dtype)))
 
 
-def sq_norms(xp: Any, a: Any, dtype: np.dtype | None = None) -> Any:
-    """|a_i|^2 accumulated in float64 in bounded steps, rounded to ``dtype`` (default float64)."""
-    out = xp.empty(a.shape[0], np.float64 if dtype is None else dtype)
+def sq_norms(xp: Any, a: Any) -> Any:
+    """|a_i|^2 of the rows of a block. On the host: NumPy's einsum in a's dtype (pairwise sums;
+    a float64 copy of wide rows would cost several percent of a BLAS-tile pass). On a device:
+    float64 sums in bounded steps (a float32 device reduction accumulates row by row)."""
+    if xp is np:
+        return np.einsum("ij,ij->i", a, a)
+    out = xp.empty(a.shape[0])
     for lo in range(0, a.shape[0], _NORM_ROWS):
         part = a[lo:lo + _NORM_ROWS].astype(np.float64)
         out[lo:lo + _NORM_ROWS] = (part * part).sum(axis=1)
@@ -292,7 +296,7 @@ def centre(a: Any, name: str, dtype: np.dtype, xp: Any = np) -> CentredSide:
 @dataclass(frozen=True)
 class CentredBlock:
     """Centred rows of x and y of one block (C-contiguous, compute dtype) and their squared norms
-    (float64-accumulated, rounded to the compute dtype), as the RBF tile kernels take them."""
+    (:func:`sq_norms`, in the compute dtype), as the RBF tile kernels take them."""
 
     x: Any
     y: Any
@@ -304,7 +308,8 @@ class CentredBlock:
     def load(cls, side_x: CentredSide, side_y: CentredSide, bounds: Bounds,
              dtype: np.dtype) -> CentredBlock:
         x, y = side_x.block(bounds, dtype), side_y.block(bounds, dtype)
-        return cls(x, y, sq_norms(side_x.xp, x, dtype), sq_norms(side_y.xp, y, dtype), bounds)
+        nx = sq_norms(side_x.xp, x).astype(dtype, copy=False)
+        return cls(x, y, nx, sq_norms(side_y.xp, y).astype(dtype, copy=False), bounds)
 
 
 def _host(a: Any) -> np.ndarray:
