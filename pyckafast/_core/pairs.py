@@ -288,7 +288,24 @@ class CentredSide:
 
 
 def centre(a: Any, name: str, dtype: np.dtype, xp: Any = np) -> CentredSide:
-    """``a`` prepared as a :class:`CentredSide` (one float64 column-sum pass, checked finite)."""
+    """``a`` prepared as a :class:`CentredSide`: one float64 column-sum pass, checked finite.
+
+    Parameters
+    ----------
+    a
+        The rows (n, d): an array of module ``xp``, or host rows for a GPU pass.
+    name
+        The argument's name for messages ("x", "dx", "xs[2]").
+    dtype
+        The compute dtype the shift is rounded to (:func:`compute_dtype` on the CPU).
+    xp
+        The array module of the blocks the passes will load (NumPy, or CuPy).
+
+    Raises
+    ------
+    ValueError
+        If ``a`` holds NaN or Inf (or values whose sum overflows), naming ``name``.
+    """
     dtype = np.dtype(dtype)
     return CentredSide(a, centring_shift(a, name, dtype, xp), dtype, name, xp)
 
@@ -323,8 +340,27 @@ def retry_out_of_memory(run: Callable[[int], T], rows: int, unit: int, *,
     """``run(rows)``; on an out-of-memory error, free the pool and retry with half the rows (down
     to ``unit``), warning each time; at ``unit`` rows raise MemoryError naming the rows.
 
-    ``what`` names the computation ("RBF CKA"), ``per(rows)`` the unit of work ("256-row
-    blocks") and ``detail`` adds to the final message (e.g. the memory the rows do not need).
+    Parameters
+    ----------
+    run
+        The whole pass with a given number of rows per chunk or block.
+    rows, unit
+        The rows to try first, and the fewest worth trying (a kernel's tile, a minimum chunk).
+    errors, release
+        The engine's out-of-memory exception types, and what frees its memory pool.
+    what, per, detail
+        For the messages: the computation ("RBF CKA"), the unit of work (``per(256)`` ->
+        "256-row blocks") and what the final message adds (e.g. memory the rows do not need).
+
+    Returns
+    -------
+    object
+        What ``run`` returned for the first row count that fitted.
+
+    Raises
+    ------
+    MemoryError
+        When even ``unit`` rows do not fit; chained to the engine's error.
     """
     while True:
         try:

@@ -74,11 +74,27 @@ def rbf_terms(sides: Sides, *, gamma_x: float, gamma_y: float, ops: ModuleType,
 
 def set_pair_terms(a: Sides, b: Sides | None, *, gamma_x: float, gamma_y: float,
                    ops: ModuleType, tile: int | None = None) -> PairTerms:
-    """:class:`PairTerms` of row set ``a`` against row set ``b``, or of ``a`` against itself
-    (``b`` None: a diagonal pair), all sides centred by their input's one shift.
+    """:class:`PairTerms` of row set ``a`` against row set ``b``, or of ``a`` against itself.
 
-    x and y are computed in their common compute dtype (float32 or float64); every sum is
-    float64. ``tile`` is the rows per tile (per work item of the fused pass).
+    Parameters
+    ----------
+    a, b
+        (x side, y side) of each row set; ``b`` None for ``a`` against itself (the result is a
+        diagonal pair). The sides of ``b`` are rows of the same inputs as ``a`` and share their
+        shifts (Dask: two row chunks).
+    gamma_x, gamma_y
+        The RBF parameters of E = expm1(-gamma_x |x_i - x_j|^2) and F.
+    ops
+        The resolved CPU backend: its fused ``rbf_pairs`` when
+        :func:`~pyckafast._core.dispatch.rbf_fused` says so, else BLAS tiles and ``rbf_tile``.
+    tile
+        Rows per tile (per work item of the fused pass); the result does not depend on it
+        beyond float64 rounding.
+
+    Returns
+    -------
+    PairTerms
+        Float64 sums; x and y are computed in their common compute dtype.
     """
     dtype = np.result_type(a[0].dtype, a[1].dtype)
     depth = a[0].depth + a[1].depth
