@@ -289,6 +289,24 @@ def test_each_input_is_centred_once_on_the_emulated_gpu(centrings):
     assert sorted(centrings) == ["x", "y"]
 
 
+def test_each_input_is_centred_once_over_dask_chunks(monkeypatch):
+    da = pytest.importorskip("dask.array")
+    from pyckafast._dask import rbf as dask_rbf
+
+    calls, real = [], dask_rbf.shift_from_sums
+
+    def counting(total, n, name, dtype):
+        calls.append(name)
+        return real(total, n, name, dtype)
+
+    monkeypatch.setattr(dask_rbf, "shift_from_sums", counting)
+    x, y = _inputs()
+    dask_rbf.rbf_kernel_terms(da.from_array(x, chunks=50), da.from_array(y, chunks=50), sigma=None,
+                              threshold=1.0, bandwidth="kornblith", debiased=False,
+                              backend="auto", tile=32, n_pairs=1, seed=0)
+    assert sorted(calls) == ["dx", "dy"]
+
+
 # ---- backend="numpy" runs no compiled code -------------------------------------------------------
 @pytest.fixture
 def no_compiled_code(monkeypatch):
