@@ -22,7 +22,8 @@ import pytest
 
 import pyckafast
 from pyckafast._core import bandwidth as _bandwidth
-from pyckafast._cpu import rbf as _rbf_engine
+from pyckafast._core import pairs as _pairs
+from pyckafast.rbf import rbf_producer
 
 SIZES = [10_000, 30_000, 100_000]
 D = 64
@@ -71,8 +72,8 @@ def test_rbf_pass(benchmark, backend, n):
 def test_gemm_floor(benchmark, n):
     """The distance GEMMs of the tiled pass alone: the floor the fused pass is measured against."""
     x, y = _data(n)
-    tile = _rbf_engine.default_tile(x.itemsize)
-    bounds = _rbf_engine.block_bounds(n, tile)
+    tile = _pairs.default_tile(x.itemsize)
+    bounds = _pairs.block_bounds(n, tile)
 
     def gemms():
         total = 0.0
@@ -130,6 +131,6 @@ def test_rbf_depth(benchmark, monkeypatch, path, d):
     rng = np.random.default_rng(0)
     x, y = (rng.normal(size=(n, d)).astype(np.float32) for _ in range(2))
     monkeypatch.setattr(_cpp, "FUSED_MAX_DEPTH", 10**9 if path == "fused" else 0)
-    _run(benchmark, lambda: _rbf_engine.rbf_terms(x, y, gamma_x=1 / (4 * d), gamma_y=1 / (2 * d),
-                                                  backend="cpp"), n)
+    produce = rbf_producer("cpp")
+    _run(benchmark, lambda: produce(x, y, gamma_x=1 / (4 * d), gamma_y=1 / (2 * d)), n)
     benchmark.extra_info.update(d=d, path=path)

@@ -6,9 +6,10 @@
   so only O(p^2) floats travel and the result equals the in-memory :func:`pyckafast.linear_cka`.
   ``pyckafast.linear_cka`` / ``rbf_cka`` given Dask arrays run these same producers
   (:mod:`pyckafast._dask.producers`).
-* :func:`rbf_cka` — one task per pair of row chunks (i <= j) through the RBF block-pair
-  interface (``pyckafast._cpu.rbf.rbf_block_pair``); pair sums are added, row sums scattered to
-  their rows. Bandwidths by an exact median over chunk pairs (:mod:`pyckafast._dask.rbf`).
+* :func:`rbf_cka` — one task per pair of row chunks (i <= j), each the in-memory pass over that
+  chunk pair (``pyckafast._cpu.rbf.set_pair_terms``); the block-pair scheduler of
+  :mod:`pyckafast._core.pairs` adds the pair sums and scatters the row sums to their rows.
+  Bandwidths by an exact median over chunk pairs (:mod:`pyckafast._dask.rbf`).
 
 Any active ``dask.distributed`` client is used (as for every ``.compute()``), so the same call
 runs on a laptop or on a cluster::

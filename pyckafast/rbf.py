@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -13,6 +12,7 @@ from ._core import dispatch, bandwidth as bw, combine, inputs, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
 from ._core.validation import min_samples
+from ._cpu import rbf as cpu_rbf
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
 
@@ -27,10 +27,6 @@ RBF_OPTIONS_SPEC: dict[str, list] = {
     "n_pairs": [positive_int()],
     "seed": params.SEED,
 }
-# The device rules, under the one name that _any_device_triple (owned by the block-pair rewrite)
-# reads them by.
-devices = SimpleNamespace(producer_device=dispatch.producer_device,
-                          common_device=inputs.common_device, host_view=inputs.host_view)
 
 RBF_SPEC = {**RBF_OPTIONS_SPEC, "debiased": params.BOOLEAN, "backend": params.BACKEND,
             "tile": params.ROWS}
@@ -59,12 +55,12 @@ class RBFOptions:
 
     def gamma(self, a: np.ndarray, name: str, side: int = 0, tile: int | None = None,
               backend: str = "auto") -> float:
-        if self.sigma is not None:
+        """gamma of the host input ``a`` (named ``name`` in messages; ``side`` 0 for x, 1 for y),
+        the exact medians computed by ``backend`` on the CPU over ``tile``-row blocks."""
+        if self.sigma is not None:  # no pass over the data
             return bw.gamma_from_sigma(self.sigma[side])
-        median = bw.median_sq_distance(a, self.bandwidth, tile=tile, n_pairs=self.n_pairs,
-                                       seed=self.seed,
-                                       ops=dispatch.resolve(backend, "rbf_tile", "cpu"))
-        return bw.gamma_from_median(median, self.threshold, name, self.bandwidth)
+        ops = dispatch.resolve(backend, "rbf_tile", "cpu")
+        return cpu_rbf.side_gamma(self, cpu_rbf.centred(a, name, ops), side, ops=ops, tile=tile)
 
 
 def _sigma_pair(sigma: Sigma) -> tuple[float, float] | None:
@@ -83,35 +79,35 @@ def _check_tile(tile: int | None) -> int | None:
 
 def rbf_producer(backend: str, device: str = "cpu"):
     """The ``rbf_terms(x, y, *, gamma_x, gamma_y, tile) -> KernelTerms`` of ``backend`` for data
-    on ``device`` (CPU engines tile through BLAS; a GPU backend brings its own)."""
-    return dispatch.resolve(backend, "rbf_terms", device).rbf_terms
+    on ``device`` (CPU backends tile through BLAS or run their fused pass; a GPU backend brings
+    its own). The backend is resolved here, once."""
+    if device != "cpu":
+        return dispatch.resolve(backend, "rbf_terms", device).rbf_terms
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
+
+    def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None):
+        sides = cpu_rbf.centred(x, "x", ops), cpu_rbf.centred(y, "y", ops)
+        return cpu_rbf.rbf_terms(sides, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile)
+
+    return rbf_terms
 
 
 def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "auto",
                tile: int | None = None) -> combine.HSICTriple:
     """HSIC(x, y), HSIC(x, x), HSIC(y, y) with RBF kernels (validated numpy inputs)."""
-    produce = rbf_producer(backend, "cpu")
-    gamma_x, gamma_y = options.gammas(x, y, tile, backend)
-    terms = produce(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
+    terms = cpu_rbf.rbf_terms_under(x, y, options=options, ops=ops, tile=tile)
     return combine.kernel_hsic(terms, debiased)
 
 
 def _any_device_triple(x, y, debiased, options, backend, tile) -> combine.HSICTriple:
     """The HSIC triple on the device the data live on (or the one ``backend`` names)."""
-    device = devices.producer_device(backend, devices.common_device(x, y))
+    device = dispatch.producer_device(backend, inputs.common_device(x, y))
     if device == "cpu":
-        x, y, tile = _rbf_inputs(devices.host_view(x), devices.host_view(y), debiased, tile)
+        x, y, tile = _rbf_inputs(inputs.host_view(x), inputs.host_view(y), debiased, tile)
         return rbf_triple(x, y, debiased=debiased, options=options, backend=backend, tile=tile)
-    produce = rbf_producer(backend, device)  # raises with the reason if the GPU cannot run
-    tile = _check_tile(tile)
-    from ._gpu import bandwidth as gpu_bandwidth, inputs as gpu_inputs
-
-    gx, gy = gpu_inputs.device_arrays(x, y)  # the bandwidth passes need the data on the device
-    import cupy
-
-    gamma_x = gpu_bandwidth.gamma(gx, "x", 0, options, tile, cupy)
-    gamma_y = gpu_bandwidth.gamma(gy, "y", 1, options, tile, cupy)
-    terms = produce(gx, gy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
+    gpu = dispatch.resolve(backend, "rbf_terms", device)  # raises with the reason if it cannot run
+    terms = gpu.rbf_terms_under(x, y, options=options, tile=_check_tile(tile))
     return combine.kernel_hsic(terms, debiased)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast._core import bandwidth as _bandwidth
+from pyckafast._core import bandwidth as _bandwidth, dispatch as _dispatch
 from rbf_reference import median_sq, rbf_cka_ref
 
 
@@ -48,15 +48,26 @@ def test_sampled_median_is_seeded_and_close():
     assert got == pytest.approx(rbf_cka_ref(x, np.tanh(x), rule="offdiag"), rel=0.01)
 
 
-def test_pair_reductions_add():
-    """Histograms and candidates of block pairs merge by +, so any driver can reduce them."""
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp"])
+def test_pair_reductions_add(backend, monkeypatch):
+    """Histograms and candidates of block pairs merge by +, so any driver can reduce them; every
+    backend's tile histogram bins like the Numba kernel."""
+    monkeypatch.setattr(_bandwidth, "_BINS", 16)
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3))
-    whole = _bandwidth.pair_histogram(a, b, False, 1.0, 9.0, 16)
-    parts = (_bandwidth.pair_histogram(a[:4], b, False, 1.0, 9.0, 16)
-             + _bandwidth.pair_histogram(a[4:], b, False, 1.0, 9.0, 16))
+    histogram, candidates = _bandwidth.tile_pair_fns(np, _dispatch.resolve(backend, "rbf_tile").d2_histogram)
+    whole = histogram(a, b, False, 1.0, 9.0)
+    parts = histogram(a[:4], b, False, 1.0, 9.0) + histogram(a[4:], b, False, 1.0, 9.0)
     assert whole.below == parts.below and (whole.counts == parts.counts).all()
-    c = _bandwidth.pair_candidates(a, a, True, 0.0, np.inf)
+    d2 = ((a[:, None] - b[None]) ** 2).sum(-1).ravel()
+    inside = d2[(d2 >= 1.0) & (d2 <= 9.0)]
+    want = np.bincount(np.minimum(((inside - 1.0) * (16 / 8.0)).astype(int), 15), minlength=16)
+    assert whole.below == np.count_nonzero(d2 < 1.0) and (whole.counts == want).all()
+    above = histogram(a, b, False, 1e6, 2e6)  # nothing inside the window
+    assert above.below == 70 and not above.counts.any()
+    diagonal = histogram(a, a, True, 0.0, 50.0)
+    assert diagonal.below + diagonal.counts.sum() == 45  # pairs i < j only
+    c = candidates(a, a, True, 0.0, np.inf)
     assert c.below == 0 and c.values.size == 45
 
 

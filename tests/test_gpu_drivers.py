@@ -130,7 +130,7 @@ def test_rbf_block_pairs_match_brute_force(tile, on_device):
     x = rng.normal(size=(61, 5)) + 50.0
     y = np.tanh(x[:, :3]) + 0.1 * rng.normal(size=(61, 3))
     terms = _gpu_rbf.rbf_terms(EmulatedEngine(), _samples(x, on_device), _samples(y, on_device),
-                               61, gamma_x=0.1, gamma_y=0.7, tile=tile)
+                               gamma_x=0.1, gamma_y=0.7, tile=tile)
     ref = _brute_kernel_terms(x, y, 0.1, 0.7)
     for debiased in (False, True):
         got = _combine.cka_from_hsic(_combine.kernel_hsic(terms, debiased))
@@ -144,7 +144,7 @@ def test_rbf_out_of_memory_halves_blocks():
     x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
     engine = EmulatedEngine(oom_above_rows=16)
     with pytest.warns(RuntimeWarning, match="retrying with"):
-        terms = _gpu_rbf.rbf_terms(engine, _samples(x, True), _samples(y, True), 40,
+        terms = _gpu_rbf.rbf_terms(engine, _samples(x, True), _samples(y, True),
                                    gamma_x=0.5, gamma_y=0.5, tile=40)
     ref = _brute_kernel_terms(x, y, 0.5, 0.5)
     assert abs(terms.s_kl - ref.s_kl) < 1e-9 * abs(ref.s_kl)

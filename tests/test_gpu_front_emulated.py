@@ -34,8 +34,7 @@ def _emulated_cuda(engine: EmulatedEngine) -> types.ModuleType:
 
     def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
         sx, sy = as_samples(x, "x"), as_samples(y, "y")
-        return gpu_rbf.rbf_terms(engine, sx, sy, sx.n, gamma_x=gamma_x, gamma_y=gamma_y,
-                                 tile=tile)
+        return gpu_rbf.rbf_terms(engine, sx, sy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
 
     def hsic_matrix(reps, **kwargs):
         ops.hsic_calls += 1

@@ -133,22 +133,11 @@ _CALLS = {
     "compare_models": lambda t: _compare_models(),
 }
 
-# The exact-median passes bin distances with a Numba histogram whatever the backend
-# (pyckafast._core.bandwidth.pair_histogram, d2_histogram); moving those passes behind the
-# resolved backend is the block-pair scheduler's part of issue 10. Until it lands, exactly that
-# call is an expected failure; any other compiled call fails, and once it is fixed these pass.
-_MEDIAN_HISTOGRAM = "numba pyckafast._cpu.ops_numba_rbf.d2_histogram"
-_MEDIAN_CASES = {"rbf_cka-kornblith", "rbf_hsic-offdiag", "cka_matrix-rbf-median",
-                 "minibatch_cka-rbf-median", "dask.rbf_cka-median"}
-
 
 @pytest.mark.parametrize("case", list(_CALLS))
 def test_numpy_backend_calls_no_compiled_code(case, compiled_calls, tmp_path):
     value = _CALLS[case](tmp_path)
     assert np.all(np.isfinite(value))
-    assert [c for c in compiled_calls if c.startswith("_ext.")] == []
-    if case in _MEDIAN_CASES and set(compiled_calls) == {_MEDIAN_HISTOGRAM}:
-        pytest.xfail("the exact-median passes still bin with Numba (the pairs branch fixes it)")
     assert compiled_calls == []
 
 

@@ -7,7 +7,9 @@ import pytest
 
 import pyckafast
 from pyckafast._core import dispatch as _backends, combine as _combine
+from pyckafast._core.pairs import CentredSide
 from pyckafast._cpu import rbf as _rbf_engine
+from pyckafast.rbf import rbf_producer
 from rbf_reference import CPU_BACKENDS, correlated, cka_ref, gram_rbf, hsic_ref, rbf_cka_ref
 
 THRESHOLDS = [0.2, 0.5, 1.0, 2.0, 5.0]
@@ -69,9 +71,10 @@ def test_explicit_sigma_and_hsic_value(data, backend):
 
 def test_tiny_tiles_equal_large_tiles(data, backend):
     x, y = data[0][:61], data[1][:61]  # tile=1 is one call per pair: keep n small
-    big = _rbf_engine.rbf_terms(x, y, gamma_x=0.03, gamma_y=0.2, tile=1000, backend=backend)
+    produce = rbf_producer(backend)
+    big = produce(x, y, gamma_x=0.03, gamma_y=0.2, tile=1000)
     for tile in (1, 3, 17):
-        small = _rbf_engine.rbf_terms(x, y, gamma_x=0.03, gamma_y=0.2, tile=tile, backend=backend)
+        small = produce(x, y, gamma_x=0.03, gamma_y=0.2, tile=tile)
         for field in ("s_kl", "s_kk", "s_ll"):
             assert _rel(getattr(small, field), getattr(big, field)) <= 1e-12
         np.testing.assert_allclose(small.row_k, big.row_k, rtol=1e-12, atol=1e-12)
@@ -80,11 +83,16 @@ def test_tiny_tiles_equal_large_tiles(data, backend):
 
 def test_backends_give_the_same_terms(data):
     x, y = data
-    ref = _rbf_engine.rbf_terms(x, y, gamma_x=0.05, gamma_y=0.1, tile=70, backend="numpy")
+    ref = rbf_producer("numpy")(x, y, gamma_x=0.05, gamma_y=0.1, tile=70)
     for name in ("numba", "cpp"):
-        got = _rbf_engine.rbf_terms(x, y, gamma_x=0.05, gamma_y=0.1, tile=70, backend=name)
+        got = rbf_producer(name)(x, y, gamma_x=0.05, gamma_y=0.1, tile=70)
         assert _rel(got.s_kl, ref.s_kl) <= 1e-12
         np.testing.assert_allclose(got.row_k, ref.row_k, rtol=1e-12)
+
+
+def _sides(x, y):
+    """x and y rows as centred sides with a zero shift (the data are already near 0)."""
+    return tuple(CentredSide(a, np.zeros(a.shape[1]), a.dtype, name) for a, name in ((x, "x"), (y, "y")))
 
 
 def test_block_pair_contract(data, backend):
@@ -92,16 +100,16 @@ def test_block_pair_contract(data, backend):
     x, y = data
     xa, ya, xb, yb = x[:30], y[:30], x[30:75], y[30:75]
     gx, gy = 0.04, 0.3
+    ops = _backends.resolve(backend, "rbf_tile")
     e = np.expm1(-gx * ((xa[:, None] - xb[None]) ** 2).sum(-1))
     f = np.expm1(-gy * ((ya[:, None] - yb[None]) ** 2).sum(-1))
-    p = _rbf_engine.rbf_block_pair(xa, ya, xb, yb, gamma_x=gx, gamma_y=gy, diagonal=False,
-                                   backend=backend)
+    p = _rbf_engine.set_pair_terms(_sides(xa, ya), _sides(xb, yb), gamma_x=gx, gamma_y=gy, ops=ops,
+                                   tile=7)
     assert _rel(p.s_kl, (e * f).sum()) <= 1e-10 and _rel(p.s_ll, (f * f).sum()) <= 1e-10
     np.testing.assert_allclose(p.row_k_a, e.sum(1), rtol=1e-10)
     np.testing.assert_allclose(p.row_l_b, f.sum(0), rtol=1e-10)
     e = np.expm1(-gx * ((xa[:, None] - xa[None]) ** 2).sum(-1))
-    d = _rbf_engine.rbf_block_pair(xa, ya, None, None, gamma_x=gx, gamma_y=gy, diagonal=True,
-                                   backend=backend)
+    d = _rbf_engine.set_pair_terms(_sides(xa, ya), None, gamma_x=gx, gamma_y=gy, ops=ops, tile=7)
     assert _rel(d.s_kk, (e * e).sum()) <= 1e-10
     np.testing.assert_allclose(d.row_k_a, e.sum(1), rtol=1e-10)
     assert not d.row_k_b.any()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyckafast._cpu import rbf as _rbf_engine
+from pyckafast.rbf import rbf_producer
 
 try:
     from pyckafast import _ext
@@ -102,9 +102,9 @@ def test_engine_fused_and_tile_paths_agree(dtype, monkeypatch):
 
     rng = np.random.default_rng(4)
     x, y = _rows(rng, 300, 20, dtype, mean=3.0), _rows(rng, 300, 11, dtype)
-    fused = _rbf_engine.rbf_terms(x, y, gamma_x=0.02, gamma_y=0.05, backend="cpp")
+    fused = rbf_producer("cpp")(x, y, gamma_x=0.02, gamma_y=0.05)
     monkeypatch.setattr(_cpp, "FUSED_MAX_DEPTH", 0)
-    tiles = _rbf_engine.rbf_terms(x, y, gamma_x=0.02, gamma_y=0.05, tile=64, backend="cpp")
+    tiles = rbf_producer("cpp")(x, y, gamma_x=0.02, gamma_y=0.05, tile=64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for name in ("s_kl", "s_kk", "s_ll", "row_k", "row_l"):
         np.testing.assert_allclose(getattr(fused, name), getattr(tiles, name), rtol=tol,
@@ -207,8 +207,9 @@ def test_distance_pass_counts_every_pair_once(simd, n, block):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
 @pytest.mark.parametrize("n", [150, 151])
-def test_exact_median_fused_and_tile_passes_agree(dtype, rule, n):
+def test_exact_median_fused_and_tile_passes_agree(dtype, rule, n, monkeypatch):
     from pyckafast._core import bandwidth as _bandwidth
+    from pyckafast._cpu import ops_cpp as _cpp
 
     rng = np.random.default_rng(n)
     a = (rng.normal(size=(n, 10)) * 2 + 100).astype(dtype)
@@ -216,7 +217,8 @@ def test_exact_median_fused_and_tile_passes_agree(dtype, rule, n):
     d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
     want = np.median(d2) if rule == "kornblith" else np.median(d2[np.triu_indices(n, 1)])
     fused = _bandwidth.median_sq_distance(a, rule)
-    tiles = _bandwidth.median_sq_distance(a, rule, reduce_pairs=_bandwidth.local_pair_reducer(a, 64))
+    monkeypatch.setattr(_cpp, "FUSED_MAX_DEPTH", 0)  # the same backend on 64-row BLAS tiles
+    tiles = _bandwidth.median_sq_distance(a, rule, tile=64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert fused == pytest.approx(want, rel=tol)
     assert tiles == pytest.approx(want, rel=tol)

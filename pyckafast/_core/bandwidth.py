@@ -15,7 +15,9 @@ selected exactly. Every pass is a sum over block pairs (:class:`Histogram` and
 :class:`Candidates` add), so a Dask or GPU driver reuses it by supplying its own
 ``reduce_pairs``. In memory on the CPU, a pass is one call of the C++ extension when it is built
 (``d2_pass``: the distances come from the fused RBF pass's register-tiled micro-kernel and are
-binned at once); otherwise BLAS tiles and a Numba histogram.
+binned at once); otherwise BLAS tiles binned by the backend's tile histogram (Numba, or NumPy
+for the numpy backend). The block pairs are those of :mod:`pyckafast._core.pairs`, over the rows
+of a side centred once per call (:class:`~pyckafast._core.pairs.CentredSide`).
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import dispatch
-from .._cpu.rbf import block_bounds, centring_shift, default_tile
+from .pairs import (CentredSide, block_bounds, centre, compute_dtype, default_tile, reduce_pairs,
+                    sq_norms)
 
-__all__ = ["RULES", "Histogram", "Candidates", "pair_histogram", "pair_candidates",
+__all__ = ["RULES", "Histogram", "Candidates", "tile_histogram", "tile_pair_fns",
            "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
-           "local_pair_reducer", "block_pair_reducer", "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
+           "exact_median_in_memory", "side_reducer", "side_gamma", "median_of_side",
+           "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
 RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
@@ -40,7 +45,11 @@ _MAX_PASSES = 8
 
 # reduce_pairs(fn) -> sum of fn(a_block, b_block, diagonal) over the upper triangle of block
 # pairs of the centred data (diagonal=True: b_block is a_block, pairs i < j only).
-PairReducer = Callable[[Callable[[np.ndarray, np.ndarray, bool], object]], object]
+PairReducer = Callable[[Callable[[Any, Any, bool], Any]], Any]
+# (histogram, candidates) of one block pair: fn(a_block, b_block, diagonal, lo, hi).
+PairFns = tuple[Callable[..., "Histogram"], Callable[..., "Candidates"]]
+# A backend's tile histogram: (g, na, nb, diagonal, lo, hi, bins) -> (count below lo, counts).
+TileHistogram = Callable[..., tuple[int, Any]]
 
 
 @dataclass(frozen=True)
@@ -61,66 +70,73 @@ class Candidates:
         return Candidates(self.below + other.below, np.concatenate([self.values, other.values]))
 
 
-def _tile_d2(a: np.ndarray, b: np.ndarray, diagonal: bool):
+# ---- one block pair's squared distances ----------------------------------------------------------
+def _tile_dots(xp: Any, a: Any, b: Any, diagonal: bool) -> tuple[Any, Any, Any]:
+    """Dot products (a GEMM in the rows' dtype) and squared norms of a block pair."""
     g = a @ a.T if diagonal else a @ b.T
-    na = np.einsum("ij,ij->i", a, a)
-    nb = na if diagonal else np.einsum("ij,ij->i", b, b)
-    return g, na, nb
+    na = sq_norms(xp, a)
+    return g, na, na if diagonal else sq_norms(xp, b)
 
 
-def pair_histogram(a, b, diagonal: bool, lo: float, hi: float, bins: int = _BINS) -> Histogram:
-    """Histogram of the squared distances between the rows of a and b (i < j if diagonal)."""
-    from .._cpu.ops_numba_rbf import d2_histogram
-
-    below, counts = d2_histogram(*_tile_d2(a, b, diagonal), diagonal, lo, hi, bins)
-    return Histogram(int(below), counts)
-
-
-def pair_candidates(a, b, diagonal: bool, lo: float, hi: float) -> Candidates:
-    """The squared distances in [lo, hi] and the count below lo (i < j if diagonal)."""
-    g, na, nb = _tile_d2(a, b, diagonal)
-    d2 = np.maximum(na.astype(np.float64)[:, None] + nb.astype(np.float64)[None, :]
-                    - 2.0 * g.astype(np.float64), 0.0)
-    if diagonal:
-        d2 = d2[np.triu_indices(d2.shape[0], 1)]
-    return Candidates(int(np.count_nonzero(d2 < lo)), d2[(d2 >= lo) & (d2 <= hi)].ravel())
+def _tile_sq_distances(xp: Any, g: Any, na: Any, nb: Any, diagonal: bool) -> Any:
+    """max(0, |a_i|^2 + |b_j|^2 - 2 a_i.b_j) in float64, flat (pairs i < j only if diagonal)."""
+    na, nb = na.astype(np.float64), nb.astype(np.float64)
+    d2 = xp.maximum(na[:, None] + nb[None, :] - 2.0 * g.astype(np.float64), 0.0)
+    return d2[xp.triu_indices(d2.shape[0], 1)] if diagonal else d2.ravel()
 
 
-def local_pair_reducer(a: np.ndarray, tile: int | None = None) -> PairReducer:
-    """A ``reduce_pairs`` over the in-memory array ``a``, centred by its mean, tile by tile."""
-    dtype = np.promote_types(a.dtype, np.float32)
-    tile = int(tile or default_tile(dtype.itemsize))
-    return block_pair_reducer(a, centring_shift(a, "data", dtype), dtype, tile, np)
+def tile_histogram(xp: Any, g: Any, na: Any, nb: Any, diagonal: bool, lo: float, hi: float,
+                   bins: int) -> tuple[int, Any]:
+    """The array-module twin of the compiled tile histograms: (count below ``lo``, counts of
+    ``bins`` equal bins over [lo, hi], bin floor((v - lo) * bins / (hi - lo)), the last bin
+    closed); values above ``hi`` are not counted. NumPy's is the numpy backend's; CuPy's the
+    GPU's."""
+    d2 = _tile_sq_distances(xp, g, na, nb, diagonal)
+    inside = d2[(d2 >= lo) & (d2 <= hi)]
+    below = int(xp.count_nonzero(d2 < lo))
+    if inside.size == 0:  # some array modules' bincount cannot take an empty input
+        return below, xp.zeros(bins, np.int64)
+    scale = bins / (hi - lo) if hi > lo else 0.0
+    index = xp.minimum(((inside - lo) * scale).astype(np.int64), bins - 1)
+    return below, xp.bincount(index, minlength=bins)
 
 
-def block_pair_reducer(a, shift, dtype, tile: int, xp) -> PairReducer:
-    """A ``reduce_pairs`` over the upper triangle of ``tile``-row blocks of ``a - shift``, for an
-    array of module ``xp`` (NumPy here, CuPy for data on a GPU)."""
-    bounds = block_bounds(a.shape[0], tile)
+def tile_pair_fns(xp: Any, histogram: TileHistogram | None = None) -> PairFns:
+    """(histogram, candidates) over block pairs of centred rows of module ``xp``: dot-product
+    tiles, binned by ``histogram`` (a backend's tile histogram; default :func:`tile_histogram`)."""
+    def pair_histogram(a, b, diagonal: bool, lo: float, hi: float) -> Histogram:
+        dots = _tile_dots(xp, a, b, diagonal)
+        if histogram is None:
+            below, counts = tile_histogram(xp, *dots, diagonal, lo, hi, _BINS)
+        else:
+            below, counts = histogram(*dots, diagonal, lo, hi, _BINS)
+        return Histogram(int(below), _host(counts).astype(np.int64))
 
-    def reduce_pairs(fn):
-        total = None
-        for ia, (alo, ahi) in enumerate(bounds):
-            xa = xp.ascontiguousarray(a[alo:ahi] - shift, dtype=dtype)
-            for blo, bhi in bounds[ia:]:
-                diagonal = blo == alo
-                xb = xa if diagonal else xp.ascontiguousarray(a[blo:bhi] - shift, dtype=dtype)
-                part = fn(xa, xb, diagonal)
-                total = part if total is None else total + part
-        return total
+    def pair_candidates(a, b, diagonal: bool, lo: float, hi: float) -> Candidates:
+        d2 = _tile_sq_distances(xp, *_tile_dots(xp, a, b, diagonal), diagonal)
+        return Candidates(int(xp.count_nonzero(d2 < lo)), _host(d2[(d2 >= lo) & (d2 <= hi)]))
 
-    return reduce_pairs
+    return pair_histogram, pair_candidates
+
+
+def _host(a: Any) -> np.ndarray:
+    return np.asarray(a.get() if hasattr(a, "get") else a)
+
+
+def side_reducer(side: CentredSide, tile: int) -> PairReducer:
+    """A ``reduce_pairs`` over the upper triangle of ``tile``-row blocks of a centred side."""
+    bounds = block_bounds(side.n, tile)
+    return lambda body: reduce_pairs(body, bounds, load_a=side.block)
 
 
 def select_pair_ranks(
-    ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer,
-    pair_fns: tuple[Callable, Callable] = (pair_histogram, pair_candidates),
+    ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer, pair_fns: PairFns,
 ) -> list[float]:
     """The values of the given 0-based ranks among the n(n-1)/2 pair squared distances.
 
     ``upper`` bounds every squared distance (e.g. (2 max_i |x_i|)^2 of the centred rows).
-    ``pair_fns`` are the per-block-pair histogram and candidate functions (the GPU driver
-    passes device versions returning the same :class:`Histogram` / :class:`Candidates`).
+    ``pair_fns`` are the per-block-pair histogram and candidate functions (:func:`tile_pair_fns`
+    of the backend, or one pass over the whole set).
     """
     histogram, candidates = pair_fns
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
@@ -170,58 +186,77 @@ def median_ranks(rule: str, n: int) -> list[int]:
     raise ValueError(f"bandwidth must be one of {RULES}; got {rule!r}.")
 
 
-def median_sq_distance(
-    a: np.ndarray, rule: str, *, tile: int | None = None, n_pairs: int = 100_000, seed: int = 0,
-    reduce_pairs: PairReducer | None = None, upper: float | None = None, ops=None,
-) -> float:
-    """The median squared distance between the rows of ``a`` under ``rule`` (see module doc).
+def median_sq_distance(a: np.ndarray | CentredSide, rule: str, *, tile: int | None = None,
+                       n_pairs: int = 100_000, seed: int = 0, ops: Any = None) -> float:
+    """The median squared distance between the rows of ``a`` under ``rule`` (see module doc), in
+    memory on the CPU; ``a`` is a host array (centred here, named "data" in messages) or an
+    already prepared :class:`~pyckafast._core.pairs.CentredSide`. ``ops`` is the resolved CPU
+    backend (default: "auto")."""
+    ops = ops or dispatch.resolve("auto", "rbf_tile", "cpu")
+    side = a if isinstance(a, CentredSide) else centre(a, "data", compute_dtype(ops, a.dtype))
+    return median_of_side(side, rule, n_pairs=n_pairs, seed=seed,
+                          exact=lambda s, r: exact_median_in_memory(s, r, ops=ops, tile=tile))
 
-    ``reduce_pairs`` (default: tiles of ``a`` in memory) and ``upper`` (a bound on every squared
-    distance; default from the row norms of ``a``) let other drivers run the same selection.
-    ``ops`` is the resolved CPU backend (default: "auto"); its fused pass runs the selection
-    passes when :func:`pyckafast._core.dispatch.fused_median_passes` says so.
-    """
+
+def median_of_side(side: CentredSide, rule: str, *, n_pairs: int, seed: int,
+                   exact: Callable[[CentredSide, str], float]) -> float:
+    """The ``rule`` median of a centred side: ``exact(side, rule)`` for the exact rules (the
+    driver's passes), the seeded random pairs for "sampled" (the same pairs on every device)."""
     if rule == "sampled":
-        return _sampled_median(a, n_pairs, seed)
-    if upper is None:
-        upper = 4.0 * _max_sq_norm(a)  # |x_i - x_j| <= |x_i - m| + |x_j - m|
-    if reduce_pairs is None:
-        fused = _fused_passes(a, tile, ops or dispatch.resolve("auto", "rbf_tile", "cpu"))
-        if fused is not None:
-            return exact_median(rule, a.shape[0], upper, fused[0], a.dtype, fused[1])
-        reduce_pairs = local_pair_reducer(a, tile)
-    return exact_median(rule, a.shape[0], upper, reduce_pairs, a.dtype)
+        return median_over_pairs(side.rows, *sampled_pairs(side.n, n_pairs, seed), xp=side.xp)
+    median_ranks(rule, side.n)  # raises on an unknown rule before any pass
+    return exact(side, rule)
 
 
-def _fused_passes(a: np.ndarray, tile: int | None, ops):
-    """(reduce_pairs, pair_fns) that run each selection pass over all pairs of ``a`` as one call
-    of backend ``ops``, or None if it has no such pass or the rows are too wide for it."""
-    if not dispatch.fused_median_passes(ops, a.shape[1]):
-        return None
-    dtype = np.promote_types(a.dtype, np.float32)
-    rows = a.astype(dtype, copy=False)
-    shift = centring_shift(rows, "data", dtype)
-    block = int(tile or ops.fused_block(a.shape[1], dtype.itemsize))
-    run = ops.d2_pass_kernel(dtype)
+def side_gamma(options: Any, side: CentredSide, index: int,
+               exact: Callable[[CentredSide, str], float]) -> float:
+    """gamma = 1/(2 sigma^2) of one input under ``options`` (an ``RBFOptions``: ``sigma`` pair or
+    ``threshold``, ``bandwidth`` rule, ``n_pairs``, ``seed``); ``index`` 0 for x, 1 for y."""
+    if options.sigma is not None:
+        return gamma_from_sigma(options.sigma[index])
+    median = median_of_side(side, options.bandwidth, n_pairs=options.n_pairs, seed=options.seed,
+                            exact=exact)
+    return gamma_from_median(median, options.threshold, side.name, options.bandwidth)
+
+
+def exact_median_in_memory(side: CentredSide, rule: str, *, ops: Any,
+                           tile: int | None = None) -> float:
+    """The exact ``rule`` median of a host side: each selection pass is one call of backend
+    ``ops`` over the whole set when :func:`~pyckafast._core.dispatch.fused_median_passes` says
+    so, else a pass over ``tile``-row blocks binned by the backend's tile histogram."""
+    upper = 4.0 * side.max_sq_norm()
+    if dispatch.fused_median_passes(ops, side.depth):
+        reduce_whole, fns = _whole_set_passes(side, tile, ops)
+        return exact_median(rule, side.n, upper, reduce_whole, side.dtype, fns)
+    reducer = side_reducer(side, int(tile or default_tile(side.dtype.itemsize)))
+    return exact_median(rule, side.n, upper, reducer, side.dtype,
+                        tile_pair_fns(np, ops.d2_histogram))
+
+
+def _whole_set_passes(side: CentredSide, tile: int | None, ops: Any) -> tuple[PairReducer, PairFns]:
+    """(reduce_pairs, pair_fns) that run each selection pass over all pairs of the side as one
+    call of ``ops.d2_pass_kernel`` (the set against itself is a single diagonal "block pair"; the
+    kernel centres the rows by the side's shift as it packs them)."""
+    rows = side.rows_as(side.dtype)
+    block = int(tile or ops.fused_block(side.depth, side.dtype.itemsize))
+    run = ops.d2_pass_kernel(side.dtype)
 
     def histogram(_a, _b, _diagonal, lo: float, hi: float) -> Histogram:
-        below, counts = run(rows, shift, lo, hi, _BINS, block)
+        below, counts = run(rows, side.shift, lo, hi, _BINS, block)
         return Histogram(int(below), counts)
 
     def candidates(_a, _b, _diagonal, lo: float, hi: float) -> Candidates:
-        below, values = run(rows, shift, lo, hi, 0, block)
+        below, values = run(rows, side.shift, lo, hi, 0, block)
         return Candidates(int(below), values)
 
-    def whole_set(fn):  # one "block pair": the set against itself, pairs i < j
+    def whole_set(fn):
         return fn(None, None, True)
 
     return whole_set, (histogram, candidates)
 
 
-def exact_median(
-    rule: str, n: int, upper: float, reduce_pairs: PairReducer, dtype: np.dtype,
-    pair_fns: tuple[Callable, Callable] = (pair_histogram, pair_candidates),
-) -> float:
+def exact_median(rule: str, n: int, upper: float, reduce_pairs: PairReducer, dtype: np.dtype,
+                 pair_fns: PairFns) -> float:
     """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits."""
     ranks = median_ranks(rule, n)
     real = sorted({r for r in ranks if r >= 0})
@@ -234,15 +269,6 @@ def exact_median(
     return 0.0 if median <= noise else median
 
 
-def _max_sq_norm(a: np.ndarray) -> float:
-    mean = a.mean(axis=0, dtype=np.float64)
-    best = 0.0
-    for lo in range(0, a.shape[0], 8192):
-        c = a[lo:lo + 8192].astype(np.float64) - mean
-        best = max(best, float(np.einsum("ij,ij->i", c, c).max()))
-    return best
-
-
 def sampled_pairs(n: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n_pairs`` random pairs (i, j), i != j, of the "sampled" rule (same on every device)."""
     rng = np.random.default_rng(seed)
@@ -250,10 +276,6 @@ def sampled_pairs(n: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarr
     j = rng.integers(0, n - 1, size=n_pairs)
     j += j >= i  # uniform over j != i
     return i, j
-
-
-def _sampled_median(a: np.ndarray, n_pairs: int, seed: int) -> float:
-    return median_over_pairs(a, *sampled_pairs(a.shape[0], n_pairs, seed))
 
 
 def median_over_pairs(a, i: np.ndarray, j: np.ndarray, xp=np) -> float:

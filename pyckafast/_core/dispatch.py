@@ -47,8 +47,7 @@ BACKENDS: dict[str, Backend] = {
 AUTO_ORDER: dict[tuple[str, str], tuple[str, ...]] = {
     ("linear_moments", "cpu"): ("cpp", "numba", "numpy"),
     ("linear_terms", "cuda"): ("cuda",),
-    ("rbf_tile", "cpu"): ("cpp", "numba", "numpy"),
-    ("rbf_terms", "cpu"): ("cpp", "numba", "numpy"),
+    ("rbf_tile", "cpu"): ("cpp", "numba", "numpy"),  # the CPU RBF ops: tiles, pairs, medians
     ("rbf_terms", "cuda"): ("cuda",),
     ("hsic_matrix", "cuda"): ("cuda",),
 }
@@ -182,7 +181,7 @@ PRODUCERS: dict[tuple[str, str], Producer] = {
     ("linear", "cpu"): Producer("pyckafast._cpu.linear:hsic_triple", "linear_moments", True),
     ("linear", "cuda"): Producer("pyckafast._gpu.producers:linear_triple", "linear_terms", True),
     ("linear", "dask"): Producer("pyckafast._dask.producers:linear_triple", "linear_moments", False),
-    ("rbf", "cpu"): Producer("pyckafast.rbf:host_triple", "rbf_terms", False),
+    ("rbf", "cpu"): Producer("pyckafast.rbf:host_triple", "rbf_tile", False),
     ("rbf", "cuda"): Producer("pyckafast.rbf:device_triple", "rbf_terms", False),
     ("rbf", "dask"): Producer("pyckafast._dask.producers:rbf_triple", "rbf_tile", False),
     # Minibatch CKA: the triples of every batch. CKA maps: a pair(i, j) -> triple function.

@@ -3,7 +3,8 @@
 Linear CKA: the fused shift/column-sum pass here, GEMMs with BLAS. RBF: ``rbf_pairs``, one fused
 pass that computes the dot products in registers (no BLAS, no tile in memory) for rows of total
 depth ``dx + dy <= FUSED_MAX_DEPTH``; wider rows go through BLAS dot-product tiles and
-``rbf_tile`` (a cache-blocked GEMM wins there). Both run the same vectorised epilogue.
+``rbf_tile`` (a cache-blocked GEMM wins there). Both run the same vectorised epilogue. The exact
+median's passes: ``d2_pass_kernel`` over a whole set (same depth limit), else ``d2_histogram``.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
     return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal)
 
 
-def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
-    """Kernel terms of the RBF kernels over all pairs, tiles through this backend."""
-    from . import rbf as cpu_rbf
+def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):
+    """Histogram of one tile's squared distances, for rows too wide for ``d2_pass_kernel``: the
+    extension has no tile histogram, so these bin in the Numba kernel (imported on first use)."""
+    from .ops_numba_rbf import d2_histogram as numba_histogram
 
-    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile, backend="cpp")
+    return numba_histogram(g, na, nb, diagonal, lo, hi, nbins)

@@ -77,4 +77,4 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
     return ax[0], ay[0], norms
 
 
-from .ops_numba_rbf import rbf_terms, rbf_tile  # noqa: E402,F401  (RBF operations)
+from .ops_numba_rbf import d2_histogram, rbf_tile  # noqa: E402,F401  (RBF operations)

@@ -152,14 +152,6 @@ def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
     return float(s_kl), float(s_kk), float(s_ll), rka, rla, rkb, rlb
 
 
-def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
-    """Kernel terms of the RBF kernels over all pairs, tiles through the Numba backend."""
-    from . import rbf as cpu_rbf
-
-    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
-                                 backend="numba")
-
-
 def threads() -> int:
     return numba.get_num_threads()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.bandwidth import tile_histogram
 from .._core.terms import RowNormTerms
 
 GEMM_DTYPE = np.float64  # this backend upcasts every chunk; its GEMMs run in float64
@@ -36,28 +37,36 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
 
 
 def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Float64 reference of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``)."""
-    e = _rbf_entries(gx, nxa, nxb, gamma_x, diagonal)
-    f = _rbf_entries(gy, nya, nyb, gamma_y, diagonal)
-    if diagonal:  # row_*_a already hold the full row sums
-        row_k_b, row_l_b = np.zeros(e.shape[1]), np.zeros(f.shape[1])
-    else:
-        row_k_b, row_l_b = e.sum(axis=0), f.sum(axis=0)
-    return (float(np.vdot(e, f)), float(np.vdot(e, e)), float(np.vdot(f, f)),
-            e.sum(axis=1), f.sum(axis=1), row_k_b, row_l_b)
+    """Float64 reference of one RBF tile pair (see ``pyckafast._core.pairs.PairTerms``).
 
-
-def _rbf_entries(g, na, nb, gamma, diagonal):
-    d2 = np.maximum(na[:, None] + nb[None, :] - 2.0 * g, 0.0)
-    e = np.expm1(-gamma * d2)
+    A diagonal tile evaluates its pairs i < j only; they stand for (i, j) and (j, i), so the
+    sums are doubled and the column sums go into the same rows (``row_*_b`` are zeros).
+    """
     if diagonal:
-        np.fill_diagonal(e, 0.0)  # K_ii - 1 is exactly 0
-    return e
+        return _diagonal_tile(gx, gy, nxa, nya, gamma_x, gamma_y)
+    e = _rbf_entries(gx, nxa[:, None], nxb[None, :], gamma_x)
+    f = _rbf_entries(gy, nya[:, None], nyb[None, :], gamma_y)
+    return (float(np.vdot(e, f)), float(np.vdot(e, e)), float(np.vdot(f, f)),
+            e.sum(axis=1), f.sum(axis=1), e.sum(axis=0), f.sum(axis=0))
 
 
-def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
-    """Kernel terms of the RBF kernels over all pairs, float64 tiles."""
-    from . import rbf as cpu_rbf
+def _diagonal_tile(gx, gy, nx, ny, gamma_x, gamma_y):
+    m = gx.shape[0]
+    i, j = np.triu_indices(m, 1)
+    e = _rbf_entries(gx[i, j], nx[i], nx[j], gamma_x)
+    f = _rbf_entries(gy[i, j], ny[i], ny[j], gamma_y)
+    row_k = np.bincount(i, e, m) + np.bincount(j, e, m)
+    row_l = np.bincount(i, f, m) + np.bincount(j, f, m)
+    return (2.0 * float(np.vdot(e, f)), 2.0 * float(np.vdot(e, e)), 2.0 * float(np.vdot(f, f)),
+            row_k, row_l, np.zeros(m), np.zeros(m))
 
-    return cpu_rbf.rbf_terms(x, y, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile,
-                                 backend="numpy")
+
+def _rbf_entries(g, na, nb, gamma):
+    """expm1(-gamma |a_i - b_j|^2) = K_ij - 1 from dot products and squared norms, in float64."""
+    return np.expm1(-gamma * np.maximum(na + nb - 2.0 * g, 0.0))
+
+
+def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):
+    """Counts of the squared distances of one tile (pairs i < j only for a diagonal tile): the
+    NumPy twin of the Numba kernel (same bins), so this backend runs no compiled code."""
+    return tile_histogram(np, g, na, nb, diagonal, lo, hi, nbins)

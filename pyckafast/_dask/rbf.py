@@ -1,9 +1,11 @@
 """Dask helpers: row-aligned chunks, RBF chunk-pair tasks and exact medians over chunk pairs.
 
-RBF terms: data centred by one global shift (computed first), then one task per pair of row
-chunks (i <= j); inside a task the chunks are cut into tiles handed to
-``pyckafast._cpu.rbf.rbf_block_pair`` (so a task's temporaries are tile^2, whatever the chunk
-size). Pair sums add (off-diagonal pairs twice, by symmetry), row sums go to their rows.
+Both O(n^2) passes run on the block-pair scheduler of :mod:`pyckafast._core.pairs`, over row
+chunks: each input is centred once by one global shift (its column sums computed first), then
+one task per pair of chunks (i <= j) runs the in-memory pass over that chunk pair (the set pair
+of ``pyckafast._cpu.rbf.set_pair_terms``, or the tiles of a median pass), so a task's
+temporaries are tile^2, whatever the chunk size. The chunk pairs' :class:`PairTerms` are
+gathered and scattered into the global row sums by the same scatter as the tiles in memory.
 
 Bandwidths: the exact selection of :mod:`pyckafast._core.bandwidth` (histogram passes, then the few
 remaining candidates ranked exactly), each pass a Dask reduction over the same chunk pairs; the
@@ -13,13 +15,18 @@ remaining candidates ranked exactly), each pass a Dask reduction over the same c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from .._core import dispatch, bandwidth as bw
-from .._cpu.rbf import default_tile
+from .._core.pairs import (Bounds, CentredSide, PairTerms, PairTermsSum, block_bounds,
+                           bounds_of_sizes, compute_dtype, default_tile, reduce_pairs,
+                           shift_from_sums)
 from .._core.terms import KernelTerms
 from .._core.validation import check_positive_scalar, float_dtype, min_samples
+from .._cpu.rbf import set_pair_terms
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
@@ -53,14 +60,9 @@ def _as_2d(a, name: str):
     return a
 
 
-def _float_dtype(dx, dy) -> np.dtype:
-    return np.promote_types(float_dtype(dx.dtype, "dx"), float_dtype(dy.dtype, "dy"))
-
-
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
                      n_pairs, seed) -> KernelTerms:
     """Global kernel terms (of K - 1, L - 1) of the RBF kernels of dx and dy."""
-    import dask
     import dask.array as da
 
     if bandwidth not in BANDWIDTHS:
@@ -69,147 +71,134 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=min_samples(debiased)[0])
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
-    dtype = ops.gemm_dtype(_float_dtype(dx, dy))
-    tile = int(tile or default_tile(dtype.itemsize))
     sizes = [int(c) for c in dx.chunks[0]]
-    n = sum(sizes)
-    sum_x, sum_y = dask.compute(dx.sum(axis=0, dtype=np.float64), dy.sum(axis=0, dtype=np.float64))
-    for s, name in ((sum_x, "dx"), (sum_y, "dy")):
-        if not np.all(np.isfinite(s)):
-            raise ValueError(f"{name} must contain only finite values; found NaN or Inf.")
-    centre = dask.delayed(_centre, pure=True)
-    cx = [centre(b, (sum_x / n).astype(dtype), dtype) for b in blocks_x]
-    cy = [centre(b, (sum_y / n).astype(dtype), dtype) for b in blocks_y]
+    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
     if sigma is not None:
-        gamma_x = gamma_y = 1.0 / (2.0 * check_positive_scalar(sigma, "sigma") ** 2)
+        gamma_x = gamma_y = bw.gamma_from_sigma(check_positive_scalar(sigma, "sigma"))
     else:
-        gamma_x = _gamma(cx, n, sizes, bandwidth, threshold, tile, n_pairs, seed, "dx")
-        gamma_y = _gamma(cy, n, sizes, bandwidth, threshold, tile, n_pairs, seed, "dy")
-    return _pair_reduction(cx, cy, sizes, gamma_x, gamma_y, backend, tile)
+        gamma_x, gamma_y = (
+            _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
+            for blocks, chunks, name in ((blocks_x, chunks_x, "dx"), (blocks_y, chunks_y, "dy")))
+    return _pair_reduction(chunks_x, chunks_y, sizes, gamma_x, gamma_y, ops, tile)
 
 
-def _centre(block, shift, dtype):
-    block = np.asarray(block)
-    block = block[:, None] if block.ndim == 1 else block
-    return np.ascontiguousarray(block.astype(dtype, copy=False) - shift)
+def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
+    """Per input, its chunks as delayed :class:`CentredSide`s sharing the input's one shift
+    (column sums of both inputs in one Dask computation, checked finite naming the input)."""
+    import dask
+
+    sums = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
+    out = []
+    for a, chunks, name, total in zip(arrays, blocks, names, sums):
+        dtype = compute_dtype(ops, float_dtype(a.dtype, name))
+        shift = shift_from_sums(total, sum(sizes), name, dtype)
+        out.append(_Chunks.of(chunks, shift, dtype, name))
+    return out
 
 
-def _gamma(blocks, n, sizes, rule, threshold, tile, n_pairs, seed, name) -> float:
+@dataclass(frozen=True)
+class _Chunks:
+    """The row chunks of one input as delayed :class:`CentredSide`s (one shift for all)."""
+
+    sides: list
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, chunks: list, shift: np.ndarray, dtype: np.dtype, name: str) -> _Chunks:
+        side = _delayed(CentredSide)
+        return cls([side(chunk, shift, np.dtype(dtype), name) for chunk in chunks], np.dtype(dtype))
+
+
+def _delayed(fn):
+    import dask
+
+    return dask.delayed(fn, pure=True)
+
+
+def _gather(parts: list) -> list:
+    """Compute the delayed parts of a chunk-pair pass together (one graph, in parallel)."""
+    import dask
+
+    return list(dask.compute(parts)[0])
+
+
+def _by_bounds(bounds: list[Bounds], items: list):
+    """The ``load`` of :func:`reduce_pairs` for chunks: chunk bounds -> that chunk's item."""
+    return dict(zip(bounds, items)).__getitem__
+
+
+def _gamma(blocks, chunks: _Chunks, name, sizes, rule, threshold, tile, n_pairs, seed,
+           ops) -> float:
     if rule == "sampled":
-        median = _sampled_median(blocks, n, sizes, n_pairs, seed)
+        median = _sampled_median(blocks, sum(sizes), sizes, n_pairs, seed)
     else:
-        median = exact_median(blocks, rule=rule, tile=tile)
+        median = _exact_median_of_chunks(chunks, sizes, rule, tile, ops)
     return bw.gamma_from_median(median, threshold, name, rule)
 
 
-def _pairs(count: int):
-    return [(i, j) for i in range(count) for j in range(i, count)]
-
-
 # ---- RBF pair terms ------------------------------------------------------------------------------
-def _pair_reduction(cx, cy, sizes, gamma_x, gamma_y, backend, tile) -> KernelTerms:
-    import dask
+def _pair_reduction(chunks_x: _Chunks, chunks_y: _Chunks, sizes, gamma_x, gamma_y, ops,
+                    tile) -> KernelTerms:
+    """One task per chunk pair (the in-memory set-pair pass), scattered into global row sums."""
+    bounds = bounds_of_sizes(sizes)
+    n = sum(sizes)
+    task = _delayed(set_pair_terms)
 
-    task = dask.delayed(_chunk_pair, pure=True)
-    results = {
-        (i, j): task(cx[i], cy[i], cx[j], cy[j], gamma_x, gamma_y, i == j, backend, tile)
-        for i, j in _pairs(len(cx))
-    }
-    rows = dask.delayed(_block_rows, pure=True)
-    per_block = [
-        rows([results[(j, k)] for k in range(j, len(cx))], [results[(i, j)] for i in range(j)])
-        for j in range(len(cx))
-    ]
-    total = dask.delayed(_sum_scalars, pure=True)(list(results.values()))
-    per_block, sums = dask.compute(per_block, total)
-    return KernelTerms(
-        n=sum(sizes), s_kl=float(sums[0]), s_kk=float(sums[1]), s_ll=float(sums[2]),
-        row_k=np.concatenate([r[0] for r in per_block]),
-        row_l=np.concatenate([r[1] for r in per_block]),
-    )
+    def body(a, b, diagonal: bool):
+        return task(a, None if diagonal else b, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops,
+                    tile=tile)
 
-
-def _chunk_pair(xa, ya, xb, yb, gamma_x, gamma_y, diagonal, backend, tile):
-    """(weighted sums, row sums of chunk a, row sums of chunk b) over the tiles of a chunk pair."""
-    from .._cpu.rbf import rbf_block_pair
-
-    sums = np.zeros(3)
-    rows_a = [np.zeros(xa.shape[0]), np.zeros(xa.shape[0])]
-    rows_b = [np.zeros(xb.shape[0]), np.zeros(xb.shape[0])]
-    for (alo, ahi), (blo, bhi), same in _tile_pairs(xa.shape[0], xb.shape[0], diagonal, tile):
-        p = rbf_block_pair(xa[alo:ahi], ya[alo:ahi], xb[blo:bhi], yb[blo:bhi], gamma_x=gamma_x,
-                           gamma_y=gamma_y, diagonal=same, backend=backend)
-        sums += (1.0 if same else 2.0) * np.array([p.s_kl, p.s_kk, p.s_ll])
-        rows_a[0][alo:ahi] += p.row_k_a
-        rows_a[1][alo:ahi] += p.row_l_a
-        if not same:
-            target = rows_a if diagonal else rows_b  # inside a diagonal chunk b's rows are a's
-            target[0][blo:bhi] += p.row_k_b
-            target[1][blo:bhi] += p.row_l_b
-    return sums, rows_a, rows_b
-
-
-def _tile_pairs(na: int, nb: int, diagonal: bool, tile: int):
-    """Tile pairs of a chunk pair: ((a range), (b range), whether they are the same rows)."""
-    ta = [(lo, min(lo + tile, na)) for lo in range(0, na, tile)]
-    tb = ta if diagonal else [(lo, min(lo + tile, nb)) for lo in range(0, nb, tile)]
-    for s, a in enumerate(ta):
-        for t, b in enumerate(tb):
-            if diagonal and t < s:
-                continue
-            yield a, b, diagonal and s == t
-
-
-def _block_rows(as_a: list, as_b: list):
-    """Row sums of one chunk: its rows as chunk a of pairs (j, k >= j) and as chunk b of (i < j, j)."""
-    row_k = sum(r[1][0] for r in as_a) + sum(r[2][0] for r in as_b)
-    row_l = sum(r[1][1] for r in as_a) + sum(r[2][1] for r in as_b)
-    return row_k, row_l
-
-
-def _sum_scalars(results: list) -> np.ndarray:
-    return np.sum([r[0] for r in results], axis=0)
+    whole: PairTerms = reduce_pairs(body, bounds,
+                                    load_a=_by_bounds(bounds, list(zip(chunks_x.sides,
+                                                                       chunks_y.sides))),
+                                    into=PairTermsSum(n), gather=_gather)
+    return KernelTerms(n=n, s_kl=whole.s_kl, s_kk=whole.s_kk, s_ll=whole.s_ll,
+                       row_k=whole.row_k_a, row_l=whole.row_l_a)
 
 
 # ---- bandwidths ----------------------------------------------------------------------------------
-def _dask_pair_reducer(blocks: list, tile: int):
-    """A ``reduce_pairs`` for :func:`pyckafast._core.bandwidth.exact_median`: one task per chunk pair
-    (i <= j), tiles inside it; the partial Histogram/Candidates add up on the client."""
-    import functools
-    import operator
+def _chunk_pair_reducer(sides: list, bounds: list[Bounds], tile: int) -> bw.PairReducer:
+    """A ``reduce_pairs`` for :func:`pyckafast._core.bandwidth.exact_median`: one task per chunk
+    pair (i <= j), tiles inside it; the partial Histogram/Candidates add up on the client."""
+    task = _delayed(_reduce_chunk_pair)
 
+    def reduce_chunk_pairs(fn):
+        return reduce_pairs(lambda a, b, diagonal: task(fn, a, None if diagonal else b, tile),
+                            bounds, load_a=_by_bounds(bounds, sides), gather=_gather)
+
+    return reduce_chunk_pairs
+
+
+def _reduce_chunk_pair(fn, a: CentredSide, b: CentredSide | None, tile: int):
+    """``fn`` summed over the tile pairs of one chunk pair (``b`` None: a chunk against itself)."""
+    return reduce_pairs(fn, block_bounds(a.n, tile), None if b is None else block_bounds(b.n, tile),
+                        load_a=a.block, load_b=None if b is None else b.block)
+
+
+def _exact_median_of_chunks(chunks: _Chunks, sizes: list[int], rule: str, tile: int | None,
+                            ops: ModuleType) -> float:
     import dask
 
-    def reduce_pairs(fn):
-        task = dask.delayed(_reduce_chunk_pair, pure=True)
-        parts = [task(fn, blocks[i], blocks[j], i == j, tile) for i, j in _pairs(len(blocks))]
-        return functools.reduce(operator.add, dask.compute(parts)[0])
-
-    return reduce_pairs
-
-
-def _reduce_chunk_pair(fn, xa, xb, diagonal: bool, tile: int):
-    total = None
-    for (alo, ahi), (blo, bhi), same in _tile_pairs(xa.shape[0], xb.shape[0], diagonal, tile):
-        part = fn(xa[alo:ahi], xa[blo:bhi] if same else xb[blo:bhi], same)
-        total = part if total is None else total + part
-    return total
+    norms = dask.compute([_delayed(CentredSide.max_sq_norm)(s) for s in chunks.sides])[0]
+    tile = int(tile or default_tile(chunks.dtype.itemsize))
+    reducer = _chunk_pair_reducer(chunks.sides, bounds_of_sizes(sizes), tile)
+    return bw.exact_median(rule, sum(sizes), 4.0 * max(norms), reducer, chunks.dtype,
+                           bw.tile_pair_fns(np, ops.d2_histogram))
 
 
-def _max_sq_norm(block) -> float:
-    return float(np.max(np.einsum("ij,ij->i", block, block), initial=0.0))
-
-
-def exact_median(blocks: list, *, rule: str, tile: int) -> float:
+def exact_median(blocks: list, *, rule: str, tile: int, backend: str = "auto") -> float:
     """The exact ``rule`` ("kornblith" or "offdiag") median squared distance between the rows of
-    the centred ``blocks``: the selection of :mod:`pyckafast._core.bandwidth`, passes run as Dask
-    tasks over chunk pairs, so it equals the in-memory value."""
+    the already centred ``blocks`` (arrays or delayed arrays): the selection of
+    :mod:`pyckafast._core.bandwidth`, passes run as Dask tasks over chunk pairs, so it equals
+    the in-memory value."""
     import dask
 
-    norms = dask.compute([dask.delayed(_max_sq_norm)(b) for b in blocks])[0]
-    n = int(sum(dask.compute([dask.delayed(len)(b) for b in blocks])[0]))
-    dtype = np.result_type(*dask.compute([dask.delayed(lambda b: b.dtype)(blocks[0])])[0])
-    return bw.exact_median(rule, n, 4.0 * max(norms), _dask_pair_reducer(blocks, tile), dtype)
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
+    sizes, (dtype, depth) = dask.compute([_delayed(len)(b) for b in blocks],
+                                         _delayed(lambda b: (b.dtype, b.shape[1]))(blocks[0]))
+    dtype = compute_dtype(ops, dtype)
+    chunks = _Chunks.of(blocks, np.zeros(depth, dtype), dtype, "data")
+    return _exact_median_of_chunks(chunks, [int(m) for m in sizes], rule, tile, ops)
 
 
 def _sampled_median(blocks, n, sizes, n_pairs, seed) -> float:

@@ -11,13 +11,13 @@ larger than GPU memory streams through. Out of memory: the chunk is halved and t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from math import ceil
 
 import numpy as np
 
 from .._cpu.linear import first_chunk_mean
+from .._core.pairs import retry_out_of_memory
 from .._core.terms import LinearTerms, RowNormTerms
 from .._core.validation import check_finite_sums
 
@@ -46,20 +46,12 @@ def linear_terms(engine, x, y, n: int, *, debiased: bool, chunk_size: int | None
     rows = int(chunk_size) if chunk_size else default_rows(n, p1, p2, wide.itemsize, host,
                                                            engine.free_bytes())
     rows = min(rows, n)
-    while True:
-        try:
-            return _one_pass(engine, x, y, n, wide, rows, debiased, precision)
-        except engine.oom_errors as exc:
-            engine.release()
-            if rows <= _MIN_ROWS:
-                raise MemoryError(
-                    f"linear CKA on the GPU ran out of device memory even with {rows} rows per "
-                    f"chunk (x: {p1} features, y: {p2}; the p x p sums alone need "
-                    f"{(p1 * p1 + p2 * p2 + p1 * p2) * 8 / 2**30:.2f} GiB): {exc}"
-                ) from exc
-            rows = max(_MIN_ROWS, rows // 2)
-            warnings.warn(f"GPU out of memory; retrying with {rows} rows per chunk.",
-                          RuntimeWarning, stacklevel=3)
+    sums_gib = (p1 * p1 + p2 * p2 + p1 * p2) * 8 / 2**30
+    return retry_out_of_memory(
+        lambda r: _one_pass(engine, x, y, n, wide, r, debiased, precision), rows, _MIN_ROWS,
+        errors=engine.oom_errors, release=engine.release, what="linear CKA",
+        per=lambda r: f"{r} rows per chunk",
+        detail=f" (x: {p1} features, y: {p2}; the p x p sums alone need {sums_gib:.2f} GiB)")
 
 
 @dataclass

@@ -5,7 +5,8 @@ public function's spec): CuPy arrays (torch CUDA tensors arrive as CuPy views th
 host arrays (NumPy, memmaps: streamed to the device chunk by chunk). CuPy is imported only after
 :func:`unusable_reason` found it, so ``import pyckafast`` never imports it.
 
-Operations: ``linear_terms``, ``rbf_terms`` (see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
+Operations: ``linear_terms``, ``rbf_terms`` (and ``rbf_terms_under``, which also selects the
+bandwidths on the device; see docs/ARCHITECTURE.md) and ``hsic_matrix`` (the
 HSIC between all pairs of representations of one minibatch, for minibatch CKA and CKA maps).
 """
 
@@ -17,8 +18,8 @@ from .._core.inputs import Samples, check_same_n, prepare
 from .._core.terms import KernelTerms, LinearTerms
 from .._core.validation import check_positive_scalar, min_samples
 
-__all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "hsic_matrix",
-           "array_module", "device_array", "launches"]
+__all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "rbf_terms_under",
+           "hsic_matrix", "array_module", "device_array", "launches"]
 
 
 def unusable_reason() -> str | None:
@@ -88,19 +89,35 @@ def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None) 
     the number of rows per block held on the device (default: as many as half the free memory
     allows); every block pair is one launch of the fused tile kernel.
     """
-    import cupy
-
-    from . import engine, inputs as gpu_inputs, rbf as gpu_rbf
+    from . import rbf as gpu_rbf
 
     gamma_x = check_positive_scalar(gamma_x, "gamma_x")
     gamma_y = check_positive_scalar(gamma_y, "gamma_y")
+    return _on_device(x, y, lambda engine, sx, sy: gpu_rbf.rbf_terms(
+        engine, sx, sy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile))
+
+
+def rbf_terms_under(x, y, *, options, tile: int | None = None) -> KernelTerms:
+    """Kernel terms on the GPU with the bandwidths ``options`` (an ``rbf.RBFOptions``) choose,
+    selected on the device from the same centred inputs as the pass."""
+    from . import rbf as gpu_rbf
+
+    return _on_device(x, y, lambda engine, sx, sy: gpu_rbf.rbf_terms_under(
+        engine, sx, sy, options=options, tile=tile))
+
+
+def _on_device(x, y, run) -> KernelTerms:
+    """``run(engine, sx, sy)`` on the GPU the inputs live on, after the boundary checks."""
+    import cupy
+
+    from . import engine, inputs as gpu_inputs
+
     sx = x if isinstance(x, Samples) else prepare(x, "x")
     sy = y if isinstance(y, Samples) else prepare(y, "y")
     min_n, why = min_samples(debiased=False)  # kernel terms serve both estimators
-    n = check_same_n(sx.data, sy.data, min_n, why=why)
+    check_same_n(sx.data, sy.data, min_n, why=why)
     with cupy.cuda.Device(gpu_inputs.device_id(sx, sy)):
-        return gpu_rbf.rbf_terms(engine.CudaEngine(), sx, sy, n, gamma_x=gamma_x,
-                                  gamma_y=gamma_y, tile=tile)
+        return run(engine.CudaEngine(), sx, sy)
 
 
 def hsic_matrix(reps, *, kernel: str = "linear", gammas=None, debiased: bool = True) -> np.ndarray:

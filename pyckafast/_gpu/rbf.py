@@ -1,27 +1,29 @@
 """RBF kernel terms on a GPU: the fused tile kernel over blocks of rows, O(n) device memory.
 
-The rows are centred by one global shift (column means rounded to the compute dtype, as on the
-CPU), cut into blocks, and every unordered pair of blocks (a, b), a <= b, goes through one launch
-of csrc/cuda/rbf_pairs_cuda.cu, which never writes a distance or kernel matrix. Blocks are as large as
-half the free device memory allows (the whole input when it fits); out of memory halves them.
-The result is exactly the CPU engine's KernelTerms of E = K - 1, F = L - 1.
+Each input is centred once per call by one global shift (column means rounded to the compute
+dtype, checked finite, as on the CPU: :class:`~pyckafast._core.pairs.CentredSide`) and the same
+centred side serves the bandwidth selection and the pass. The rows are cut into blocks and every
+unordered pair of blocks (a, b), a <= b, of the scheduler in :mod:`pyckafast._core.pairs` goes
+through one launch of the engine's ``rbf_pair``, which adds into device row sums and never writes
+a distance or kernel matrix. Blocks are as large as half the free device memory allows (the whole
+input when it fits); out of memory halves them. The result is exactly the CPU engine's
+KernelTerms of E = K - 1, F = L - 1.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .._core.pairs import (CentredBlock, CentredSide, block_bounds, centre, reduce_pairs,
+                           retry_out_of_memory)
 from .._core.terms import KernelTerms
-from .._core.validation import check_finite_sums
+from . import bandwidth as gpu_bandwidth
 
-__all__ = ["rbf_terms", "default_block_rows"]
+__all__ = ["rbf_terms", "rbf_terms_under", "device_sides", "default_block_rows"]
 
 _MEMORY_SHARE = 0.5
-_NORM_ROWS = 1 << 16  # rows per step of the float64 squared-norm pass
-
 
 def default_block_rows(n: int, dx: int, dy: int, itemsize: int, free: int, unit: int) -> int:
     """Rows per block: all n if two centred blocks fit in half the free memory, else fewer."""
@@ -31,79 +33,61 @@ def default_block_rows(n: int, dx: int, dy: int, itemsize: int, free: int, unit:
     return min(rows, 65535 * unit)  # the kernel's grid limit
 
 
-def rbf_terms(engine, x, y, n: int, *, gamma_x: float, gamma_y: float,
-              tile: int | None) -> KernelTerms:
-    """Kernel terms of E = expm1(-gamma_x |x_i - x_j|^2), F likewise, over all ordered pairs."""
-    dtype = np.promote_types(x.dtype, y.dtype)
+def device_sides(engine, x, y, resident: bool = False) -> tuple[CentredSide, CentredSide]:
+    """x and y (``inputs.Samples``) centred once, on the engine's array module. Host rows stay
+    on the host and are uploaded block by block, unless ``resident``: the bandwidth passes read
+    every block many times (and index random rows), so they want the rows on the device."""
+    def side(s, name: str) -> CentredSide:
+        rows = engine.xp.asarray(s.data) if resident and not s.on_device else s.data
+        return centre(rows, name, s.dtype, engine.xp)
+
+    return side(x, "x"), side(y, "y")
+
+
+def rbf_terms(engine, x, y, *, gamma_x: float, gamma_y: float, tile: int | None) -> KernelTerms:
+    """Kernel terms of E = expm1(-gamma_x |x_i - x_j|^2), F likewise, over all ordered pairs of
+    the rows of x and y (``inputs.Samples`` with the same number of rows)."""
+    side_x, side_y = device_sides(engine, x, y)
+    return _pass(engine, side_x, side_y, gamma_x, gamma_y, tile)
+
+
+def rbf_terms_under(engine, x, y, *, options: Any, tile: int | None) -> KernelTerms:
+    """Kernel terms with the bandwidths ``options`` choose (an ``RBFOptions``), selected on the
+    device from the same centred sides as the pass."""
+    side_x, side_y = device_sides(engine, x, y, resident=options.sigma is None)
+    gamma_x = gpu_bandwidth.side_gamma(options, side_x, 0, tile)
+    gamma_y = gpu_bandwidth.side_gamma(options, side_y, 1, tile)
+    return _pass(engine, side_x, side_y, gamma_x, gamma_y, tile)
+
+
+def _pass(engine, side_x: CentredSide, side_y: CentredSide, gamma_x: float, gamma_y: float,
+          tile: int | None) -> KernelTerms:
+    """The pass over device blocks of ``tile`` rows (default: what memory allows), halved on
+    out-of-memory errors."""
+    dtype = np.result_type(side_x.dtype, side_y.dtype)
     unit = engine.rbf_rows_per_tile(dtype)
-    shift_x, shift_y = _centre(engine, x, "x", n, dtype), _centre(engine, y, "y", n, dtype)
-    dx, dy = x.data.shape[1], y.data.shape[1]
-    rows = int(tile) if tile else default_block_rows(n, dx, dy, dtype.itemsize,
-                                                     engine.free_bytes(), unit)
-    while True:
-        try:
-            return _all_pairs(engine, x, y, n, dtype, shift_x, shift_y, gamma_x, gamma_y, rows)
-        except engine.oom_errors as exc:
-            engine.release()
-            if rows <= unit:
-                raise MemoryError(
-                    f"RBF CKA on the GPU ran out of device memory even with {rows}-row blocks: {exc}"
-                ) from exc
-            rows = max(unit, rows // 2)
-            warnings.warn(f"GPU out of memory; retrying with {rows}-row blocks.", RuntimeWarning,
-                          stacklevel=3)
+    rows = int(tile) if tile else default_block_rows(side_x.n, side_x.depth, side_y.depth,
+                                                     dtype.itemsize, engine.free_bytes(), unit)
+    return retry_out_of_memory(
+        lambda r: _all_pairs(engine, side_x, side_y, dtype, gamma_x, gamma_y, r), rows, unit,
+        errors=engine.oom_errors, release=engine.release, what="RBF CKA",
+        per=lambda r: f"{r}-row blocks")
 
 
-def _centre(engine, s, name: str, n: int, dtype: np.dtype):
-    """Column means (float64 sums, checked finite), rounded to ``dtype``, on the device."""
-    total = s.data.sum(axis=0, dtype=np.float64)
-    host_total = engine.asnumpy(total) if s.on_device else np.asarray(total)
-    check_finite_sums(host_total, name, 0, n)
-    return engine.xp.asarray((host_total / n).astype(dtype))
-
-
-@dataclass(frozen=True)
-class _Block:
-    """Centred rows of x and y on the device (C-contiguous, compute dtype) and squared norms."""
-
-    x: object
-    y: object
-    nx: object
-    ny: object
-
-
-def _block(engine, x, y, lo: int, hi: int, shift_x, shift_y, dtype) -> _Block:
-    xc, yc = _centred(engine, x, lo, hi, shift_x, dtype), _centred(engine, y, lo, hi, shift_y, dtype)
-    return _Block(xc, yc, _sq_norms(engine.xp, xc), _sq_norms(engine.xp, yc))
-
-
-def _centred(engine, s, lo: int, hi: int, shift, dtype):
-    xp = engine.xp
-    part = s.data[lo:hi] if s.on_device else xp.asarray(np.ascontiguousarray(s.data[lo:hi]))
-    return xp.ascontiguousarray(part.astype(dtype, copy=False) - shift)
-
-
-def _sq_norms(xp, a):
-    """|a_i|^2 accumulated in float64 (bounded temporaries), rounded to a's dtype."""
-    out = xp.empty(a.shape[0], a.dtype)
-    for lo in range(0, a.shape[0], _NORM_ROWS):
-        part = a[lo:lo + _NORM_ROWS].astype(np.float64)
-        out[lo:lo + _NORM_ROWS] = (part * part).sum(axis=1)
-    return out
-
-
-def _all_pairs(engine, x, y, n, dtype, shift_x, shift_y, gamma_x, gamma_y, rows) -> KernelTerms:
-    xp = engine.xp
+def _all_pairs(engine, side_x: CentredSide, side_y: CentredSide, dtype: np.dtype,
+               gamma_x: float, gamma_y: float, rows: int) -> KernelTerms:
+    xp, n = engine.xp, side_x.n
     row_k, row_l = xp.zeros(n), xp.zeros(n)
     sums = xp.zeros((engine.slots, 3))
-    bounds = [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
-    for ia, (alo, ahi) in enumerate(bounds):
-        a = _block(engine, x, y, alo, ahi, shift_x, shift_y, dtype)
-        for blo, bhi in bounds[ia:]:
-            same = blo == alo
-            b = a if same else _block(engine, x, y, blo, bhi, shift_x, shift_y, dtype)
-            engine.rbf_pair(a, b, gamma_x, gamma_y, same, row_k[alo:ahi], row_l[alo:ahi],
-                            row_k[blo:bhi], row_l[blo:bhi], sums)
+
+    def body(a: CentredBlock, b: CentredBlock, same: bool) -> None:
+        # The engine scatters in place: row sums of a into a's rows, column sums into b's.
+        (alo, ahi), (blo, bhi) = a.bounds, b.bounds
+        engine.rbf_pair(a, b, gamma_x, gamma_y, same, row_k[alo:ahi], row_l[alo:ahi],
+                        row_k[blo:bhi], row_l[blo:bhi], sums)
+
+    reduce_pairs(body, block_bounds(n, rows),
+                 load_a=lambda bounds: CentredBlock.load(side_x, side_y, bounds, dtype))
     total = engine.asnumpy(sums).sum(axis=0)
     return KernelTerms(n=n, s_kl=float(total[0]), s_kk=float(total[1]), s_ll=float(total[2]),
                        row_k=engine.asnumpy(row_k), row_l=engine.asnumpy(row_l))
