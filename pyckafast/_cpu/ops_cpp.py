@@ -73,10 +73,10 @@ def fused_block(depth: int, itemsize: int) -> int:
     return int(min(2048, max(256, rows // 32 * 32)))
 
 
-def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, block):
+def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_block, block):
     """Sums of one set of rows against another (or itself): ``PairTerms`` fields, in order."""
     kernel = _kernel("rbf_pairs", xa.dtype)
-    return kernel(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_set, block)
+    return kernel(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_block, block)
 
 
 def d2_pass_kernel(dtype: np.dtype):

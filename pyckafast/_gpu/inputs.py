@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .._core.inputs import Samples, check_finite_rows, prepare
 
-__all__ = ["as_cupy", "device_id", "device_arrays", "device_array"]
+__all__ = ["as_cupy", "device_id", "device_array"]
 
 
 def as_cupy(a: object):
@@ -42,10 +42,3 @@ def device_array(s: Samples):
     a = a.astype(s.dtype, copy=False)
     check_finite_rows(Samples(a, s.dtype, True, s.name, "cupy"))
     return a
-
-
-def device_arrays(x: object, y: object) -> tuple[object, object]:
-    """Both inputs (arrays or :class:`Samples`) as finite floating CuPy arrays on one device."""
-    sx = x if isinstance(x, Samples) else prepare(x, "x")
-    sy = y if isinstance(y, Samples) else prepare(y, "y")
-    return device_array(sx), device_array(sy)
