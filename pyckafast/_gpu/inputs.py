@@ -7,7 +7,7 @@ Everything else about inputs (kinds, shapes, dtypes, n, finiteness) is in
 
 from __future__ import annotations
 
-from .._core.inputs import Samples, check_finite_rows, prepare
+from .._core.inputs import Samples, check_finite_rows
 
 __all__ = ["as_cupy", "device_id", "device_array"]
 
