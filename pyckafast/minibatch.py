@@ -107,8 +107,9 @@ def host_batch_triples(x: Samples, y: Samples, batches: Sequence[np.ndarray], *,
                        ) -> list[combine.HSICTriple]:
     """The producer for host data: every batch through the CPU pair producer of ``kernel``."""
     produce = dispatch.producer(kernel, "numpy", backend)
-    # Linear: the feature form, as minibatch CKA always ran it (results unchanged bit for bit).
-    extra = {"options": options} if kernel == "rbf" else {"form": "features"}
+    # Linear: the cheaper form per batch, so wide layers (p >> batch) work on the batch's B x B
+    # Grams instead of p x p moments (p = 32768 would need 25 GB of those).
+    extra = {"options": options} if kernel == "rbf" else {"form": "auto"}
     return [produce(_rows(x, idx), _rows(y, idx), debiased=debiased, **extra) for idx in batches]
 
 
