@@ -45,10 +45,14 @@ def linear_cka(
         explicit backend that cannot run raises.
     chunk_size : int, optional
         Rows per chunk (default: about 8 MB of the wider input per chunk).
-    form : {"auto", "features", "samples"}, default "auto"
+    form : {"auto", "features", "samples", "tiles"}, default "auto"
         "features": O(n p^2) time, O(p^2) memory. "samples": the n x n linear Gram matrices,
-        O(n^2 p) time, O(n^2) memory, cheaper when p >> n. "auto" picks the cheaper. The GPU
-        and Dask producers always run the feature form.
+        O(n^2 p) time, O(n^2) memory, cheaper when p >> n. "tiles": the same sums over block
+        pairs of Gram tiles, O(n^2 p) time, O(n + tile p) memory, for any n and p (a memmap
+        larger than RAM is read block by block). "auto" picks the form of fewest flops among
+        those whose memory fits in half of the available memory; a form asked for by name that
+        cannot fit raises MemoryError at once with the bytes it needs. The GPU and Dask
+        producers always run the feature form.
     precision : {"highest", "tf32"}, default "highest"
         GEMM precision. "tf32" (cuda backend only) runs float32 GEMMs on TF32 tensor cores
         (inputs rounded to a 10-bit mantissa, float32 accumulation, every cross-chunk sum still

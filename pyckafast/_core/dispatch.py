@@ -17,6 +17,7 @@ from types import ModuleType
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "usable_backends",
            "rbf_fused", "fused_median_passes", "prefer_samples", "linear_workers", "linear_form",
+           "tile_rows", "tile_bytes",
            "producer_device",
            "place", "producer", "PRODUCERS"]
 
@@ -147,11 +148,68 @@ def linear_workers(ops: ModuleType, n: int, p1: int, p2: int, rows: int, itemsiz
     return max(1, min(threads, chunks // 2, _WORKER_SUMS_BYTES // max(1, per_worker)))
 
 
-def linear_form(form: str, n: int, p1: int, p2: int) -> str:
-    """The linear producer's form: "features" or "samples" ("auto": the cheaper one)."""
+def linear_form(form: str, n: int, p1: int, p2: int, itemsize: int = 8,
+                available: int | None = None) -> str:
+    """The linear producer's form: "features" (p x p moments, O(n p^2)), "samples" (the two
+    n x n Grams in memory, O(n^2 p)) or "tiles" (the same sums over block pairs of Gram tiles,
+    O(n^2 p), O(n + tile p) memory).
+
+    "auto" takes the form of fewer flops among those whose memory fits in half of what is
+    available (the in-memory Grams before their tiled pass: one large GEMM is faster); a form
+    asked for by name that cannot fit raises MemoryError at once, with the bytes it needs.
+    """
+    available = _available_bytes() if available is None else available
+    need = {"features": (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize),
+            "samples": 2 * n * n * 8,
+            "tiles": tile_bytes(n, p1, p2, itemsize)}
     if form != "auto":
+        if need[form] > available:
+            raise MemoryError(
+                f"form={form!r} needs about {_gib(need[form])} beyond the inputs (n = {n}, p = "
+                f"{p1} + {p2}); {_gib(available)} is available. Use form='auto'.")
         return form
-    return "samples" if prefer_samples(n, p1, p2) else "features"
+    flops = {"features": n * (p1 * p1 + p2 * p2 + p1 * p2), "samples": n * n * (p1 + p2),
+             "tiles": n * n * (p1 + p2)}
+    fits = [f for f in ("features", "samples", "tiles") if need[f] <= available / 2
+            and (f != "samples" or n <= MAX_SAMPLE_N)]
+    if not fits:
+        raise MemoryError(f"no linear form fits: the smallest needs {_gib(min(need.values()))} "
+                          f"beyond the inputs; {_gib(available)} is available.")
+    return min(fits, key=lambda f: flops[f])  # ties keep the first: features, then in memory
+
+
+# Both centred blocks of a pair (x and y rows of blocks a and b) stay within this many bytes.
+_BLOCK_PAIR_BYTES = 128 * 2**20
+_MIN_TILE, _MAX_TILE = 128, 2048
+
+
+def tile_rows(p1: int, p2: int, itemsize: int) -> int:
+    """Rows per block: two blocks of x and y rows within ``_BLOCK_PAIR_BYTES`` (GEMMs of a few
+    hundred rows still run BLAS near its peak when p is large, which is when this pass is used)."""
+    rows = _BLOCK_PAIR_BYTES // max(1, 2 * (p1 + p2) * itemsize)
+    return int(min(_MAX_TILE, max(_MIN_TILE, rows // 64 * 64)))
+
+
+def tile_bytes(n: int, p1: int, p2: int, itemsize: int, tile: int | None = None) -> int:
+    """Bytes the tiled pass holds beyond its inputs (what ``form="tiles"`` needs)."""
+    t = min(n, tile or tile_rows(p1, p2, itemsize))
+    return 2 * t * (p1 + p2) * itemsize + 4 * t * t * 8 + 6 * n * 8
+
+
+def _available_bytes() -> int:
+    """Memory this process may still use: MemAvailable of /proc/meminfo (Linux), else plenty."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
 
 
 # ---- which producer makes the terms: (operation, place, backend) -> a function ----------------

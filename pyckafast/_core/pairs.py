@@ -125,7 +125,7 @@ def reduce_pairs(
     """
     into = Summed() if into is None else into
     load_a = load_a or (lambda bounds: bounds)
-    load_b = load_a if bounds_b is None or load_b is None else load_b
+    load_b = load_b or load_a
     evaluated = _evaluate(body, block_pairs(bounds_a, bounds_b), load_a, load_b)
     if gather is not None:
         listed = list(evaluated)

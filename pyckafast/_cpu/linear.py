@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._core import combine, dispatch
+from . import linear_tiles
 from .._core.combine import is_zero_variance
 from .._core.inputs import Samples, check_finite_sums
 from .._core.terms import KernelTerms, LinearTerms, RowNormTerms
@@ -243,10 +244,13 @@ def hsic_triple(
     form: str = "auto", precision: str = "highest",
 ) -> combine.HSICTriple:
     """The linear HSIC triple of prepared host inputs, in the form :func:`dispatch.linear_form`
-    picks: chunked feature-space moments, or the n x n sample-space Grams when p >> n."""
+    picks: chunked feature-space moments, or for p >> n the sample-space sums, from the n x n
+    Grams in memory or over block pairs of Gram tiles (:mod:`pyckafast._cpu.linear_tiles`)."""
     check_cpu_precision(precision)
-    if dispatch.linear_form(form, x.n, x.p, y.p) == "samples":
-        terms, zero_x, zero_y = sample_terms(x.data, y.data)
+    chosen = dispatch.linear_form(form, x.n, x.p, y.p, max(x.data.itemsize, y.data.itemsize))
+    if chosen in ("samples", "tiles"):
+        gram_terms = sample_terms if chosen == "samples" else linear_tiles.tiled_sample_terms
+        terms, zero_x, zero_y = gram_terms(x.data, y.data)
         return combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
     terms = feature_terms(x.data, y.data, ops=ops, debiased=debiased, chunk_size=chunk_size)
     return combine.linear_hsic(terms, debiased)
