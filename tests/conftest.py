@@ -100,9 +100,9 @@ def dtype(request):
     return request.param
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the item (the cuda launch check reads the call's)."""
-    report = yield
+    outcome = yield
+    report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-    return report

@@ -16,8 +16,17 @@ def states_for(x, y, bounds, **kw):
     return out
 
 
+GPU_BATCH_MINIMUM = (
+    "library bug: LinearCKAState.update sends GPU batches through ops_cuda.linear_terms, whose "
+    "gpu_pair check asks every batch for n >= 4 (n >= 2 with debiased=False), while CPU batches "
+    "may have any n >= 1; this split has batches of 3 and 1 rows"
+)
+
+
 @pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
-def test_any_split_any_order_any_merge_tree(target, debiased, rng):
+def test_any_split_any_order_any_merge_tree(target, debiased, rng, request):
+    if target.device == "cuda":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=GPU_BATCH_MINIMUM))
     # Chunks from different distributions: the shifts differ a lot, so the reshift algebra is used.
     x, y = correlated_linear(rng, 400, 6, 5)
     x[200:] += 50.0
