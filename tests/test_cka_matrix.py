@@ -66,11 +66,15 @@ def test_rectangular_map(target, dtype, kernel, request):
             assert m[i, j] == pytest.approx(ref, rel=TOL[dtype, kernel])
 
 
-def test_mixed_dtypes_in_one_map():
+@KERNEL
+def test_mixed_dtypes_in_one_map(kernel):
     layers = _layers(np.float64)
     layers[3] = layers[3].astype(np.float32)
-    m = pyckafast.cka_matrix(layers)
-    assert m[0, 3] == pytest.approx(linear_cka_ref(layers[0], layers[3]), rel=1e-10)
+    m = pyckafast.cka_matrix(layers, kernel=kernel)
+    for i in range(3):
+        tol = TOL[np.float32, kernel] if kernel == "rbf" else TOL[np.float64, kernel]
+        assert m[i, 3] == pytest.approx(_reference(layers[i], layers[3], kernel, False), rel=tol)
+        assert m[i, 3] == m[3, i]
 
 
 def test_zero_variance_layer():
