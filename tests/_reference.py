@@ -42,9 +42,10 @@ def as_float64(a) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def centering(n: int) -> np.ndarray:
-    """H = I - 11'/n."""
-    return np.eye(n) - np.ones((n, n)) / n
+def double_centred(k) -> np.ndarray:
+    """H K H with H = I - 11'/n, written out: K minus row and column means plus the grand mean."""
+    k = np.asarray(k, dtype=np.float64)
+    return k - k.mean(0) - k.mean(1)[:, None] + k.mean()
 
 
 def linear_gram(x) -> np.ndarray:
@@ -86,10 +87,9 @@ def rbf_gram(x, threshold: float = 1.0, rule: str = "kornblith", sigma: float | 
 # ---- HSIC and CKA from Gram matrices ----------------------------------------------------------
 
 def hsic_biased(k, l) -> float:
-    """tr(K H L H) / (n - 1)^2 (Kornblith et al. 2019)."""
+    """tr(K H L H) / (n - 1)^2 = <HKH, HLH>_F / (n - 1)^2 (Kornblith et al. 2019)."""
     n = k.shape[0]
-    h = centering(n)
-    return float(np.trace(k @ h @ l @ h) / (n - 1) ** 2)
+    return float((double_centred(k) * double_centred(l)).sum() / (n - 1) ** 2)
 
 
 def hsic_unbiased(k, l) -> float:

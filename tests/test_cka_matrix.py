@@ -42,7 +42,7 @@ def test_symmetric_map(target, dtype, kernel, debiased, request):
     _xfail_on_gpu(target, request)
     layers = _layers(dtype)
     m = pyckafast.cka_matrix([target.on(a) for a in layers], kernel=kernel, debiased=debiased,
-                             backend=target.backend, tile=50)
+                             backend=target.backend)
     assert m.shape == (4, 4)
     np.testing.assert_array_equal(m, m.T)
     np.testing.assert_array_equal(np.diag(m), 1.0)
