@@ -4,7 +4,8 @@ The core public-behaviour suites take the ``target`` fixture (one (device, backe
 the ``dtype`` fixture, so every case runs on every CPU backend and, on a machine with a usable
 CUDA backend, on the GPU too (pytorch_scatter's ``product(tests, reductions, dtypes,
 devices)``). Build inputs on the case's device with ``target.on(a)`` (``array_on``). A cuda case
-that passes must have launched CUDA kernels (checked after the test).
+is marked ``gpu`` (so scripts/gpu_check.sh's ``-m gpu`` runs it) and, when it passes, must have
+launched CUDA kernels (checked after the test).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def cpu_backend(request):
     return request.param
 
 
-@pytest.fixture(params=TARGETS, ids=[b if d == "cpu" else d for d, b in TARGETS])
+@pytest.fixture(params=[
+    pytest.param((d, b), id=b, marks=[pytest.mark.gpu] if d == "cuda" else [])
+    for d, b in TARGETS
+])
 def target(request):
     """Every (device, backend) pair; on cuda, a passing case must have run CUDA kernels."""
     device, backend = request.param

@@ -7,8 +7,9 @@ scripts/gpu_check.sh.
 Everything else the cuda backend must do (accuracy over dtypes and shapes against the float64
 reference, chunking, layouts, NaN/Inf rows, zero variance, streaming states, RBF thresholds,
 bandwidth rules and tiles) runs through the test matrix of tests/conftest.py: on a machine
-where the cuda backend is usable, tests/test_linear.py, test_rbf.py and test_streaming.py run
-every case with device="cuda" as well."""
+where the cuda backend is usable, tests/test_linear.py, test_rbf.py, test_streaming.py,
+test_cka_matrix.py and test_minibatch.py run every case with device="cuda" as well (marked
+gpu, so ``pytest -m gpu`` selects them with this file)."""
 
 from __future__ import annotations
 
