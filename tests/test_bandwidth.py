@@ -5,7 +5,7 @@ import pytest
 
 import pyckafast
 from pyckafast._core import bandwidth as _bandwidth, dispatch as _dispatch
-from rbf_reference import median_sq, rbf_cka_ref
+from _reference import median_sq, rbf_cka_ref
 
 
 @pytest.fixture(autouse=True)

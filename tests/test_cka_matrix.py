@@ -1,51 +1,84 @@
-"""Layer x layer CKA maps: every entry equals the pairwise function."""
+"""Layer x layer CKA maps: every entry equals the float64 reference CKA of that pair, on every
+backend and dtype (tests/conftest.py)."""
 
 import numpy as np
 import pytest
 
 import pyckafast
-from rbf_reference import correlated
+from _reference import correlated_tanh, linear_cka_ref, rbf_cka_ref
+
+# float32: 1e-5 for linear kernels (test_linear.py), 1e-4 for RBF (distances in float32, test_rbf.py)
+TOL = {(np.float64, "linear"): 1e-10, (np.float64, "rbf"): 1e-10,
+       (np.float32, "linear"): 1e-5, (np.float32, "rbf"): 1e-4}
+KERNEL = pytest.mark.parametrize("kernel", ["linear", "rbf"])
+DEBIASED = pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
 
 
-@pytest.fixture(scope="module")
-def layers():
-    rng = np.random.default_rng(8)
-    x, y = correlated(rng, 120, 7, 5)
-    return [x, y, np.tanh(x[:, :3]) + 10.0, (y ** 2).astype(np.float32)]
+def _layers(dtype):
+    """Four layers of 120 samples: 7, 5, 3 and 5 features, different scales and offsets (float32:
+    a column mean of 1e3)."""
+    mean = 1e3 if dtype == np.float32 else 0.0
+    x, y = correlated_tanh(np.random.default_rng(8), 120, 7, 5)
+    layers = [x, y, np.tanh(x[:, :3]) + 10.0, y ** 2]
+    return [(a + mean).astype(dtype) for a in layers]
 
 
-@pytest.mark.parametrize("debiased", [False, True])
-@pytest.mark.parametrize("kernel", ["linear", "rbf"])
-def test_symmetric_map(layers, kernel, debiased):
-    m = pyckafast.cka_matrix(layers, kernel=kernel, debiased=debiased)
+def _reference(a, b, kernel, debiased, threshold=1.0):
+    if kernel == "linear":
+        return linear_cka_ref(a, b, debiased)
+    return rbf_cka_ref(a, b, threshold, debiased=debiased)
+
+
+
+@DEBIASED
+@KERNEL
+def test_symmetric_map(target, dtype, kernel, debiased, request):
+    layers = _layers(dtype)
+    m = pyckafast.cka_matrix([target.on(a) for a in layers], kernel=kernel, debiased=debiased,
+                             backend=target.backend)
     assert m.shape == (4, 4)
     np.testing.assert_array_equal(m, m.T)
     np.testing.assert_array_equal(np.diag(m), 1.0)
     for i in range(4):
         for j in range(i + 1, 4):
-            ref = pyckafast.cka(layers[i], layers[j], kernel=kernel, debiased=debiased)
-            assert m[i, j] == pytest.approx(ref, rel=1e-9)
+            ref = _reference(layers[i], layers[j], kernel, debiased)
+            assert m[i, j] == pytest.approx(ref, rel=TOL[dtype, kernel])
 
 
-@pytest.mark.parametrize("kernel", ["linear", "rbf"])
-def test_rectangular_map(layers, kernel):
-    m = pyckafast.cka_matrix(layers[:2], layers[1:], kernel=kernel, debiased=True, threshold=0.5)
+@KERNEL
+def test_rectangular_map(target, dtype, kernel, request):
+    layers = _layers(dtype)
+    on = [target.on(a) for a in layers]
+    m = pyckafast.cka_matrix(on[:2], on[1:], kernel=kernel, debiased=True, threshold=0.5,
+                             backend=target.backend)
     assert m.shape == (2, 3)
     for i in range(2):
         for j in range(3):
-            ref = pyckafast.cka(layers[i], layers[1 + j], kernel=kernel, debiased=True,
-                                **({"threshold": 0.5} if kernel == "rbf" else {}))
-            assert m[i, j] == pytest.approx(ref, rel=1e-9)
+            ref = _reference(layers[i], layers[1 + j], kernel, True, threshold=0.5)
+            assert m[i, j] == pytest.approx(ref, rel=TOL[dtype, kernel])
 
 
-def test_zero_variance_layer(layers):
+@KERNEL
+def test_mixed_dtypes_in_one_map(kernel):
+    layers = _layers(np.float64)
+    layers[3] = layers[3].astype(np.float32)
+    m = pyckafast.cka_matrix(layers, kernel=kernel)
+    for i in range(3):
+        tol = TOL[np.float32, kernel] if kernel == "rbf" else TOL[np.float64, kernel]
+        assert m[i, 3] == pytest.approx(_reference(layers[i], layers[3], kernel, False), rel=tol)
+        assert m[i, 3] == m[3, i]
+
+
+def test_zero_variance_layer():
+    layers = _layers(np.float64)
     const = np.full((120, 3), 2.0)
     with pytest.warns(RuntimeWarning):
         m = pyckafast.cka_matrix([layers[0], const])
     assert m[0, 0] == 1.0 and np.isnan(m[1, 1]) and np.isnan(m[0, 1])
 
 
-def test_bad_inputs(layers):
+def test_bad_inputs():
+    layers = _layers(np.float64)
     with pytest.raises(TypeError, match="xs"):
         pyckafast.cka_matrix(layers[0])
     with pytest.raises(ValueError, match="same number of samples"):

@@ -14,6 +14,7 @@ from pyckafast._core.terms import KernelTerms
 
 pytest.importorskip("pyckafast._ext", reason="the C++ host twins need the compiled extension")
 from gpu_emulation import EmulatedEngine  # noqa: E402
+from _reference import kernel_terms_brute  # noqa: E402
 
 
 def _samples(a, on_device):
@@ -111,18 +112,6 @@ def test_default_rows_respects_memory():
     assert _gpu_linear.default_rows(100, 8, 8, 4, False, 80 << 30) == 100
 
 
-def _brute_kernel_terms(x, y, gamma_x, gamma_y):
-    def e(a, gamma):
-        a = a.astype(float)
-        d2 = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
-        out = np.expm1(-gamma * d2)
-        np.fill_diagonal(out, 0.0)
-        return out
-    k, l = e(x, gamma_x), e(y, gamma_y)
-    return KernelTerms(n=len(x), s_kl=float((k * l).sum()), s_kk=float((k * k).sum()),
-                       s_ll=float((l * l).sum()), row_k=k.sum(1), row_l=l.sum(1))
-
-
 @pytest.mark.parametrize("tile", [8, 24, 1000])
 @pytest.mark.parametrize("on_device", [True, False])
 def test_rbf_block_pairs_match_brute_force(tile, on_device):
@@ -131,7 +120,7 @@ def test_rbf_block_pairs_match_brute_force(tile, on_device):
     y = np.tanh(x[:, :3]) + 0.1 * rng.normal(size=(61, 3))
     terms = _gpu_rbf.rbf_terms(EmulatedEngine(), _samples(x, on_device), _samples(y, on_device),
                                gamma_x=0.1, gamma_y=0.7, tile=tile)
-    ref = _brute_kernel_terms(x, y, 0.1, 0.7)
+    ref = kernel_terms_brute(x, y, 0.1, 0.7)
     for debiased in (False, True):
         got = _combine.cka_from_hsic(_combine.kernel_hsic(terms, debiased))
         want = _combine.cka_from_hsic(_combine.kernel_hsic(ref, debiased))
@@ -146,7 +135,7 @@ def test_rbf_out_of_memory_halves_blocks():
     with pytest.warns(RuntimeWarning, match="retrying with"):
         terms = _gpu_rbf.rbf_terms(engine, _samples(x, True), _samples(y, True),
                                    gamma_x=0.5, gamma_y=0.5, tile=40)
-    ref = _brute_kernel_terms(x, y, 0.5, 0.5)
+    ref = kernel_terms_brute(x, y, 0.5, 0.5)
     assert abs(terms.s_kl - ref.s_kl) < 1e-9 * abs(ref.s_kl)
 
 

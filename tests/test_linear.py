@@ -1,144 +1,161 @@
+"""Linear CKA/HSIC against the float64 n x n reference, over the matrix
+device x backend x dtype x shape (tests/conftest.py): float64 to 1e-10, float32 data with a
+column mean of 1e3 to 1e-5 (the bar that the textbook float32 formula misses, see
+test_raw_float32_formula_fails_the_same_bar)."""
+
 import numpy as np
 import pytest
-from reference import correlated, linear_cka_ref, linear_cka_two_pass
+from _reference import (correlated_linear, linear_cka_feature_space, linear_cka_ref,
+                        linear_hsic_ref)
 
 import pyckafast
 
 FORMS = ["features", "samples"]
+MEAN = {np.float64: 3.0, np.float32: 1e3}  # float32: a large mean, the hard case
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+# (n, dx, dy): n = 203 is not a multiple of the 64-row chunks below; p > n; the debiased
+# minimum n = 4; one feature per side.
+SHAPES = [
+    pytest.param((203, 12, 6), id="n203-dx12-dy6"),
+    pytest.param((40, 90, 120), id="n40-dx90-dy120"),
+    pytest.param((4, 3, 2), id="n4-dx3-dy2"),
+    pytest.param((57, 1, 1), id="n57-dx1-dy1"),
+]
+DEBIASED = pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
 
 
 def rel(a, b):
     return abs(a - b) / abs(b)
 
 
-@pytest.mark.parametrize("debiased", [False, True])
-@pytest.mark.parametrize("shape", [(200, 7, 5), (40, 90, 120), (4, 3, 2), (57, 1, 1)])
+@DEBIASED
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("form", FORMS)
-def test_float64_matches_reference(cpu_backend, debiased, shape, form, rng):
-    n, p1, p2 = shape
-    x, y = correlated(rng, n, p1, p2, mean=3.0)
-    got = pyckafast.linear_cka(x, y, debiased=debiased, backend=cpu_backend, form=form)
-    assert rel(got, linear_cka_ref(x, y, debiased)) <= 1e-10
+def test_matches_reference(target, dtype, shape, form, debiased, rng):
+    n, dx, dy = shape
+    x, y = correlated_linear(rng, n, dx, dy, mean=MEAN[dtype], dtype=dtype)
+    kw = dict(debiased=debiased, backend=target.backend, form=form, chunk_size=64)
+    got = pyckafast.linear_cka(target.on(x), target.on(y), **kw)
+    assert rel(got, linear_cka_ref(x, y, debiased)) <= TOL[dtype]
+    hsic = pyckafast.linear_hsic(target.on(x), target.on(y), **kw)
+    assert rel(hsic, linear_hsic_ref(x, y, debiased)) <= TOL[dtype]
 
 
-@pytest.mark.parametrize("debiased", [False, True])
-def test_tiny_chunks_equal_one_chunk(cpu_backend, debiased, rng):
-    x, y = correlated(rng, 301, 6, 4, mean=-2.0)
-    one = pyckafast.linear_cka(x, y, debiased=debiased, backend=cpu_backend, form="features")
+@DEBIASED
+def test_tiny_chunks_equal_one_chunk(target, debiased, rng):
+    x, y = correlated_linear(rng, 301, 6, 4, mean=-2.0)
+    x, y = target.on(x), target.on(y)
+    one = pyckafast.linear_cka(x, y, debiased=debiased, backend=target.backend, form="features")
     for chunk in (1, 7, 64, 300, 301, 1000):
-        got = pyckafast.linear_cka(x, y, debiased=debiased, backend=cpu_backend, chunk_size=chunk,
-                                   form="features")
+        got = pyckafast.linear_cka(x, y, debiased=debiased, backend=target.backend,
+                                   chunk_size=chunk, form="features")
         assert rel(got, one) <= 1e-12
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("debiased", [False, True])
-def test_float32_large_mean_is_accurate(cpu_backend, debiased, rng):
-    n = 300_000
-    x, y = correlated(rng, n, 32, 24, mean=1e3, dtype=np.float32)
-    got = pyckafast.linear_cka(x, y, debiased=debiased, backend=cpu_backend)
-    if debiased:
-        # float64 reference of the debiased estimator from exactly centred float64 moments
-        ref = _debiased_two_pass(x, y)
-    else:
-        ref = linear_cka_two_pass(x, y)
-    assert rel(got, ref) <= 1e-5
-
-
-def _debiased_two_pass(x, y):
-    x = x.astype(np.float64)
-    y = y.astype(np.float64)
-    x, y = x - x.mean(0), y - y.mean(0)
-    n = len(x)
-    a, b = (x * x).sum(1), (y * y).sum(1)
-
-    def h(f_ab, ab, sa, sb):
-        return f_ab - n / (n - 2) * ab + sa * sb / ((n - 1) * (n - 2))
-
-    hxy = h(np.linalg.norm(x.T @ y) ** 2, a @ b, a.sum(), b.sum())
-    hxx = h(np.linalg.norm(x.T @ x) ** 2, a @ a, a.sum(), a.sum())
-    hyy = h(np.linalg.norm(y.T @ y) ** 2, b @ b, b.sum(), b.sum())
-    return hxy / np.sqrt(hxx * hyy)
+@DEBIASED
+def test_float32_large_mean_is_accurate(target, debiased, rng):
+    x, y = correlated_linear(rng, 300_000, 32, 24, mean=1e3, dtype=np.float32)
+    got = pyckafast.linear_cka(target.on(x), target.on(y), debiased=debiased,
+                               backend=target.backend)
+    assert rel(got, linear_cka_feature_space(x, y, debiased)) <= 1e-5
 
 
 def test_raw_float32_formula_fails_the_same_bar(rng):
     """The bar above is meaningful: X'X - n mu mu' in float32 misses it by orders of magnitude."""
     n = 300_000
-    x, y = correlated(rng, n, 32, 24, mean=1e3, dtype=np.float32)
+    x, y = correlated_linear(rng, n, 32, 24, mean=1e3, dtype=np.float32)
     mx, my = x.mean(0, dtype=np.float32), y.mean(0, dtype=np.float32)
     xx = x.T @ x - n * np.outer(mx, mx)
     yy = y.T @ y - n * np.outer(my, my)
     xy = x.T @ y - n * np.outer(mx, my)
     naive = np.linalg.norm(xy) ** 2 / (np.linalg.norm(xx) * np.linalg.norm(yy))
-    assert rel(float(naive), linear_cka_two_pass(x, y)) > 1e-3
+    assert rel(float(naive), linear_cka_feature_space(x, y)) > 1e-3
 
 
-@pytest.mark.parametrize("debiased", [False, True])
-def test_invariances(debiased, rng):
-    x, y = correlated(rng, 150, 10, 8)
-    base = pyckafast.linear_cka(x, y, debiased=debiased)
+@DEBIASED
+def test_invariances(target, debiased, rng):
+    x, y = correlated_linear(rng, 150, 10, 8)
     q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
-    assert rel(pyckafast.linear_cka(x @ q, y, debiased=debiased), base) <= 1e-10
-    assert rel(pyckafast.linear_cka(7.5 * x, y, debiased=debiased), base) <= 1e-10
-    assert rel(pyckafast.linear_cka(x + 123.0, y - 4.0, debiased=debiased), base) <= 1e-10
-    assert abs(pyckafast.linear_cka(x, x, debiased=debiased) - 1.0) <= 1e-10
+
+    def cka(a, b):
+        return pyckafast.linear_cka(target.on(a), target.on(b), debiased=debiased,
+                                    backend=target.backend)
+
+    base = cka(x, y)
+    assert rel(base, linear_cka_ref(x, y, debiased)) <= 1e-10
+    assert rel(cka(x @ q, y), base) <= 1e-10
+    assert rel(cka(7.5 * x, y), base) <= 1e-10
+    assert rel(cka(x + 123.0, y - 4.0), base) <= 1e-10
+    assert abs(cka(x, x) - 1.0) <= 1e-10
 
 
-def test_symmetric_and_bounded(rng):
-    x, y = correlated(rng, 80, 5, 9)
-    assert rel(pyckafast.linear_cka(x, y), pyckafast.linear_cka(y, x)) <= 1e-12
-    assert 0.0 <= pyckafast.linear_cka(x, y) <= 1.0
+def test_symmetric_and_bounded(target, rng):
+    x, y = correlated_linear(rng, 80, 5, 9)
+    xy = pyckafast.linear_cka(target.on(x), target.on(y), backend=target.backend)
+    yx = pyckafast.linear_cka(target.on(y), target.on(x), backend=target.backend)
+    assert rel(xy, yx) <= 1e-12
+    assert 0.0 <= xy <= 1.0
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_layouts_without_copy_semantics(cpu_backend, form, rng, tmp_path):
-    x, y = correlated(rng, 120, 6, 5, mean=1.0)
-    ref = linear_cka_ref(x, y)
-    fortran = np.asfortranarray(x)
-    strided = np.repeat(y, 2, axis=1)[:, ::2]
-    np.save(tmp_path / "x.npy", x)
-    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    for a, b in ((fortran, y), (x, strided), (mm, y), (fortran, strided)):
-        assert rel(pyckafast.linear_cka(a, b, backend=cpu_backend, form=form, chunk_size=32), ref) <= 1e-10
+def test_layouts_without_copy_semantics(target, dtype, form, rng, tmp_path):
+    """Fortran-ordered, column-strided and row-reversed views built on the case's device, and on
+    the CPU a memmap (host memmaps staged to the GPU: tests/test_gpu.py). Each layout pair is a
+    separate Numba compilation, so the pairs are few."""
+    x, y = correlated_linear(rng, 120, 6, 5, mean=MEAN[dtype], dtype=dtype)
+    xp, gx, gy = target.xp, target.on(x), target.on(y)
+    fortran_x = xp.asfortranarray(gx)
+    strided_y = xp.repeat(gy, 2, axis=1)[:, ::2]
+    cases = [
+        (fortran_x, gy, x, y),
+        (gx, strided_y, x, y),
+        (fortran_x, strided_y, x, y),
+        (gx[::-1], gy[::-1], x[::-1], y[::-1]),
+    ]
+    if target.device == "cpu":
+        np.save(tmp_path / "x.npy", x)
+        cases.append((np.load(tmp_path / "x.npy", mmap_mode="r"), gy, x, y))
+    for a, b, ra, rb in cases:
+        got = pyckafast.linear_cka(a, b, backend=target.backend, form=form, chunk_size=32)
+        assert rel(got, linear_cka_ref(ra, rb)) <= TOL[dtype]
 
 
-def test_one_d_int_and_bool_inputs(rng):
+def test_one_d_int_and_bool_inputs(target, rng):
     v = rng.integers(0, 10, size=50)
     y = v[:, None] * 2.0 + rng.normal(size=(50, 1)) * 0.1
-    assert rel(pyckafast.linear_cka(v, y), linear_cka_ref(v.astype(float), y)) <= 1e-10
+    got = pyckafast.linear_cka(target.on(v), target.on(y), backend=target.backend)
+    assert rel(got, linear_cka_ref(v, y)) <= 1e-10
     b = rng.integers(0, 2, size=(50, 3)).astype(bool)
-    assert rel(pyckafast.linear_cka(b, y), linear_cka_ref(b.astype(float), y)) <= 1e-10
+    got = pyckafast.linear_cka(target.on(b), target.on(y), backend=target.backend)
+    assert rel(got, linear_cka_ref(b, y)) <= 1e-10
 
 
-def test_mixed_dtypes(rng):
-    x, y = correlated(rng, 90, 4, 3)
-    got = pyckafast.linear_cka(x.astype(np.float32), y)
+def test_mixed_dtypes(target, rng):
+    x, y = correlated_linear(rng, 90, 4, 3)
+    got = pyckafast.linear_cka(target.on(x.astype(np.float32)), target.on(y),
+                               backend=target.backend)
     assert rel(got, linear_cka_ref(x.astype(np.float32), y)) <= 1e-10
 
 
-def test_hsic_values(rng):
-    x, y = correlated(rng, 30, 4, 3)
-    from reference import hsic_biased, hsic_unbiased
-
-    xc, yc = x - x.mean(0), y - y.mean(0)
-    k, l = xc @ xc.T, yc @ yc.T
-    assert rel(pyckafast.linear_hsic(x, y), hsic_biased(k, l)) <= 1e-10
-    assert rel(pyckafast.linear_hsic(x, y, debiased=True), hsic_unbiased(x @ x.T, y @ y.T)) <= 1e-10
-
-
 @pytest.mark.parametrize("form", FORMS)
-def test_zero_variance_is_nan_with_warning_naming_it(form, rng):
+def test_zero_variance_is_nan_with_warning_naming_it(target, form, rng):
     y = rng.normal(size=(20, 3))
     with pytest.warns(RuntimeWarning, match="x has zero variance"):
-        assert np.isnan(pyckafast.linear_cka(np.full((20, 4), 3.7), y, form=form))
+        assert np.isnan(pyckafast.linear_cka(target.on(np.full((20, 4), 3.7)), target.on(y),
+                                             backend=target.backend, form=form))
     with pytest.warns(RuntimeWarning, match="y has zero variance"):
-        assert np.isnan(pyckafast.linear_cka(y, np.full((20, 2), 1e6, np.float32), form=form))
+        assert np.isnan(pyckafast.linear_cka(target.on(y), target.on(np.full((20, 2), 1e6, np.float32)),
+                                             backend=target.backend, form=form))
 
 
-def test_constant_column_is_fine(rng):
-    x, y = correlated(rng, 60, 4, 3)
-    x[:, 1] = 5.0
-    assert rel(pyckafast.linear_cka(x, y), linear_cka_ref(x, y)) <= 1e-10
+def test_constant_column_is_fine(target, dtype, rng):
+    x, y = correlated_linear(rng, 60, 4, 3, mean=MEAN[dtype], dtype=dtype)
+    x[:, 1] = dtype(5.0)
+    for debiased in (False, True):
+        got = pyckafast.linear_cka(target.on(x), target.on(y), debiased=debiased,
+                                   backend=target.backend)
+        assert rel(got, linear_cka_ref(x, y, debiased)) <= TOL[dtype]
 
 
 @pytest.mark.parametrize(
@@ -161,16 +178,20 @@ def test_bad_input(x, y, kwargs, exc, match):
         pyckafast.linear_cka(x, y, **kwargs)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("form", FORMS)
-def test_non_finite_values_are_reported(cpu_backend, bad, form, rng):
-    x, y = correlated(rng, 50, 3, 3)
+def test_non_finite_values_are_reported(target, bad, form, rng):
+    x, y = correlated_linear(rng, 50, 3, 3)
     y[37, 1] = bad
-    with pytest.raises(ValueError, match="y must contain only finite values"):
-        pyckafast.linear_cka(x, y, backend=cpu_backend, form=form, chunk_size=16)
+    # the feature form names the 16-row chunk that holds the bad row
+    rows = r"; found NaN or Inf in rows 32\.\.47" if form == "features" else ""
+    with pytest.raises(ValueError, match="y must contain only finite values" + rows):
+        pyckafast.linear_cka(target.on(x), target.on(y), backend=target.backend, form=form,
+                             chunk_size=16)
     x[0, 0] = bad  # in the first chunk, which also sets the shift
     with pytest.raises(ValueError, match="x must contain only finite values.*rows 0"):
-        pyckafast.linear_cka(x, y, backend=cpu_backend, form=form, chunk_size=16)
+        pyckafast.linear_cka(target.on(x), target.on(y), backend=target.backend, form=form,
+                             chunk_size=16)
 
 
 def test_explicit_unavailable_backend_raises_with_reason(monkeypatch):

@@ -15,7 +15,7 @@ from pyckafast._core import dispatch, pairs
 from pyckafast._core.pairs import PairTerms, PairTermsSum
 from pyckafast._core.terms import KernelTerms
 from pyckafast.rbf import rbf_producer
-from rbf_reference import CPU_BACKENDS
+from conftest import CPU_BACKENDS
 
 
 # ---- the scheduler -------------------------------------------------------------------------------

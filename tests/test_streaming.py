@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from reference import correlated, linear_cka_ref
+from _reference import correlated_linear, linear_cka_ref
 
 import pyckafast
 
@@ -16,19 +16,22 @@ def states_for(x, y, bounds, **kw):
     return out
 
 
-@pytest.mark.parametrize("debiased", [False, True])
-def test_any_split_any_order_any_merge_tree(cpu_backend, debiased, rng):
+
+
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
+def test_any_split_any_order_any_merge_tree(target, debiased, rng, request):
     # Chunks from different distributions: the shifts differ a lot, so the reshift algebra is used.
-    x, y = correlated(rng, 400, 6, 5)
+    x, y = correlated_linear(rng, 400, 6, 5)
     x[200:] += 50.0
     y[:100] *= 3.0
-    one_shot = pyckafast.linear_cka(x, y, debiased=debiased, backend=cpu_backend)
+    one_shot = pyckafast.linear_cka(target.on(x), target.on(y), debiased=debiased,
+                                    backend=target.backend)
     assert rel(one_shot, linear_cka_ref(x, y, debiased)) <= 1e-10
     bounds = [0, 3, 50, 51, 199, 260, 400]
-    states = states_for(x, y, bounds, backend=cpu_backend)
+    states = states_for(target.on(x), target.on(y), bounds, backend=target.backend)
     # reverse order, sequential
-    seq = pyckafast.LinearCKAState(backend=cpu_backend)
-    for s in reversed(states_for(x, y, bounds, backend=cpu_backend)):
+    seq = pyckafast.LinearCKAState(backend=target.backend)
+    for s in reversed(states_for(target.on(x), target.on(y), bounds, backend=target.backend)):
         seq.merge(s)
     # a balanced tree
     while len(states) > 1:
@@ -40,20 +43,23 @@ def test_any_split_any_order_any_merge_tree(cpu_backend, debiased, rng):
         assert rel(state.result(debiased=debiased), one_shot) <= 1e-11
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-11), (np.float32, 2e-6)])
-def test_update_in_batches_equals_one_shot(dtype, tol, rng):
+def test_update_in_batches_equals_one_shot(target, dtype, rng):
     # float32 batches run their GEMMs in float32 around the first batch's shift, the one-shot
     # around the first chunk's: both are accurate, and agree to float32 rounding.
-    x, y = correlated(rng, 1000, 8, 3, mean=100.0, dtype=dtype)
-    state = pyckafast.LinearCKAState()
+    tol, to_reference = {np.float64: (1e-11, 1e-10), np.float32: (2e-6, 1e-5)}[dtype]
+    x, y = correlated_linear(rng, 1000, 8, 3, mean=1e3, dtype=dtype)
+    gx, gy = target.on(x), target.on(y)
+    state = pyckafast.LinearCKAState(backend=target.backend)
     for lo in range(0, 1000, 97):
-        state.update(x[lo:lo + 97], y[lo:lo + 97])
+        state.update(gx[lo:lo + 97], gy[lo:lo + 97])
     for debiased in (False, True):
-        assert rel(state.result(debiased=debiased), pyckafast.linear_cka(x, y, debiased=debiased)) <= tol
+        one_shot = pyckafast.linear_cka(gx, gy, debiased=debiased, backend=target.backend)
+        assert rel(state.result(debiased=debiased), one_shot) <= tol
+        assert rel(state.result(debiased=debiased), linear_cka_ref(x, y, debiased)) <= to_reference
 
 
 def test_save_and_resume(tmp_path, rng):
-    x, y = correlated(rng, 300, 5, 4)
+    x, y = correlated_linear(rng, 300, 5, 4)
     state = pyckafast.LinearCKAState().update(x[:120], y[:120])
     state.save(tmp_path / "s.npz")
     resumed = pyckafast.LinearCKAState.load(tmp_path / "s.npz").update(x[120:], y[120:])
@@ -68,7 +74,7 @@ def test_save_and_resume(tmp_path, rng):
 
 
 def test_stream_npy_matches_in_memory(tmp_path, rng):
-    x, y = correlated(rng, 2500, 7, 3, mean=10.0)
+    x, y = correlated_linear(rng, 2500, 7, 3, mean=10.0)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     seen = []

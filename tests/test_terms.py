@@ -1,7 +1,7 @@
 """The terms algebra on its own: reshift is exact, merge is addition, combine is estimator-true."""
 
 import numpy as np
-from reference import correlated, hsic_biased, hsic_unbiased
+from _reference import correlated_linear, hsic_biased, hsic_unbiased
 
 from pyckafast._core import combine as _combine
 from pyckafast._core import dispatch
@@ -12,7 +12,7 @@ from pyckafast._core.terms import KernelTerms
 
 
 def test_reshift_equals_recomputation_with_the_new_shift(rng):
-    x, y = correlated(rng, 70, 5, 4, mean=2.0)
+    x, y = correlated_linear(rng, 70, 5, 4, mean=2.0)
     a = feature_terms(x, y, ops=NUMPY, debiased=True, shift=(np.zeros(5), np.zeros(4)))
     sx, sy = rng.normal(size=5) * 3, rng.normal(size=4) * 3
     b = feature_terms(x, y, ops=NUMPY, debiased=True, shift=(sx, sy))
@@ -24,7 +24,7 @@ def test_reshift_equals_recomputation_with_the_new_shift(rng):
 
 
 def test_centred_terms_have_zero_sums(rng):
-    x, y = correlated(rng, 50, 3, 3, mean=40.0)
+    x, y = correlated_linear(rng, 50, 3, 3, mean=40.0)
     c = feature_terms(x, y, ops=NUMPY, debiased=True).centred()
     np.testing.assert_allclose(c.sum_x, 0, atol=1e-9)
     np.testing.assert_allclose(c.xx, (x - x.mean(0)).T @ (x - x.mean(0)), rtol=1e-12)
@@ -52,11 +52,3 @@ def test_kernel_hsic_matches_reference_and_blocks_add(rng):
         np.testing.assert_allclose([b.xy, b.xx, b.yy], [hsic_biased(k, l), hsic_biased(k, k), hsic_biased(l, l)], rtol=1e-10)
         np.testing.assert_allclose([u.xy, u.xx, u.yy], [hsic_unbiased(k, l), hsic_unbiased(k, k), hsic_unbiased(l, l)], rtol=1e-10)
 
-
-def test_subtracting_a_constant_from_kernels_changes_no_estimator(rng):
-    n = 19
-    x = rng.normal(size=(n, 3))
-    d = ((x[:, None] - x[None]) ** 2).sum(-1)
-    k, l = np.exp(-d / 4), np.exp(-d / 9)
-    for f in (hsic_biased, hsic_unbiased):
-        np.testing.assert_allclose(f(k - 1, l - 1), f(k, l), rtol=1e-10)
