@@ -13,6 +13,8 @@ integers (``tile=7.0`` is an error), and numbers must be finite.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import functools
 import inspect
 import math
@@ -36,11 +38,12 @@ class InvalidParameterError(ValueError, TypeError):
     as both kinds of mistake, wrong type or wrong value, land here)."""
 
 
-class Constraint:
+class Constraint(ABC):
     """One acceptable kind of value; ``str()`` is the phrase used in the error message."""
 
+    @abstractmethod
     def is_satisfied_by(self, value: object) -> bool:
-        raise NotImplementedError
+        """Whether ``value`` is of this kind."""
 
 
 def _is_int(value: object) -> bool:
