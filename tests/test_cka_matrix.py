@@ -105,3 +105,17 @@ def test_linear_map_makes_no_float64_copy_of_the_layers(debiased):
     assert peak < 1.5 * one_copy, f"peak {peak / 2**20:.1f} MiB"
     assert m[0, 1] == pytest.approx(pyckafast.linear_cka(layers[0], layers[1], debiased=debiased,
                                                          backend="numpy"), rel=1e-6)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_one_pass_map_equals_the_per_pair_passes(monkeypatch, debiased, symmetric):
+    """Small-p maps are one pass over the rows; wide ones fall back to a pass per pair."""
+    from pyckafast._cpu import linear_map
+
+    layers = _layers(np.float64)
+    ys = None if symmetric else layers[1:]
+    one_pass = pyckafast.cka_matrix(layers, ys, debiased=debiased)
+    monkeypatch.setattr(linear_map, "MAX_CROSS_BYTES", 0)
+    per_pair = pyckafast.cka_matrix(layers, ys, debiased=debiased)
+    np.testing.assert_allclose(one_pass, per_pair, rtol=1e-12)
