@@ -39,6 +39,12 @@ CASES: dict[str, tuple[str, str]] = {
     "rbf median n=2e4 d=64 f32": (
         "x, y = correlated_data(20_000, 64, 'float32')",
         "pyckafast.rbf_cka(x, y)"),
+    "rbf numba n=1e4 d=64 f32": (
+        "x, y = correlated_data(10_000, 64, 'float32')",
+        "pyckafast.rbf_cka(x, y, sigma=8.0, backend='numba')"),
+    "rbf wide rows n=1e4 d=600 f32": (
+        "x, y = correlated_data(10_000, 600, 'float32')",
+        "pyckafast.rbf_cka(x, y, sigma=30.0)"),
     "rbf numpy n=4e3 d=64 f64": (
         "x, y = correlated_data(4_000, 64, 'float64')",
         "pyckafast.rbf_cka(x, y, backend='numpy')"),
