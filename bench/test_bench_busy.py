@@ -49,3 +49,46 @@ def test_linear_under_load(benchmark, method, n, p, state):
         return
     with busy(2):
         run(benchmark, METHODS[method], x, y, rounds=5)
+
+
+def rbf_gemm_floor(x, y, tile=2048):
+    """The dot-product GEMMs of a tiled RBF pass alone (upper-triangle tiles, x and y)."""
+    for lo in range(0, x.shape[0], tile):
+        for lo_b in range(lo, x.shape[0], tile):
+            x[lo:lo + tile] @ x[lo_b:lo_b + tile].T
+            y[lo:lo + tile] @ y[lo_b:lo_b + tile].T
+
+
+@pytest.mark.parametrize("state", ["quiet", "busy"])
+@pytest.mark.parametrize("method", ["rbf_gemm_floor", "pyckafast_rbf"])
+def test_rbf_under_load(benchmark, method, state):
+    """RBF n = 1e5, d = 64 float32 (explicit sigma: one pass), against its GEMMs alone."""
+    benchmark.group = f"rbf n=100000 d=64 float32 {state}"
+    benchmark.extra_info.update(method=method, n=100_000, p=64, dtype="float32", state=state)
+    x, y = correlated_data(100_000, 64, "float32")
+    fn = rbf_gemm_floor if method == "rbf_gemm_floor" else (
+        lambda a, b: pyckafast.rbf_cka(a, b, sigma=8.0))
+    with busy(2 if state == "busy" else 0):
+        benchmark.pedantic(fn, args=(x, y), rounds=1, iterations=1, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("state", ["quiet", "busy"])
+@pytest.mark.parametrize("method", ["tile_floor", "tiles"])
+def test_tiles_under_load(benchmark, method, state):
+    """The tiled large-p pass (n = 5,000, p = 8,192 per side), against its Gram tiles alone."""
+    from test_bench_tiles import tile_floor
+
+    from pyckafast._core.dispatch import tile_rows
+
+    n, p = 5_000, 8_192
+    benchmark.group = f"tiles n={n} p={p}+{p} float32 {state}"
+    benchmark.extra_info.update(method=method, n=n, p=p, dtype="float32", state=state)
+    x, y = correlated_data(n, p, "float32", mean=10.0)
+    tile = tile_rows(p, p, 4)
+    if method == "tile_floor":
+        x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+        fn, args = (lambda a, b: tile_floor(a, b, tile, n)), (x, y)
+    else:
+        fn, args = (lambda a, b: pyckafast.linear_cka(a, b, form="tiles")), (x, y)
+    with busy(2 if state == "busy" else 0):
+        benchmark.pedantic(fn, args=args, rounds=1, iterations=1, warmup_rounds=0)

@@ -29,10 +29,10 @@ def data():
     return x, y
 
 
-def tile_floor(x, y, tile):
-    for lo in range(0, N, tile):
+def tile_floor(x, y, tile, n=N):
+    for lo in range(0, n, tile):
         a_x, a_y = x[lo:lo + tile], y[lo:lo + tile]
-        for lo_b in range(lo, N, tile):
+        for lo_b in range(lo, n, tile):
             if lo_b == lo:
                 a_x @ a_x.T, a_y @ a_y.T
             else:
