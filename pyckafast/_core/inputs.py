@@ -149,11 +149,25 @@ def as_samples(x: object, name: str) -> np.ndarray:
     1-D input is one feature. Integer and boolean input is converted to float64, float16 to
     float32. Non-contiguous, Fortran-ordered and memory-mapped arrays are returned as views.
     """
+    _reject_subclasses(x, name)
     arr = x if isinstance(x, np.ndarray) else np.asarray(host_view(x))
     target = float_dtype(arr.dtype, name)
     if arr.dtype != target:
         arr = arr.astype(target)
     return _as_2d(arr, name)
+
+
+def _reject_subclasses(x: object, name: str) -> None:
+    """Masked arrays and np.matrix are ndarrays whose meaning the kernels would not keep: a mask
+    would be ignored (or half-honoured by NumPy reductions), and matrix products change shapes."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain array; got a numpy.ma.MaskedArray, whose mask would be "
+            f"ignored. Drop the masked samples (e.g. {name}[~{name}.mask.any(axis=1)].data) or "
+            f"fill them ({name}.filled(value)) first.")
+    if isinstance(x, np.matrix):
+        raise TypeError(f"{name} must be a plain array; got a numpy.matrix. Pass "
+                        f"np.asarray({name}).")
 
 
 def prepare(a: object, name: str) -> Samples:
@@ -167,11 +181,20 @@ def prepare(a: object, name: str) -> Samples:
         if math.isnan(a.shape[0]):  # type: ignore[attr-defined]  # e.g. after boolean indexing
             raise ValueError(f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() "
                              "first.")
-        return Samples(_as_2d(a, name), dtype, False, name, "dask")
+        return Samples(_without_empty_chunks(_as_2d(a, name)), dtype, False, name, "dask")
     from .._gpu.inputs import as_cupy  # data on a GPU: CuPy is needed (and importable) now
 
     data = as_cupy(a)
     return Samples(_as_2d(data, name), float_dtype(data.dtype, name), True, name, "cupy")
+
+
+def _without_empty_chunks(a: Any) -> Any:
+    """A Dask array whose empty row chunks (boolean filtering makes them) are merged away: they
+    hold no samples, and a task over zero rows has no terms to give."""
+    rows = a.chunks[0]
+    if all(rows) or not any(rows):
+        return a
+    return a.rechunk({0: tuple(c for c in rows if c)})
 
 
 def check_same_n(x: Any, y: Any, min_n: int, *, why: str = "", names: tuple[str, str] = ("x", "y")) -> int:
