@@ -180,13 +180,14 @@ def rbf_cka(
     Returns
     -------
     float
-        CKA; nan with a RuntimeWarning when a kernel matrix has no variance after centring.
+        CKA; nan with a RuntimeWarning when a kernel matrix has no variance after centring,
+        e.g. when every sample of x (or y) is the same point (as :func:`linear_cka`).
 
     Raises
     ------
     ValueError
-        Bad sigma/threshold, or a median squared distance of 0 (at least half of the pairs are
-        identical points): pass ``sigma`` explicitly then.
+        Bad sigma/threshold, or a median squared distance of 0 while the points are not all
+        equal (at least half of the pairs are identical points): pass ``sigma`` explicitly then.
 
     Notes
     -----

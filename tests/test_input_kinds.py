@@ -47,3 +47,15 @@ def test_empty_dask_chunks_contribute_nothing(xy, kernel):
     assert cka(kx, ky, kernel=kernel, debiased=True) == pytest.approx(expected, abs=1e-12)
     dask_cka = pyckafast.dask.linear_cka if kernel == "linear" else pyckafast.dask.rbf_cka
     assert dask_cka(kx, ky, debiased=True) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
+def test_constant_data_give_nan_with_a_warning_for_both_kernels(kernel, debiased, cpu_backend):
+    """One behaviour: CKA of an input without variance is undefined (before, RBF raised that
+    half of the pairs were identical points while linear returned nan)."""
+    y = np.random.default_rng(1).normal(size=(50, 2))
+    with pytest.warns(RuntimeWarning, match="x"):
+        value = pyckafast.cka(np.ones((50, 3)), y, kernel=kernel, debiased=debiased,
+                              backend=cpu_backend)
+    assert np.isnan(value)

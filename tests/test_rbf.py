@@ -231,13 +231,18 @@ def test_kernel_name_and_shapes(data):
 
 
 def test_all_points_equal(data, target):
+    """No variance: CKA is undefined, nan with a warning, with the median rule or a sigma (as
+    linear CKA); most points equal but not all: the median bandwidth would be 0, which raises."""
     x, y = data
     const = target.on(np.ones_like(x) * 4.0)
+    for kwargs in ({}, {"sigma": 1.0}):
+        with pytest.warns(RuntimeWarning, match="not positive"):
+            assert math.isnan(pyckafast.rbf_cka(const, target.on(y), backend=target.backend,
+                                                **kwargs))
+    mostly = np.ones_like(x) * 4.0
+    mostly[:5] += np.arange(5)[:, None]
     with pytest.raises(ValueError, match="median squared distance"):
-        pyckafast.rbf_cka(const, target.on(y), backend=target.backend)
-    with pytest.warns(RuntimeWarning, match="not positive"):
-        assert math.isnan(pyckafast.rbf_cka(const, target.on(y), sigma=1.0,
-                                            backend=target.backend))
+        pyckafast.rbf_cka(target.on(mostly), target.on(y), backend=target.backend)
 
 
 def test_wide_bandwidth_does_not_cancel(target, dtype):

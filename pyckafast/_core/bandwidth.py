@@ -214,6 +214,10 @@ def side_gamma(options: Any, side: CentredSide, index: int,
     ``threshold``, ``bandwidth`` rule, ``n_pairs``, ``seed``); ``index`` 0 for x, 1 for y."""
     if options.sigma is not None:
         return gamma_from_sigma(options.sigma[index])
+    if side.max_sq_norm() == 0.0:
+        # Every sample is the same point: K is all ones whatever the bandwidth, HSIC(x, x) = 0,
+        # and CKA is nan with a RuntimeWarning, as for linear CKA (no median to raise about).
+        return 1.0
     median = median_of_side(side, options.bandwidth, n_pairs=options.n_pairs, seed=options.seed,
                             exact=exact)
     return gamma_from_median(median, options.threshold, side.name, options.bandwidth)
