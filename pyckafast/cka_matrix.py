@@ -12,7 +12,7 @@ from ._core import combine, dispatch, params
 from ._core.inputs import Samples, check_same_n, prepare_list
 from ._core.params import validate_params
 from ._core.validation import min_samples
-from ._cpu import linear as cpu_linear, linear_map
+from ._cpu import linear_map
 from .rbf import RBF_OPTIONS_SPEC, Kernel, RBFOptions, Sigma, rbf_producer
 
 __all__ = ["cka_matrix"]
@@ -122,22 +122,8 @@ def _linear_pairs(xs, ys, symmetric, debiased):
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
-    widths = [s.p for s in reps]
-    if linear_map.cross_bytes(widths, wanted) <= linear_map.MAX_CROSS_BYTES:
-        terms = linear_map.map_terms([s.data for s in reps], [s.name for s in reps], wanted,
-                                     debiased)
-        return lambda i, j: combine.linear_hsic(terms[i, offset + j], debiased)
-    # Wide layers: the cross products of all pairs would not fit; one chunked pass per pair.
-    buffers = cpu_linear.ChunkBuffers(xs[0].n, [s.p for s in (*xs, *ys)])
-    own = [cpu_linear.own_moments(s.data, s.name, debiased, buffers) for s in xs]
-    own_y = own if symmetric else [cpu_linear.own_moments(s.data, s.name, debiased, buffers)
-                                   for s in ys]
-
-    def pair(i: int, j: int) -> combine.HSICTriple:
-        terms = cpu_linear.cross_terms(xs[i].data, ys[j].data, own[i], own_y[j], buffers)
-        return combine.linear_hsic(terms, debiased)
-
-    return pair
+    terms = linear_map.map_terms([s.data for s in reps], [s.name for s in reps], wanted, debiased)
+    return lambda i, j: combine.linear_hsic(terms[i, offset + j], debiased)
 
 
 def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):

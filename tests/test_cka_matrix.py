@@ -119,3 +119,12 @@ def test_one_pass_map_equals_the_per_pair_passes(monkeypatch, debiased, symmetri
     monkeypatch.setattr(linear_map, "MAX_CROSS_BYTES", 0)
     per_pair = pyckafast.cka_matrix(layers, ys, debiased=debiased)
     np.testing.assert_allclose(one_pass, per_pair, rtol=1e-12)
+
+
+def test_pairs_are_grouped_into_passes_by_the_bytes_they_hold(monkeypatch):
+    from pyckafast._cpu import linear_map
+
+    monkeypatch.setattr(linear_map, "MAX_CROSS_BYTES", 2 * 100 * 100 * 8)
+    widths = [100, 100, 100, 400]
+    groups = linear_map.passes(widths, [(0, 1), (0, 2), (1, 2), (0, 3)])
+    assert groups == [[(0, 1), (0, 2)], [(1, 2)], [(0, 3)]]  # a pair too wide alone is one pass

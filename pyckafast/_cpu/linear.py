@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ from .._core.threads import blas_threads, get_num_threads, single_threaded_blas,
 __all__ = [
     "default_chunk_rows", "Accumulator", "accumulate", "block_terms", "feature_terms",
     "row_frame", "first_chunk_mean", "power_of_two_scale", "sample_terms", "hsic_triple",
-    "check_cpu_precision", "OwnMoments", "ChunkBuffers", "own_moments", "cross_terms",
+    "check_cpu_precision",
 ]
 
 # Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache
@@ -352,82 +351,3 @@ def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarr
 
 def _eps(*dtypes: np.dtype) -> float:
     return max(float(np.finfo(d).eps) for d in dtypes)
-
-
-# ---- CKA maps: each representation's own moments once, cross terms per pair --------------------
-@dataclass(frozen=True)
-class OwnMoments:
-    """Float64 moments of one representation's rows shifted by ``shift`` (b = row - shift),
-    accumulated chunk by chunk: the part of the linear terms that no pair needs twice."""
-
-    shift: np.ndarray
-    total: np.ndarray  # sum_k b_k
-    gram: np.ndarray  # sum_k b_k b_k'
-    q: np.ndarray | None  # |b_k|^2 for every row (debiased only): O(n) floats
-    qb: np.ndarray | None  # sum_k q_k b_k
-    eps: float
-    name: str
-
-
-class ChunkBuffers:
-    """Two reusable float64 chunk buffers (one per side of a pair) for every pair of a CKA map,
-    so no pair allocates (and page-faults in) fresh chunks. Float64 whatever the input dtype: a
-    representation's Gram is shared by pairs with float32 and float64 partners, and float64 is
-    what either pair would run (mixed dtypes upcast)."""
-
-    def __init__(self, n: int, widths: list[int]) -> None:
-        width = max(widths)
-        self.rows = min(n, default_chunk_rows(width, width, 8))
-        self._flat = (np.empty(self.rows * width), np.empty(self.rows * width))
-
-    def shifted(self, side: int, a: np.ndarray, lo: int, hi: int, shift: np.ndarray) -> np.ndarray:
-        """Rows lo..hi of ``a`` minus ``shift``, in side ``side``'s buffer (C-contiguous)."""
-        out = self._flat[side][: (hi - lo) * a.shape[1]].reshape(hi - lo, a.shape[1])
-        return np.subtract(a[lo:hi], shift, out=out)
-
-
-def own_moments(a: np.ndarray, name: str, debiased: bool, buffers: ChunkBuffers) -> OwnMoments:
-    """The moments of ``a`` that every pair of a CKA map shares (one SYRK per chunk); each
-    chunk's finiteness is checked here, once per representation."""
-    shift = first_chunk_mean(a, buffers.rows)
-    total, gram = np.zeros(a.shape[1]), np.zeros((a.shape[1], a.shape[1]))
-    q = np.empty(a.shape[0]) if debiased else None
-    qb = np.zeros(a.shape[1]) if debiased else None
-    for lo in range(0, a.shape[0], buffers.rows):
-        hi = min(lo + buffers.rows, a.shape[0])
-        b = buffers.shifted(0, a, lo, hi, shift)
-        sums = b.sum(axis=0)
-        check_finite_sums(sums, name, lo, hi)
-        total += sums
-        gram += b.T @ b
-        if debiased:
-            q[lo:hi] = np.einsum("ij,ij->i", b, b)
-            qb += q[lo:hi] @ b
-    return OwnMoments(shift, total, gram, q, qb, float(np.finfo(a.dtype).eps), name)
-
-
-def cross_terms(a: np.ndarray, b: np.ndarray, ma: OwnMoments, mb: OwnMoments,
-                buffers: ChunkBuffers) -> LinearTerms:
-    """The linear terms of the pair (a, b) from their own moments plus the cross products,
-    accumulated chunk by chunk in float64 (no centred copy of either)."""
-    xy = np.zeros((a.shape[1], b.shape[1]))
-    debiased = ma.q is not None and mb.q is not None
-    rx, qy = np.zeros(a.shape[1]), np.zeros(b.shape[1])
-    for lo in range(0, a.shape[0], buffers.rows):
-        hi = min(lo + buffers.rows, a.shape[0])
-        ca = buffers.shifted(0, a, lo, hi, ma.shift)
-        cb = buffers.shifted(1, b, lo, hi, mb.shift)
-        xy += ca.T @ cb
-        if debiased:
-            rx += mb.q[lo:hi] @ ca
-            qy += ma.q[lo:hi] @ cb
-    norms = None
-    if debiased:
-        norms = RowNormTerms(
-            sum_q=float(ma.q.sum()), sum_r=float(mb.q.sum()), sum_qq=float(ma.q @ ma.q),
-            sum_rr=float(mb.q @ mb.q), sum_qr=float(ma.q @ mb.q), qx=ma.qb, rx=rx, qy=qy,
-            ry=mb.qb,
-        )
-    return LinearTerms(n=a.shape[0], shift_x=ma.shift, shift_y=mb.shift, sum_x=ma.total,
-                       sum_y=mb.total, xx=ma.gram, yy=mb.gram, xy=xy, norms=norms,
-                       eps=max(ma.eps, mb.eps))

@@ -1,59 +1,89 @@
-"""Linear CKA maps in one pass over the rows: each chunk of every representation is centred
-once, and every representation's own moments and every needed cross product are accumulated
-from it (float64 sums of GEMMs). A pair then costs no pass of its own.
+"""Linear CKA maps: every representation's own moments once, the cross products of many pairs
+per pass over the rows.
 
-The cross products of all pairs are held at once (sum over pairs of p_i p_j float64): for maps
-of small-p layers that is little; beyond ``MAX_CROSS_BYTES`` the caller takes the per-pair
-chunked producers of :mod:`pyckafast._cpu.linear` instead.
+Each chunk of every representation a pass needs is centred once (float64, shifted by its first
+chunk's mean), and its own moments and the cross products of the pass's pairs are accumulated
+from it. The cross products of one pass are held together (the sum over its pairs of p_i p_j
+float64), so pairs are grouped into passes of at most ``MAX_CROSS_BYTES``: maps of small-p layers
+take one pass in all, wide layers one pass per pair (the own moments come with the first pass).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._core.inputs import check_finite_sums
 from .._core.terms import LinearTerms, RowNormTerms
-from .linear import OwnMoments, first_chunk_mean
+from .linear import first_chunk_mean
 
-__all__ = ["MAX_CROSS_BYTES", "cross_bytes", "map_terms"]
+__all__ = ["MAX_CROSS_BYTES", "passes", "map_terms"]
 
 MAX_CROSS_BYTES = 256 * 2**20
 # Rows per chunk: the centred chunks of all representations together stay near this size.
 _CHUNKS_BYTES = 8 * 2**20
 
 
-def cross_bytes(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> int:
-    """Bytes of float64 cross products the one-pass map holds for these pairs."""
-    return sum(widths[i] * widths[j] * 8 for i, j in pairs)
+def passes(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """The pairs grouped into passes whose cross products hold at most ``MAX_CROSS_BYTES`` (a
+    pair larger than that on its own is a pass of its own)."""
+    groups: list[list[tuple[int, int]]] = [[]]
+    held = 0
+    for i, j in pairs:
+        size = widths[i] * widths[j] * 8
+        if groups[-1] and held + size > MAX_CROSS_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append((i, j))
+        held += size
+    return groups
 
 
 def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[tuple[int, int]],
               debiased: bool) -> dict[tuple[int, int], LinearTerms]:
-    """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``), from one pass
-    over the rows."""
+    """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``)."""
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     rows = min(n, max(64, _CHUNKS_BYTES // (8 * sum(widths))))
     shifts = [first_chunk_mean(a, rows) for a in reps]
     own = [_Own(w, n, debiased) for w in widths]
-    cross = {pair: _Cross(widths[pair[0]], widths[pair[1]], debiased) for pair in pairs}
     buffers = [np.empty((rows, w)) for w in widths]
-    for lo in range(0, n, rows):
-        hi = min(lo + rows, n)
-        chunks = [np.subtract(a[lo:hi], s, out=b[: hi - lo])
-                  for a, s, b in zip(reps, shifts, buffers)]
-        for k, (c, name) in enumerate(zip(chunks, names)):
-            own[k].add(c, lo, hi, name)
-        for (i, j), acc in cross.items():
-            acc.add(chunks[i], chunks[j], own[i], own[j], lo, hi)
-    eps = [float(np.finfo(a.dtype).eps) for a in reps]
-    moments = [o.moments(s, e, name) for o, s, e, name in zip(own, shifts, eps, names)]
-    return {(i, j): acc.terms(moments[i], moments[j], n) for (i, j), acc in cross.items()}
+    terms: dict[tuple[int, int], LinearTerms] = {}
+    for k, group in enumerate(passes(widths, pairs)):
+        cross = {pair: _Cross(widths[pair[0]], widths[pair[1]], debiased) for pair in group}
+        used = range(len(reps)) if k == 0 else sorted({i for pair in group for i in pair})
+        for lo in range(0, n, rows):
+            hi = min(lo + rows, n)
+            chunks = {i: np.subtract(reps[i][lo:hi], shifts[i], out=buffers[i][: hi - lo])
+                      for i in used}
+            if k == 0:  # the first pass also makes every representation's own moments
+                for i, c in chunks.items():
+                    own[i].add(c, lo, hi, names[i])
+            for (i, j), acc in cross.items():
+                acc.add(chunks[i], chunks[j], own[i], own[j], lo, hi)
+        moments = [o.moments(s, float(np.finfo(a.dtype).eps))
+                   for o, s, a in zip(own, shifts, reps)]
+        terms.update({(i, j): acc.terms(moments[i], moments[j], n)
+                      for (i, j), acc in cross.items()})
+    return terms
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Float64 moments of one representation's rows shifted by ``shift`` (b = row - shift): the
+    part of the linear terms that no pair needs twice."""
+
+    shift: np.ndarray
+    total: np.ndarray  # sum_k b_k
+    gram: np.ndarray  # sum_k b_k b_k'
+    q: np.ndarray | None  # |b_k|^2 for every row (debiased only): O(n) floats
+    qb: np.ndarray | None  # sum_k q_k b_k
+    eps: float
 
 
 class _Own:
-    """One representation's running float64 sums (see :class:`~pyckafast._cpu.linear.OwnMoments`)."""
+    """One representation's running float64 sums; each chunk's finiteness is checked here."""
 
     def __init__(self, p: int, n: int, debiased: bool):
         self.total, self.gram = np.zeros(p), np.zeros((p, p))
@@ -69,8 +99,8 @@ class _Own:
             self.q[lo:hi] = np.einsum("ij,ij->i", c, c)
             self.qb += self.q[lo:hi] @ c
 
-    def moments(self, shift: np.ndarray, eps: float, name: str) -> OwnMoments:
-        return OwnMoments(shift, self.total, self.gram, self.q, self.qb, eps, name)
+    def moments(self, shift: np.ndarray, eps: float) -> _Moments:
+        return _Moments(shift, self.total, self.gram, self.q, self.qb, eps)
 
 
 class _Cross:
@@ -87,7 +117,7 @@ class _Cross:
             self.rx += ob.q[lo:hi] @ ca
             self.qy += oa.q[lo:hi] @ cb
 
-    def terms(self, ma: OwnMoments, mb: OwnMoments, n: int) -> LinearTerms:
+    def terms(self, ma: _Moments, mb: _Moments, n: int) -> LinearTerms:
         norms = None
         if self.rx is not None:
             norms = RowNormTerms(
