@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._core import dispatch, bandwidth as bw, combine, inputs, params
+from ._core import dispatch, bandwidth as bw, combine, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
 from ._core.validation import min_samples
@@ -100,23 +100,6 @@ def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "aut
     return combine.kernel_hsic(terms, debiased)
 
 
-def _any_device_triple(x, y, debiased, options, backend, tile) -> combine.HSICTriple:
-    """The HSIC triple on the device the data live on (or the one ``backend`` names)."""
-    device = dispatch.producer_device(backend, inputs.common_device(x, y))
-    if device == "cpu":
-        x, y, tile = _rbf_inputs(inputs.host_view(x), inputs.host_view(y), debiased, tile)
-        return rbf_triple(x, y, debiased=debiased, options=options, backend=backend, tile=tile)
-    gpu = dispatch.resolve(backend, "rbf_terms", device)  # raises with the reason if it cannot run
-    terms = gpu.rbf_terms_under(x, y, options=options, tile=_check_tile(tile))
-    return combine.kernel_hsic(terms, debiased)
-
-
-def _rbf_inputs(x, y, debiased, tile):
-    min_n, why = min_samples(debiased)
-    sx, sy, _ = prepare_pair(x, y, min_n=min_n, why=why, finite=True)
-    return sx.data, sy.data, _check_tile(tile)
-
-
 def host_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
                 tile: int | None = None) -> combine.HSICTriple:
     """The producer for host data (see :data:`pyckafast._core.dispatch.PRODUCERS`)."""
@@ -126,8 +109,11 @@ def host_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options
 
 def device_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
                   tile: int | None = None) -> combine.HSICTriple:
-    """The producer for GPU data, or host data with ``backend="cuda"``."""
-    return _any_device_triple(x.data, y.data, debiased, options, backend, tile)
+    """The producer for GPU data, or host data with ``backend="cuda"``: the prepared inputs go
+    to the device producer as they are (bandwidths selected there, on the same centred rows)."""
+    gpu = dispatch.resolve(backend, "rbf_terms", "cuda")  # raises with the reason if it cannot run
+    terms = gpu.rbf_terms_under(x, y, options=options, tile=_check_tile(tile))
+    return combine.kernel_hsic(terms, debiased)
 
 
 def _hsic_triple(x, y, *, debiased: bool, backend: str, tile: int | None,

@@ -18,7 +18,7 @@ from .._core import combine, dispatch
 from . import linear_tiles
 from .._core.combine import is_zero_variance
 from .._core.inputs import Samples, check_finite_sums
-from .._core.terms import KernelTerms, LinearTerms, RowNormTerms
+from .._core.terms import KernelTerms, LinearTerms
 from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
 
 __all__ = [
