@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from ._core import combine, dispatch, params
 from ._core.inputs import prepare_pair
 from ._core.params import validate_params
+from ._core.types import ArrayLike, Backend, Form, Precision
 from ._core.validation import min_samples
 
 __all__ = ["linear_cka", "linear_hsic"]
-
-Form = Literal["auto", "features", "samples"]
 
 LINEAR_SPEC = {"debiased": params.BOOLEAN, "backend": params.BACKEND, "chunk_size": params.ROWS,
                "form": params.FORM, "precision": params.PRECISION}
@@ -19,8 +16,8 @@ LINEAR_SPEC = {"debiased": params.BOOLEAN, "backend": params.BACKEND, "chunk_siz
 
 @validate_params(LINEAR_SPEC)
 def linear_cka(
-    x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
-    form: Form = "auto", precision: str = "highest",
+    x: ArrayLike, y: ArrayLike, *, debiased: bool = False, backend: Backend = "auto",
+    chunk_size: int | None = None, form: Form = "auto", precision: Precision = "highest",
 ) -> float:
     """Exact linear CKA between two representations of the same samples.
 
@@ -91,12 +88,33 @@ def linear_cka(
 
 @validate_params(LINEAR_SPEC)
 def linear_hsic(
-    x, y, *, debiased: bool = False, backend: str = "auto", chunk_size: int | None = None,
-    form: Form = "auto", precision: str = "highest",
+    x: ArrayLike, y: ArrayLike, *, debiased: bool = False, backend: Backend = "auto",
+    chunk_size: int | None = None, form: Form = "auto", precision: Precision = "highest",
 ) -> float:
     """HSIC with linear kernels: biased ``tr(KHLH)/(n-1)^2`` or unbiased (Song et al. 2012).
 
-    Parameters are those of :func:`linear_cka`.
+    Parameters
+    ----------
+    x : array_like, shape (n, p1)
+        First representation, one row per sample (as in :func:`linear_cka`).
+    y : array_like, shape (n, p2)
+        Second representation of the same n samples.
+    debiased : bool, default False
+        False: the biased estimator ``tr(KHLH)/(n-1)^2``; True: the unbiased estimator of
+        Song et al. (2012), which needs n >= 4.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Who computes the per-chunk terms, as in :func:`linear_cka`.
+    chunk_size : int, optional
+        Rows per chunk (default: about 8 MB of the wider input per chunk).
+    form : {"auto", "features", "samples", "tiles"}, default "auto"
+        Feature moments, n x n Grams or Gram tiles, as in :func:`linear_cka`.
+    precision : {"highest", "tf32"}, default "highest"
+        GEMM precision, as in :func:`linear_cka`.
+
+    Returns
+    -------
+    float
+        HSIC(x, y) with linear kernels ``K = x x'``, ``L = y y'``.
 
     Examples
     --------

@@ -9,8 +9,9 @@ import numpy as np
 from ._core import combine, dispatch, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import validate_params
+from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
-from .rbf import RBF_OPTIONS_SPEC, RBFOptions, Kernel, Sigma
+from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
 __all__ = ["minibatch_cka", "batch_triples"]
 
@@ -23,9 +24,9 @@ MINIBATCH_SPEC = {
 
 @validate_params(MINIBATCH_SPEC)
 def minibatch_cka(
-    x, y, batch_size: int, *, kernel: Kernel = "linear", debiased: bool = True,
-    seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
-    bandwidth: str = "kornblith", backend: str = "auto",
+    x: ArrayLike, y: ArrayLike, batch_size: int, *, kernel: Kernel = "linear",
+    debiased: bool = True, seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", backend: Backend = "auto",
 ) -> float:
     """Minibatch CKA of Nguyen et al. (2021): HSIC averaged over batches, then normalised.
 
@@ -39,24 +40,36 @@ def minibatch_cka(
 
     Parameters
     ----------
-    x, y : array_like, shapes (n, p1) and (n, p2)
-        Two representations of the same n samples.
+    x : array_like, shape (n, p1)
+        First representation, one row per sample.
+    y : array_like, shape (n, p2)
+        Second representation of the same n samples.
     batch_size : int
         Samples per batch (>= 4 if debiased). The samples are shuffled with ``seed`` (None:
         keep their order) and cut into n // batch_size full batches; the remaining
         n % batch_size samples are left out.
     kernel : {"linear", "rbf"}, default "linear"
+        Kernel of the per-batch Gram matrices.
     debiased : bool, default True
         Unbiased HSIC (Song et al. 2012) per batch; False: biased HSIC.
-    sigma, threshold, bandwidth : RBF bandwidth, as in :func:`rbf_cka`; without ``sigma`` the
-        median rule is applied to each batch on its own.
-    backend : str, default "auto"
+    seed : int, optional
+        Seed of the shuffle; None keeps the samples in their order.
+    sigma : float or (float, float), optional
+        Explicit RBF bandwidths, as in :func:`rbf_cka`; without it the median rule is applied
+        to each batch on its own.
+    threshold : float, default 1.0
+        Multiplier of the median distance of the RBF median rule (as in :func:`rbf_cka`).
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        Which median of the squared distances (as in :func:`rbf_cka`).
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Backend of the per-batch terms. GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``:
         each batch is one HSIC-matrix GEMM on the device (the same estimator).
 
     Returns
     -------
     float
+        The minibatch CKA; nan with a RuntimeWarning when every batch of x (or y) has zero
+        variance.
 
     Examples
     --------
@@ -84,11 +97,54 @@ def minibatch_cka(
 
 @validate_params(MINIBATCH_SPEC)
 def batch_triples(
-    x, y, batch_size: int, *, kernel: Kernel = "linear", debiased: bool = True,
-    seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
-    bandwidth: str = "kornblith", backend: str = "auto",
+    x: ArrayLike, y: ArrayLike, batch_size: int, *, kernel: Kernel = "linear",
+    debiased: bool = True, seed: int | None = 0, sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", backend: Backend = "auto",
 ) -> list[combine.HSICTriple]:
-    """The HSIC triple of every batch (see :func:`minibatch_cka`)."""
+    """Compute the HSIC triple of every batch (see :func:`minibatch_cka`).
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p1)
+        First representation, one row per sample.
+    y : array_like, shape (n, p2)
+        Second representation of the same n samples.
+    batch_size : int
+        Samples per batch (>= 4 if debiased). The samples are shuffled with ``seed`` (None:
+        keep their order) and cut into n // batch_size full batches; the remaining
+        n % batch_size samples are left out.
+    kernel : {"linear", "rbf"}, default "linear"
+        Kernel of the per-batch Gram matrices.
+    debiased : bool, default True
+        Unbiased HSIC (Song et al. 2012) per batch; False: biased HSIC.
+    seed : int, optional
+        Seed of the shuffle; None keeps the samples in their order.
+    sigma : float or (float, float), optional
+        Explicit RBF bandwidths, as in :func:`rbf_cka`; without it the median rule is applied
+        to each batch on its own.
+    threshold : float, default 1.0
+        Multiplier of the median distance of the RBF median rule (as in :func:`rbf_cka`).
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        Which median of the squared distances (as in :func:`rbf_cka`).
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Backend of the per-batch terms. GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``:
+        each batch is one HSIC-matrix GEMM on the device (the same estimator).
+
+    Returns
+    -------
+    list of HSICTriple
+        Per batch, in batch order: HSIC(x, y), HSIC(x, x) and HSIC(y, y) of the batch, with
+        the power-of-two scales of its kernels (``pyckafast._core.combine.HSICTriple``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.minibatch import batch_triples
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> triples = batch_triples(x, 2 * x, batch_size=10)
+    >>> len(triples), all(t.xy > 0 for t in triples)
+    (4, True)
+    """
     need, why = min_samples(debiased)
     sx, sy, n = prepare_pair(x, y, min_n=need, why=f"a batch needs them: {why}", finite=True)
     if not need <= batch_size <= n:

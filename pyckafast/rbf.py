@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from ._core import dispatch, bandwidth as bw, combine, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
+from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 from ._cpu import rbf as cpu_rbf
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
 
-Kernel = Literal["linear", "rbf"]
-Sigma = float | tuple[float, float] | Sequence[float] | None
+# Kernel and Sigma (from _core.types) stay importable from here: cka_matrix and minibatch do.
 
 # How the bandwidths are chosen: shared by every public function with RBF options.
 RBF_OPTIONS_SPEC: dict[str, list] = {
@@ -34,7 +32,28 @@ RBF_SPEC = {**RBF_OPTIONS_SPEC, "debiased": params.BOOLEAN, "backend": params.BA
 
 @dataclass(frozen=True)
 class RBFOptions:
-    """How the RBF bandwidths are chosen (validated once; see :func:`rbf_cka`)."""
+    """How the RBF bandwidths are chosen (validated once; see :func:`rbf_cka`).
+
+    Parameters
+    ----------
+    sigma : (float, float), optional
+        Explicit (sigma_x, sigma_y); None selects each from the data with ``bandwidth``.
+    threshold : float, default 1.0
+        Multiplier of the median distance: sigma^2 = threshold^2 * median squared distance.
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        Which median of the squared distances (see :func:`rbf_cka`).
+    n_pairs : int, default 100000
+        Pairs drawn by ``bandwidth="sampled"``.
+    seed : int, default 0
+        Seed of ``bandwidth="sampled"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.rbf import RBFOptions
+    >>> RBFOptions.of(sigma=2.0).gammas(np.zeros((3, 1)), np.ones((3, 1)))
+    (0.125, 0.125)
+    """
 
     sigma: tuple[float, float] | None = None
     threshold: float = 1.0
@@ -43,20 +62,95 @@ class RBFOptions:
     seed: int = 0
 
     @classmethod
-    def of(cls, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
+    def of(cls, sigma: Sigma = None, threshold: float = 1.0, bandwidth: Bandwidth = "kornblith",
            n_pairs: int = 100_000, seed: int = 0) -> RBFOptions:
-        """Options from values the public function's spec (:data:`RBF_OPTIONS_SPEC`) checked."""
+        """Build options from values the public function's spec (``RBF_OPTIONS_SPEC``) checked.
+
+        Parameters
+        ----------
+        sigma : float or (float, float), optional
+            One bandwidth for both sides, a (sigma_x, sigma_y) pair, or None (median rule).
+        threshold : float, default 1.0
+            Multiplier of the median distance (see :func:`rbf_cka`).
+        bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+            Which median of the squared distances (see :func:`rbf_cka`).
+        n_pairs : int, default 100000
+            Pairs drawn by ``bandwidth="sampled"``.
+        seed : int, default 0
+            Seed of ``bandwidth="sampled"``.
+
+        Returns
+        -------
+        RBFOptions
+            The options, with ``sigma`` as a pair of floats or None.
+
+        Examples
+        --------
+        >>> from pyckafast.rbf import RBFOptions
+        >>> RBFOptions.of(sigma=1).sigma
+        (1.0, 1.0)
+        """
         return cls(_sigma_pair(sigma), float(threshold), bandwidth, int(n_pairs), int(seed))
 
     def gammas(self, x: np.ndarray, y: np.ndarray, tile: int | None = None,
-               backend: str = "auto") -> tuple[float, float]:
-        """gamma_x, gamma_y of K = exp(-gamma_x |x_i - x_j|^2) and L likewise."""
+               backend: Backend = "auto") -> tuple[float, float]:
+        """Return gamma_x, gamma_y of K = exp(-gamma_x |x_i - x_j|^2) and L likewise.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, shape (n, p1)
+            First representation (host data).
+        y : numpy.ndarray, shape (n, p2)
+            Second representation (host data).
+        tile : int, optional
+            Rows per block of the median passes (default: the backend's).
+        backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
+            CPU backend of the exact median passes.
+
+        Returns
+        -------
+        (float, float)
+            The gamma = 1 / (2 sigma^2) of x and that of y.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.rbf import RBFOptions
+        >>> x = np.array([[0.0], [1.0], [3.0]])
+        >>> RBFOptions.of(bandwidth="offdiag").gammas(x, 2 * x)
+        (0.125, 0.03125)
+        """
         return self.gamma(x, "x", 0, tile, backend), self.gamma(y, "y", 1, tile, backend)
 
     def gamma(self, a: np.ndarray, name: str, side: int = 0, tile: int | None = None,
-              backend: str = "auto") -> float:
-        """gamma of the host input ``a`` (named ``name`` in messages; ``side`` 0 for x, 1 for y),
-        the exact medians computed by ``backend`` on the CPU over ``tile``-row blocks."""
+              backend: Backend = "auto") -> float:
+        """Return gamma = 1 / (2 sigma^2) of the host input ``a``.
+
+        Parameters
+        ----------
+        a : numpy.ndarray, shape (n, p)
+            The representation (host data).
+        name : str
+            Its name in error messages ("x" or "y").
+        side : int, default 0
+            Which sigma of an explicit pair applies: 0 for x, 1 for y.
+        tile : int, optional
+            Rows per block of the exact median passes (default: the backend's).
+        backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
+            CPU backend of the median passes.
+
+        Returns
+        -------
+        float
+            The gamma of ``a``'s kernel.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.rbf import RBFOptions
+        >>> RBFOptions.of(sigma=(1.0, 0.5)).gamma(np.zeros((2, 1)), "y", side=1)
+        2.0
+        """
         if self.sigma is not None:  # no pass over the data
             return bw.gamma_from_sigma(self.sigma[side])
         ops = dispatch.resolve(backend, "rbf_tile", "cpu")
@@ -127,8 +221,9 @@ def _hsic_triple(x, y, *, debiased: bool, backend: str, tile: int | None,
 
 @validate_params(RBF_SPEC)
 def rbf_cka(
-    x, y, *, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
-    debiased: bool = False, backend: str = "auto", tile: int | None = None,
+    x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
+    tile: int | None = None,
     n_pairs: int = 100_000, seed: int = 0,
 ) -> float:
     """Exact CKA with Gaussian (RBF) kernels, in one tiled pass and O(n) memory.
@@ -144,7 +239,8 @@ def rbf_cka(
         Explicit bandwidths: K_ij = exp(-|x_i - x_j|^2 / (2 sigma_x^2)). A scalar is used for
         both sides. When given, ``threshold`` and ``bandwidth`` are ignored.
     threshold : float, default 1.0
-        sigma^2 = threshold^2 * (median squared distance), per side.
+        Multiplier of the median distance: sigma^2 = threshold^2 * (median squared distance),
+        per side.
     bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
         Which median: of all n^2 squared distances including the n diagonal zeros (Kornblith
         et al. 2019 reference code), of the n(n-1)/2 distinct pairs, or of ``n_pairs`` random
@@ -201,13 +297,40 @@ def rbf_cka(
 
 @validate_params(RBF_SPEC)
 def rbf_hsic(
-    x, y, *, sigma: Sigma = None, threshold: float = 1.0, bandwidth: str = "kornblith",
-    debiased: bool = False, backend: str = "auto", tile: int | None = None,
+    x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
+    tile: int | None = None,
     n_pairs: int = 100_000, seed: int = 0,
 ) -> float:
     """HSIC with RBF kernels: biased tr(KHLH)/(n-1)^2 or unbiased (Song et al. 2012).
 
-    Parameters are those of :func:`rbf_cka`.
+    Parameters
+    ----------
+    x : array_like, shape (n, p1)
+        First representation, one row per sample (inputs as in :func:`rbf_cka`).
+    y : array_like, shape (n, p2)
+        Second representation of the same n samples.
+    sigma : float or (float, float), optional
+        Explicit bandwidths (one for both sides, or a pair); None selects them from the data.
+    threshold : float, default 1.0
+        Multiplier of the median distance: sigma^2 = threshold^2 * (median squared distance).
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        Which median of the squared distances (see :func:`rbf_cka`).
+    debiased : bool, default False
+        False: the biased estimator; True: the unbiased one of Song et al. (2012) (n >= 4).
+    backend : {"auto", "cpp", "numba", "numpy", "cuda"}, default "auto"
+        Who evaluates the tiles (see :func:`rbf_cka`).
+    tile : int, optional
+        Rows per tile (default 1024 for float64, 2048 for float32).
+    n_pairs : int, default 100000
+        Pairs drawn by ``bandwidth="sampled"``.
+    seed : int, default 0
+        Seed of ``bandwidth="sampled"``.
+
+    Returns
+    -------
+    float
+        HSIC(x, y) with the kernels K = exp(-gamma_x |x_i - x_j|^2) and L likewise.
 
     Examples
     --------

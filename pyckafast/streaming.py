@@ -15,6 +15,7 @@ from ._core import combine, dispatch, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import Callables, validate_params
 from ._core.terms import LinearTerms, RowNormTerms
+from ._core.types import ArrayLike, Backend, Precision
 from ._core.validation import check_same_n, float_dtype
 from ._cpu import linear as cpu_linear
 
@@ -38,11 +39,18 @@ class LinearCKAState:
     debiased : bool, default True
         Also track the row-norm terms that debiased CKA needs (one extra O(batch x p) pass).
         With False, only ``result(debiased=False)`` is available.
-    backend : str, default "auto"
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Backend for the per-batch terms, as in :func:`pyckafast.linear_cka` (GPU batches go to
         "cuda").
     precision : {"highest", "tf32"}, default "highest"
         GEMM precision of GPU batches, as in :func:`pyckafast.linear_cka`.
+
+    Attributes
+    ----------
+    n : int
+        Number of samples seen so far.
+    terms : LinearTerms or None
+        A snapshot of the accumulated float64 terms (None before the first batch).
 
     Examples
     --------
@@ -60,8 +68,8 @@ class LinearCKAState:
 
     @validate_params({"debiased": params.BOOLEAN, "backend": params.BACKEND,
                       "precision": params.PRECISION}, owner="LinearCKAState")
-    def __init__(self, *, debiased: bool = True, backend: str = "auto",
-                 precision: str = "highest") -> None:
+    def __init__(self, *, debiased: bool = True, backend: Backend = "auto",
+                 precision: Precision = "highest") -> None:
         self.debiased = bool(debiased)
         self.backend = backend
         self.precision = precision
@@ -102,11 +110,33 @@ class LinearCKAState:
     def _merge_terms(self, part: LinearTerms) -> None:
         self._terms = part if self._terms is None else self._terms.merge(part)
 
-    def update(self, x, y) -> LinearCKAState:
-        """Add a batch of samples (rows of x and the matching rows of y); returns self.
+    def update(self, x: ArrayLike, y: ArrayLike) -> LinearCKAState:
+        """Add a batch of samples (rows of x and the matching rows of y).
 
         GPU batches (CuPy, torch CUDA) are reduced to terms on the GPU, Dask batches on their
         workers, host batches on the CPU.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, p1)
+            Rows of the first representation (any batch size >= 1; widths fixed by the first
+            batch).
+        y : array_like, shape (batch, p2)
+            The matching rows of the second representation.
+
+        Returns
+        -------
+        LinearCKAState
+            This state (updated in place), so that calls chain.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> state = pyckafast.LinearCKAState().update(x[:60], x[:60] ** 2).update(x[60:], x[60:] ** 2)
+        >>> state.n
+        100
         """
         sx, sy, _ = prepare_pair(x, y, min_n=1)
         self._check_widths(sx.p, sy.p)
@@ -158,7 +188,29 @@ class LinearCKAState:
         return self._acc
 
     def merge(self, other: LinearCKAState) -> LinearCKAState:
-        """Fold another state (disjoint samples) into this one; returns self."""
+        """Fold another state (disjoint samples) into this one, exactly.
+
+        Parameters
+        ----------
+        other : LinearCKAState
+            A state over samples disjoint from this one's, with the same widths and the same
+            ``debiased`` setting (an empty state merges with any). It is not changed.
+
+        Returns
+        -------
+        LinearCKAState
+            This state, now over the union of the samples.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> a = pyckafast.LinearCKAState().update(x[:50], -x[:50])
+        >>> b = pyckafast.LinearCKAState().update(x[50:], -x[50:])
+        >>> a.merge(b).n
+        100
+        """
         if not isinstance(other, LinearCKAState):
             raise TypeError(f"other must be a LinearCKAState; got {type(other).__name__}.")
         if other is self:  # the same samples twice are not disjoint: n would silently double
@@ -179,11 +231,54 @@ class LinearCKAState:
         return self
 
     def result(self, *, debiased: bool = False) -> float:
-        """Linear CKA of all samples seen (biased, or debiased from unbiased HSIC)."""
+        """Compute the linear CKA of all samples seen.
+
+        Parameters
+        ----------
+        debiased : bool, default False
+            False: CKA from the biased HSIC; True: debiased CKA from the unbiased HSIC (the
+            state must have been created with ``debiased=True``).
+
+        Returns
+        -------
+        float
+            The CKA; nan with a RuntimeWarning when x or y has zero variance.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> state = pyckafast.LinearCKAState().update(x, 2 * x + 1)
+        >>> round(state.result(), 12), round(state.result(debiased=True), 12)
+        (1.0, 1.0)
+        """
         return combine.cka_from_hsic(self._scaled_hsic(debiased))
 
     def hsic(self, *, debiased: bool = False) -> combine.HSICTriple:
-        """HSIC(x, y), HSIC(x, x), HSIC(y, y) of all samples seen."""
+        """Compute HSIC(x, y), HSIC(x, x) and HSIC(y, y) of all samples seen.
+
+        Parameters
+        ----------
+        debiased : bool, default False
+            False: the biased estimator; True: the unbiased one (needs a state created with
+            ``debiased=True``).
+
+        Returns
+        -------
+        HSICTriple
+            A named tuple ``(xy, xx, yy, ...)`` of the linear-kernel HSIC values (as
+            ``pyckafast._core.combine.HSICTriple``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> h = pyckafast.LinearCKAState().update(x, x).hsic()
+        >>> bool(np.isclose(h.xy, h.xx))
+        True
+        """
         return self._scaled_hsic(debiased).unscaled()
 
     def _scaled_hsic(self, debiased: bool) -> combine.HSICTriple:
@@ -195,8 +290,24 @@ class LinearCKAState:
         return combine.linear_hsic(view, debiased)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the state to exactly ``path`` (an .npz archive, whatever the suffix) so that a
-        long run can be resumed with :meth:`load`."""
+        """Write the state to exactly ``path``, so that a long run can be resumed with :meth:`load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write: an .npz archive, whatever the suffix.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "state.npz")
+        >>> pyckafast.LinearCKAState().update(x, x ** 3).save(path)
+        >>> pyckafast.LinearCKAState.load(path).n
+        100
+        """
         view = self._view()
         if view is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
@@ -207,14 +318,38 @@ class LinearCKAState:
             np.savez(f, format_version=_FORMAT_VERSION, debiased=self.debiased, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backend: str = "auto") -> LinearCKAState:
+    def load(cls, path: str | os.PathLike, *, backend: Backend = "auto") -> LinearCKAState:
         """Read a state written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by :meth:`save` (format versions 1 and 2 are read).
+        backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+            Backend for the batches added after loading.
+
+        Returns
+        -------
+        LinearCKAState
+            The state, with its samples count, terms and ``debiased`` setting.
 
         Raises
         ------
         ValueError
             If ``path`` is not a state file of this format (the message says what it holds), or
             if its terms are inconsistent or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "state.npz")
+        >>> pyckafast.LinearCKAState().update(x, np.sin(x)).save(path)
+        >>> state = pyckafast.LinearCKAState.load(path).update(x, np.sin(x))
+        >>> state.n
+        200
         """
         arrays = _read_state_file(path)
         state = cls(debiased=bool(arrays["debiased"]), backend=backend)
@@ -326,13 +461,32 @@ def _checked(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], na
                   "backend": params.BACKEND, "progress": [params.OPTIONAL, Callables()]})
 def stream_npy(
     x_path: str | os.PathLike, y_path: str | os.PathLike, *, chunk_size: int | None = None,
-    debiased: bool = True, backend: str = "auto",
+    debiased: bool = True, backend: Backend = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> LinearCKAState:
     """Stream two ``.npy`` files through a :class:`LinearCKAState`, memory-mapped, chunk by chunk.
 
-    Files of any size work: only one chunk of each is in memory at a time. ``progress`` is called
-    with (rows done, total rows) after every chunk.
+    Files of any size work: only one chunk of each is in memory at a time.
+
+    Parameters
+    ----------
+    x_path : str or os.PathLike
+        A ``.npy`` file of shape (n, p1) or (n,) (any numeric dtype; converted chunk by chunk).
+    y_path : str or os.PathLike
+        A ``.npy`` file of shape (n, p2) or (n,), the same n samples.
+    chunk_size : int, optional
+        Rows per chunk (default: about 8 MB of the wider input per chunk).
+    debiased : bool, default True
+        Also track the terms of debiased CKA (see :class:`LinearCKAState`).
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Backend for the per-chunk terms, as in :func:`pyckafast.linear_cka`.
+    progress : callable, optional
+        Called as ``progress(rows done, total rows)`` after every chunk.
+
+    Returns
+    -------
+    LinearCKAState
+        The state over all n rows: ``.result()`` is the CKA.
 
     Examples
     --------
