@@ -29,6 +29,7 @@ from ._core import combine, dispatch, params
 from ._core.inputs import prepare_pair
 from ._core.optional import require
 from ._core.params import validate_params
+from ._core.types import ArrayLike, Bandwidth, CPUBackend
 from ._core.validation import min_samples
 from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
@@ -48,7 +49,8 @@ def _prepared(dx, dy, debiased: bool, backend: str, op: str):
 
 
 @validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_cka")
-def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> float:
+def linear_cka(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
+               backend: CPUBackend = "auto") -> float:
     """Exact linear CKA of two Dask arrays of shape (n, p1), (n, p2) chunked by rows.
 
     Parameters
@@ -58,7 +60,7 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
         of ``dx`` and columns are made one chunk (a rechunk when needed).
     debiased : bool, default False
         False: biased HSIC (Kornblith et al. 2019); True: unbiased HSIC (Song et al. 2012).
-    backend : str, default "auto"
+    backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
         CPU backend run on the workers for the per-chunk terms (see :func:`pyckafast.linear_cka`).
 
     Returns
@@ -81,9 +83,33 @@ def linear_cka(dx, dy, *, debiased: bool = False, backend: str = "auto") -> floa
 
 
 @validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_terms")
-def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
-    """A ``dask.delayed`` of the exact :class:`~pyckafast._core.terms.LinearTerms` of all rows
-    (tree-reduced)."""
+def linear_terms(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
+                 backend: CPUBackend = "auto"):
+    """Build a ``dask.delayed`` of the exact linear terms of all rows (tree-reduced).
+
+    Parameters
+    ----------
+    dx, dy : dask.array.Array or array_like
+        Representations of the same n samples (rows), as in :func:`linear_cka`.
+    debiased : bool, default False
+        Also compute the row-norm terms that debiased CKA needs.
+    backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
+        CPU backend run on the workers for the per-chunk terms.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to the :class:`~pyckafast._core.terms.LinearTerms` of all rows (mergeable,
+        e.g. into a :class:`pyckafast.LinearCKAState`).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import pyckafast.dask
+    >>> x = da.from_array(np.random.default_rng(0).normal(size=(100, 3)), chunks=30)
+    >>> pyckafast.dask.linear_terms(x, x ** 2).compute().n
+    100
+    """
     from ._dask import producers
 
     sx, sy, _ = _prepared(dx, dy, debiased, backend, "linear")
@@ -94,8 +120,9 @@ def linear_terms(dx, dy, *, debiased: bool = False, backend: str = "auto"):
                   "debiased": params.BOOLEAN, "backend": params.CPU_BACKEND, "tile": params.ROWS},
                  owner="pyckafast.dask.rbf_cka")
 def rbf_cka(
-    dx, dy, *, sigma: float | None = None, threshold: float = 1.0, bandwidth: str = "kornblith",
-    debiased: bool = False, backend: str = "auto", tile: int | None = None,
+    dx: ArrayLike, dy: ArrayLike, *, sigma: float | None = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: CPUBackend = "auto",
+    tile: int | None = None,
     n_pairs: int = 100_000, seed: int = 0,
 ) -> float:
     """Exact RBF-kernel CKA of two Dask arrays chunked by rows, in O(n) memory per worker.
@@ -117,10 +144,14 @@ def rbf_cka(
         same pairs as in memory), one pass over the sampled rows only.
     debiased : bool, default False
         Biased HSIC (Gretton et al. 2005) or unbiased HSIC (Song et al. 2012).
-    backend : str, default "auto"
+    backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
         CPU backend of the RBF tiles on the workers.
     tile : int, optional
         Rows per tile inside a chunk pair (bounds each task's temporaries to tile^2 floats).
+    n_pairs : int, default 100000
+        Pairs drawn by ``bandwidth="sampled"``.
+    seed : int, default 0
+        Seed of ``bandwidth="sampled"``.
 
     Returns
     -------

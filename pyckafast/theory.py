@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._core.types import ArrayLike
 from .transforms import _data, check_direction, check_index, check_mask
 
 __all__ = [
@@ -30,7 +31,33 @@ __all__ = [
 class SubsetMoments(NamedTuple):
     """The sufficient statistics of X, a subset T and a reference R for every closed form here.
 
-    Without a reference, R = X (``cross is gram``, ``b is a``).
+    Without a reference, R = X (``cross is gram``, ``b is a``). Made by :func:`subset_moments`.
+
+    Parameters
+    ----------
+    gram : numpy.ndarray, shape (p, p)
+        A = X~'X~, the Gram of the column-centred X.
+    gram_norm : float
+        The Frobenius norm |A|_F.
+    a : numpy.ndarray, shape (p,)
+        X~'u = s (mu_T - mu_S), with u = 1_T - rho 1.
+    s : float
+        The scalar n rho (1 - rho) = u'u.
+    cross : numpy.ndarray, shape (q, p)
+        B = R~'X~.
+    b : numpy.ndarray, shape (q,)
+        R~'u.
+    ref_norm : float
+        The Frobenius norm |R~'R~|_F.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.theory import subset_moments
+    >>> x = np.array([[0.0], [0.0], [2.0], [2.0]])
+    >>> mom = subset_moments(x, np.array([False, False, True, True]))
+    >>> mom.s, mom.a, mom.gram_norm
+    (1.0, array([2.]), 4.0)
     """
 
     gram: np.ndarray  # A = X~'X~ (p x p)
@@ -42,8 +69,33 @@ class SubsetMoments(NamedTuple):
     ref_norm: float  # |R~'R~|_F
 
 
-def subset_moments(x, mask, reference=None) -> SubsetMoments:
-    """Compute A = X~'X~, a = X~'(1_T - rho 1), s = n rho (1 - rho) (and B, b for R) in float64."""
+def subset_moments(x: ArrayLike, mask: ArrayLike, reference: ArrayLike | None = None
+                   ) -> SubsetMoments:
+    """Compute A = X~'X~, a = X~'(1_T - rho 1), s = n rho (1 - rho) (and B, b for R) in float64.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation X (not constant).
+    mask : array_like of bool, shape (n,)
+        The subset T (proper, non-empty).
+    reference : array_like, shape (n, q), optional
+        A reference representation R of the same rows (default: X itself).
+
+    Returns
+    -------
+    SubsetMoments
+        The statistics every closed form of this module reads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.theory import subset_moments, limit_from_moments
+    >>> x = np.random.default_rng(0).normal(size=(50, 3))
+    >>> mom = subset_moments(x, np.arange(50) < 10)
+    >>> mom.gram.shape, mom.s
+    ((3, 3), 8.0)
+    """
     x = _data(x)
     m = check_mask(mask, x.shape[0])
     n = x.shape[0]
@@ -69,12 +121,26 @@ def _nonzero_norm(gram: np.ndarray, name: str) -> float:
     return norm
 
 
-def translation_limit(x, mask, reference=None) -> float:
+def translation_limit(x: ArrayLike, mask: ArrayLike, reference: ArrayLike | None = None) -> float:
     """Theorem 1: lim_{|c|->inf} linear CKA(X, X + c 1_T v'), for every direction v != 0.
 
     Equals ``n rho (1 - rho) |mu_T - mu_S|^2 / |X~'X~|_F``, the linear CKA between X and the
     subset indicator 1_T; zero iff the subset means coincide. With a ``reference`` R (same rows),
     the limit of CKA(R, X + c 1_T v') is CKA_lin(R, 1_T) = |R~'u|^2 / (s |R~'R~|).
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation X (not constant).
+    mask : array_like of bool, shape (n,)
+        The translated subset T (proper, non-empty).
+    reference : array_like, shape (n, q), optional
+        Take the limit of CKA(reference, X + c 1_T v') instead of CKA(X, X + c 1_T v').
+
+    Returns
+    -------
+    float
+        The limit, in [0, 1].
 
     Examples
     --------
@@ -91,11 +157,32 @@ def translation_limit(x, mask, reference=None) -> float:
 
 
 def limit_from_moments(mom: SubsetMoments) -> float:
-    """:func:`translation_limit` from precomputed :class:`SubsetMoments`."""
+    """Compute :func:`translation_limit` from precomputed :class:`SubsetMoments`.
+
+    Parameters
+    ----------
+    mom : SubsetMoments
+        The statistics of X, T (and R) from :func:`subset_moments`.
+
+    Returns
+    -------
+    float
+        The limit of linear CKA as the subset's translation grows without bound.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.theory import limit_from_moments, subset_moments, translation_limit
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> mask = np.arange(40) % 4 == 0
+    >>> limit_from_moments(subset_moments(x, mask)) == translation_limit(x, mask)
+    True
+    """
     return float(mom.b @ mom.b) / (mom.s * mom.ref_norm)
 
 
-def translation_curve(x, mask, direction, c, reference=None) -> np.ndarray | float:
+def translation_curve(x: ArrayLike, mask: ArrayLike, direction: ArrayLike, c: float | ArrayLike,
+                      reference: ArrayLike | None = None) -> np.ndarray | float:
     """Exact linear CKA(X, X + c 1_T v') for a scalar or array of c, from the closed form.
 
     Equal to brute-force :func:`pyckafast.linear_cka` of the translated data to float64 rounding,
@@ -104,7 +191,8 @@ def translation_curve(x, mask, direction, c, reference=None) -> np.ndarray | flo
     Parameters
     ----------
     x : array_like, shape (n, p)
-    mask : bool array, shape (n,)
+        The representation X (not constant).
+    mask : array_like of bool, shape (n,)
         The translated subset T (proper, non-empty).
     direction : array_like, shape (p,)
         Translation direction v (any non-zero length; c multiplies it as given).
@@ -114,6 +202,11 @@ def translation_curve(x, mask, direction, c, reference=None) -> np.ndarray | flo
         Compute CKA(reference, X + c 1_T v') instead of CKA(X, X + c 1_T v'): the numerator
         becomes ``|B|^2 + 2c b'Bv + c^2 |b|^2 |v|^2`` with B = R~'X~, b = R~'u, and |A| in the
         denominator becomes |R~'R~|.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The CKA for each c: a float for a scalar ``c``, else an array of the shape of ``c``.
 
     Examples
     --------
@@ -132,8 +225,35 @@ def translation_curve(x, mask, direction, c, reference=None) -> np.ndarray | flo
     return curve_from_moments(mom, v, c)
 
 
-def curve_from_moments(mom: SubsetMoments, v: np.ndarray, c) -> np.ndarray | float:
-    """:func:`translation_curve` from precomputed :class:`SubsetMoments` (reuse across v and c)."""
+def curve_from_moments(mom: SubsetMoments, v: np.ndarray, c: float | ArrayLike
+                       ) -> np.ndarray | float:
+    """Compute :func:`translation_curve` from precomputed :class:`SubsetMoments`.
+
+    The moments are reused across directions and magnitudes: each call costs O(p^2).
+
+    Parameters
+    ----------
+    mom : SubsetMoments
+        The statistics of X, T (and R) from :func:`subset_moments`.
+    v : numpy.ndarray, shape (p,)
+        Translation direction (non-zero; c multiplies it as given).
+    c : float or array_like
+        Translation magnitudes (finite).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The CKA for each c: a float for a scalar ``c``, else an array of the shape of ``c``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.theory import curve_from_moments, subset_moments
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> mom = subset_moments(x, np.arange(40) < 5)
+    >>> curve_from_moments(mom, np.ones(3), [0.0, 1e300]).round(6).tolist()[0]
+    1.0
+    """
     c_arr = np.asarray(c, dtype=np.float64)
     if not np.all(np.isfinite(c_arr)):
         raise ValueError("c must contain only finite values; got NaN or Inf.")
@@ -168,11 +288,23 @@ def _poly(coef: tuple[float, ...], t: np.ndarray) -> np.ndarray:
     return out
 
 
-def outlier_limit(x, index: int) -> float:
-    """lim_{|c|->inf} linear CKA(X, X with row ``index`` moved by c v) (Theorem 1, |T| = 1).
+def outlier_limit(x: ArrayLike, index: int) -> float:
+    """Compute lim_{|c|->inf} linear CKA(X, X with row ``index`` moved by c v).
 
-    Equals ``n/(n-1) |x_o - x_bar|^2 / |X~'X~|_F``, about ``tr(A) / ((n-1) |A|)`` for a typical
-    row: it tends to 0 as n grows.
+    Theorem 1 with |T| = 1. Equals ``n/(n-1) |x_o - x_bar|^2 / |X~'X~|_F``, about
+    ``tr(A) / ((n-1) |A|)`` for a typical row: it tends to 0 as n grows.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation X (not constant).
+    index : int
+        The row that moves (negative indices count from the end).
+
+    Returns
+    -------
+    float
+        The limit, the same for every direction v.
 
     Examples
     --------
@@ -186,8 +318,37 @@ def outlier_limit(x, index: int) -> float:
     return translation_limit(x, _one_hot(x.shape[0], index))
 
 
-def outlier_curve(x, index: int, direction, c) -> np.ndarray | float:
-    """Exact linear CKA(X, X with row ``index`` moved by c v): :func:`translation_curve`, |T| = 1."""
+def outlier_curve(x: ArrayLike, index: int, direction: ArrayLike, c: float | ArrayLike
+                  ) -> np.ndarray | float:
+    """Compute the exact linear CKA(X, X with row ``index`` moved by c v).
+
+    :func:`translation_curve` with the one-row subset T = {index}.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation X (not constant).
+    index : int
+        The row that moves.
+    direction : array_like, shape (p,)
+        Direction v of the move (non-zero).
+    c : float or array_like
+        Magnitudes of the move; the result has the same shape.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The CKA for each c.
+
+    Examples
+    --------
+    >>> import numpy as np, pyckafast
+    >>> from pyckafast.theory import outlier_curve
+    >>> x = np.random.default_rng(0).normal(size=(100, 4))
+    >>> moved = x.copy(); moved[3] += 50.0 * np.ones(4)
+    >>> abs(outlier_curve(x, 3, np.ones(4), 50.0) - pyckafast.linear_cka(x, moved)) < 1e-12
+    True
+    """
     x = _data(x)
     return translation_curve(x, _one_hot(x.shape[0], index), direction, c)
 

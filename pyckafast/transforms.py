@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core.inputs import as_samples
+from ._core.types import ArrayLike, Seed
 from ._core.validation import check_positive_scalar
 
 __all__ = [
@@ -79,8 +80,20 @@ def check_index(index, n: int, name: str = "index") -> int:
     return i % n
 
 
-def random_direction(p: int, seed=None) -> np.ndarray:
-    """A uniformly random unit vector in R^p (normalised standard Gaussian).
+def random_direction(p: int, seed: Seed = None) -> np.ndarray:
+    """Draw a uniformly random unit vector in R^p (normalised standard Gaussian).
+
+    Parameters
+    ----------
+    p : int
+        The dimension.
+    seed : int or numpy.random.Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+
+    Returns
+    -------
+    numpy.ndarray, shape (p,)
+        A unit vector.
 
     Examples
     --------
@@ -92,8 +105,20 @@ def random_direction(p: int, seed=None) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def orthogonal(x, seed=None) -> np.ndarray:
+def orthogonal(x: ArrayLike, seed: Seed = None) -> np.ndarray:
     """Rotate ``x`` by a Haar-random orthogonal matrix Q (x @ Q); linear CKA is unchanged.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    seed : int or numpy.random.Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        ``x @ Q``.
 
     Examples
     --------
@@ -110,8 +135,20 @@ def orthogonal(x, seed=None) -> np.ndarray:
     return x @ q
 
 
-def isotropic_scale(x, alpha: float) -> np.ndarray:
+def isotropic_scale(x: ArrayLike, alpha: float) -> np.ndarray:
     """Multiply every entry by ``alpha`` > 0; linear CKA is unchanged.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    alpha : float
+        The factor (positive, finite).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        ``alpha * x``.
 
     Examples
     --------
@@ -122,8 +159,20 @@ def isotropic_scale(x, alpha: float) -> np.ndarray:
     return _data(x) * check_positive_scalar(alpha, "alpha")
 
 
-def translate(x, shift) -> np.ndarray:
+def translate(x: ArrayLike, shift: float | ArrayLike) -> np.ndarray:
     """Add the same vector ``shift`` (length p, or a scalar) to every row; CKA is unchanged.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    shift : float or array_like, shape (p,)
+        The vector added to every row (a scalar is added to every entry); finite.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        ``x + shift``.
 
     Examples
     --------
@@ -143,14 +192,34 @@ def translate(x, shift) -> np.ndarray:
 
 
 def invertible_linear(
-    x, mean: float, std: float, seed=None, *, max_condition: float = MAX_CONDITION,
-    max_tries: int = 100,
+    x: ArrayLike, mean: float, std: float, seed: Seed = None, *,
+    max_condition: float = MAX_CONDITION, max_tries: int = 100,
 ) -> np.ndarray:
     """Map ``x`` by a random square matrix M with i.i.d. N(mean, std^2) entries: ``x @ M``.
 
     M is redrawn while its 2-norm condition number exceeds ``max_condition`` (default 1e10, far
     above what N(mean, std) draws reach for the paper's grids at p <= 1000, so redraws are rare
     and only exclude numerically singular maps). Use :func:`draw_invertible` to get M itself.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    mean : float
+        Mean of the entries of M.
+    std : float
+        Standard deviation of the entries of M (positive).
+    seed : int or numpy.random.Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+    max_condition : float, default 1e10
+        Largest accepted 2-norm condition number of M.
+    max_tries : int, default 100
+        Draws before giving up with a ValueError.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        ``x @ M``.
 
     Examples
     --------
@@ -167,10 +236,39 @@ def invertible_linear(
 
 
 def draw_invertible(
-    p: int, mean: float, std: float, seed=None, *, max_condition: float = MAX_CONDITION,
+    p: int, mean: float, std: float, seed: Seed = None, *, max_condition: float = MAX_CONDITION,
     max_tries: int = 100,
 ) -> np.ndarray:
-    """The p x p matrix of :func:`invertible_linear` (redrawn until cond_2(M) <= max_condition)."""
+    """Draw the p x p matrix of :func:`invertible_linear` (redrawn until cond_2(M) <= max_condition).
+
+    Parameters
+    ----------
+    p : int
+        The number of features.
+    mean : float
+        Mean of the entries.
+    std : float
+        Standard deviation of the entries (positive).
+    seed : int or numpy.random.Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+    max_condition : float, default 1e10
+        Largest accepted 2-norm condition number.
+    max_tries : int, default 100
+        Draws before giving up with a ValueError.
+
+    Returns
+    -------
+    numpy.ndarray, shape (p, p)
+        The matrix M.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.transforms import draw_invertible
+    >>> m = draw_invertible(4, mean=0.0, std=1.0, seed=0)
+    >>> m.shape, bool(np.linalg.cond(m) <= 1e10)
+    ((4, 4), True)
+    """
     mean = _finite_scalar(mean, "mean")
     std = check_positive_scalar(std, "std")
     max_condition = check_positive_scalar(max_condition, "max_condition")
@@ -185,11 +283,27 @@ def draw_invertible(
     )
 
 
-def translate_subset(x, mask, direction, c: float) -> np.ndarray:
+def translate_subset(x: ArrayLike, mask: ArrayLike, direction: ArrayLike, c: float) -> np.ndarray:
     """Translate the rows selected by ``mask`` by ``c * direction`` (X + c 1_T v').
 
     Linear CKA with the original tends to the Theorem 1 value as |c| grows
     (:func:`pyckafast.theory.translation_limit`) whatever the direction.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    mask : array_like of bool, shape (n,)
+        The translated rows (a proper, non-empty subset).
+    direction : array_like, shape (p,)
+        The direction v (finite, non-zero; used as given, not normalised).
+    c : float
+        The magnitude (finite).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        The translated copy of ``x``.
 
     Examples
     --------
@@ -205,8 +319,24 @@ def translate_subset(x, mask, direction, c: float) -> np.ndarray:
     return x
 
 
-def add_outlier(x, index: int, direction, c: float) -> np.ndarray:
+def add_outlier(x: ArrayLike, index: int, direction: ArrayLike, c: float) -> np.ndarray:
     """Move the single row ``index`` by ``c * direction``, making it an outlier.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, p)
+        The representation, one row per sample (copied to float64; must be finite).
+    index : int
+        The row that moves (negative indices count from the end).
+    direction : array_like, shape (p,)
+        The direction (finite, non-zero; used as given).
+    c : float
+        The magnitude (finite).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, p)
+        A copy of ``x`` with row ``index`` moved.
 
     Examples
     --------
@@ -221,8 +351,9 @@ def add_outlier(x, index: int, direction, c: float) -> np.ndarray:
     return x
 
 
-def separability_preserving_direction(weights, seed=None, *, rtol: float | None = None) -> np.ndarray:
-    """A random unit direction v along which translations keep a linear classifier's predictions.
+def separability_preserving_direction(weights: ArrayLike, seed: Seed = None, *,
+                                      rtol: float | None = None) -> np.ndarray:
+    """Draw a unit direction along which translations keep a linear classifier's predictions.
 
     For scores ``W x + b`` with argmax prediction, translating any subset of points by ``c v``
     changes every score by ``c W v``; the argmax is unchanged for all c iff all class scores move
@@ -235,10 +366,15 @@ def separability_preserving_direction(weights, seed=None, *, rtol: float | None 
     ----------
     weights : array_like, shape (k, p) or (p,)
         Class weight rows (k >= 2 classes, argmax rule) or one binary weight vector.
-    seed : optional
+    seed : int or numpy.random.Generator, optional
         Seed of the random draw inside the null space.
     rtol : float, optional
         Singular values below ``rtol * largest`` count as zero (default ``max(k, p) * eps``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (p,)
+        The unit direction v.
 
     Raises
     ------
@@ -259,8 +395,25 @@ def separability_preserving_direction(weights, seed=None, *, rtol: float | None 
     return v / np.linalg.norm(v)
 
 
-def separability_preserving_basis(weights, *, rtol: float | None = None) -> np.ndarray:
-    """Orthonormal rows spanning every direction of :func:`separability_preserving_direction`.
+def separability_preserving_basis(weights: ArrayLike, *, rtol: float | None = None) -> np.ndarray:
+    """Compute orthonormal rows spanning every direction of :func:`separability_preserving_direction`.
+
+    Parameters
+    ----------
+    weights : array_like, shape (k, p) or (p,)
+        Class weight rows (k >= 2 classes, argmax rule) or one binary weight vector.
+    rtol : float, optional
+        Singular values below ``rtol * largest`` count as zero (default ``max(k, p) * eps``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (d, p)
+        An orthonormal basis of the null space of the class-weight differences (d >= 1).
+
+    Raises
+    ------
+    ValueError
+        If the null space is trivial: no such direction exists.
 
     Examples
     --------
@@ -292,11 +445,30 @@ def separability_preserving_basis(weights, *, rtol: float | None = None) -> np.n
     return vt[rank:]
 
 
-def two_cubes(n_per_cube: int, dim: int, offset: float = 1.1, seed=None) -> tuple[np.ndarray, np.ndarray]:
-    """The two unit cubes of Davari et al. (2023), Fig. 4: data and 0/1 labels.
+def two_cubes(n_per_cube: int, dim: int, offset: float = 1.1, seed: Seed = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the two unit cubes of Davari et al. (2023), Fig. 4: data and 0/1 labels.
 
     Cube 0 is uniform(-0.5, 0.5)^dim; cube 1 is the same plus ``offset * e_1``, so for offset > 1
     the cubes are linearly separable along the first axis. Rows are cube 0 then cube 1.
+
+    Parameters
+    ----------
+    n_per_cube : int
+        Points per cube (>= 1).
+    dim : int
+        Dimension (>= 1).
+    offset : float, default 1.1
+        Shift of cube 1 along the first axis.
+    seed : int or numpy.random.Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+
+    Returns
+    -------
+    x : numpy.ndarray, shape (2 n_per_cube, dim)
+        The points, cube 0 first.
+    labels : numpy.ndarray of int, shape (2 n_per_cube,)
+        0 for cube 0, 1 for cube 1.
 
     Examples
     --------

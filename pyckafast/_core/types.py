@@ -11,6 +11,7 @@ resolve under :func:`typing.get_type_hints` whichever optional packages are inst
   (``tests/test_numpydoc.py`` checks they match the registry).
 * :data:`Precision`, :data:`Kernel`, :data:`Form`, :data:`Bandwidth`, :data:`Sigma`: the other
   option values, as the parameter specs of :mod:`pyckafast._core.params` accept them.
+* :data:`Seed`: what :func:`numpy.random.default_rng` accepts.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, Union, runtime_checkable
 
+import numpy as np
 import numpy.typing as npt
 
 __all__ = ["ArrayLike", "SupportsDLPack", "Backend", "CPUBackend", "Precision", "Kernel", "Form",
-           "Bandwidth", "Sigma"]
+           "Bandwidth", "Sigma", "Seed"]
 
 
 @runtime_checkable
@@ -60,3 +62,7 @@ Bandwidth = Literal["kornblith", "offdiag", "sampled"]
 
 #: An RBF bandwidth: None (median rule), one sigma for both inputs, or a (sigma_x, sigma_y) pair.
 Sigma = Union[float, tuple[float, float], Sequence[float], None]
+
+#: A random seed: anything :func:`numpy.random.default_rng` accepts.
+Seed = Union[int, Sequence[int], np.random.SeedSequence, np.random.BitGenerator,
+             np.random.Generator, None]
