@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import theory, transforms
+from .._core.types import ArrayLike, Seed
 from .._core.validation import check_positive_scalar
 from .classifier import LinearClassifier, as_classifier, fit_least_squares
 
@@ -15,11 +16,37 @@ __all__ = ["Manipulation", "manipulate"]
 
 @dataclass
 class Manipulation:
-    """The result of :func:`manipulate`.
+    """The result of :func:`manipulate`: ``x = x_original + c * mask[:, None] * direction``.
 
-    ``x`` is the new representation; ``cka`` its linear CKA with the reference, measured by
-    :func:`pyckafast.linear_cka`; ``x = x_original + c * mask[:, None] * direction``.
-    ``reachable`` is the (min, max) CKA over every candidate move scanned.
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, p)
+        The new representation.
+    cka : float
+        Its linear CKA with the reference, measured by :func:`pyckafast.linear_cka`.
+    target : float
+        The CKA that was asked for.
+    c : float
+        The translation magnitude.
+    direction : numpy.ndarray, shape (p,)
+        The translation direction (in the null space of the class-weight differences).
+    mask : numpy.ndarray of bool, shape (n,)
+        The translated rows.
+    subset : str
+        Which candidate subset it is (a class, or a random half).
+    reachable : (float, float)
+        The (min, max) CKA over every candidate move scanned.
+    classifier : LinearClassifier
+        The classifier whose predictions are kept.
+
+    Examples
+    --------
+    >>> import pyckafast
+    >>> from pyckafast.transforms import two_cubes
+    >>> x, labels = two_cubes(100, 3, seed=0)
+    >>> out = pyckafast.manipulate(x, target=0.5, labels=labels)
+    >>> out.x.shape, bool(out.reachable[0] <= 0.5 <= out.reachable[1])
+    ((200, 3), True)
     """
 
     x: np.ndarray
@@ -34,10 +61,11 @@ class Manipulation:
 
 
 def manipulate(
-    x, reference=None, *, target: float, classifier=None, labels=None, tol: float = 0.01,
-    n_random_subsets: int = 4, n_directions: int = 3, seed=0,
+    x: ArrayLike, reference: ArrayLike | None = None, *, target: float,
+    classifier: object = None, labels: ArrayLike | None = None, tol: float = 0.01,
+    n_random_subsets: int = 4, n_directions: int = 3, seed: Seed = 0,
 ) -> Manipulation:
-    """A representation with identical linear-classifier predictions and linear CKA = ``target``.
+    """Find a representation with identical linear-classifier predictions and CKA = ``target``.
 
     Method: every move is a subset translation x + c 1_T v' with v in the null space of the
     class-weight differences (:func:`~pyckafast.transforms.separability_preserving_basis`), so
@@ -67,6 +95,17 @@ def manipulate(
         (:func:`~pyckafast.robustness.fit_least_squares`) when ``classifier`` is not given.
     tol : float, default 0.01
         Largest accepted |CKA - target|.
+    n_random_subsets : int, default 4
+        Random halves of the rows tried as subsets, besides the classes.
+    n_directions : int, default 3
+        Random null-space directions tried per subset, besides the gradient direction.
+    seed : int or numpy.random.Generator, default 0
+        Seed of the random subsets and directions.
+
+    Returns
+    -------
+    Manipulation
+        The new representation, its CKA, and the move that made it.
 
     Raises
     ------

@@ -7,6 +7,7 @@ evaluated point, e.g. ``tqdm.update``. All CKA values are biased (Kornblith et a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -42,11 +43,49 @@ def subset_translation_sweep(
     extra: dict[str, Callable[[np.ndarray], float]] | None = None, params: dict | None = None,
     progress: Progress = None,
 ) -> SweepResult:
-    """Translate a subset by c v for every c and seed; ``setup(seed) -> (x, mask, v)``.
+    """Translate a subset by c v for every c and seed, measuring CKA with the original.
 
     Measures CKA(x, translated x) with each measure, adds the exact closed form "theory"
     (:func:`pyckafast.theory.translation_curve`) and the per-seed Theorem 1 "limit", and
     evaluates ``extra[name](translated x)`` (e.g. a classifier's accuracy).
+
+    Parameters
+    ----------
+    setup : callable
+        ``setup(seed) -> (x, mask, v)``: the data (n, p), the translated rows (bool, n) and the
+        direction (p,) of one seed.
+    magnitudes : sequence of float
+        The translation magnitudes c.
+    seeds : sequence of int
+        The seeds passed to ``setup`` (and to the measures' row subsamples).
+    experiment : str, default "translation"
+        The name recorded in the result.
+    measures : sequence of Measure, optional
+        What to measure between x and the transformed x (default: :func:`default_measures`).
+    theory_curve : bool, default True
+        Also record the exact closed form "theory" and the per-seed Theorem 1 "limit".
+    extra : dict of str to callable, optional
+        More values per point: ``extra[name](translated x) -> float``.
+    params : dict, optional
+        Settings recorded in the result (JSON-serialisable).
+    progress : callable, optional
+        Called with 1 after every evaluated point (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    SweepResult
+        Axes ("seed", "c"); one array per measure, plus "theory" and the extras.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.robustness import linear_measure, subset_translation_sweep
+    >>> def setup(seed):
+    ...     x = np.random.default_rng(seed).normal(size=(60, 3))
+    ...     return x, np.arange(60) < 20, np.ones(3)
+    >>> r = subset_translation_sweep(setup, [0.0, 10.0], [0, 1], measures=[linear_measure()])
+    >>> r.shape, bool(np.allclose(r.values["linear"], r.values["theory"]))
+    ((2, 2), True)
     """
     measures = default_measures() if measures is None else list(measures)
     result = SweepResult(experiment, {"seed": np.asarray(seeds), "c": np.asarray(magnitudes, float)},
@@ -76,9 +115,33 @@ def translation_sweep(
     n_per_cube: int = 10_000, dim: int = 1000, offset: float = 1.1,
     measures: Sequence[Measure] | None = None, theory_curve: bool = True, progress: Progress = None,
 ) -> SweepResult:
-    """Fig. 4a: translate the second of :func:`~pyckafast.transforms.two_cubes` by c d.
+    """Sweep Fig. 4a: translate the second of :func:`~pyckafast.transforms.two_cubes` by c d.
 
     d is a random unit Gaussian direction per seed.
+
+    Parameters
+    ----------
+    magnitudes : sequence of float, default PAPER_C
+        The translation magnitudes c (the paper's 1, 5, ..., 50).
+    seeds : sequence of int, default range(10)
+        One cube draw and direction per seed.
+    n_per_cube : int, default 10000
+        Points per cube.
+    dim : int, default 1000
+        Dimension of the cubes.
+    offset : float, default 1.1
+        Distance of the second cube along the first axis.
+    measures : sequence of Measure, optional
+        What to measure between x and the transformed x (default: :func:`default_measures`).
+    theory_curve : bool, default True
+        Also record the exact closed form "theory" and the per-seed Theorem 1 "limit".
+    progress : callable, optional
+        Called with 1 after every evaluated point (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    SweepResult
+        Axes ("seed", "c"), experiment "translation".
 
     Examples
     --------
@@ -101,7 +164,37 @@ def outlier_sweep(
     *, n_per_cube: int = 1000, dim: int = 100, measures: Sequence[Measure] | None = None,
     theory_curve: bool = True, progress: Progress = None,
 ) -> SweepResult:
-    """Single outlier: move one random point of the two cubes by c d (d random unit)."""
+    """Sweep a single outlier: move one random point of the two cubes by c d (d random unit).
+
+    Parameters
+    ----------
+    magnitudes : sequence of float, default 13 values from 1 to 1e4
+        The magnitudes c of the move.
+    seeds : sequence of int, default range(10)
+        One cube draw, row and direction per seed.
+    n_per_cube : int, default 1000
+        Points per cube.
+    dim : int, default 100
+        Dimension of the cubes.
+    measures : sequence of Measure, optional
+        What to measure between x and the transformed x (default: :func:`default_measures`).
+    theory_curve : bool, default True
+        Also record the exact closed form "theory" and the per-seed Theorem 1 "limit".
+    progress : callable, optional
+        Called with 1 after every evaluated point (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    SweepResult
+        Axes ("seed", "c"), experiment "outlier".
+
+    Examples
+    --------
+    >>> from pyckafast.robustness import linear_measure, outlier_sweep
+    >>> r = outlier_sweep([1.0, 1e4], [0], n_per_cube=50, dim=5, measures=[linear_measure()])
+    >>> bool(r.values["linear"][0, 1] < r.values["linear"][0, 0])
+    True
+    """
     def setup(seed):
         x, _ = transforms.two_cubes(n_per_cube, dim, seed=seed)
         rng = np.random.default_rng([seed, 2])
@@ -117,15 +210,48 @@ def outlier_sweep(
 
 def class_translation_sweep(
     magnitudes: Sequence[float] = tuple(np.geomspace(1.0, 5000.0, 12)), seeds: Sequence[int] = range(10),
-    *, representation: str = "pixels", translated_class: int = 0, train_fraction: float = 0.7,
+    *, representation: Literal["pixels", "mlp"] = "pixels", translated_class: int = 0,
+    train_fraction: float = 0.7,
     measures: Sequence[Measure] | None = None, theory_curve: bool = True, progress: Progress = None,
 ) -> SweepResult:
-    """Fig. 4c on scikit-learn's digits: translate one class along a separability-preserving direction.
+    """Sweep Fig. 4c: translate one class of the digits along a separability-preserving direction.
 
     A least-squares multinomial classifier is trained on ``train_fraction`` of the representation;
     all points of ``translated_class`` move by c v with v in the null space of the class-weight
     differences (:func:`~pyckafast.transforms.separability_preserving_direction`, one per seed).
-    "accuracy" (held-out rows) stays constant while CKA with the original falls.
+    "accuracy" (held-out rows) stays constant while CKA with the original falls. Needs
+    scikit-learn.
+
+    Parameters
+    ----------
+    magnitudes : sequence of float, default 12 values from 1 to 5000
+        The magnitudes c.
+    seeds : sequence of int, default range(10)
+        One direction per seed.
+    representation : {"pixels", "mlp"}, default "pixels"
+        Which :func:`~pyckafast.robustness.digits_representation`.
+    translated_class : int, default 0
+        The digit whose points move.
+    train_fraction : float, default 0.7
+        Fraction of rows the classifier is trained on (the others measure "accuracy").
+    measures : sequence of Measure, optional
+        What to measure between x and the transformed x (default: :func:`default_measures`).
+    theory_curve : bool, default True
+        Also record the exact closed form "theory" and the per-seed Theorem 1 "limit".
+    progress : callable, optional
+        Called with 1 after every evaluated point (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    SweepResult
+        Axes ("seed", "c"), experiment "class-translation", with "accuracy" values.
+
+    Examples
+    --------
+    >>> from pyckafast.robustness import class_translation_sweep, linear_measure
+    >>> r = class_translation_sweep([1.0, 100.0], [0], measures=[linear_measure()])
+    >>> bool((r.values["accuracy"] == r.params["original_accuracy"]).all())
+    True
     """
     from .classifier import digits_representation, fit_least_squares
 
@@ -149,14 +275,43 @@ def class_translation_sweep(
 def invertible_sweep(
     means: Sequence[float] = PAPER_GRID, stds: Sequence[float] = PAPER_GRID, seeds: Sequence[int] = range(10),
     *, n_per_cube: int = 10_000, dim: int = 500, measures: Sequence[Measure] | None = None,
-    linear_method: str = "gram", progress: Progress = None,
+    linear_method: Literal["gram", "engine"] = "gram", progress: Progress = None,
 ) -> SweepResult:
-    """Fig. 4b: CKA(X, X M) for M_ij ~ N(mean, std) over a grid, X = two cubes in R^dim.
+    """Sweep Fig. 4b: CKA(X, X M) for M_ij ~ N(mean, std) over a grid, X = two cubes in R^dim.
 
-    ``linear_method="gram"`` computes the exact linear CKA from the centred Gram A = X~'X~ once per
-    seed: X~'(XM)~ = A M and (XM)~'(XM)~ = M'AM, so ``CKA = |AM|^2 / (|A| |M'AM|)`` at O(p^3) per
-    matrix instead of O(n p^2) (equal to :func:`pyckafast.linear_cka` of X M to float64 rounding,
-    tested). ``"engine"`` materialises X M and calls the measure. Default measures: linear only.
+    Parameters
+    ----------
+    means : sequence of float, default PAPER_GRID
+        Means of the entries of M.
+    stds : sequence of float, default PAPER_GRID
+        Standard deviations of the entries of M.
+    seeds : sequence of int, default range(10)
+        One cube draw (and one M per grid point) per seed.
+    n_per_cube : int, default 10000
+        Points per cube.
+    dim : int, default 500
+        Dimension of the cubes (M is dim x dim).
+    measures : sequence of Measure, optional
+        What to measure between X and X M (default: linear CKA only).
+    linear_method : {"gram", "engine"}, default "gram"
+        "gram" computes the exact linear CKA from the centred Gram A = X~'X~ once per seed:
+        X~'(XM)~ = A M and (XM)~'(XM)~ = M'AM, so ``CKA = |AM|^2 / (|A| |M'AM|)`` at O(p^3) per
+        matrix instead of O(n p^2) (equal to :func:`pyckafast.linear_cka` of X M to float64
+        rounding, tested). "engine" materialises X M and calls the measure.
+    progress : callable, optional
+        Called with 1 after every evaluated point (e.g. ``tqdm.update``).
+
+    Returns
+    -------
+    SweepResult
+        Axes ("seed", "mean", "std"), experiment "invertible".
+
+    Examples
+    --------
+    >>> from pyckafast.robustness import invertible_sweep
+    >>> r = invertible_sweep([0.0, 100.0], [1.0], [0], n_per_cube=100, dim=20)
+    >>> r.shape, bool(0.0 < r.values["linear"].min() < 1.0)
+    ((1, 2, 1), True)
     """
     if linear_method not in ("gram", "engine"):
         raise ValueError(f"linear_method must be 'gram' or 'engine'; got {linear_method!r}.")
