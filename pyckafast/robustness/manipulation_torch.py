@@ -31,7 +31,27 @@ __all__ = [
 
 
 class MLP(nn.Module):
-    """``depth`` ReLU hidden layers of ``width`` units and a linear head; forward returns logits."""
+    """A multilayer perceptron: ``depth`` ReLU hidden layers of ``width`` units, a linear head.
+
+    Parameters
+    ----------
+    n_in : int
+        Input features.
+    n_out : int
+        Classes (outputs of the head).
+    depth : int, default 6
+        Hidden layers.
+    width : int, default 64
+        Units per hidden layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP
+    >>> model = MLP(5, 3, depth=2, width=8)
+    >>> model(torch.zeros(4, 5)).shape
+    torch.Size([4, 3])
+    """
 
     def __init__(self, n_in: int, n_out: int, *, depth: int = 6, width: int = 64) -> None:
         super().__init__()
@@ -39,7 +59,31 @@ class MLP(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(width, n_out)
 
-    def forward(self, x: torch.Tensor, *, return_hidden: bool = False):
+    def forward(self, x: torch.Tensor, *, return_hidden: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Compute the logits (and the hidden activations) of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (batch, n_in)
+            The inputs.
+        return_hidden : bool, default False
+            Also return the activation of every hidden layer.
+
+        Returns
+        -------
+        torch.Tensor or (torch.Tensor, list of torch.Tensor)
+            The logits (batch, n_out); with ``return_hidden``, also the ``depth`` hidden
+            activations (batch, width).
+
+        Examples
+        --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP
+        >>> logits, acts = MLP(5, 3, depth=2, width=8)(torch.zeros(4, 5), return_hidden=True)
+        >>> len(acts), acts[0].shape
+        (2, torch.Size([4, 8]))
+        """
         acts = []
         for layer in self.hidden:
             x = F.relu(layer(x))
@@ -64,7 +108,19 @@ def _zero_diag_gram(x: torch.Tensor) -> torch.Tensor:
 
 
 def debiased_linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Differentiable debiased linear CKA (unbiased HSIC) between two batches of features.
+    """Compute the debiased linear CKA (unbiased HSIC) of two batches, differentiably.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, ...)
+        First batch of features (flattened per row); n >= 4.
+    y : torch.Tensor, shape (n, ...)
+        Second batch of features of the same rows.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar tensor, differentiable in x and y.
 
     Examples
     --------
@@ -79,10 +135,30 @@ def debiased_linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def cka_map(acts: list[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
-    """Layer x layer debiased linear CKA map of one minibatch (differentiable).
+    """Compute the layer x layer debiased linear CKA map of one minibatch (differentiable).
 
     All pairwise unbiased HSICs come from one GEMM of flattened, U-centred Grams: for zero-
     diagonal K, L, HSIC_u(K, L) = <U(K), L> / (n(n-3)) with U(K) the U-centring.
+
+    Parameters
+    ----------
+    acts : list of torch.Tensor
+        The activations of every layer on the same n >= 4 rows (each flattened per row).
+    eps : float, default 1e-12
+        Floor of the self-HSICs in the normalisation (a constant layer gives 0, not nan).
+
+    Returns
+    -------
+    torch.Tensor, shape (L, L)
+        The symmetric CKA map of the L layers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import cka_map
+    >>> x = torch.randn(32, 4, dtype=torch.float64)
+    >>> cka_map([x, 3 * x, x ** 2]).shape
+    torch.Size([3, 3])
     """
     grams = [_zero_diag_gram(a) for a in acts]
     n = grams[0].shape[0]
@@ -104,7 +180,30 @@ def _u_centre(k: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def layer_cka_map(model: MLP, x: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    """Mean over minibatches of :func:`cka_map` on ``x`` (the map that is optimised)."""
+    """Average :func:`cka_map` over the full minibatches of ``x`` (the map that is optimised).
+
+    Parameters
+    ----------
+    model : MLP
+        The network whose hidden layers are compared.
+    x : torch.Tensor, shape (n, n_in)
+        Inputs (n >= batch_size; a last partial batch is left out).
+    batch_size : int, default 128
+        Rows per minibatch (>= 4).
+
+    Returns
+    -------
+    numpy.ndarray, shape (depth, depth)
+        The mean CKA map.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP, layer_cka_map
+    >>> _ = torch.manual_seed(0)
+    >>> layer_cka_map(MLP(5, 2, depth=3, width=8), torch.randn(64, 5), batch_size=32).shape
+    (3, 3)
+    """
     maps = []
     for start in range(0, x.shape[0] - batch_size + 1, batch_size):
         _, acts = model(x[start:start + batch_size], return_hidden=True)
@@ -114,13 +213,69 @@ def layer_cka_map(model: MLP, x: torch.Tensor, batch_size: int = 128) -> np.ndar
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of rows classified correctly."""
+    """Compute the fraction of rows classified correctly (argmax of the logits).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier returning logits.
+    x : torch.Tensor, shape (n, ...)
+        Inputs.
+    y : torch.Tensor of int, shape (n,)
+        True classes.
+
+    Returns
+    -------
+    float
+        The accuracy, in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import accuracy
+    >>> accuracy(torch.nn.Identity(), torch.tensor([[1.0, 0.0], [1.0, 2.0]]), torch.tensor([0, 0]))
+    0.5
+    """
     return float((model(x).argmax(1) == y).float().mean())
 
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 30,
                      batch_size: int = 128, lr: float = 1e-3, seed: int = 0) -> nn.Module:
-    """Plain cross-entropy training (the "original" network)."""
+    """Train ``model`` with plain cross-entropy and AdamW (the "original" network).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier, trained in place.
+    x : torch.Tensor, shape (n, ...)
+        Training inputs.
+    y : torch.Tensor of int, shape (n,)
+        Training classes.
+    epochs : int, default 30
+        Passes over the data.
+    batch_size : int, default 128
+        Rows per step.
+    lr : float, default 1e-3
+        AdamW learning rate (weight decay 5e-4).
+    seed : int, default 0
+        Seed of the shuffles.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself, trained.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP, accuracy, train_classifier
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(64, 2); y = (x[:, 0] > 0).long()
+    >>> model = train_classifier(MLP(2, 2, depth=1, width=8), x, y, epochs=10, batch_size=16,
+    ...                          lr=1e-2)
+    >>> accuracy(model, x, y) > 0.9
+    True
+    """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     for _ in range(epochs):
@@ -137,7 +292,25 @@ def _log_cosh(d: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MapManipulation:
-    """Result of :func:`manipulate_cka_map`: the fine-tuned model and its training history."""
+    """The result of :func:`manipulate_cka_map`: the fine-tuned model and its training history.
+
+    Parameters
+    ----------
+    model : MLP
+        The fine-tuned copy of the original network (in eval mode).
+    original_val_accuracy : float
+        The original network's validation accuracy.
+    history : list of dict
+        One record per ``lam_every`` steps (and the last): "step", "lambda", "task",
+        "map_loss", "val_accuracy".
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP, MapManipulation
+    >>> MapManipulation(MLP(2, 2, depth=1), 0.9).history
+    []
+    """
 
     model: MLP
     original_val_accuracy: float
@@ -145,7 +318,7 @@ class MapManipulation:
 
 
 def manipulate_cka_map(
-    original: MLP, target, x_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
+    original: MLP, target: np.ndarray | torch.Tensor, x_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
     steps: int = 2000, batch_size: int = 128, lam: float = 500.0, lam_every: int = 100,
     lam_factor: float = 0.8, temperature: float = 0.1, lr: float = 1e-3, weight_decay: float = 5e-4,
     seed: int = 0,
@@ -156,6 +329,53 @@ def manipulate_cka_map(
     ``lam * mean(log cosh(map - target))`` on each minibatch of ``batch_size`` rows of
     ``x_train``. Every ``lam_every`` steps lam is multiplied by ``lam_factor`` if the validation
     accuracy is more than 1 point below the original's, else divided by it.
+
+    Parameters
+    ----------
+    original : MLP
+        The network to imitate; frozen (set to eval mode, gradients off), not changed.
+    target : array_like, shape (depth, depth)
+        The wanted CKA map.
+    x_train : torch.Tensor, shape (n, n_in)
+        Inputs of the distillation and map losses.
+    x_val : torch.Tensor, shape (m, n_in)
+        Validation inputs of the lambda schedule.
+    y_val : torch.Tensor of int, shape (m,)
+        Validation classes.
+    steps : int, default 2000
+        Optimisation steps.
+    batch_size : int, default 128
+        Rows per minibatch (>= 4; partial batches are skipped).
+    lam : float, default 500.0
+        Initial weight of the map loss.
+    lam_every : int, default 100
+        Steps between updates of lam.
+    lam_factor : float, default 0.8
+        Factor of each lam update.
+    temperature : float, default 0.1
+        Distillation temperature T.
+    lr : float, default 1e-3
+        AdamW learning rate.
+    weight_decay : float, default 5e-4
+        AdamW weight decay.
+    seed : int, default 0
+        Seed of the minibatch order.
+
+    Returns
+    -------
+    MapManipulation
+        The fine-tuned model and its history.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.robustness.manipulation_torch import MLP, manipulate_cka_map
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(64, 3); y = (x[:, 0] > 0).long()
+    >>> out = manipulate_cka_map(MLP(3, 2, depth=2, width=8), torch.eye(2), x, x, y, steps=4,
+    ...                          batch_size=16, lam_every=2)
+    >>> [h["step"] for h in out.history]
+    [2, 4]
     """
     import copy
 
