@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ._core.optional import require
+from ._core.types import ArrayLike
 
 __all__ = ["cka_heatmap", "robustness_curve", "shorten_name", "shorten_names", "series_style",
            "annotate_cells", "legend_outside", "FIGURE_DPI"]
@@ -213,12 +214,12 @@ def _cell_width(ax, cols: int) -> float:
 
 
 def cka_heatmap(
-    matrix, names_x: Sequence[str] | None = None, names_y: Sequence[str] | None = None, ax=None,
+    matrix: ArrayLike, names_x: Sequence[str] | None = None, names_y: Sequence[str] | None = None, ax=None,
     *, title: str | None = None, xlabel: str = "model B layer", ylabel: str = "model A layer",
     annotate: bool | None = None, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma",
     cbar_label: str = "CKA", names_max_len: int = 24,
 ):
-    """Heatmap of a CKA map: row i = ``names_x[i]``, column j = ``names_y[j]``.
+    """Draw a heatmap of a CKA map: row i = ``names_x[i]``, column j = ``names_y[j]``.
 
     Parameters
     ----------
@@ -297,8 +298,21 @@ def annotate_cells(ax, m: np.ndarray, image, fmt: str = "{:.2f}") -> None:
         The values drawn by ``image`` (nan: "n/a").
     image : matplotlib.image.AxesImage
         Its colormap and norm decide each text's colour.
-    fmt : str
+    fmt : str, default "{:.2f}"
         Format of a value.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt, numpy as np
+    >>> from pyckafast.plot import annotate_cells
+    >>> fig, ax = plt.subplots()
+    >>> m = np.array([[0.0, 1.0], [np.nan, 0.5]])
+    >>> annotate_cells(ax, m, ax.imshow(m, vmin=0, vmax=1), fmt="{:.1f}")
+    >>> [t.get_text() for t in ax.texts]
+    ['0.0', '1.0', 'n/a', '0.5']
+    >>> plt.close(fig)
     """
     fontsize = 9 if max(m.shape) <= 8 else 7.5
     for i in range(m.shape[0]):
@@ -323,7 +337,7 @@ def _names(names, count: int, what: str) -> list[str]:
 
 
 def legend_outside(ax, handles=None, labels=None, **kwargs):
-    """A legend to the right of the axes, where it can never hide a curve.
+    """Place a legend to the right of the axes, where it can never hide a curve.
 
     Parameters
     ----------
@@ -338,6 +352,18 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
     -------
     matplotlib.legend.Legend
         The legend, anchored just right of the axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from pyckafast.plot import legend_outside
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.plot([0, 1], [0, 1], label="linear")
+    >>> [t.get_text() for t in legend_outside(ax).get_texts()]
+    ['linear']
+    >>> plt.close(fig)
     """
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
@@ -347,11 +373,11 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
 
 
 def robustness_curve(
-    x, curves: Mapping[str, Sequence[float]] | Sequence[float], ax=None, *,
+    x: ArrayLike, curves: Mapping[str, Sequence[float]] | Sequence[float], ax=None, *,
     xlabel: str = "manipulation strength", ylabel: str = "CKA", title: str | None = None,
     baseline: float | None = None, ylim: tuple[float, float] | None = (0.0, 1.05),
 ):
-    """CKA against a manipulation parameter (Davari et al. 2023), one line per named curve.
+    """Plot CKA against a manipulation parameter (Davari et al. 2023), one line per curve.
 
     Parameters
     ----------

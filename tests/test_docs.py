@@ -8,7 +8,13 @@ import pytest
 
 import pyckafast
 
-_OPTIONAL = {"pyckafast.torch", "pyckafast.dask", "pyckafast.plot"}
+# Modules whose examples need an optional package: skipped when it is not installed.
+_OPTIONAL = {"pyckafast.torch": "torch", "pyckafast.dask": "dask.distributed",
+             "pyckafast.plot": "matplotlib", "pyckafast.robustness.plots": "matplotlib",
+             "pyckafast.robustness.manipulation_torch": "torch",
+             "pyckafast.robustness.classifier": "sklearn",
+             "pyckafast.robustness.sweeps": "sklearn",
+             "pyckafast.torchmetrics": "torchmetrics"}
 
 
 def _modules():
@@ -29,8 +35,7 @@ def test_docstring_examples_run(name):
     if _needs_gpu(name):
         pytest.importorskip("cupy", reason="GPU-only module; tests/test_gpu.py covers it on a GPU")
     if name in _OPTIONAL:
-        pytest.importorskip({"pyckafast.torch": "torch", "pyckafast.dask": "dask.distributed",
-                             "pyckafast.plot": "matplotlib"}[name])
+        pytest.importorskip(_OPTIONAL[name])
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"

@@ -58,7 +58,9 @@ def _seeds(result: SweepResult) -> str:
 
 
 def plot_curves(result: SweepResult, *, log_x: bool | None = None, title: str | None = None):
-    """Mean +- std over seeds of every measure against c; "theory" dashed; "accuracy" on a twin axis.
+    """Plot the mean +- std over seeds of every measure against c.
+
+    "theory" is dashed and "accuracy" on a twin axis.
 
     Each measure has its own colour, line style and hollow marker
     (:func:`pyckafast.plot.series_style`), so curves that coincide stay visible; the legend
@@ -77,6 +79,20 @@ def plot_curves(result: SweepResult, *, log_x: bool | None = None, title: str | 
     -------
     matplotlib.figure.Figure
         The figure (legend below the axes); save it with :func:`save_figure`.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from pyckafast.robustness import SweepResult
+    >>> from pyckafast.robustness.plots import plot_curves
+    >>> r = SweepResult("translation", {"seed": np.arange(2), "c": np.array([1.0, 10.0])},
+    ...                 values={"linear": np.array([[0.9, 0.5], [0.8, 0.4]])})
+    >>> fig = plot_curves(r)
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['linear CKA']
+    >>> matplotlib.pyplot.close(fig)
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI, series_style
@@ -116,7 +132,7 @@ def plot_curves(result: SweepResult, *, log_x: bool | None = None, title: str | 
 
 
 def plot_heatmap(result: SweepResult, name: str = "linear", *, title: str | None = None):
-    """Heatmap of the mean over seeds of ``name`` on the sweep's 2-D grid (Fig. 4b).
+    """Draw the mean over seeds of ``name`` on the sweep's 2-D grid as a heatmap (Fig. 4b).
 
     Rows are the sweep's first axis after "seed" (the mean of the entries of M, growing upward),
     columns the second (their std); every cell is annotated.
@@ -134,6 +150,21 @@ def plot_heatmap(result: SweepResult, name: str = "linear", *, title: str | None
     -------
     matplotlib.figure.Figure
         The annotated heatmap with its colorbar.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from pyckafast.robustness import SweepResult
+    >>> from pyckafast.robustness.plots import plot_heatmap
+    >>> r = SweepResult("invertible", {"seed": np.arange(1), "mean": np.array([0.0, 1.0]),
+    ...                                "std": np.array([1.0])},
+    ...                 values={"linear": np.array([[[0.9], [0.3]]])})
+    >>> fig = plot_heatmap(r)
+    >>> [t.get_text() for t in fig.axes[0].texts]
+    ['0.90', '0.30']
+    >>> matplotlib.pyplot.close(fig)
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI, annotate_cells
@@ -158,7 +189,7 @@ def plot_heatmap(result: SweepResult, name: str = "linear", *, title: str | None
 
 def plot_cka_maps(maps: dict[str, np.ndarray], *, title: str | None = None,
                   cbar_label: str = "CKA"):
-    """Layer x layer CKA maps side by side (e.g. before / target / after), one colour scale.
+    """Draw layer x layer CKA maps side by side (e.g. before / target / after), one colour scale.
 
     Parameters
     ----------
@@ -173,6 +204,17 @@ def plot_cka_maps(maps: dict[str, np.ndarray], *, title: str | None = None,
     -------
     matplotlib.figure.Figure
         One panel per map and a shared colorbar.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from pyckafast.robustness.plots import plot_cka_maps
+    >>> fig = plot_cka_maps({"before": np.eye(3), "after": np.ones((3, 3))})
+    >>> [ax.get_title() for ax in fig.axes[:2]]
+    ['before', 'after']
+    >>> matplotlib.pyplot.close(fig)
     """
     plt = _pyplot()
     from ..plot import FIGURE_DPI
@@ -200,7 +242,7 @@ def plot_cka_maps(maps: dict[str, np.ndarray], *, title: str | None = None,
 
 
 def save_figure(fig, path: str | os.PathLike) -> str:
-    """Save ``fig`` as PNG at ``path`` at its own dpi, close it, return the path.
+    """Save ``fig`` as PNG at ``path`` at its own dpi, close it, and return the path.
 
     Parameters
     ----------
@@ -212,7 +254,18 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     Returns
     -------
     str
-        ``path`` as a string.
+        The path, as a string.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import os, tempfile
+    >>> import matplotlib.pyplot as plt
+    >>> from pyckafast.robustness.plots import save_figure
+    >>> path = save_figure(plt.figure(), os.path.join(tempfile.mkdtemp(), "fig.png"))
+    >>> os.path.getsize(path) > 0
+    True
     """
     fig.savefig(path, dpi="figure")
     _pyplot().close(fig)
