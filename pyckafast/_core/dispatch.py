@@ -23,7 +23,23 @@ __all__ = ["BACKENDS", "AUTO_ORDER", "BackendUnavailable", "resolve", "probe", "
 
 
 class BackendUnavailable(RuntimeError):
-    """An explicitly requested backend cannot run here."""
+    """An explicitly requested backend cannot run here (the message says why).
+
+    Raised instead of a silent fallback; ``backend="auto"`` never raises it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pyckafast
+    >>> x = np.random.default_rng(0).normal(size=(10, 2))
+    >>> why_not = pyckafast._core.dispatch.probe("cuda")  # None where CUDA can run
+    >>> try:
+    ...     value = pyckafast.linear_cka(x, x, backend="cuda")
+    ... except pyckafast.BackendUnavailable as exc:
+    ...     assert why_not is not None and why_not in str(exc)
+    ... else:
+    ...     assert why_not is None and round(value, 12) == 1.0
+    """
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,16 @@ def available_cores() -> int:
 
 
 def get_num_threads() -> int:
-    """The number of threads pyckafast's CPU producers use (see the module docstring).
+    """Return the number of threads pyckafast's CPU producers use.
+
+    In order of precedence: the innermost :func:`threads` block, the last
+    :func:`set_num_threads`, ``PYCKAFAST_NUM_THREADS``, ``OMP_NUM_THREADS``, and the cores this
+    process may run on (its CPU affinity).
+
+    Returns
+    -------
+    int
+        The number of threads (>= 1).
 
     Examples
     --------
@@ -50,7 +59,22 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads from now on (None: back to the environment's or the affinity's)."""
+    """Use ``n`` threads from now on, in every thread of this process.
+
+    Parameters
+    ----------
+    n : int or None
+        A positive number of threads; None goes back to the environment's setting or the
+        cores available. A :func:`threads` block still takes precedence.
+
+    Examples
+    --------
+    >>> import pyckafast
+    >>> pyckafast.set_num_threads(1)
+    >>> pyckafast.get_num_threads()
+    1
+    >>> pyckafast.set_num_threads(None)
+    """
     global _global
     _global = None if n is None else _check(n)
 
@@ -58,6 +82,16 @@ def set_num_threads(n: int | None) -> None:
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[int]:
     """Use ``n`` threads inside the ``with`` block (in this thread and context only).
+
+    Parameters
+    ----------
+    n : int
+        A positive number of threads.
+
+    Yields
+    ------
+    int
+        ``n``, for ``with pyckafast.threads(n) as k``.
 
     Examples
     --------
