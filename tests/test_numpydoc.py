@@ -30,8 +30,10 @@ Left out, on purpose:
 * RT02 (the type alone on the Returns line): a named return (``cka : float``) is valid numpydoc
   and clearer for tuples; numpydoc flags it only for single returns.
 
-The test prints every failure as ``name: CODE message`` before failing, so one run lists
-everything left to fix.
+Each callable is one test case, named by the callable; a failing case prints
+``name: CODE message`` for every error, so one run lists everything left to fix.
+``python -m pytest tests/test_numpydoc.py -q -rf`` gives the list in the summary.
+Callables listed in ``PENDING`` (modules being rewritten elsewhere) are strict xfails.
 """
 
 from __future__ import annotations
@@ -138,31 +140,58 @@ def failures(name: str) -> list[tuple[str, str]]:
     return [(code, message) for code, message in result["errors"] if code in CHECKED]
 
 
+# Callables whose modules other engineers were rewriting while this checker was written: they
+# fail today, and the lead fixes them after merging. Strict xfail: once a docstring passes, its
+# entry must go (an XPASS fails the run), so the list can only shrink.
+PENDING = {
+    "pyckafast.cka_matrix.cka_matrix": "cka_matrix.py",
+    "pyckafast.compat.kornblith.center_gram": "compat/",
+    "pyckafast.compat.kornblith.cka": "compat/",
+    "pyckafast.compat.kornblith.feature_space_linear_cka": "compat/",
+    "pyckafast.compat.kornblith.gram_linear": "compat/",
+    "pyckafast.compat.kornblith.gram_rbf": "compat/",
+    "pyckafast.rbf.cka": "rbf.cka",
+    "pyckafast.rbf.hsic": "rbf.hsic",
+    "pyckafast.torch.compare_models": "torch.py",
+    "pyckafast.torch.layer_output": "torch.py",
+}
+
+
+def _cases(pending=PENDING) -> list:
+    cases = []
+    for name in public_callables():
+        marks = ()
+        if name in pending:
+            marks = pytest.mark.xfail(strict=True, reason=f"{pending[name]}: fixed after merging")
+        cases.append(pytest.param(name, id=name, marks=marks))
+    return cases
+
+
 def test_every_public_callable_is_listed():
     names = public_callables()
     # The front door and a method of a public class: a collector that found nothing would pass.
     assert "pyckafast.linear.linear_cka" in names
     assert "pyckafast.streaming.LinearCKAState.update" in names
+    assert "pyckafast.robustness.results.SweepResult.mean" in names
     assert len(names) > 60
 
 
-def test_numpydoc_validation():
-    report = []
-    for name in public_callables():
-        report += [f"{name}: {code} {message}" for code, message in failures(name)]
+def test_checked_codes_are_numpydoc_codes():
+    assert CHECKED <= set(numpydoc_validate.ERROR_MSGS)
+
+
+@pytest.mark.parametrize("name", _cases())
+def test_numpydoc_validation(name):
+    report = [f"{name}: {code} {message}" for code, message in failures(name)]
     print("\n".join(report))
-    assert not report, f"{len(report)} numpydoc error(s):\n" + "\n".join(report)
+    assert not report, "\n".join(report)
 
 
-def test_examples_are_doctests():
-    """Every public callable's Examples section holds ``>>>`` lines that doctest collects."""
+@pytest.mark.parametrize("name", _cases(pending={"pyckafast.torch.layer_output": "torch.py"}))
+def test_examples_are_doctests(name):
+    """The Examples section holds ``>>>`` lines that doctest collects (test_docs.py runs them)."""
     import doctest
 
-    finder = doctest.DocTestFinder(recurse=False)
-    missing = []
-    for name in public_callables():
-        obj = numpydoc_validate.Validator._load_obj(name)
-        tests = finder.find(obj, name=name, globs={})
-        if not any(t.examples for t in tests):
-            missing.append(name)
-    assert not missing, "Examples without doctest lines: " + ", ".join(missing)
+    obj = numpydoc_validate.Validator._load_obj(name)
+    tests = doctest.DocTestFinder(recurse=False).find(obj, name=name, globs={})
+    assert any(t.examples for t in tests), f"{name}: no doctest example"
