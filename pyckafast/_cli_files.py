@@ -24,7 +24,14 @@ _SCAN_ROWS = 65536  # rows per chunk of the scans: a few MB of a typical represe
 
 
 class CLIError(Exception):
-    """A user error that the CLI reports as one line on stderr (exit status 2)."""
+    """A user error that the CLI reports as one line on stderr (exit status 2).
+
+    Examples
+    --------
+    >>> from pyckafast.cli import main
+    >>> main(["cka", "missing_x.npy", "missing_y.npy"])  # "no such file" on stderr
+    2
+    """
 
 
 def open_npy(path: str | os.PathLike) -> np.ndarray:

@@ -48,7 +48,17 @@ BANDWIDTH_RULES = ("kornblith", "offdiag", "sampled")
 
 
 class UndefinedResult(CLIError):
-    """Valid inputs whose CKA is undefined (zero variance): one line on stderr, exit status 1."""
+    """Valid inputs whose CKA is undefined (zero variance): one line on stderr, exit status 1.
+
+    Examples
+    --------
+    >>> import numpy as np, os, tempfile
+    >>> from pyckafast.cli import main
+    >>> d = tempfile.mkdtemp()
+    >>> np.save(os.path.join(d, "x.npy"), np.ones((5, 2))); np.save(os.path.join(d, "y.npy"), np.eye(5))
+    >>> main(["cka", os.path.join(d, "x.npy"), os.path.join(d, "y.npy")])  # message on stderr
+    1
+    """
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +210,16 @@ def sigma_arg(text: str) -> tuple[float, ...]:
     ------
     argparse.ArgumentTypeError
         With :func:`parse_sigma`'s message.
+
+    Examples
+    --------
+    >>> from pyckafast.cli import sigma_arg
+    >>> sigma_arg("0.5")
+    (0.5,)
+    >>> sigma_arg("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: bandwidths must be finite numbers > 0; got '-1'
     """
     try:
         return parse_sigma(text)
@@ -224,6 +244,16 @@ def positive_int(text: str) -> int:
     ------
     argparse.ArgumentTypeError
         Not an integer, or below 1.
+
+    Examples
+    --------
+    >>> from pyckafast.cli import positive_int
+    >>> positive_int("8")
+    8
+    >>> positive_int("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive integer; got 0
     """
     try:
         value = int(text)
@@ -251,6 +281,16 @@ def positive_float(text: str) -> float:
     ------
     argparse.ArgumentTypeError
         Not a number, not finite, or not > 0.
+
+    Examples
+    --------
+    >>> from pyckafast.cli import positive_float
+    >>> positive_float("0.5")
+    0.5
+    >>> positive_float("inf")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a finite number > 0; got 'inf'
     """
     try:
         value = float(text)
@@ -268,6 +308,15 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     ----------
     parser : argparse.ArgumentParser
         A subcommand's parser; the choice lands in ``args.progress`` (None, True or False).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from pyckafast.cli import add_progress_options
+    >>> parser = argparse.ArgumentParser()
+    >>> add_progress_options(parser)
+    >>> parser.parse_args([]).progress, parser.parse_args(["--no-progress"]).progress
+    (None, False)
     """
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -288,6 +337,13 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     -------
     bool
         The user's --progress/--no-progress, else whether stderr is a terminal.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from pyckafast.cli import progress_enabled
+    >>> progress_enabled(argparse.Namespace(progress=True))
+    True
     """
     if args.progress is not None:
         return args.progress
@@ -346,6 +402,16 @@ def check_kernel_options(args: argparse.Namespace) -> None:
     ------
     CLIError
         Naming the option and the kernel it applies to.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from pyckafast.cli import check_kernel_options
+    >>> args = argparse.Namespace(kernel="linear", sigma=(1.0,), threshold=None, bandwidth=None)
+    >>> check_kernel_options(args)
+    Traceback (most recent call last):
+    ...
+    pyckafast._cli_files.CLIError: --sigma applies to --kernel rbf only (the linear kernel has no bandwidth).
     """
     rbf_only = [flag for flag, value in (("--sigma", args.sigma), ("--threshold", args.threshold),
                                           ("--bandwidth", args.bandwidth)) if value is not None]
@@ -452,6 +518,15 @@ def median_rule_sigma(a: np.ndarray, path: str, args: argparse.Namespace) -> flo
     ------
     CLIError
         When the median is 0 (at least half of the pairs are identical rows).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> import numpy as np
+    >>> from pyckafast.cli import median_rule_sigma
+    >>> args = argparse.Namespace(threshold=None, bandwidth="offdiag", backend="numpy")
+    >>> median_rule_sigma(np.array([0.0, 1.0, 3.0]), "x.npy", args)  # median of 1, 4, 9
+    2.0
     """
     from ._core import bandwidth, dispatch
 
@@ -537,6 +612,13 @@ def progress_bar(total: int, *, enabled: bool = True) -> Iterator[Callable[[int,
     ------
     callable or None
         ``progress(rows_done, total)``.
+
+    Examples
+    --------
+    >>> from pyckafast.cli import progress_bar
+    >>> with progress_bar(100, enabled=False) as progress:
+    ...     progress is None
+    True
     """
     if not enabled:
         yield None

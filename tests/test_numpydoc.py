@@ -55,7 +55,7 @@ PUBLIC_MODULES = (
     "pyckafast.robustness.plots", "pyckafast.robustness.results",
     "pyckafast.robustness.sweeps", "pyckafast.plot", "pyckafast.compat",
     "pyckafast.compat.kornblith", "pyckafast.torchmetrics", "pyckafast.cost",
-    "pyckafast.map_state",
+    "pyckafast.map_state", "pyckafast.cli",
 )
 
 # Modules that import an optional package at import time: imported only when it is installed.
