@@ -66,7 +66,6 @@ def _public_objects():
 
 
 def test_every_public_annotation_resolves():
-    pytest.importorskip("numpydoc")
     bad = []
     for name, obj in _public_objects():
         targets = [obj, obj.__init__] if inspect.isclass(obj) else [obj]
