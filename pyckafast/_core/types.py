@@ -8,7 +8,7 @@ resolve under :func:`typing.get_type_hints` whichever optional packages are inst
   memmap, a nested sequence of numbers, or any object with ``__array__`` (Dask arrays, torch CPU
   tensors, pandas frames) or DLPack (CuPy arrays, torch CUDA tensors, JAX arrays).
 * :data:`Backend`, :data:`CPUBackend`: the backend names of :mod:`pyckafast._core.dispatch`
-  (``tests/test_numpydoc.py`` checks they match the registry).
+  (``tests/test_types.py`` checks they match the registry and the parameter specs).
 * :data:`Precision`, :data:`Kernel`, :data:`Form`, :data:`Bandwidth`, :data:`Sigma`: the other
   option values, as the parameter specs of :mod:`pyckafast._core.params` accept them.
 * :data:`Seed`: what :func:`numpy.random.default_rng` accepts.
