@@ -55,7 +55,8 @@ def numpy_gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btyp
     op_a = _col_major(a, m, k, lda) if transa == 0 else _col_major(a, k, m, lda).T
     op_b = _col_major(b, k, n, ldb) if transb == 0 else _col_major(b, n, k, ldb).T
     out = _col_major(c, m, n, ldc)
-    out[...] = alpha * (op_a.astype(np.float64) @ op_b) + beta * out
+    prod = alpha * (op_a.astype(np.float64) @ op_b)
+    out[...] = prod if beta == 0 else prod + beta * out  # beta = 0: C is not read (BLAS)
 
 
 calls: list[int] = []
