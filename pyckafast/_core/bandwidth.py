@@ -34,7 +34,7 @@ from .pairs import (CentredSide, block_bounds, centre, compute_dtype, default_ti
                     sq_norms)
 
 __all__ = ["RULES", "Histogram", "Candidates", "tile_histogram", "tile_pair_fns",
-           "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
+           "select_pair_ranks", "pair_sample", "median_ranks", "median_sq_distance", "exact_median",
            "exact_median_in_memory", "side_reducer", "side_gamma", "median_of_side",
            "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
@@ -42,6 +42,11 @@ RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
 _MAX_CANDIDATES = 1 << 21
 _MAX_PASSES = 8
+_SAMPLE_PAIRS = 1 << 12  # random pairs whose distances guess the first window
+_SAMPLE_PAIRS_LARGE = 1 << 16  # ... when there are more than 2^31 pairs
+_SAMPLE_Z = 6.0  # binomial standard deviations of the guess either side of a rank
+_DIRECT_CANDIDATES = 4  # up to this many times _MAX_CANDIDATES pairs, a guess goes straight to
+                        # the candidate pass (its values stay few even if the guess is poor)
 
 # reduce_pairs(fn) -> sum of fn(a_block, b_block, diagonal) over the upper triangle of block
 # pairs of the centred data (diagonal=True: b_block is a_block, pairs i < j only).
@@ -131,47 +136,120 @@ def side_reducer(side: CentredSide, tile: int) -> PairReducer:
 
 def select_pair_ranks(
     ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer, pair_fns: PairFns,
+    sample: np.ndarray | None = None,
 ) -> list[float]:
     """The values of the given 0-based ranks among the n(n-1)/2 pair squared distances.
 
     ``upper`` bounds every squared distance (e.g. (2 max_i |x_i|)^2 of the centred rows).
     ``pair_fns`` are the per-block-pair histogram and candidate functions (:func:`tile_pair_fns`
-    of the backend, or one pass over the whole set).
+    of the backend, or one pass over the whole set). ``sample``: sorted squared distances of
+    random pairs (:func:`pair_sample`), a guess of where the ranks lie that saves passes; the
+    passes check it (the counts below and inside the window must hold the ranks) and start
+    again from the full range when it missed, so the result never depends on it.
     """
     histogram, candidates = pair_fns
+    total = n * (n - 1) // 2
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
-    lo, hi = 0.0, float(upper) * (1 + 1e-3) + 1e-300
+    full = (0.0, float(upper) * (1 + 1e-3) + 1e-300)
+    guess = _guess_window(sample, ranks, total, full)
+    if guess is not None and total <= _DIRECT_CANDIDATES * _MAX_CANDIDATES:
+        found = _candidate_values(reduce_pairs, candidates, ranks, *guess, must=False)
+        if found is not None:  # one pass
+            return found
+        guess = None
+    lo, hi = guess or full
     for _ in range(_MAX_PASSES):
         hist = reduce_pairs(lambda a, b, d: histogram(a, b, d, lo, hi))
-        if int(hist.counts.sum()) <= _MAX_CANDIDATES:
+        if not hist.below <= min(ranks) < max(ranks) + 1 <= hist.below + int(hist.counts.sum()):
+            lo, hi = full  # a guessed window that missed: start over from every pair
+            continue
+        narrow_lo, narrow_hi, narrow_inside = _narrow(hist, ranks, lo, hi)  # free: counts known
+        if narrow_inside <= _MAX_CANDIDATES:
+            lo, hi = narrow_lo, narrow_hi
             break
         if hi - lo <= 64 * np.finfo(np.float64).eps * abs(hi):
             return [0.5 * (lo + hi)] * len(ranks)  # many ties: every wanted rank is this value
-        lo, hi = _narrow(hist, ranks, lo, hi)
+        lo, hi = narrow_lo, narrow_hi
+    return _candidate_values(reduce_pairs, candidates, ranks, lo, hi, must=True)
+
+
+def _candidate_values(reduce_pairs: PairReducer, candidates, ranks: Sequence[int], lo: float,
+                      hi: float, must: bool) -> list[float] | None:
+    """The ranks' values from one pass collecting the values in [lo, hi]; None (``must`` False)
+    when the window does not hold them all."""
     cand = reduce_pairs(lambda a, b, d: candidates(a, b, d, lo, hi))
-    values = np.sort(cand.values)
-    out = []
+    ks = [int(r) - cand.below for r in ranks]
+    if not all(0 <= k < cand.values.size for k in ks):
+        if not must:
+            return None
+        raise RuntimeError(
+            "exact median selection lost its rank: the tiles' distances differ between "
+            "passes (non-deterministic GEMMs?); use bandwidth='sampled' or an explicit sigma."
+        )
+    values = np.partition(cand.values, ks)  # selection, not a sort: O(candidates)
+    return [float(values[k]) for k in ks]
+
+
+def _guess_window(sample: np.ndarray | None, ranks: Sequence[int], total: int,
+                  full: tuple[float, float]) -> tuple[float, float] | None:
+    """A window [lo, hi] holding the ranks with near certainty, from a sorted random sample of
+    pair values: the sample quantiles _SAMPLE_Z binomial standard deviations either side."""
+    if sample is None or sample.size < 64 or total <= 0:
+        return None
+    m = sample.size
+    lows, highs = [], []
     for r in ranks:
-        k = int(r) - cand.below
-        if not 0 <= k < values.size:
-            raise RuntimeError(
-                "exact median selection lost its rank: the tiles' distances differ between "
-                "passes (non-deterministic GEMMs?); use bandwidth='sampled' or an explicit sigma."
-            )
-        out.append(float(values[k]))
-    return out
+        q = (int(r) + 0.5) / total
+        spread = _SAMPLE_Z * math.sqrt(m * q * (1 - q)) + 2
+        k_lo, k_hi = math.floor(m * q - spread), math.ceil(m * q + spread)
+        lows.append(full[0] if k_lo < 0 else float(sample[k_lo]))
+        highs.append(full[1] if k_hi >= m else float(sample[k_hi]))
+    lo, hi = min(lows), max(highs)
+    if not hi > lo:
+        return None  # ties at the ranks: the histogram passes handle them
+    pad = 1e-3 * (hi - lo) + 8 * np.finfo(np.float32).eps * hi  # float32 tiles' rounding
+    return max(full[0], lo - pad), min(full[1], hi + pad)
 
 
-def _narrow(hist: Histogram, ranks: Sequence[int], lo: float, hi: float) -> tuple[float, float]:
+def pair_sample(side: CentredSide, size: int | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted squared distances of ``size`` seeded random pairs of a centred side (the guess of
+    :func:`select_pair_ranks`; computed in the side's dtype: a guess needs no float64). Default
+    size: more pairs for more rows, so that the guessed window stays within one narrowing."""
+    n = side.n
+    if size is None:
+        size = _SAMPLE_PAIRS if n * (n - 1) // 2 < 1 << 31 else _SAMPLE_PAIRS_LARGE
+    i, j = sampled_pairs(n, size, seed)
+    rows = side.rows
+    index = (lambda k: k) if isinstance(rows, np.ndarray) else side.xp.asarray
+    out = []
+    for lo in range(0, size, 8192):
+        diff = rows[index(i[lo:lo + 8192])] - rows[index(j[lo:lo + 8192])]
+        out.append(_host(side.xp.einsum("ij,ij->i", diff, diff)).astype(np.float64))
+    return np.sort(np.concatenate(out))
+
+
+def worth_sampling(n: int) -> bool:
+    """Whether a sample guess saves passes: when it turns the selection into one candidate pass
+    (few pairs), or when a full-range histogram would need a second narrowing (very many pairs).
+    In between, the full-range pass narrows to the candidates at once and, on the CPU, a narrow
+    window's pass costs more than a full one (its in-window test is a branch per value)."""
+    total = n * (n - 1) // 2
+    return (8 * _SAMPLE_PAIRS <= total <= _DIRECT_CANDIDATES * _MAX_CANDIDATES
+            or total >= 1 << 31)
+
+
+def _narrow(hist: Histogram, ranks: Sequence[int], lo: float,
+            hi: float) -> tuple[float, float, int]:
     """The window of the bins holding every wanted rank, padded by a few ulps so that a value on
-    an edge stays inside whichever way the next pass rounds it."""
+    an edge stays inside whichever way the next pass rounds it, and the count in those bins."""
     cum = np.cumsum(hist.counts)
     bins = [int(np.searchsorted(cum, int(r) - hist.below, side="right")) for r in ranks]
     first, last = min(bins), min(max(bins), cum.size - 1)
+    inside = int(cum[last] - (cum[first - 1] if first > 0 else 0))
     width = (hi - lo) / hist.counts.size
     new_lo, new_hi = lo + first * width, lo + (last + 1) * width
     pad = 8 * np.finfo(np.float64).eps * max(abs(new_hi), width)
-    return max(lo, new_lo - pad), min(hi, new_hi + pad)
+    return max(lo, new_lo - pad), min(hi, new_hi + pad), inside
 
 
 def median_ranks(rule: str, n: int) -> list[int]:
@@ -229,12 +307,13 @@ def exact_median_in_memory(side: CentredSide, rule: str, *, ops: Any,
     ``ops`` over the whole set when :func:`~pyckafast._core.dispatch.fused_median_passes` says
     so, else a pass over ``tile``-row blocks binned by the backend's tile histogram."""
     upper = 4.0 * side.max_sq_norm()
+    sample = pair_sample(side) if worth_sampling(side.n) else None
     if dispatch.fused_median_passes(ops, side.depth):
         reduce_whole, fns = _whole_set_passes(side, tile, ops)
-        return exact_median(rule, side.n, upper, reduce_whole, side.dtype, fns)
+        return exact_median(rule, side.n, upper, reduce_whole, side.dtype, fns, sample)
     reducer = side_reducer(side, int(tile or default_tile(side.dtype.itemsize)))
     return exact_median(rule, side.n, upper, reducer, side.dtype,
-                        tile_pair_fns(np, ops.d2_histogram))
+                        tile_pair_fns(np, ops.d2_histogram), sample)
 
 
 def _whole_set_passes(side: CentredSide, tile: int | None, ops: Any) -> tuple[PairReducer, PairFns]:
@@ -260,11 +339,13 @@ def _whole_set_passes(side: CentredSide, tile: int | None, ops: Any) -> tuple[Pa
 
 
 def exact_median(rule: str, n: int, upper: float, reduce_pairs: PairReducer, dtype: np.dtype,
-                 pair_fns: PairFns) -> float:
-    """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits."""
+                 pair_fns: PairFns, sample: np.ndarray | None = None) -> float:
+    """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits
+    (``sample``: see :func:`select_pair_ranks`)."""
     ranks = median_ranks(rule, n)
     real = sorted({r for r in ranks if r >= 0})
-    found = select_pair_ranks(real, n=n, upper=upper, reduce_pairs=reduce_pairs, pair_fns=pair_fns)
+    found = select_pair_ranks(real, n=n, upper=upper, reduce_pairs=reduce_pairs, pair_fns=pair_fns,
+                              sample=sample)
     values = dict(zip(real, found))
     median = 0.5 * sum(values.get(r, 0.0) for r in ranks)
     # Identical points come out of |a|^2 + |b|^2 - 2a.b as rounding noise, not 0: a median at

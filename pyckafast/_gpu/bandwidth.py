@@ -46,8 +46,9 @@ def exact_median(side: CentredSide, rule: str, tile: int | None = None) -> float
     """The exact ``rule`` median of a centred device side, one device pass per selection step
     over the scheduler's block pairs (GEMM tiles, histograms with ``side.xp``)."""
     tile = int(tile or _default_tile(side.dtype))
+    sample = bw.pair_sample(side) if bw.worth_sampling(side.n) else None
     return bw.exact_median(rule, side.n, 4.0 * side.max_sq_norm(), bw.side_reducer(side, tile),
-                           side.dtype, bw.tile_pair_fns(side.xp))
+                           side.dtype, bw.tile_pair_fns(side.xp), sample)
 
 
 def _centred(a, name: str, xp) -> CentredSide:
