@@ -143,3 +143,28 @@ def test_pair_sample_is_seeded_and_sorted():
     i, j = _bandwidth.sampled_pairs(50, 1000, 0)
     want = np.sort(((side.rows[i] - side.rows[j]) ** 2).sum(1))
     np.testing.assert_allclose(a, want, rtol=1e-12)
+
+
+def test_sweeps_reuse_medians(monkeypatch):
+    """A translation sweep computes x's median once per seed and y's once per point (shared by
+    the three RBF multipliers), and gives the values of the measures called one by one."""
+    from pyckafast import transforms
+    from pyckafast.robustness import measures as _measures, sweeps
+
+    calls = []
+    original = _bandwidth.exact_median_in_memory
+    monkeypatch.setattr(_bandwidth, "exact_median_in_memory",
+                        lambda side, rule, **kw: calls.append(side.n) or original(side, rule, **kw))
+    ms = _measures.default_measures(rbf_samples=30)
+    magnitudes = [1.0, 5.0, 20.0]
+    r = sweeps.translation_sweep(magnitudes, [0], n_per_cube=25, dim=6, measures=ms,
+                                 theory_curve=False)
+    assert len(calls) == 1 + len(magnitudes)  # x once, y once per c (not 2 x 3 per point)
+    x, labels = transforms.two_cubes(25, 6, 1.1, seed=0)
+    v = transforms.random_direction(6, seed=[0, 1])
+    rows = _measures.subsample_rows(x.shape[0], 30, 0)
+    for j, c in enumerate(magnitudes):
+        y = transforms.translate_subset(x, labels == 1, v, c)
+        for m in ms[1:]:
+            want = m.fn(x[rows], y[rows])
+            assert r.values[m.name][0, j] == pytest.approx(want, rel=1e-12, abs=1e-14)
