@@ -132,3 +132,13 @@ class EmulatedEngine:
         twin = _ext.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _ext.rbf_pairs_twin_f64
         twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, gamma_x, gamma_y, bool(same_block),
              row_k_a, row_l_a, row_k_b, row_l_b, sums)
+
+    def d2_hist(self, sides, same_block: bool) -> None:
+        """One launch of the CUDA distance-histogram kernel, run by its host twin
+        (csrc/cpu/d2_hist_twin.cpp) for each side of the launch's grid z."""
+        self._count("d2_hist")
+        for s in sides:
+            (a, na), (b, nb) = s["a"], s["b"]
+            twin = _ext.d2_hist_twin_f32 if a.dtype == np.float32 else _ext.d2_hist_twin_f64
+            twin(a, b, na, nb, bool(same_block), s["lo"], s["hi"], s["bins"], s["below"],
+                 s["counts"], s["values"], s["nvalues"])

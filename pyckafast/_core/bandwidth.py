@@ -23,7 +23,7 @@ of a side centred once per call (:class:`~pyckafast._core.pairs.CentredSide`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,8 @@ from .pairs import (CentredSide, block_bounds, centre, compute_dtype, default_ti
                     sq_norms)
 
 __all__ = ["RULES", "Histogram", "Candidates", "tile_histogram", "tile_pair_fns",
-           "select_pair_ranks", "pair_sample", "median_ranks", "median_sq_distance", "exact_median",
+           "select_pair_ranks", "rank_selection", "median_selection", "run_selection",
+           "run_selections", "reducer_passes", "pair_sample", "worth_sampling", "median_ranks", "median_sq_distance", "exact_median",
            "exact_median_in_memory", "side_reducer", "side_gamma", "median_of_side",
            "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
@@ -134,6 +135,11 @@ def side_reducer(side: CentredSide, tile: int) -> PairReducer:
     return lambda body: reduce_pairs(body, bounds, load_a=side.block)
 
 
+# A selection pass request: (kind, lo, hi), kind "histogram" or "candidates"; the answer is the
+# pass's Histogram or Candidates over every pair (None: candidates that overflowed a device buffer).
+PassRequest = tuple[str, float, float]
+
+
 def select_pair_ranks(
     ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer, pair_fns: PairFns,
     sample: np.ndarray | None = None,
@@ -147,19 +153,72 @@ def select_pair_ranks(
     passes check it (the counts below and inside the window must hold the ranks) and start
     again from the full range when it missed, so the result never depends on it.
     """
+    return run_selection(rank_selection(ranks, n=n, upper=upper, sample=sample),
+                         reducer_passes(reduce_pairs, pair_fns))
+
+
+def reducer_passes(reduce_pairs: PairReducer, pair_fns: PairFns) -> Callable[[PassRequest], Any]:
+    """One selection pass per request, as a sum over ``reduce_pairs``'s block pairs."""
     histogram, candidates = pair_fns
+
+    def one_pass(request: PassRequest):
+        kind, lo, hi = request
+        fn = histogram if kind == "histogram" else candidates
+        return reduce_pairs(lambda a, b, d: fn(a, b, d, lo, hi))
+
+    return one_pass
+
+
+def run_selection(steps: Generator[PassRequest, Any, Any], one_pass: Callable[[PassRequest], Any]):
+    """Drive a selection generator (:func:`rank_selection`, :func:`median_selection`) with
+    ``one_pass(request)``; returns what the generator returns."""
+    answer = None
+    try:
+        while True:
+            answer = one_pass(steps.send(answer))
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_selections(steps: Sequence[Generator[PassRequest, Any, Any]],
+                   passes: Callable[[list[PassRequest | None]], list[Any]]) -> list[Any]:
+    """Drive several selections in lockstep: every round, ``passes`` gets each one's request
+    (None for the finished ones) and answers them all in one pass over the pairs (e.g. x and y
+    in one kernel launch); returns what each generator returned."""
+    done: list[Any] = [None] * len(steps)
+    finished = [False] * len(steps)
+    requests: list[PassRequest | None] = [None] * len(steps)
+    answers: list[Any] = [None] * len(steps)
+    while True:
+        for k, gen in enumerate(steps):
+            if finished[k]:
+                requests[k] = None
+                continue
+            try:
+                requests[k] = gen.send(answers[k])
+            except StopIteration as stop:
+                finished[k], requests[k], done[k] = True, None, stop.value
+        if all(finished):
+            return done
+        answers = passes(list(requests))
+
+
+def rank_selection(ranks: Sequence[int], *, n: int, upper: float,
+                   sample: np.ndarray | None = None) -> Generator[PassRequest, Any, list[float]]:
+    """The selection of :func:`select_pair_ranks` as a generator of pass requests."""
     total = n * (n - 1) // 2
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
     full = (0.0, float(upper) * (1 + 1e-3) + 1e-300)
     guess = _guess_window(sample, ranks, total, full)
     if guess is not None and total <= _DIRECT_CANDIDATES * _MAX_CANDIDATES:
-        found = _candidate_values(reduce_pairs, candidates, ranks, *guess, must=False)
+        cand = yield ("candidates", *guess)
+        found = _rank_values(cand, ranks)
         if found is not None:  # one pass
             return found
         guess = None
     lo, hi = guess or full
     for _ in range(_MAX_PASSES):
-        hist = reduce_pairs(lambda a, b, d: histogram(a, b, d, lo, hi))
+        hist = yield ("histogram", lo, hi)
         if not hist.below <= min(ranks) < max(ranks) + 1 <= hist.below + int(hist.counts.sum()):
             lo, hi = full  # a guessed window that missed: start over from every pair
             continue
@@ -170,22 +229,23 @@ def select_pair_ranks(
         if hi - lo <= 64 * np.finfo(np.float64).eps * abs(hi):
             return [0.5 * (lo + hi)] * len(ranks)  # many ties: every wanted rank is this value
         lo, hi = narrow_lo, narrow_hi
-    return _candidate_values(reduce_pairs, candidates, ranks, lo, hi, must=True)
-
-
-def _candidate_values(reduce_pairs: PairReducer, candidates, ranks: Sequence[int], lo: float,
-                      hi: float, must: bool) -> list[float] | None:
-    """The ranks' values from one pass collecting the values in [lo, hi]; None (``must`` False)
-    when the window does not hold them all."""
-    cand = reduce_pairs(lambda a, b, d: candidates(a, b, d, lo, hi))
-    ks = [int(r) - cand.below for r in ranks]
-    if not all(0 <= k < cand.values.size for k in ks):
-        if not must:
-            return None
+    found = _rank_values((yield ("candidates", lo, hi)), ranks)
+    if found is None:
         raise RuntimeError(
             "exact median selection lost its rank: the tiles' distances differ between "
             "passes (non-deterministic GEMMs?); use bandwidth='sampled' or an explicit sigma."
         )
+    return found
+
+
+def _rank_values(cand: Candidates | None, ranks: Sequence[int]) -> list[float] | None:
+    """The ranks' values among candidates, or None when the window did not hold them all (or
+    the candidates overflowed)."""
+    if cand is None:
+        return None
+    ks = [int(r) - cand.below for r in ranks]
+    if not all(0 <= k < cand.values.size for k in ks):
+        return None
     values = np.partition(cand.values, ks)  # selection, not a sort: O(candidates)
     return [float(values[k]) for k in ks]
 
@@ -342,10 +402,16 @@ def exact_median(rule: str, n: int, upper: float, reduce_pairs: PairReducer, dty
                  pair_fns: PairFns, sample: np.ndarray | None = None) -> float:
     """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits
     (``sample``: see :func:`select_pair_ranks`)."""
+    return run_selection(median_selection(rule, n, upper, dtype, sample),
+                         reducer_passes(reduce_pairs, pair_fns))
+
+
+def median_selection(rule: str, n: int, upper: float, dtype: np.dtype,
+                     sample: np.ndarray | None = None) -> Generator[PassRequest, Any, float]:
+    """:func:`exact_median` as a generator of pass requests (see :func:`run_selections`)."""
     ranks = median_ranks(rule, n)
     real = sorted({r for r in ranks if r >= 0})
-    found = select_pair_ranks(real, n=n, upper=upper, reduce_pairs=reduce_pairs, pair_fns=pair_fns,
-                              sample=sample)
+    found = yield from rank_selection(real, n=n, upper=upper, sample=sample)
     values = dict(zip(real, found))
     median = 0.5 * sum(values.get(r, 0.0) for r in ranks)
     # Identical points come out of |a|^2 + |b|^2 - 2a.b as rounding noise, not 0: a median at

@@ -206,3 +206,26 @@ class CudaEngine:
         ))
 
     slots = _RBF_SLOTS
+
+    # -- exact-median passes --------------------------------------------------------------
+    def d2_hist(self, sides: list[dict], same_block: bool) -> None:
+        """One launch of csrc/cuda/d2_hist_cuda.cu for one or two sides (grid z): each side's
+        dict holds its blocks ``a``, ``b`` ((rows, norms) of device arrays), window ``lo``,
+        ``hi``, ``bins`` (0: collect into ``values`` up to ``capacity``) and the uint64
+        counters ``below``, ``counts``, ``nvalues`` the kernel adds to."""
+        (xa, na), (xb, nb) = sides[0]["a"], sides[0]["b"]
+        dtype = np.dtype(xa.dtype)
+        tm = _RBF_TM[dtype]
+        bm = 16 * tm
+        grid = (ceil(xb.shape[0] / bm), ceil(xa.shape[0] / bm), len(sides))
+        if grid[1] > _MAX_GRID_Y:
+            raise ValueError(f"a block of {xa.shape[0]} rows exceeds the grid limit "
+                             f"({_MAX_GRID_Y * bm}).")
+        args: list = [_i64(xa.shape[0]), _i64(xb.shape[0]), np.int32(bool(same_block))]
+        for s in (sides * 2)[:2]:  # a lone side fills both argument sets; grid z runs the first
+            (a, n_a), (b, n_b) = s["a"], s["b"]
+            args += [a, b, n_a, n_b, _i64(a.shape[1]), np.float64(s["lo"]), np.float64(s["hi"]),
+                     _i64(s["bins"]), s["below"], s["counts"], s["values"], _i64(s["capacity"]),
+                     s["nvalues"]]
+        t = "float" if dtype == np.float32 else "double"
+        launch("d2_hist_cuda.cu", f"pcf_d2_hist<{t}, {tm}>", grid, (_THREADS,), tuple(args))
