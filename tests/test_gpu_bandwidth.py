@@ -126,3 +126,31 @@ def test_side_gammas_match_side_gamma():
         want = (_gpu_bandwidth.side_gamma(opts, sx, 0, 64), _gpu_bandwidth.side_gamma(opts, sy, 1, 64))
         got = _gpu_bandwidth.side_gammas(EmulatedEngine(), opts, sx, sy, 128)
         assert got == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("switch, launches", [(None, True), ("tiles", False)])
+def test_device_sides_use_the_kernel_unless_switched_off(switch, launches, monkeypatch):
+    """A side on a device (xp is not NumPy; here a NumPy stand-in) takes its exact median from
+    the distance-histogram kernel on a CudaEngine (here the emulated one);
+    PYCKAFAST_GPU_MEDIAN=tiles keeps the CuPy-tile passes."""
+    import sys
+    import types
+
+    device_xp = types.ModuleType("device_xp")
+    device_xp.__getattr__ = lambda name: getattr(np, name)
+    engines = []
+
+    class Engine(EmulatedEngine):
+        def __init__(self):
+            super().__init__()
+            engines.append(self)
+
+    monkeypatch.setitem(sys.modules, "pyckafast._gpu.engine",
+                        types.SimpleNamespace(CudaEngine=Engine))
+    if switch:
+        monkeypatch.setenv("PYCKAFAST_GPU_MEDIAN", switch)
+    x = np.random.default_rng(3).normal(size=(150, 4))
+    side = centre(x, "x", np.dtype(np.float64), device_xp)
+    got = _gpu_bandwidth.exact_median(side, "kornblith", 64)
+    assert got == pytest.approx(_bandwidth.median_sq_distance(x, "kornblith"), rel=1e-12)
+    assert bool(engines and engines[0].calls.get("d2_hist")) is launches

@@ -8,6 +8,7 @@ CPU tests run the very same code with ``xp=numpy`` against the CPU implementatio
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,14 @@ def median_sq_distance(a, rule: str, *, xp, tile: int | None = None, n_pairs: in
 
 
 def exact_median(side: CentredSide, rule: str, tile: int | None = None) -> float:
-    """The exact ``rule`` median of a centred device side, one device pass per selection step
-    over the scheduler's block pairs (GEMM tiles, histograms with ``side.xp``)."""
+    """The exact ``rule`` median of a centred side, one pass per selection step over the
+    scheduler's block pairs: on a GPU, launches of the fused distance-histogram kernel
+    (:func:`exact_medians`; PYCKAFAST_GPU_MEDIAN=tiles selects the CuPy tiles below instead);
+    with ``xp=numpy`` (CI) or "tiles", GEMM tiles binned with ``side.xp``."""
+    if side.xp is not np and os.environ.get("PYCKAFAST_GPU_MEDIAN", "kernel") != "tiles":
+        from .engine import CudaEngine
+
+        return exact_medians(CudaEngine(), [side], rule, tile)[0]
     tile = int(tile or _default_tile(side.dtype))
     sample = bw.pair_sample(side) if bw.worth_sampling(side.n) else None
     return bw.exact_median(rule, side.n, 4.0 * side.max_sq_norm(), bw.side_reducer(side, tile),
