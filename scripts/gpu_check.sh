@@ -120,7 +120,8 @@ for label, value in [
     ("RBF 262144 rows s / TFLOP/s", [get(micro, "rbf_scale", "262144", k) for k in
                                      ("s", "TFLOPs_dot")]),
     ("RBF t(1e6) by n^2 s", get(micro, "rbf_scale", "262144", "t_1e6_by_n2_s")),
-    ("device median n=32k s / passes", [get(micro, "median", "s"), get(micro, "median", "passes")]),
+    ("device median n=32k both sides s / launches", [get(micro, "median", "s"), get(micro, "median", "passes")]),
+    ("median one side kernel / CuPy tiles s", [get(micro, "median", "kernel_one_side_s"), get(micro, "median", "tiles_one_side_s")]),
     ("default bandwidth s / explicit s", [get(micro, "bandwidth", "default_bandwidth_s"),
                                           get(micro, "bandwidth", "explicit_sigma_s")]),
     ("t(1e6) default / explicit by n^2", [get(micro, "bandwidth", "t_1e6_default_by_n2_s"),

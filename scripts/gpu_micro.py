@@ -295,46 +295,47 @@ def _rbf_scale():
     return out
 
 
-def _counting_passes():
-    """Wraps the exact selection so that every pass over the pairs is counted."""
-    from pyckafast._core import bandwidth as bw
-    counts = {"passes": 0}
-    original = bw.select_pair_ranks
-
-    def select(ranks, *, reduce_pairs, **kw):
-        def counted(body):
-            counts["passes"] += 1
-            return reduce_pairs(body)
-        return original(ranks, reduce_pairs=counted, **kw)
-
-    return counts, original, select
-
-
 @section("median")
 def _median():
+    """Exact 'kornblith' medians on the device at n = 32k, d = 512: the fused kernel (one and
+    both sides per launch) vs the CuPy-tile passes; a 4096-row subset against a host float64
+    np.median."""
     import cupy
 
-    from pyckafast._core import bandwidth as bw
-    from pyckafast._gpu import bandwidth as gpu_bw
-    counts, original, select = _counting_passes()
-    bw.select_pair_ranks = select
+    from pyckafast._core.pairs import centre
+    from pyckafast._gpu import bandwidth as gpu_bw, kernels
+    from pyckafast._gpu.engine import CudaEngine
+    n, d = 32768, 512
+    rng = cupy.random.default_rng(4)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    y = cupy.tanh(x) + 0.5 * rng.standard_normal((n, d), dtype=np.float32)
+    sub = x[:4096]
+    host = sub.get().astype(np.float64)
+    sq = (host * host).sum(1)
+    ref_sub = float(np.median(np.maximum(sq[:, None] + sq[None, :] - 2 * host @ host.T, 0)))
+    out = {"n": n, "d": d, "median_4096_host_float64": ref_sub,
+           "median_4096_kernel": gpu_bw.median_sq_distance(sub, "kornblith", xp=cupy)}
+    sides = [centre(x, "x", np.dtype(np.float32), cupy), centre(y, "y", np.dtype(np.float32), cupy)]
+    before = kernels.launches().get("pcf_d2_hist", 0)
+    t0 = time.perf_counter()
+    out["medians_kernel"] = gpu_bw.exact_medians(CudaEngine(), sides, "kornblith")
+    out["kernel_both_sides_s"] = round(time.perf_counter() - t0, 3)
+    out["passes"] = kernels.launches().get("pcf_d2_hist", 0) - before  # launches: pairs x passes
+    t0 = time.perf_counter()
+    one = gpu_bw.exact_median(sides[0], "kornblith")
+    out["kernel_one_side_s"] = round(time.perf_counter() - t0, 3)
+    os.environ["PYCKAFAST_GPU_MEDIAN"] = "tiles"
     try:
-        n, d = 32768, 512
-        x = cupy.random.default_rng(4).standard_normal((n, d), dtype=np.float32)
-        gpu_bw.median_sq_distance(x[:4096], "kornblith", xp=cupy)  # compile, warm up
-        counts["passes"] = 0
         t0 = time.perf_counter()
-        m = gpu_bw.median_sq_distance(x, "kornblith", xp=cupy)
-        t = time.perf_counter() - t0
+        tiles = gpu_bw.exact_median(sides[0], "kornblith")
+        out["tiles_one_side_s"] = round(time.perf_counter() - t0, 3)
     finally:
-        bw.select_pair_ranks = original
-    sub = x[:4096].get().astype(np.float64)
-    sq = (sub * sub).sum(1)
-    ref_sub = float(np.median(np.maximum(sq[:, None] + sq[None, :] - 2 * sub @ sub.T, 0)))
-    return {"n": n, "median": m, "s": round(t, 3), "passes": counts["passes"],
-            "t_1e6_one_side_by_n2_s": round(t * (1e6 / n) ** 2, 1),
-            "median_4096_host_float64": ref_sub,
-            "median_4096_device": gpu_bw.median_sq_distance(x[:4096], "kornblith", xp=cupy)}
+        del os.environ["PYCKAFAST_GPU_MEDIAN"]
+    out["kernel_equals_tiles"] = one == tiles
+    out["s"] = out["kernel_both_sides_s"]
+    out["t_1e6_both_sides_by_n2_s"] = round(out["kernel_both_sides_s"] * (1e6 / n) ** 2, 1)
+    out["t_1e6_tiles_one_side_by_n2_s"] = round(out["tiles_one_side_s"] * (1e6 / n) ** 2, 1)
+    return out
 
 
 @section("bandwidth")
