@@ -258,3 +258,68 @@ def test_engine_asks_for_tf32_inside_precision_tf32(fake_engine):
     engine.cross(a, b, out)
     assert engine.gram(a, g) is True  # SYRK again
     assert len(calls) == 2
+
+
+# ---- kernel argument marshalling -----------------------------------------------------------------
+def _kernel_params(source: str, kernel: str) -> list[str]:
+    """The C parameter types of ``kernel`` in csrc/cuda/``source``."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "csrc" / "cuda" / source).read_text()
+    body = re.search(rf"{kernel}\((.*?)\)\s*{{", text, re.S).group(1)
+    return [" ".join(w for w in p.split()[:-1] if w not in ("const", "__restrict__"))
+            for p in body.split(",")]
+
+
+_C_TYPES = {"long long": np.int64, "int": np.int32, "double": np.float64}
+
+
+@pytest.mark.parametrize("dtype, ctype", [(np.float32, "float"), (np.float64, "double")])
+@pytest.mark.parametrize("nsides", [1, 2])
+def test_d2_hist_launch_matches_the_kernel_signature(fake_engine, monkeypatch, dtype, ctype, nsides):
+    engine_mod = fake_engine()
+    launched = []
+    monkeypatch.setattr(engine_mod, "launch", lambda *a: launched.append(a))
+    engine = engine_mod.CudaEngine()
+    rows = [np.zeros((300, 5), dtype), np.zeros(300, dtype)]
+    side = {"a": rows, "b": rows, "lo": 0.0, "hi": 1.0, "bins": 4, "below": np.zeros(1, np.uint64),
+            "counts": np.zeros(4, np.uint64), "values": np.zeros(1), "capacity": 0,
+            "nvalues": np.zeros(1, np.uint64)}
+    engine.d2_hist([side] * nsides, same_block=True)
+    (source, name, grid, block, args), = launched
+    assert (source, block) == ("d2_hist_cuda.cu", (256,))
+    tm = 8 if dtype == np.float32 else 4
+    assert name == f"pcf_d2_hist<{ctype}, {tm}>" and grid == (-(-300 // (16 * tm)),) * 2 + (nsides,)
+    params = _kernel_params("d2_hist_cuda.cu", "pcf_d2_hist")
+    assert len(args) == len(params)
+    for value, param in zip(args, params):
+        if param.endswith("*"):
+            want = {"T*": dtype, "unsigned long long*": np.uint64, "double*": np.float64}[param]
+            assert isinstance(value, np.ndarray) and value.dtype == want, (param, value)
+        else:
+            assert type(value) is _C_TYPES[param], (param, value)
+
+
+@pytest.mark.parametrize("dtype, ctype", [(np.float32, "float"), (np.float64, "double")])
+def test_rbf_launch_matches_the_kernel_signature(fake_engine, monkeypatch, dtype, ctype):
+    engine_mod = fake_engine()
+    launched = []
+    monkeypatch.setattr(engine_mod, "launch", lambda *a: launched.append(a))
+    block = types.SimpleNamespace(x=np.zeros((70, 5), dtype), y=np.zeros((70, 3), dtype),
+                                  nx=np.zeros(70, dtype), ny=np.zeros(70, dtype))
+    row = np.zeros(70)
+    engine_mod.CudaEngine().rbf_pair(block, block, 0.5, 0.25, True, row, row, row, row,
+                                     np.zeros((64, 3)))
+    (source, name, grid, block_dim, args), = launched
+    params = _kernel_params("rbf_pairs_cuda.cu", "pcf_rbf_tiles")
+    assert source == "rbf_pairs_cuda.cu" and name.startswith(f"pcf_rbf_tiles<{ctype},")
+    assert len(args) == len(params)
+    for value, param in zip(args, params):
+        if param.endswith("*"):
+            want = {"T*": dtype, "double*": np.float64}[param]
+            assert isinstance(value, np.ndarray) and value.dtype == want, (param, value)
+        elif param == "T":
+            assert type(value) is np.dtype(dtype).type
+        else:
+            assert type(value) is _C_TYPES[param], (param, value)

@@ -102,7 +102,7 @@ def exact_medians(engine, sides: list[CentredSide], rule: str, tile: int | None 
 def _device_tile(engine, n: int, dtype: np.dtype) -> int:
     """Rows per block: whole tiles of the kernel, up to its grid limit."""
     unit = engine.rbf_rows_per_tile(dtype)
-    return min(n, 65535 * unit, max(unit, 32 * unit))
+    return min(n, 65535 * unit, 128 * unit)  # 16384 float rows: few launches per pass
 
 
 class _DevicePasses:
