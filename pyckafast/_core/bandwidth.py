@@ -35,7 +35,7 @@ from .pairs import (CentredSide, block_bounds, centre, compute_dtype, default_ti
 
 __all__ = ["RULES", "Histogram", "Candidates", "tile_histogram", "tile_pair_fns",
            "select_pair_ranks", "rank_selection", "median_selection", "run_selection",
-           "run_selections", "reducer_passes", "pair_sample", "worth_sampling", "median_ranks", "median_sq_distance", "exact_median",
+           "run_selections", "reducer_passes", "pair_sample", "sample_size", "worth_sampling", "median_ranks", "median_sq_distance", "exact_median",
            "exact_median_in_memory", "side_reducer", "side_gamma", "median_of_side",
            "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
@@ -45,6 +45,9 @@ _MAX_CANDIDATES = 1 << 21
 _MAX_PASSES = 8
 _SAMPLE_PAIRS = 1 << 12  # random pairs whose distances guess the first window
 _SAMPLE_PAIRS_LARGE = 1 << 16  # ... when there are more than 2^31 pairs
+_MAX_SAMPLE_PAIRS = 1 << 18  # the most pairs sampled to make the selection one candidate pass
+_DIRECT_SHARE = 0.5  # a guessed window expected to hold at most this share of the candidate
+                     # budget goes straight to the candidate pass
 _SAMPLE_Z = 6.0  # binomial standard deviations of the guess either side of a rank
 _DIRECT_CANDIDATES = 4  # up to this many times _MAX_CANDIDATES pairs, a guess goes straight to
                         # the candidate pass (its values stay few even if the guess is poor)
@@ -210,7 +213,7 @@ def rank_selection(ranks: Sequence[int], *, n: int, upper: float,
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
     full = (0.0, float(upper) * (1 + 1e-3) + 1e-300)
     guess = _guess_window(sample, ranks, total, full)
-    if guess is not None and total <= _DIRECT_CANDIDATES * _MAX_CANDIDATES:
+    if guess is not None and _expected_inside(sample, *guess, total) <= _DIRECT_SHARE * _DIRECT_CANDIDATES * _MAX_CANDIDATES:
         cand = yield ("candidates", *guess)
         found = _rank_values(cand, ranks)
         if found is not None:  # one pass
@@ -272,12 +275,11 @@ def _guess_window(sample: np.ndarray | None, ranks: Sequence[int], total: int,
 
 
 def pair_sample(side: CentredSide, size: int | None = None, seed: int = 0) -> np.ndarray:
-    """Sorted squared distances of ``size`` seeded random pairs of a centred side (the guess of
-    :func:`select_pair_ranks`; computed in the side's dtype: a guess needs no float64). Default
-    size: more pairs for more rows, so that the guessed window stays within one narrowing."""
+    """Sorted squared distances of ``size`` (default :func:`sample_size`) seeded random pairs of
+    a centred side (the guess of :func:`select_pair_ranks`; computed in the side's dtype: a
+    guess needs no float64)."""
     n = side.n
-    if size is None:
-        size = _SAMPLE_PAIRS if n * (n - 1) // 2 < 1 << 31 else _SAMPLE_PAIRS_LARGE
+    size = size or sample_size(n) or _SAMPLE_PAIRS
     i, j = sampled_pairs(n, size, seed)
     rows = side.rows
     index = (lambda k: k) if isinstance(rows, np.ndarray) else side.xp.asarray
@@ -288,14 +290,36 @@ def pair_sample(side: CentredSide, size: int | None = None, seed: int = 0) -> np
     return np.sort(np.concatenate(out))
 
 
-def worth_sampling(n: int) -> bool:
-    """Whether a sample guess saves passes: when it turns the selection into one candidate pass
-    (few pairs), or when a full-range histogram would need a second narrowing (very many pairs).
-    In between, the full-range pass narrows to the candidates at once and, on the CPU, a narrow
-    window's pass costs more than a full one (its in-window test is a branch per value)."""
+def _expected_inside(sample: np.ndarray, lo: float, hi: float, total: int) -> float:
+    """The pairs a window should hold, from the sample's share inside it."""
+    share = (np.searchsorted(sample, hi, "right") - np.searchsorted(sample, lo, "left")) / sample.size
+    return float(share * total)
+
+
+def sample_size(n: int) -> int | None:
+    """Random pairs whose distances guess the first window, or None where a guess saves no pass.
+
+    The guessed window holds about total * Z / sqrt(size) pairs (Z binomial deviations either
+    side of the median's rank). With few enough, one candidate pass selects the ranks at once:
+    the size is chosen for that when at most _MAX_SAMPLE_PAIRS do it. Beyond, a guess pays only
+    when a full-range histogram would need a second narrowing (very many pairs); in between the
+    full-range pass narrows to the candidates at once and, on the CPU, a narrow window's
+    histogram pass costs more than a full one (its in-window test is a branch per value)."""
     total = n * (n - 1) // 2
-    return (8 * _SAMPLE_PAIRS <= total <= _DIRECT_CANDIDATES * _MAX_CANDIDATES
-            or total >= 1 << 31)
+    if total < 8 * _SAMPLE_PAIRS:
+        return None
+    budget = _DIRECT_SHARE * _DIRECT_CANDIDATES * _MAX_CANDIDATES
+    if total <= budget:
+        return _SAMPLE_PAIRS
+    need = math.ceil((1.5 * _SAMPLE_Z * total / budget) ** 2)  # 1.5: the window's padding
+    if need <= _MAX_SAMPLE_PAIRS:
+        return max(_SAMPLE_PAIRS, need)
+    return _SAMPLE_PAIRS_LARGE if total >= 1 << 31 else None
+
+
+def worth_sampling(n: int) -> bool:
+    """Whether :func:`sample_size` finds a guess worth its sample."""
+    return sample_size(n) is not None
 
 
 def _narrow(hist: Histogram, ranks: Sequence[int], lo: float,
