@@ -20,6 +20,20 @@ class FakeOutOfMemory(MemoryError):
     """Stands in for cupy.cuda.memory.OutOfMemoryError."""
 
 
+class EmulatedEvent:
+    """A stream event: an upload's (its copy runs when the event is first waited on or used, the
+    latest moment a real copy stream may run it) or a mark on the compute stream."""
+
+    def __init__(self, seq: int, kind: str, copy=None, after=None):
+        self.seq, self.kind, self.copy, self.after = seq, kind, copy, after
+
+    def complete(self) -> None:
+        if self.copy is not None:
+            host, device = self.copy
+            device[...] = host
+            self.copy = None
+
+
 class EmulatedEngine:
     xp = np
     oom_errors = (FakeOutOfMemory,)
@@ -32,6 +46,8 @@ class EmulatedEngine:
         self.released = 0
         self.calls: dict[str, int] = {}
         self.precisions: list[str] = []
+        self.schedule: list[tuple] = []  # (what, event seq or landing buffer id, ...) in order
+        self._seq = 0
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -45,13 +61,31 @@ class EmulatedEngine:
     def pinned(self, shape, dtype):
         return np.empty(shape, dtype)
 
-    def upload(self, host, device):
+    def _event(self, kind: str, **kw) -> EmulatedEvent:
+        self._seq += 1
+        return EmulatedEvent(self._seq, kind, **kw)
+
+    def upload(self, host, device, after=None):
+        """Queued on the copy stream: the copy itself runs when the event completes."""
         self._count("upload")
-        device[...] = host
-        return "event"
+        base = device.base if device.base is not None else device
+        event = self._event("upload", copy=(host, device), after=after)  # reads host late
+        self.schedule.append(("upload", event.seq, id(base), None if after is None else after.seq))
+        return event
+
+    def use(self, event) -> None:
+        event.complete()
+        self.schedule.append(("use", event.seq))
+
+    def record(self):
+        event = self._event("record")
+        self.schedule.append(("record", event.seq))
+        return event
 
     def wait(self, event) -> None:
-        pass
+        if event is not None:
+            event.complete()
+            self.schedule.append(("wait", event.seq))
 
     @staticmethod
     def asnumpy(a):
@@ -59,6 +93,7 @@ class EmulatedEngine:
 
     def moments(self, cx, cy, sx, sy, bx, by, csx, csy, norms) -> None:
         self._count("moments")
+        self.schedule.append(("moments",))
         m = cx.shape[0]
         if self.oom_above_rows is not None and m > self.oom_above_rows:
             raise FakeOutOfMemory(f"emulated: no memory for {m} rows")
@@ -97,3 +132,13 @@ class EmulatedEngine:
         twin = _ext.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _ext.rbf_pairs_twin_f64
         twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, gamma_x, gamma_y, bool(same_block),
              row_k_a, row_l_a, row_k_b, row_l_b, sums)
+
+    def d2_hist(self, sides, same_block: bool) -> None:
+        """One launch of the CUDA distance-histogram kernel, run by its host twin
+        (csrc/cpu/d2_hist_twin.cpp) for each side of the launch's grid z."""
+        self._count("d2_hist")
+        for s in sides:
+            (a, na), (b, nb) = s["a"], s["b"]
+            twin = _ext.d2_hist_twin_f32 if a.dtype == np.float32 else _ext.d2_hist_twin_f64
+            twin(a, b, na, nb, bool(same_block), s["lo"], s["hi"], s["bins"], s["below"],
+                 s["counts"], s["values"], s["nvalues"])

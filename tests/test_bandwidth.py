@@ -77,3 +77,94 @@ def test_zero_median_is_a_clear_error():
     for rule in ("kornblith", "offdiag"):
         with pytest.raises(ValueError, match="sigma would be 0"):
             pyckafast.rbf_cka(x, np.random.default_rng(0).normal(size=(20, 2)), bandwidth=rule)
+
+
+# ---- the sampled guess of the first window (select_pair_ranks(sample=...)) ----------------------
+def _counted_median(x, rule, sample, tile=64):
+    from pyckafast._core.pairs import centre
+
+    side = centre(x, "x", np.dtype(np.float64))
+    reducer, passes = _bandwidth.side_reducer(side, tile), []
+
+    def counted(body):
+        passes.append(1)
+        return reducer(body)
+
+    upper = 4.0 * side.max_sq_norm()
+    got = _bandwidth.exact_median(rule, side.n, upper, counted, side.dtype,
+                                  _bandwidth.tile_pair_fns(np), sample)
+    return got, len(passes), side
+
+
+@pytest.mark.parametrize("rule", ["kornblith", "offdiag"])
+def test_sampled_guess_selects_in_one_pass(rule, monkeypatch):
+    monkeypatch.setattr(_bandwidth, "_MAX_CANDIDATES", 1 << 21)
+    x = np.random.default_rng(5).normal(size=(500, 7)) + 3.0
+    from pyckafast._core.pairs import centre
+
+    assert _bandwidth.worth_sampling(500)
+    sample = _bandwidth.pair_sample(centre(x, "x", np.dtype(np.float64)))
+    got, passes, _ = _counted_median(x, rule, sample)
+    assert got == median_sq(x, rule)  # exact: the same float64 values, selected
+    assert passes == 1
+    _, without, _ = _counted_median(x, rule, None)
+    assert without == 2  # a histogram, then the candidates of the bins holding the ranks
+
+
+@pytest.mark.parametrize("max_candidates", [8, 1 << 21])  # histogram first / candidates first
+@pytest.mark.parametrize("wrong", ["below", "above", "narrow"])
+def test_a_wrong_guess_costs_passes_never_exactness(max_candidates, wrong, monkeypatch):
+    monkeypatch.setattr(_bandwidth, "_MAX_CANDIDATES", max_candidates)
+    x = np.random.default_rng(6).normal(size=(300, 4))
+    value = median_sq(x, "offdiag")
+    sample = {"below": np.linspace(0, 1e-3 * value, 500), "above": np.linspace(10, 20, 500) * value,
+              "narrow": np.full(500, value * 1.01)}[wrong]
+    got, passes, _ = _counted_median(x, "offdiag", np.sort(sample))
+    assert got == value
+    assert passes >= 2  # the missed guess, then the selection from the full range
+
+
+def test_sampled_guess_with_ties(monkeypatch):
+    monkeypatch.setattr(_bandwidth, "_MAX_CANDIDATES", 1 << 21)
+    x = np.random.default_rng(0).integers(0, 3, size=(400, 2)).astype(np.float64)
+    from pyckafast._core.pairs import centre
+
+    sample = _bandwidth.pair_sample(centre(x, "x", np.dtype(np.float64)))
+    for rule in ("kornblith", "offdiag"):
+        assert _counted_median(x, rule, sample)[0] == median_sq(x, rule)
+
+
+def test_pair_sample_is_seeded_and_sorted():
+    from pyckafast._core.pairs import centre
+
+    side = centre(np.random.default_rng(1).normal(size=(50, 3)), "x", np.dtype(np.float64))
+    a, b = _bandwidth.pair_sample(side, 1000), _bandwidth.pair_sample(side, 1000)
+    assert a.dtype == np.float64 and a.size == 1000 and (a == b).all() and (np.diff(a) >= 0).all()
+    i, j = _bandwidth.sampled_pairs(50, 1000, 0)
+    want = np.sort(((side.rows[i] - side.rows[j]) ** 2).sum(1))
+    np.testing.assert_allclose(a, want, rtol=1e-12)
+
+
+def test_sweeps_reuse_medians(monkeypatch):
+    """A translation sweep computes x's median once per seed and y's once per point (shared by
+    the three RBF multipliers), and gives the values of the measures called one by one."""
+    from pyckafast import transforms
+    from pyckafast.robustness import measures as _measures, sweeps
+
+    calls = []
+    original = _bandwidth.exact_median_in_memory
+    monkeypatch.setattr(_bandwidth, "exact_median_in_memory",
+                        lambda side, rule, **kw: calls.append(side.n) or original(side, rule, **kw))
+    ms = _measures.default_measures(rbf_samples=30)
+    magnitudes = [1.0, 5.0, 20.0]
+    r = sweeps.translation_sweep(magnitudes, [0], n_per_cube=25, dim=6, measures=ms,
+                                 theory_curve=False)
+    assert len(calls) == 1 + len(magnitudes)  # x once, y once per c (not 2 x 3 per point)
+    x, labels = transforms.two_cubes(25, 6, 1.1, seed=0)
+    v = transforms.random_direction(6, seed=[0, 1])
+    rows = _measures.subsample_rows(x.shape[0], 30, 0)
+    for j, c in enumerate(magnitudes):
+        y = transforms.translate_subset(x, labels == 1, v, c)
+        for m in ms[1:]:
+            want = m.fn(x[rows], y[rows])
+            assert r.values[m.name][0, j] == pytest.approx(want, rel=1e-12, abs=1e-14)

@@ -164,3 +164,22 @@ def test_host_twin_checks_arguments():
                                         np.empty((4, 3), np.float32), False, 2)
     with pytest.raises(ValueError, match="slab"):
         _ext.linear_moments_columns_f32(x, x, x[0], x[0], np.empty_like(x), np.empty_like(x), False, 0)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_distance_histogram_kernels_do_not_spill(tmp_path):
+    """ptxas resource use of the exact-median kernel (sm_90): no local memory, and the float
+    instantiation within 168 registers (it holds one side's 8 x 8 dots, not the RBF kernel's
+    two)."""
+    run = subprocess.run([NVCC, "-std=c++17", "-cubin", "-arch=sm_90", "-Xptxas", "-v",
+                          f"-I{CSRC}", str(CSRC / "cuda" / "d2_hist_cuda.cu"),
+                          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    kernels = re.findall(r"Compiling entry function '(\w+)'.*?(\d+) bytes stack frame, (\d+) bytes "
+                         r"spill stores, (\d+) bytes spill loads.*?Used (\d+) registers",
+                         run.stdout + run.stderr, re.S)
+    assert len(kernels) == 2, kernels
+    for name, stack, stores, loads, registers in kernels:
+        assert (int(stack), int(stores), int(loads)) == (0, 0, 0), name
+        assert int(registers) <= 168, (name, registers)

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bind_util.h"
+#include "d2_hist_twin.h"
 #include "linear_moments_twin.h"
 #include "rbf_pairs_twin.h"
 
@@ -104,9 +105,62 @@ void def_rbf_twin(py::module_& m, const std::string& suffix) {
         "Rows per tile side of the CUDA RBF kernel for this dtype (16 TM)");
 }
 
+// The uint64 counter array `name` of `size` entries (C-contiguous, writable), added to in place.
+std::uint64_t* counters(py::array& a, py::ssize_t size, const char* name) {
+  if (!a.dtype().is(py::dtype::of<std::uint64_t>()) || a.size() != size ||
+      !(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(name) + " must be a writable C-contiguous uint64 array of " +
+                          std::to_string(size) + " entries");
+  return static_cast<std::uint64_t*>(a.mutable_data());
+}
+
+// One side of one launch of the CUDA distance-histogram kernel, run serially (d2_hist_twin.cpp):
+// adds to below, counts (bins > 0) or collects into values / nvalues (bins == 0), in place.
+template <typename T>
+void d2_hist_twin(const py::array& a, const py::array& b, const py::array& na,
+                  const py::array& nb, bool same_block, double lo, double hi, std::int64_t bins,
+                  py::array below, py::array counts, py::array values, py::array nvalues) {
+  if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1))
+    throw py::value_error("a and b must be 2-D with the same columns");
+  if (same_block && a.data() != b.data()) throw py::value_error("same_block needs b to be a");
+  if (bins < 0) throw py::value_error("bins must be >= 0");
+  pcf::D2HistTwinArgs<T> g;
+  g.ma = a.shape(0);
+  g.mb = b.shape(0);
+  g.d = a.shape(1);
+  g.a = c_contiguous_in<T>(a, g.ma, g.d, "a");
+  g.b = c_contiguous_in<T>(b, g.mb, g.d, "b");
+  g.na = c_contiguous_in<T>(na, g.ma, -1, "na");
+  g.nb = c_contiguous_in<T>(nb, g.mb, -1, "nb");
+  g.same_block = same_block;
+  g.lo = lo;
+  g.hi = hi;
+  g.bins = bins;
+  g.below = counters(below, 1, "below");
+  g.counts = bins > 0 ? counters(counts, bins, "counts") : nullptr;  // ignored when collecting
+  if (!values.dtype().is(py::dtype::of<double>()) || !(values.flags() & py::array::c_style) ||
+      !values.writeable())
+    throw py::value_error("values must be a writable C-contiguous float64 array");
+  g.values = static_cast<double*>(values.mutable_data());
+  g.capacity = values.size();
+  g.nvalues = counters(nvalues, 1, "nvalues");
+  py::gil_scoped_release release;
+  pcf::d2_hist_twin<T>(g);
+}
+
+template <typename T>
+void def_d2_hist_twin(py::module_& m, const std::string& suffix) {
+  m.def(("d2_hist_twin" + suffix).c_str(), &d2_hist_twin<T>, py::arg("a"), py::arg("b"),
+        py::arg("na"), py::arg("nb"), py::arg("same_block"), py::arg("lo"), py::arg("hi"),
+        py::arg("bins"), py::arg("below"), py::arg("counts"), py::arg("values"),
+        py::arg("nvalues"));
+}
+
 }  // namespace
 
 void bind_twins(py::module_& m) {
+  def_d2_hist_twin<float>(m, "_f32");
+  def_d2_hist_twin<double>(m, "_f64");
   def_rbf_twin<float>(m, "_f32");
   def_rbf_twin<double>(m, "_f64");
   m.def("linear_moments_columns_f32", &columns<float>, py::arg("x"), py::arg("y"),

@@ -23,7 +23,7 @@ of a side centred once per call (:class:`~pyckafast._core.pairs.CentredSide`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,8 @@ from .pairs import (CentredSide, block_bounds, centre, compute_dtype, default_ti
                     sq_norms)
 
 __all__ = ["RULES", "Histogram", "Candidates", "tile_histogram", "tile_pair_fns",
-           "select_pair_ranks", "median_ranks", "median_sq_distance", "exact_median",
+           "select_pair_ranks", "rank_selection", "median_selection", "run_selection",
+           "run_selections", "reducer_passes", "pair_sample", "sample_size", "worth_sampling", "median_ranks", "median_sq_distance", "exact_median",
            "exact_median_in_memory", "side_reducer", "side_gamma", "median_of_side",
            "sampled_pairs", "median_over_pairs", "gamma_from_sigma", "gamma_from_median"]
 
@@ -42,6 +43,14 @@ RULES = ("kornblith", "offdiag", "sampled")
 _BINS = 1 << 14
 _MAX_CANDIDATES = 1 << 21
 _MAX_PASSES = 8
+_SAMPLE_PAIRS = 1 << 12  # random pairs whose distances guess the first window
+_SAMPLE_PAIRS_LARGE = 1 << 16  # ... when there are more than 2^31 pairs
+_MAX_SAMPLE_PAIRS = 1 << 18  # the most pairs sampled to make the selection one candidate pass
+_DIRECT_SHARE = 0.5  # a guessed window expected to hold at most this share of the candidate
+                     # budget goes straight to the candidate pass
+_SAMPLE_Z = 6.0  # binomial standard deviations of the guess either side of a rank
+_DIRECT_CANDIDATES = 4  # up to this many times _MAX_CANDIDATES pairs, a guess goes straight to
+                        # the candidate pass (its values stay few even if the guess is poor)
 
 # reduce_pairs(fn) -> sum of fn(a_block, b_block, diagonal) over the upper triangle of block
 # pairs of the centred data (diagonal=True: b_block is a_block, pairs i < j only).
@@ -129,49 +138,202 @@ def side_reducer(side: CentredSide, tile: int) -> PairReducer:
     return lambda body: reduce_pairs(body, bounds, load_a=side.block)
 
 
+# A selection pass request: (kind, lo, hi), kind "histogram" or "candidates"; the answer is the
+# pass's Histogram or Candidates over every pair (None: candidates that overflowed a device buffer).
+PassRequest = tuple[str, float, float]
+
+
 def select_pair_ranks(
     ranks: Sequence[int], *, n: int, upper: float, reduce_pairs: PairReducer, pair_fns: PairFns,
+    sample: np.ndarray | None = None,
 ) -> list[float]:
     """The values of the given 0-based ranks among the n(n-1)/2 pair squared distances.
 
     ``upper`` bounds every squared distance (e.g. (2 max_i |x_i|)^2 of the centred rows).
     ``pair_fns`` are the per-block-pair histogram and candidate functions (:func:`tile_pair_fns`
-    of the backend, or one pass over the whole set).
+    of the backend, or one pass over the whole set). ``sample``: sorted squared distances of
+    random pairs (:func:`pair_sample`), a guess of where the ranks lie that saves passes; the
+    passes check it (the counts below and inside the window must hold the ranks) and start
+    again from the full range when it missed, so the result never depends on it.
     """
+    return run_selection(rank_selection(ranks, n=n, upper=upper, sample=sample),
+                         reducer_passes(reduce_pairs, pair_fns))
+
+
+def reducer_passes(reduce_pairs: PairReducer, pair_fns: PairFns) -> Callable[[PassRequest], Any]:
+    """One selection pass per request, as a sum over ``reduce_pairs``'s block pairs."""
     histogram, candidates = pair_fns
+
+    def one_pass(request: PassRequest):
+        kind, lo, hi = request
+        fn = histogram if kind == "histogram" else candidates
+        return reduce_pairs(lambda a, b, d: fn(a, b, d, lo, hi))
+
+    return one_pass
+
+
+def run_selection(steps: Generator[PassRequest, Any, Any], one_pass: Callable[[PassRequest], Any]):
+    """Drive a selection generator (:func:`rank_selection`, :func:`median_selection`) with
+    ``one_pass(request)``; returns what the generator returns."""
+    answer = None
+    try:
+        while True:
+            answer = one_pass(steps.send(answer))
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_selections(steps: Sequence[Generator[PassRequest, Any, Any]],
+                   passes: Callable[[list[PassRequest | None]], list[Any]]) -> list[Any]:
+    """Drive several selections in lockstep: every round, ``passes`` gets each one's request
+    (None for the finished ones) and answers them all in one pass over the pairs (e.g. x and y
+    in one kernel launch); returns what each generator returned."""
+    done: list[Any] = [None] * len(steps)
+    finished = [False] * len(steps)
+    requests: list[PassRequest | None] = [None] * len(steps)
+    answers: list[Any] = [None] * len(steps)
+    while True:
+        for k, gen in enumerate(steps):
+            if finished[k]:
+                requests[k] = None
+                continue
+            try:
+                requests[k] = gen.send(answers[k])
+            except StopIteration as stop:
+                finished[k], requests[k], done[k] = True, None, stop.value
+        if all(finished):
+            return done
+        answers = passes(list(requests))
+
+
+def rank_selection(ranks: Sequence[int], *, n: int, upper: float,
+                   sample: np.ndarray | None = None) -> Generator[PassRequest, Any, list[float]]:
+    """The selection of :func:`select_pair_ranks` as a generator of pass requests."""
+    total = n * (n - 1) // 2
     # Margin: the GEMM-based distances of float32 tiles carry relative errors near 1e-6.
-    lo, hi = 0.0, float(upper) * (1 + 1e-3) + 1e-300
+    full = (0.0, float(upper) * (1 + 1e-3) + 1e-300)
+    guess = _guess_window(sample, ranks, total, full)
+    if guess is not None and _expected_inside(sample, *guess, total) <= _DIRECT_SHARE * _DIRECT_CANDIDATES * _MAX_CANDIDATES:
+        cand = yield ("candidates", *guess)
+        found = _rank_values(cand, ranks)
+        if found is not None:  # one pass
+            return found
+        guess = None
+    lo, hi = guess or full
     for _ in range(_MAX_PASSES):
-        hist = reduce_pairs(lambda a, b, d: histogram(a, b, d, lo, hi))
-        if int(hist.counts.sum()) <= _MAX_CANDIDATES:
+        hist = yield ("histogram", lo, hi)
+        if not hist.below <= min(ranks) < max(ranks) + 1 <= hist.below + int(hist.counts.sum()):
+            lo, hi = full  # a guessed window that missed: start over from every pair
+            continue
+        narrow_lo, narrow_hi, narrow_inside = _narrow(hist, ranks, lo, hi)  # free: counts known
+        if narrow_inside <= _MAX_CANDIDATES:
+            lo, hi = narrow_lo, narrow_hi
             break
         if hi - lo <= 64 * np.finfo(np.float64).eps * abs(hi):
             return [0.5 * (lo + hi)] * len(ranks)  # many ties: every wanted rank is this value
-        lo, hi = _narrow(hist, ranks, lo, hi)
-    cand = reduce_pairs(lambda a, b, d: candidates(a, b, d, lo, hi))
-    values = np.sort(cand.values)
-    out = []
+        lo, hi = narrow_lo, narrow_hi
+    found = _rank_values((yield ("candidates", lo, hi)), ranks)
+    if found is None:
+        raise RuntimeError(
+            "exact median selection lost its rank: the tiles' distances differ between "
+            "passes (non-deterministic GEMMs?); use bandwidth='sampled' or an explicit sigma."
+        )
+    return found
+
+
+def _rank_values(cand: Candidates | None, ranks: Sequence[int]) -> list[float] | None:
+    """The ranks' values among candidates, or None when the window did not hold them all (or
+    the candidates overflowed)."""
+    if cand is None:
+        return None
+    ks = [int(r) - cand.below for r in ranks]
+    if not all(0 <= k < cand.values.size for k in ks):
+        return None
+    values = np.partition(cand.values, ks)  # selection, not a sort: O(candidates)
+    return [float(values[k]) for k in ks]
+
+
+def _guess_window(sample: np.ndarray | None, ranks: Sequence[int], total: int,
+                  full: tuple[float, float]) -> tuple[float, float] | None:
+    """A window [lo, hi] holding the ranks with near certainty, from a sorted random sample of
+    pair values: the sample quantiles _SAMPLE_Z binomial standard deviations either side."""
+    if sample is None or sample.size < 64 or total <= 0:
+        return None
+    m = sample.size
+    lows, highs = [], []
     for r in ranks:
-        k = int(r) - cand.below
-        if not 0 <= k < values.size:
-            raise RuntimeError(
-                "exact median selection lost its rank: the tiles' distances differ between "
-                "passes (non-deterministic GEMMs?); use bandwidth='sampled' or an explicit sigma."
-            )
-        out.append(float(values[k]))
-    return out
+        q = (int(r) + 0.5) / total
+        spread = _SAMPLE_Z * math.sqrt(m * q * (1 - q)) + 2
+        k_lo, k_hi = math.floor(m * q - spread), math.ceil(m * q + spread)
+        lows.append(full[0] if k_lo < 0 else float(sample[k_lo]))
+        highs.append(full[1] if k_hi >= m else float(sample[k_hi]))
+    lo, hi = min(lows), max(highs)
+    if not hi > lo:
+        return None  # ties at the ranks: the histogram passes handle them
+    pad = 1e-3 * (hi - lo) + 8 * np.finfo(np.float32).eps * hi  # float32 tiles' rounding
+    return max(full[0], lo - pad), min(full[1], hi + pad)
 
 
-def _narrow(hist: Histogram, ranks: Sequence[int], lo: float, hi: float) -> tuple[float, float]:
+def pair_sample(side: CentredSide, size: int | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted squared distances of ``size`` (default :func:`sample_size`) seeded random pairs of
+    a centred side (the guess of :func:`select_pair_ranks`; computed in the side's dtype: a
+    guess needs no float64)."""
+    n = side.n
+    size = size or sample_size(n) or _SAMPLE_PAIRS
+    i, j = sampled_pairs(n, size, seed)
+    rows = side.rows
+    index = (lambda k: k) if isinstance(rows, np.ndarray) else side.xp.asarray
+    out = []
+    for lo in range(0, size, 8192):
+        diff = rows[index(i[lo:lo + 8192])] - rows[index(j[lo:lo + 8192])]
+        out.append(_host(side.xp.einsum("ij,ij->i", diff, diff)).astype(np.float64))
+    return np.sort(np.concatenate(out))
+
+
+def _expected_inside(sample: np.ndarray, lo: float, hi: float, total: int) -> float:
+    """The pairs a window should hold, from the sample's share inside it."""
+    share = (np.searchsorted(sample, hi, "right") - np.searchsorted(sample, lo, "left")) / sample.size
+    return float(share * total)
+
+
+def sample_size(n: int) -> int | None:
+    """Random pairs whose distances guess the first window, or None where a guess saves no pass.
+
+    The guessed window holds about total * Z / sqrt(size) pairs (Z binomial deviations either
+    side of the median's rank). With few enough, one candidate pass selects the ranks at once:
+    the size is chosen for that when at most _MAX_SAMPLE_PAIRS do it. Beyond, a guess pays only
+    when a full-range histogram would need a second narrowing (very many pairs); in between the
+    full-range pass narrows to the candidates at once and, on the CPU, a narrow window's
+    histogram pass costs more than a full one (its in-window test is a branch per value)."""
+    total = n * (n - 1) // 2
+    if total < 8 * _SAMPLE_PAIRS:
+        return None
+    budget = _DIRECT_SHARE * _DIRECT_CANDIDATES * _MAX_CANDIDATES
+    if total <= budget:
+        return _SAMPLE_PAIRS
+    need = math.ceil((1.5 * _SAMPLE_Z * total / budget) ** 2)  # 1.5: the window's padding
+    if need <= _MAX_SAMPLE_PAIRS:
+        return max(_SAMPLE_PAIRS, need)
+    return _SAMPLE_PAIRS_LARGE if total >= 1 << 31 else None
+
+
+def worth_sampling(n: int) -> bool:
+    """Whether :func:`sample_size` finds a guess worth its sample."""
+    return sample_size(n) is not None
+
+
+def _narrow(hist: Histogram, ranks: Sequence[int], lo: float,
+            hi: float) -> tuple[float, float, int]:
     """The window of the bins holding every wanted rank, padded by a few ulps so that a value on
-    an edge stays inside whichever way the next pass rounds it."""
+    an edge stays inside whichever way the next pass rounds it, and the count in those bins."""
     cum = np.cumsum(hist.counts)
     bins = [int(np.searchsorted(cum, int(r) - hist.below, side="right")) for r in ranks]
     first, last = min(bins), min(max(bins), cum.size - 1)
+    inside = int(cum[last] - (cum[first - 1] if first > 0 else 0))
     width = (hi - lo) / hist.counts.size
     new_lo, new_hi = lo + first * width, lo + (last + 1) * width
     pad = 8 * np.finfo(np.float64).eps * max(abs(new_hi), width)
-    return max(lo, new_lo - pad), min(hi, new_hi + pad)
+    return max(lo, new_lo - pad), min(hi, new_hi + pad), inside
 
 
 def median_ranks(rule: str, n: int) -> list[int]:
@@ -229,12 +391,13 @@ def exact_median_in_memory(side: CentredSide, rule: str, *, ops: Any,
     ``ops`` over the whole set when :func:`~pyckafast._core.dispatch.fused_median_passes` says
     so, else a pass over ``tile``-row blocks binned by the backend's tile histogram."""
     upper = 4.0 * side.max_sq_norm()
+    sample = pair_sample(side) if worth_sampling(side.n) else None
     if dispatch.fused_median_passes(ops, side.depth):
         reduce_whole, fns = _whole_set_passes(side, tile, ops)
-        return exact_median(rule, side.n, upper, reduce_whole, side.dtype, fns)
+        return exact_median(rule, side.n, upper, reduce_whole, side.dtype, fns, sample)
     reducer = side_reducer(side, int(tile or default_tile(side.dtype.itemsize)))
     return exact_median(rule, side.n, upper, reducer, side.dtype,
-                        tile_pair_fns(np, ops.d2_histogram))
+                        tile_pair_fns(np, ops.d2_histogram), sample)
 
 
 def _whole_set_passes(side: CentredSide, tile: int | None, ops: Any) -> tuple[PairReducer, PairFns]:
@@ -260,11 +423,19 @@ def _whole_set_passes(side: CentredSide, tile: int | None, ops: Any) -> tuple[Pa
 
 
 def exact_median(rule: str, n: int, upper: float, reduce_pairs: PairReducer, dtype: np.dtype,
-                 pair_fns: PairFns) -> float:
-    """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits."""
+                 pair_fns: PairFns, sample: np.ndarray | None = None) -> float:
+    """The exact ``rule`` median of the pair squared distances that ``reduce_pairs`` visits
+    (``sample``: see :func:`select_pair_ranks`)."""
+    return run_selection(median_selection(rule, n, upper, dtype, sample),
+                         reducer_passes(reduce_pairs, pair_fns))
+
+
+def median_selection(rule: str, n: int, upper: float, dtype: np.dtype,
+                     sample: np.ndarray | None = None) -> Generator[PassRequest, Any, float]:
+    """:func:`exact_median` as a generator of pass requests (see :func:`run_selections`)."""
     ranks = median_ranks(rule, n)
     real = sorted({r for r in ranks if r >= 0})
-    found = select_pair_ranks(real, n=n, upper=upper, reduce_pairs=reduce_pairs, pair_fns=pair_fns)
+    found = yield from rank_selection(real, n=n, upper=upper, sample=sample)
     values = dict(zip(real, found))
     median = 0.5 * sum(values.get(r, 0.0) for r in ranks)
     # Identical points come out of |a|^2 + |b|^2 - 2a.b as rounding noise, not 0: a median at

@@ -7,13 +7,16 @@ the C++ host twins (tests/gpu_emulation.py). Only imported once CuPy is known to
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 from math import ceil
 
 import cupy
 import numpy as np
 
+from . import blas
 from .kernels import launch
+from .oom import DeviceOutOfMemory, translated
 
 __all__ = ["CudaEngine"]
 
@@ -33,14 +36,16 @@ class CudaEngine:
     """Kernels and BLAS on the current CUDA device and stream."""
 
     xp = cupy
-    oom_errors = (cupy.cuda.memory.OutOfMemoryError,)
+    # CuPy's pool, and cuBLAS workspace or pinned host allocations (translated by oom.translated)
+    oom_errors = (cupy.cuda.memory.OutOfMemoryError, DeviceOutOfMemory)
 
     def __init__(self) -> None:
         self.stream = cupy.cuda.get_current_stream()
+        self._copy_stream: cupy.cuda.Stream | None = None  # host uploads, created on first use
         try:  # cuBLAS SYRK for the x'x and y'y Grams: half the flops of a GEMM
-            import cupy.cublas
-
-            self.triangular_grams = hasattr(cupy.cublas, "syrk")
+            # (import_module: an `import cupy.cublas` here would make `cupy` a local name of
+            # __init__, unbound on the line above)
+            self.triangular_grams = hasattr(importlib.import_module("cupy.cublas"), "syrk")
         except ImportError:
             self.triangular_grams = False
 
@@ -58,18 +63,37 @@ class CudaEngine:
         """A page-locked host buffer (asynchronous uploads) viewed as a numpy array."""
         dtype = np.dtype(dtype)
         count = int(np.prod(shape))
-        mem = cupy.cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
+        with translated():  # cudaHostAlloc failures are CUDARuntimeErrors
+            mem = cupy.cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
         return np.frombuffer(mem, dtype, count).reshape(shape)
 
-    def upload(self, host: np.ndarray, device: cupy.ndarray) -> cupy.cuda.Event:
-        """Asynchronous copy of a pinned host array into a device array; returns its event."""
-        device.set(host, stream=self.stream)
+    def upload(self, host: np.ndarray, device: cupy.ndarray,
+               after: cupy.cuda.Event | None = None) -> cupy.cuda.Event:
+        """Asynchronous copy of a pinned host array into a device array on the copy stream, once
+        the compute stream has passed ``after`` (the last reader of ``device``); returns the
+        copy's event (for :meth:`use` and, host-side, :meth:`wait` before refilling ``host``)."""
+        if self._copy_stream is None:
+            self._copy_stream = cupy.cuda.Stream(non_blocking=True)
+        if after is not None:
+            self._copy_stream.wait_event(after)
+        device.set(host, stream=self._copy_stream)
+        event = cupy.cuda.Event()
+        event.record(self._copy_stream)
+        return event
+
+    def use(self, event: cupy.cuda.Event) -> None:
+        """Work queued on the compute stream from now on waits for ``event`` (device-side)."""
+        self.stream.wait_event(event)
+
+    def record(self) -> cupy.cuda.Event:
+        """An event at the current end of the compute stream."""
         event = cupy.cuda.Event()
         event.record(self.stream)
         return event
 
     @staticmethod
     def wait(event: cupy.cuda.Event | None) -> None:
+        """The host waits for ``event``."""
         if event is not None:
             event.synchronize()
 
@@ -111,13 +135,27 @@ class CudaEngine:
         """out = b.T @ b in b's dtype. cuBLAS SYRK (half the flops) fills only one triangle and
         leaves the other untouched: returns True then. TF32 runs on the GEMM path."""
         if self.triangular_grams and not self._tf32:
-            cupy.cublas.syrk("T", b, out=out, alpha=1.0, beta=0.0, lower=False)
+            with translated():  # a failed cuBLAS workspace allocation is out of memory too
+                cupy.cublas.syrk("T", b, out=out, alpha=1.0, beta=0.0, lower=False)
             return True
-        cupy.matmul(b.T, b, out=out)
+        self.cross(b, b, out)
         return False
 
     def cross(self, a, b, out) -> None:
-        cupy.matmul(a.T, b, out=out)
+        """out = a.T @ b; float32 under precision("tf32") asks cuBLAS for TF32 explicitly."""
+        with translated():
+            if self._tf32 and a.dtype == np.float32 and b.dtype == np.float32 \
+                    and a.flags.c_contiguous and b.flags.c_contiguous:
+                self._tf32_gemm(a, b, out)
+            else:
+                cupy.matmul(a.T, b, out=out)
+
+    def _tf32_gemm(self, a, b, out) -> None:
+        from cupy_backends.cuda.libs import cublas
+
+        handle = cupy.cuda.device.get_cublas_handle()
+        cublas.setStream(handle, self.stream.ptr)
+        blas.gemm_at_b(cublas.gemmEx, handle, a, b, out, lambda arr: arr.data.ptr)
 
     _tf32 = False
 
@@ -168,3 +206,26 @@ class CudaEngine:
         ))
 
     slots = _RBF_SLOTS
+
+    # -- exact-median passes --------------------------------------------------------------
+    def d2_hist(self, sides: list[dict], same_block: bool) -> None:
+        """One launch of csrc/cuda/d2_hist_cuda.cu for one or two sides (grid z): each side's
+        dict holds its blocks ``a``, ``b`` ((rows, norms) of device arrays), window ``lo``,
+        ``hi``, ``bins`` (0: collect into ``values`` up to ``capacity``) and the uint64
+        counters ``below``, ``counts``, ``nvalues`` the kernel adds to."""
+        (xa, na), (xb, nb) = sides[0]["a"], sides[0]["b"]
+        dtype = np.dtype(xa.dtype)
+        tm = _RBF_TM[dtype]
+        bm = 16 * tm
+        grid = (ceil(xb.shape[0] / bm), ceil(xa.shape[0] / bm), len(sides))
+        if grid[1] > _MAX_GRID_Y:
+            raise ValueError(f"a block of {xa.shape[0]} rows exceeds the grid limit "
+                             f"({_MAX_GRID_Y * bm}).")
+        args: list = [_i64(xa.shape[0]), _i64(xb.shape[0]), np.int32(bool(same_block))]
+        for s in (sides * 2)[:2]:  # a lone side fills both argument sets; grid z runs the first
+            (a, n_a), (b, n_b) = s["a"], s["b"]
+            args += [a, b, n_a, n_b, _i64(a.shape[1]), np.float64(s["lo"]), np.float64(s["hi"]),
+                     _i64(s["bins"]), s["below"], s["counts"], s["values"], _i64(s["capacity"]),
+                     s["nvalues"]]
+        t = "float" if dtype == np.float32 else "double"
+        launch("d2_hist_cuda.cu", f"pcf_d2_hist<{t}, {tm}>", grid, (_THREADS,), tuple(args))

@@ -30,6 +30,7 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "pcf_norm_scalars",
     ),
     "rbf_pairs_cuda.cu": ("pcf_rbf_tiles<float, 8>", "pcf_rbf_tiles<double, 4>"),
+    "d2_hist_cuda.cu": ("pcf_d2_hist<float, 8>", "pcf_d2_hist<double, 4>"),
 }
 
 _MODULES: dict[tuple[int, str], object] = {}  # (device id, source) -> cupy.RawModule

@@ -23,7 +23,8 @@ __all__ = ["unusable_reason", "describe_device", "linear_terms", "rbf_terms", "r
 
 
 def unusable_reason() -> str | None:
-    """None if CuPy imports and sees a CUDA device, else why not."""
+    """None if CuPy imports, sees a CUDA device and can compile a kernel and run cuBLAS, else
+    why not (naming the missing piece: see :mod:`pyckafast._gpu.toolkit`)."""
     try:
         import cupy
     except ImportError as exc:
@@ -35,7 +36,11 @@ def unusable_reason() -> str | None:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # noqa: BLE001 - CUDARuntimeError without a driver or device
         return f"CuPy finds no usable CUDA device ({type(exc).__name__}: {exc})"
-    return None if count > 0 else "CuPy finds no CUDA device"
+    if count <= 0:
+        return "CuPy finds no CUDA device"
+    from .toolkit import cached_missing_toolkit
+
+    return cached_missing_toolkit(cupy)  # NVRTC, headers and cuBLAS, probed once
 
 
 def describe_device() -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from .. import theory, transforms
-from .measures import Measure, default_measures, subsample_rows
+from .measures import _RBF, Measure, default_measures, subsample_rows
 from .results import SweepResult
 
 __all__ = [
@@ -26,10 +26,52 @@ PAPER_GRID = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 500.0, 1e3, 5e3)
 Progress = Callable[[int], object] | None
 
 
-def _measure_all(result, measures, x, y, rows, idx) -> None:
+def _measure_all(result, measures, x, y, rows, idx, medians: _Medians | None = None) -> None:
+    point = _Medians() if medians is None else medians.point()
     for m in measures:
         r = rows[m.name]
-        result.new_values(m.name)[idx] = m.fn(x, y) if r is None else m.fn(x[r], y[r])
+        a, b = (x, y) if r is None else (x[r], y[r])
+        value = point.rbf_cka(m.fn, a, b, r) if isinstance(m.fn, _RBF) else None
+        result.new_values(m.name)[idx] = m.fn(a, b) if value is None else value
+
+
+class _Medians:
+    """Median squared distances of a sweep, computed once and shared: x's per row subset for the
+    whole seed (x does not change along the sweep), y's per point and row subset (shared by the
+    RBF measures of every multiplier). An RBF measure with Kornblith's bandwidth is then
+    rbf_cka with sigma = threshold * sqrt(median) for both sides, the same gamma
+    1 / (2 threshold^2 median) its own median would give (to float64 rounding)."""
+
+    def __init__(self, x_medians: dict | None = None):
+        self.x = {} if x_medians is None else x_medians  # kept across the points of a seed
+        self.y: dict = {}
+
+    def point(self) -> _Medians:
+        """The cache for one sweep point: x's medians kept, y's fresh."""
+        return _Medians(self.x)
+
+    @staticmethod
+    def _key(r) -> object:
+        return None if r is None else (r.size, hash(np.asarray(r).tobytes()))
+
+    def _median(self, cache: dict, a: np.ndarray, r) -> float:
+        key = self._key(r)
+        if key not in cache:
+            from .._core.bandwidth import median_sq_distance
+
+            cache[key] = median_sq_distance(np.asarray(a), "kornblith")
+        return cache[key]
+
+    def rbf_cka(self, fn: _RBF, a: np.ndarray, b: np.ndarray, r) -> float | None:
+        """The measure's value from the shared medians; None where a median is not a positive
+        finite number (the measure itself then says what is wrong)."""
+        mx, my = self._median(self.x, a, r), self._median(self.y, b, r)
+        if not (np.isfinite(mx) and np.isfinite(my) and mx > 0 and my > 0):
+            return None
+        from .. import rbf_cka
+
+        t = fn.threshold
+        return float(rbf_cka(a, b, sigma=(t * np.sqrt(mx), t * np.sqrt(my))))
 
 
 def _rows(measures: Sequence[Measure], n: int, seed) -> dict:
@@ -98,9 +140,10 @@ def subset_translation_sweep(
             result.new_values("theory")[i] = theory.curve_from_moments(mom, v, result.axes["c"])
             limits[i] = theory.limit_from_moments(mom)
         rows = _rows(measures, x.shape[0], seed)
+        medians = _Medians()  # x is this seed's for every c: its medians are computed once
         for j, c in enumerate(result.axes["c"]):
             y = transforms.translate_subset(x, mask, v, c)
-            _measure_all(result, measures, x, y, rows, (i, j))
+            _measure_all(result, measures, x, y, rows, (i, j), medians)
             for name, fn in (extra or {}).items():
                 result.new_values(name)[i, j] = fn(y)
             if progress is not None:
@@ -328,6 +371,7 @@ def invertible_sweep(
         shortcut = [m for m in measures if m.exact_linear and linear_method == "gram"]
         others = [m for m in measures if m not in shortcut]
         rows = _rows(others, x.shape[0], int(seed))
+        medians = _Medians()
         for j, mean in enumerate(result.axes["mean"]):
             for k, std in enumerate(result.axes["std"]):
                 m = transforms.draw_invertible(dim, mean, std, seed=[int(seed), j, k])
@@ -336,7 +380,7 @@ def invertible_sweep(
                     for meas in shortcut:
                         result.new_values(meas.name)[i, j, k] = value
                 if others:
-                    _measure_all(result, others, x, x @ m, rows, (i, j, k))
+                    _measure_all(result, others, x, x @ m, rows, (i, j, k), medians)
                 if progress is not None:
                     progress(1)
     return result
