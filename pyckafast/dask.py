@@ -31,6 +31,8 @@ from ._core.optional import require
 from ._core.params import validate_params
 from ._core.types import ArrayLike, Bandwidth, CPUBackend
 from ._core.validation import min_samples
+from ._core.progress import Progress
+from ._passes import dask_progress
 from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
 __all__ = ["linear_cka", "rbf_cka", "linear_terms"]
@@ -48,9 +50,9 @@ def _prepared(dx, dy, debiased: bool, backend: str, op: str):
     return sx, sy, dispatch.producer(op, "dask", backend)
 
 
-@validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_cka")
+@validate_params({**_LINEAR_SPEC, "progress": params.PROGRESS}, owner="pyckafast.dask.linear_cka")
 def linear_cka(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
-               backend: CPUBackend = "auto") -> float:
+               backend: CPUBackend = "auto", progress: Progress = None) -> float:
     """Exact linear CKA of two Dask arrays of shape (n, p1), (n, p2) chunked by rows.
 
     Parameters
@@ -62,6 +64,11 @@ def linear_cka(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
         False: biased HSIC (Kornblith et al. 2019); True: unbiased HSIC (Song et al. 2012).
     backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
         CPU backend run on the workers for the per-chunk terms (see :func:`pyckafast.linear_cka`).
+    progress : None, bool or callable, optional
+        None/False: silent (default); True: a tqdm bar on stderr; a callable:
+        ``progress(done, total)`` in tasks of each Dask computation, under the local schedulers
+        (a ``dask.distributed`` cluster reports through its own dashboard and
+        ``distributed.progress``).
 
     Returns
     -------
@@ -79,7 +86,8 @@ def linear_cka(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
     True
     """
     sx, sy, produce = _prepared(dx, dy, debiased, backend, "linear")
-    return combine.cka_from_hsic(produce(sx, sy, debiased=debiased))
+    with dask_progress(progress, desc="dask linear"):
+        return combine.cka_from_hsic(produce(sx, sy, debiased=debiased))
 
 
 @validate_params(_LINEAR_SPEC, owner="pyckafast.dask.linear_terms")
@@ -117,13 +125,14 @@ def linear_terms(dx: ArrayLike, dy: ArrayLike, *, debiased: bool = False,
 
 
 @validate_params({**RBF_OPTIONS_SPEC, "sigma": [params.OPTIONAL, params.positive_real()],
-                  "debiased": params.BOOLEAN, "backend": params.CPU_BACKEND, "tile": params.ROWS},
-                 owner="pyckafast.dask.rbf_cka")
+                  "debiased": params.BOOLEAN, "backend": params.CPU_BACKEND, "tile": params.ROWS,
+                  "progress": params.PROGRESS},
+                 owner="pyckafast.dask.rbf_cka", rules=params.RBF_RULES)
 def rbf_cka(
     dx: ArrayLike, dy: ArrayLike, *, sigma: float | None = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: CPUBackend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0,
+    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
 ) -> float:
     """Exact RBF-kernel CKA of two Dask arrays chunked by rows, in O(n) memory per worker.
 
@@ -149,9 +158,12 @@ def rbf_cka(
     tile : int, optional
         Rows per tile inside a chunk pair (bounds each task's temporaries to tile^2 floats).
     n_pairs : int, default 100000
-        Pairs drawn by ``bandwidth="sampled"``.
+        Pairs drawn by ``bandwidth="sampled"`` (an error with another rule or with ``sigma``).
     seed : int, default 0
-        Seed of ``bandwidth="sampled"``.
+        Seed of ``bandwidth="sampled"`` (likewise).
+    progress : None, bool or callable, optional
+        As in :func:`linear_cka`: tasks of each Dask computation (the bandwidth passes and the
+        RBF pass are computations of their own).
 
     Returns
     -------
@@ -169,4 +181,6 @@ def rbf_cka(
     """
     sx, sy, produce = _prepared(dx, dy, debiased, backend, "rbf")
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return combine.cka_from_hsic(produce(sx, sy, debiased=debiased, options=options, tile=tile))
+    with dask_progress(progress, desc="dask rbf"):
+        return combine.cka_from_hsic(produce(sx, sy, debiased=debiased, options=options,
+                                             tile=tile))

@@ -9,9 +9,12 @@ import numpy as np
 from ._core import dispatch, bandwidth as bw, combine, params
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
-from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
+from ._core.types import ArrayLike, Backend, Bandwidth, Form, Kernel, Precision, Sigma
 from ._core.validation import min_samples
+from ._core.progress import Progress
 from ._cpu import rbf as cpu_rbf
+from ._kernel_checks import warn_degenerate_kernels
+from ._passes import run_producer
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
 
@@ -27,7 +30,7 @@ RBF_OPTIONS_SPEC: dict[str, list] = {
 }
 
 RBF_SPEC = {**RBF_OPTIONS_SPEC, "debiased": params.BOOLEAN, "backend": params.BACKEND,
-            "tile": params.ROWS}
+            "tile": params.ROWS, "progress": params.PROGRESS}
 
 
 @dataclass(frozen=True)
@@ -187,18 +190,20 @@ def rbf_producer(backend: str, device: str = "cpu"):
 
 
 def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "auto",
-               tile: int | None = None) -> combine.HSICTriple:
+               tile: int | None = None, progress=None) -> combine.HSICTriple:
     """HSIC(x, y), HSIC(x, x), HSIC(y, y) with RBF kernels (validated numpy inputs)."""
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
-    terms = cpu_rbf.rbf_terms_under(x, y, options=options, ops=ops, tile=tile)
+    terms = cpu_rbf.rbf_terms_under(x, y, options=options, ops=ops, tile=tile, progress=progress)
+    warn_degenerate_kernels(terms)
     return combine.kernel_hsic(terms, debiased)
 
 
 def host_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
-                tile: int | None = None) -> combine.HSICTriple:
-    """The producer for host data (see :data:`pyckafast._core.dispatch.PRODUCERS`)."""
+                tile: int | None = None, progress=None) -> combine.HSICTriple:
+    """The producer for host data (see :data:`pyckafast._core.dispatch.PRODUCERS`);
+    ``progress(done, total)`` per block pair of the RBF pass."""
     return rbf_triple(x.data, y.data, debiased=debiased, options=options, backend=backend,
-                      tile=_check_tile(tile))
+                      tile=_check_tile(tile), progress=progress)
 
 
 def device_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
@@ -207,24 +212,26 @@ def device_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, optio
     to the device producer as they are (bandwidths selected there, on the same centred rows)."""
     gpu = dispatch.resolve(backend, "rbf_terms", "cuda")  # raises with the reason if it cannot run
     terms = gpu.rbf_terms_under(x, y, options=options, tile=_check_tile(tile))
+    warn_degenerate_kernels(terms)
     return combine.kernel_hsic(terms, debiased)
 
 
 def _hsic_triple(x, y, *, debiased: bool, backend: str, tile: int | None,
-                 options: RBFOptions) -> combine.HSICTriple:
+                 options: RBFOptions, progress=None) -> combine.HSICTriple:
     # Checked before any pass over pairs: the bandwidth passes would otherwise meet a NaN first.
     min_n, why = min_samples(debiased)
     sx, sy, _ = prepare_pair(x, y, min_n=min_n, why=why, finite=True)
     produce = dispatch.producer("rbf", sx.kind, backend)
-    return produce(sx, sy, debiased=debiased, options=options, tile=tile)
+    return run_producer(produce, dispatch.place(sx.kind, backend), progress, sx, sy,
+                        desc="rbf pairs", debiased=debiased, options=options, tile=tile)
 
 
-@validate_params(RBF_SPEC)
+@validate_params(RBF_SPEC, rules=params.RBF_RULES)
 def rbf_cka(
     x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0,
+    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
 ) -> float:
     """Exact CKA with Gaussian (RBF) kernels, in one tiled pass and O(n) memory.
 
@@ -237,7 +244,8 @@ def rbf_cka(
         both sides there).
     sigma : float or (float, float), optional
         Explicit bandwidths: K_ij = exp(-|x_i - x_j|^2 / (2 sigma_x^2)). A scalar is used for
-        both sides. When given, ``threshold`` and ``bandwidth`` are ignored.
+        both sides. ``threshold``, ``bandwidth``, ``n_pairs`` and ``seed`` choose the bandwidth
+        from the data, so giving one of them with ``sigma`` is an error.
     threshold : float, default 1.0
         Multiplier of the median distance: sigma^2 = threshold^2 * (median squared distance),
         per side.
@@ -257,13 +265,25 @@ def rbf_cka(
         Rows per tile (default 1024 for float64, 2048 for float32). The result does not depend
         on it beyond float64 rounding.
     n_pairs, seed : int
-        Sample size and seed of ``bandwidth="sampled"``.
+        Sample size and seed of ``bandwidth="sampled"`` (an error with another rule).
+    progress : None, bool or callable, optional
+        None/False: silent (default). True: a tqdm bar on stderr (``pip install
+        pyckafast[cli]``). A callable: ``progress(done, total)`` after each block pair of the
+        RBF pass (the exact-median passes before it are not counted; Dask inputs count tasks,
+        GPU inputs one unit for the device pass).
 
     Returns
     -------
     float
         CKA; nan with a RuntimeWarning when a kernel matrix has no variance after centring,
         e.g. when every sample of x (or y) is the same point (as :func:`linear_cka`).
+
+    Warns
+    -----
+    RuntimeWarning
+        When a bandwidth makes a kernel numerically the identity (its off-diagonal entries
+        below the compute dtype's eps on average: CKA then says nothing about the data, e.g.
+        1.0 for any two inputs) or all ones (every entry within eps of 1).
 
     Raises
     ------
@@ -291,16 +311,16 @@ def rbf_cka(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return combine.cka_from_hsic(
-        _hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile, options=options))
+    return combine.cka_from_hsic(_hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile,
+                                              options=options, progress=progress))
 
 
-@validate_params(RBF_SPEC)
+@validate_params(RBF_SPEC, rules=params.RBF_RULES)
 def rbf_hsic(
     x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0,
+    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
 ) -> float:
     """HSIC with RBF kernels: biased tr(KHLH)/(n-1)^2 or unbiased (Song et al. 2012).
 
@@ -323,9 +343,11 @@ def rbf_hsic(
     tile : int, optional
         Rows per tile (default 1024 for float64, 2048 for float32).
     n_pairs : int, default 100000
-        Pairs drawn by ``bandwidth="sampled"``.
+        Pairs drawn by ``bandwidth="sampled"`` (an error with another rule or with ``sigma``).
     seed : int, default 0
-        Seed of ``bandwidth="sampled"``.
+        Seed of ``bandwidth="sampled"`` (likewise).
+    progress : None, bool or callable, optional
+        Progress of the pass, as in :func:`rbf_cka`.
 
     Returns
     -------
@@ -341,13 +363,55 @@ def rbf_hsic(
     True
     """
     options = RBFOptions.of(sigma, threshold, bandwidth, n_pairs, seed)
-    return _hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile,
-                        options=options).unscaled_xy()
+    return _hsic_triple(x, y, debiased=debiased, backend=backend, tile=tile, options=options,
+                        progress=progress).unscaled_xy()
 
 
-@validate_params({"kernel": params.KERNEL})
-def cka(x, y, kernel: Kernel = "linear", **options) -> float:
-    """CKA with a linear or RBF kernel: :func:`linear_cka` or :func:`rbf_cka` with ``options``.
+# cka()/hsic(): every option of either kernel, checked against the kernel asked for.
+KERNEL_SPEC = {"kernel": params.KERNEL, "debiased": params.BOOLEAN, "backend": params.BACKEND,
+               "chunk_size": params.ROWS, "form": params.FORM, "precision": params.PRECISION,
+               **RBF_OPTIONS_SPEC, "tile": params.ROWS, "progress": params.PROGRESS}
+
+
+@validate_params(KERNEL_SPEC, rules=params.KERNEL_RULES)
+def cka(
+    x: ArrayLike, y: ArrayLike, kernel: Kernel = "linear", *, debiased: bool = False,
+    backend: Backend = "auto", chunk_size: int | None = None, form: Form = "auto",
+    precision: Precision = "highest", sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int = 0,
+    tile: int | None = None, progress: Progress = None,
+) -> float:
+    """CKA with a linear or RBF kernel: :func:`linear_cka` or :func:`rbf_cka`.
+
+    Parameters
+    ----------
+    x, y : array_like, shapes (n, p1) and (n, p2)
+        Two representations of the same n samples (rows).
+    kernel : {"linear", "rbf"}, default "linear"
+        Which kernel, i.e. which of :func:`linear_cka` / :func:`rbf_cka` runs.
+    debiased : bool, default False
+        False: from the biased HSIC (Kornblith et al. 2019); True: from the unbiased HSIC
+        (Song et al. 2012), needs n >= 4.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Who computes the terms (see :func:`linear_cka`).
+    chunk_size, form, precision
+        Linear kernel only: as in :func:`linear_cka`.
+    sigma, threshold, bandwidth, n_pairs, seed, tile
+        RBF kernel only: as in :func:`rbf_cka`.
+    progress : None, bool or callable, optional
+        None/False: silent; True: a tqdm bar on stderr; a callable: ``progress(done, total)``
+        after each unit of the pass.
+
+    Returns
+    -------
+    float
+        The CKA value; nan with a RuntimeWarning when x or y has zero variance.
+
+    Raises
+    ------
+    InvalidParameterError
+        An option of the other kernel, or RBF options that contradict each other (``sigma``
+        with ``threshold``; ``n_pairs`` or ``seed`` without ``bandwidth="sampled"``).
 
     Examples
     --------
@@ -356,14 +420,44 @@ def cka(x, y, kernel: Kernel = "linear", **options) -> float:
     >>> x = np.random.default_rng(0).normal(size=(100, 4))
     >>> round(pyckafast.cka(x, x, kernel="rbf", debiased=True), 12)
     1.0
+    >>> round(pyckafast.cka(x, 2 * x, chunk_size=30), 12)
+    1.0
     """
-    return _dispatch(kernel, "cka")(x, y, **options)
+    return _dispatch(kernel, "cka")(x, y, **_kernel_options(kernel, locals()))
 
 
-@validate_params({"kernel": params.KERNEL, "debiased": params.BOOLEAN})
-def hsic(x, y, kernel: Kernel = "linear", debiased: bool = False, **options) -> float:
+@validate_params(KERNEL_SPEC, rules=params.KERNEL_RULES)
+def hsic(
+    x: ArrayLike, y: ArrayLike, kernel: Kernel = "linear", *, debiased: bool = False,
+    backend: Backend = "auto", chunk_size: int | None = None, form: Form = "auto",
+    precision: Precision = "highest", sigma: Sigma = None, threshold: float = 1.0,
+    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int = 0,
+    tile: int | None = None, progress: Progress = None,
+) -> float:
     """HSIC with a linear or RBF kernel: biased tr(KHLH)/(n-1)^2, or unbiased (Song et al.
-    2012) when ``debiased=True``; ``options`` go to :func:`linear_hsic` / :func:`rbf_hsic`.
+    2012) when ``debiased=True``: :func:`linear_hsic` or :func:`rbf_hsic`.
+
+    Parameters
+    ----------
+    x, y : array_like, shapes (n, p1) and (n, p2)
+        Two representations of the same n samples (rows).
+    kernel : {"linear", "rbf"}, default "linear"
+        Which kernel.
+    debiased : bool, default False
+        The biased estimator, or the unbiased one (needs n >= 4).
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Who computes the terms.
+    chunk_size, form, precision
+        Linear kernel only: as in :func:`linear_cka`.
+    sigma, threshold, bandwidth, n_pairs, seed, tile
+        RBF kernel only: as in :func:`rbf_cka`.
+    progress : None, bool or callable, optional
+        As in :func:`cka`.
+
+    Returns
+    -------
+    float
+        The HSIC value.
 
     Examples
     --------
@@ -373,7 +467,17 @@ def hsic(x, y, kernel: Kernel = "linear", debiased: bool = False, **options) -> 
     >>> pyckafast.hsic(x, x, kernel="rbf", debiased=True) > 0
     True
     """
-    return _dispatch(kernel, "hsic")(x, y, debiased=debiased, **options)
+    return _dispatch(kernel, "hsic")(x, y, **_kernel_options(kernel, locals()))
+
+
+_SHARED = ("debiased", "backend", "progress")
+_OPTIONS = {"linear": _SHARED + ("chunk_size", "form", "precision"),
+            "rbf": _SHARED + ("sigma", "threshold", "bandwidth", "n_pairs", "seed", "tile")}
+
+
+def _kernel_options(kernel: str, values: dict) -> dict:
+    """The options of ``kernel``'s function (the rules checked that the others are defaults)."""
+    return {name: values[name] for name in _OPTIONS[kernel]}
 
 
 def _dispatch(kernel: str, what: str):

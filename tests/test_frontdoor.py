@@ -219,3 +219,93 @@ def test_streaming_state_takes_dask_batches():
     state.update(_X[25:], _Y[25:])
     assert state.result(debiased=True) == pytest.approx(
         pyckafast.linear_cka(_X, _Y, debiased=True), rel=1e-12)
+
+
+# ---- rules between arguments: ignored or contradictory options, in the same template ----------
+_NON_DEFAULT = {"threshold": 0.5, "bandwidth": "offdiag", "n_pairs": 500, "seed": 3,
+                "chunk_size": 10, "form": "features", "precision": "tf32", "sigma": 1.0,
+                "tile": 16}
+# Values the conditions of the rules read, to find a call where a rule applies.
+_SETTINGS = {"sigma": [None, 1.0], "bandwidth": ["kornblith", "sampled"],
+             "kernel": ["linear", "rbf"]}
+
+
+def _rule_cases():
+    """For every rule of every public function: a call where that rule is the first broken."""
+    import inspect
+    import itertools
+
+    cases = []
+    for owner, fn, call in _public_calls():
+        defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+        rules = getattr(fn, "parameter_rules", ())
+        read = [n for n in _SETTINGS if n in defaults]
+        for rule in rules:
+            for combo in itertools.product(*(_SETTINGS[n] for n in read)):
+                kwargs = {n: v for n, v in zip(read, combo) if v != defaults[n]}
+                kwargs[rule.param] = _NON_DEFAULT[rule.param]
+                values = {**defaults, **kwargs}
+                broken = [r for r in rules if r.violation(values, defaults) is not None]
+                if broken and broken[0] is rule:
+                    cases.append(pytest.param(owner, call, rule.param, kwargs,
+                                              id=f"{owner}-{rule.param}-{sorted(kwargs)}"))
+                    break
+            else:
+                raise AssertionError(f"no call of {owner} breaks the rule on {rule.param} first")
+    return cases
+
+
+@pytest.mark.parametrize("owner, call, param, kwargs", _rule_cases())
+def test_every_ignored_or_contradictory_argument_raises_the_template(owner, call, param, kwargs):
+    pattern = (rf"^The '{param}' parameter of {re.escape(owner)} must be left at its default .+ "
+               rf"when .+\. Got .+ instead\.$")
+    with pytest.raises(InvalidParameterError, match=pattern):
+        call(**kwargs)
+
+
+def test_the_rules_cover_the_issue_cases():
+    owners = {owner: fn for owner, fn, _ in _public_calls()}
+    ruled = {(owner, rule.param) for owner, fn in owners.items()
+             for rule in getattr(fn, "parameter_rules", ())}
+    for owner in ("rbf_cka", "rbf_hsic", "cka", "hsic", "pyckafast.dask.rbf_cka"):
+        assert {(owner, p) for p in ("threshold", "bandwidth", "n_pairs", "seed")} <= ruled
+    assert {("cka", "sigma"), ("cka", "chunk_size"), ("hsic", "form")} <= ruled
+
+
+def test_the_rule_message_exactly():
+    with pytest.raises(InvalidParameterError) as info:
+        pyckafast.rbf_cka(_X, _Y, sigma=(2.0, 0.5), threshold=0.5)
+    assert str(info.value) == (
+        "The 'threshold' parameter of rbf_cka must be left at its default 1.0 when 'sigma' is "
+        "given (sigma sets the bandwidth; threshold scales a median). Got 0.5 (float) instead.")
+    with pytest.raises(InvalidParameterError, match="'n_pairs' parameter of rbf_cka .* "
+                                                    "bandwidth='sampled' is not set"):
+        pyckafast.rbf_cka(_X, _Y, n_pairs=1000)
+    with pytest.raises(InvalidParameterError, match="'seed' parameter of rbf_hsic"):
+        pyckafast.rbf_hsic(_X, _Y, bandwidth="offdiag", seed=1)
+    with pytest.raises(InvalidParameterError, match="'sigma' parameter of cka .* kernel='linear'"):
+        pyckafast.cka(_X, _Y, sigma=1.0)
+    with pytest.raises(InvalidParameterError, match="'chunk_size' parameter of hsic .* kernel='rbf'"):
+        pyckafast.hsic(_X, _Y, kernel="rbf", chunk_size=8)
+
+
+def test_defaults_given_explicitly_and_meaningful_combinations_pass():
+    want = pyckafast.rbf_cka(_X, _Y, sigma=1.5)
+    assert pyckafast.rbf_cka(_X, _Y, sigma=1.5, threshold=1.0, bandwidth="kornblith") == want
+    assert pyckafast.cka(_X, _Y, kernel="rbf", sigma=1.5, seed=0) == want
+    sampled = pyckafast.rbf_cka(_X, _Y, bandwidth="sampled", n_pairs=300, seed=2, threshold=0.7)
+    assert 0.0 < sampled < 1.0
+    assert pyckafast.cka(_X, _Y, chunk_size=8, form="features") == pytest.approx(
+        pyckafast.linear_cka(_X, _Y), rel=1e-12)
+    assert pyckafast.hsic(_X, _Y, kernel="rbf", debiased=True, tile=16) == pytest.approx(
+        pyckafast.rbf_hsic(_X, _Y, debiased=True), rel=1e-12)
+
+
+def test_cka_and_hsic_have_explicit_keywords():
+    import inspect
+
+    for fn in (pyckafast.cka, pyckafast.hsic):
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            fn(_X, _Y, chunksize=10)

@@ -28,7 +28,9 @@ import numpy as np
 __all__ = ["InvalidParameterError", "Constraint", "Interval", "StrOptions", "Boolean", "NoneOf",
            "Callables", "Strings", "PositivePair", "validate_params", "check_params", "positive_int",
            "optional_positive_int", "positive_real", "OPTIONAL", "describe", "BOOLEAN", "BACKEND",
-           "CPU_BACKEND", "KERNEL", "PRECISION", "FORM", "ROWS", "SEED", "SIGMA"]
+           "CPU_BACKEND", "KERNEL", "PRECISION", "FORM", "ROWS", "SEED", "SIGMA", "PROGRESS",
+           "Rule", "Ignored", "given", "is_not", "equals", "check_rules", "RBF_RULES",
+           "KERNEL_RULES"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -195,17 +197,20 @@ def check_params(owner: str, spec: Mapping[str, Sequence[Constraint]],
         )
 
 
-def validate_params(spec: Mapping[str, Sequence[Constraint]], *,
-                    owner: str | None = None) -> Callable[[F], F]:
-    """Decorator: check the arguments of every call against ``spec`` before the body runs.
+def validate_params(spec: Mapping[str, Sequence[Constraint]], *, owner: str | None = None,
+                    rules: Sequence[Rule] = ()) -> Callable[[F], F]:
+    """Decorator: check the arguments of every call against ``spec`` before the body runs, then
+    the ``rules`` between arguments (an argument that the others make ignored or contradictory).
 
-    The spec is kept on the function as ``parameter_spec`` (and the name used in messages as
-    ``parameter_owner``), so tests can generate invalid values for every parameter.
+    The spec is kept on the function as ``parameter_spec``, the rules as ``parameter_rules`` (and
+    the name used in messages as ``parameter_owner``), so tests can generate invalid values for
+    every parameter and a contradictory call for every rule.
     """
 
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn)
-        unknown = set(spec) - set(signature.parameters)
+        named = set(spec) | {n for rule in rules for n in rule.names}
+        unknown = named - set(signature.parameters)
         if unknown:  # a spec that names no parameter would silently check nothing
             raise TypeError(f"spec of {fn.__qualname__} names unknown parameters {sorted(unknown)}")
         name = owner or fn.__name__
@@ -214,13 +219,105 @@ def validate_params(spec: Mapping[str, Sequence[Constraint]], *,
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             check_params(name, spec, bound.arguments)
+            if rules:
+                bound.apply_defaults()
+                check_rules(name, rules, bound.arguments, signature)
             return fn(*args, **kwargs)
 
         wrapper.parameter_spec = dict(spec)  # type: ignore[attr-defined]
+        wrapper.parameter_rules = tuple(rules)  # type: ignore[attr-defined]
         wrapper.parameter_owner = name  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+# ---- rules between parameters: an argument the others make ignored or contradictory -----------
+class Rule(ABC):
+    """A condition on several arguments; ``names`` are the parameters it reads."""
+
+    names: tuple[str, ...]
+
+    @abstractmethod
+    def violation(self, values: Mapping[str, object],
+                  defaults: Mapping[str, object]) -> tuple[str, str] | None:
+        """(parameter, what it must be) when ``values`` break the rule, else None."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A predicate on the (default-filled) arguments and its phrase in messages."""
+
+    test: Callable[[Mapping[str, object]], bool]
+    phrase: str
+    names: tuple[str, ...]
+
+    def __call__(self, values: Mapping[str, object]) -> bool:
+        return self.test(values)
+
+    def __or__(self, other: Condition) -> Condition:
+        return Condition(lambda v: self(v) or other(v), f"{self.phrase} or {other.phrase}",
+                         self.names + other.names)
+
+
+def given(name: str) -> Condition:
+    """``name`` is not None."""
+    return Condition(lambda v: v[name] is not None, f"{name!r} is given", (name,))
+
+
+def is_not(name: str, value: object) -> Condition:
+    """``name`` differs from ``value`` (e.g. ``bandwidth`` is not "sampled")."""
+    return Condition(lambda v: v[name] != value, f"{name}={value!r} is not set", (name,))
+
+
+def equals(name: str, value: object) -> Condition:
+    """``name`` equals ``value``."""
+    return Condition(lambda v: v[name] == value, f"{name}={value!r}", (name,))
+
+
+@dataclass(frozen=True)
+class Ignored(Rule):
+    """``param`` would be ignored (or contradict another argument) while ``when`` holds, so it
+    must keep its default then; ``why`` says what sets the value instead."""
+
+    param: str
+    when: Condition
+    why: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.param, *self.when.names)
+
+    def violation(self, values, defaults):
+        default = defaults[self.param]
+        if not self.when(values) or _same(values[self.param], default):
+            return None
+        why = f" ({self.why})" if self.why else ""
+        return self.param, f"left at its default {default!r} when {self.when.phrase}{why}"
+
+
+def _same(value: object, default: object) -> bool:
+    if value is default:
+        return True
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError):  # arrays compare element-wise: not the (scalar) default
+        return False
+
+
+def check_rules(owner: str, rules: Sequence[Rule], values: Mapping[str, object],
+                signature: inspect.Signature) -> None:
+    """Raise :class:`InvalidParameterError`, in the one template, for the first broken rule."""
+    defaults = {n: p.default for n, p in signature.parameters.items()}
+    for rule in rules:
+        broken = rule.violation(values, defaults)
+        if broken is not None:
+            name, expected = broken
+            value = values[name]
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {owner} must be {expected}. "
+                f"Got {_shown(value)} ({type(value).__name__}) instead."
+            )
 
 
 # ---- the constraints the public functions share (each rule written once) ----------------------
@@ -240,3 +337,23 @@ FORM: list[Constraint] = [StrOptions(("auto", "features", "samples", "tiles"))]
 ROWS = optional_positive_int()  # chunk_size, tile: rows per chunk or tile, None for the default
 SEED: list[Constraint] = [Interval(Integral, 0, None)]
 SIGMA: list[Constraint] = [OPTIONAL, positive_real(), PositivePair()]
+PROGRESS: list[Constraint] = [OPTIONAL, Boolean(), Callables()]
+
+# An explicit sigma sets the bandwidth; threshold, bandwidth, n_pairs and seed choose it from the
+# data, and n_pairs/seed only mean something to the sampled median.
+RBF_RULES: tuple[Rule, ...] = (
+    Ignored("threshold", given("sigma"), "sigma sets the bandwidth; threshold scales a median"),
+    Ignored("bandwidth", given("sigma"), "sigma sets the bandwidth; bandwidth picks a median"),
+    Ignored("n_pairs", given("sigma") | is_not("bandwidth", "sampled"),
+            "n_pairs is the sample size of the sampled median"),
+    Ignored("seed", given("sigma") | is_not("bandwidth", "sampled"),
+            "seed draws the pairs of the sampled median"),
+)
+# cka()/hsic(): the options of the other kernel are errors, then the RBF rules.
+_LINEAR_ONLY = ("chunk_size", "form", "precision")
+_RBF_ONLY = ("sigma", "threshold", "bandwidth", "n_pairs", "seed", "tile")
+KERNEL_RULES: tuple[Rule, ...] = (
+    *(Ignored(name, equals("kernel", "rbf"), "a linear-kernel option") for name in _LINEAR_ONLY),
+    *(Ignored(name, equals("kernel", "linear"), "an RBF-kernel option") for name in _RBF_ONLY),
+    *RBF_RULES,
+)

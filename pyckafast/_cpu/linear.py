@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._core import combine, dispatch
-from . import linear_tiles
+from . import linear_tiles, pass_progress
 from .._core.combine import is_zero_variance
 from .._core.inputs import Samples, check_finite_sums
 from .._core.terms import KernelTerms, LinearTerms
@@ -83,7 +83,7 @@ class Accumulator:
 def block_terms(
     x: np.ndarray, y: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, ops,
     debiased: bool, rows: int, start: int = 0, scale: tuple[float, float] = (1.0, 1.0),
-    spread: tuple[float, float] = (math.inf, math.inf), workers: int = 1,
+    spread: tuple[float, float] = (math.inf, math.inf), workers: int = 1, report=None,
 ) -> LinearTerms:
     """Exact terms of all rows of x and y, multiplied by the powers of two ``scale`` and shifted
     by (shift_x, shift_y) (in scaled units), ``rows`` at a time (see :func:`accumulate`).
@@ -92,6 +92,8 @@ def block_terms(
     single-threaded GEMMs into its own float64 sums) and the sums merge at the end: no barrier
     per GEMM and no BLAS thread pool spinning while another process holds a core, and one
     worker's memory-bound shift pass overlaps another's GEMMs.
+
+    ``report(rows_done, n)`` (thread-safe, :func:`pass_progress.reporter`) after each chunk.
     """
     wide = np.promote_types(x.dtype, y.dtype)
 
@@ -102,12 +104,14 @@ def block_terms(
     feeders = [_Feeder(new_accumulator(), ops, debiased, min(rows, x.shape[0]), spread, wide)
                for _ in range(max(1, workers))]
     chunks = [(lo, min(lo + rows, x.shape[0])) for lo in range(0, x.shape[0], rows)]
+    tick = _row_ticker(report, x.shape[0])
     if len(feeders) == 1:
         with blas_threads(get_num_threads()):
             for lo, hi in chunks:
                 feeders[0].add(x, y, lo, hi, start)
+                tick(hi - lo)
     else:
-        _run_parallel(feeders, chunks, x, y, start)
+        _run_parallel(feeders, chunks, x, y, start, tick)
     terms = feeders[0].acc.terms()
     for part in [f.acc.terms() for f in feeders[1:]] + [p for f in feeders for p in f.finish()]:
         if part.n:
@@ -182,8 +186,22 @@ class _Feeder:
                                    _rounded_shift(c.shift_y + moments[1] / rows, dtype), c.scale)
 
 
+def _row_ticker(report, n: int):
+    """tick(rows) adding finished rows to ``report(done, n)`` (a no-op without a report)."""
+    if report is None:
+        return lambda rows: None
+    done, lock = [0], threading.Lock()
+
+    def tick(rows: int) -> None:
+        with lock:
+            done[0] += rows
+            report(done[0], n)
+
+    return tick
+
+
 def _run_parallel(feeders: list[_Feeder], chunks: list[tuple[int, int]], x, y,
-                  start: int) -> None:
+                  start: int, tick=lambda rows: None) -> None:
     """Each feeder's thread takes the next chunk until none is left (a busy core just takes
     fewer chunks); BLAS runs single-threaded meanwhile, the threads are the parallelism."""
     lock, todo = threading.Lock(), iter(chunks)
@@ -196,6 +214,7 @@ def _run_parallel(feeders: list[_Feeder], chunks: list[tuple[int, int]], x, y,
                 if chunk is None:
                     return
                 feeder.add(x, y, *chunk, start)
+                tick(chunk[1] - chunk[0])
 
     with single_threaded_blas(), ThreadPoolExecutor(len(feeders)) as pool:
         for future in [pool.submit(work, f) for f in feeders]:
@@ -215,18 +234,20 @@ def _far(shifted_sum: np.ndarray, rows: int, spread: float) -> bool:
 def feature_terms(
     x: np.ndarray, y: np.ndarray, *, ops: ModuleType, debiased: bool = False,
     chunk_size: int | None = None, shift: tuple[np.ndarray, np.ndarray] | None = None,
-    start: int = 0,
+    start: int = 0, report=None,
 ) -> LinearTerms:
     """Exact linear terms of all rows, one pass, memory O(p^2 + chunk_size * p); ``start``
-    offsets row numbers in errors (for a block of a larger array)."""
+    offsets row numbers in errors (for a block of a larger array); ``report(rows_done, n)``
+    after each chunk."""
     rows = chunk_size or default_chunk_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize))
     if shift is not None:  # an explicit shift is in the data's own units: no scaling
-        return block_terms(x, y, *shift, ops, debiased, rows, start=start)
+        return block_terms(x, y, *shift, ops, debiased, rows, start=start, report=report)
     fx, fy = row_frame(x, rows), row_frame(y, rows)
     workers = dispatch.linear_workers(ops, x.shape[0], x.shape[1], y.shape[1], rows,
                                       max(x.itemsize, y.itemsize), get_num_threads())
     return block_terms(x, y, fx.shift, fy.shift, ops, debiased, rows, start=start,
-                       scale=(fx.scale, fy.scale), spread=(fx.spread, fy.spread), workers=workers)
+                       scale=(fx.scale, fy.scale), spread=(fx.spread, fy.spread), workers=workers,
+                       report=report)
 
 
 def check_cpu_precision(precision: str) -> None:
@@ -240,19 +261,29 @@ def check_cpu_precision(precision: str) -> None:
 
 def hsic_triple(
     x: Samples, y: Samples, *, ops: ModuleType, debiased: bool, chunk_size: int | None = None,
-    form: str = "auto", precision: str = "highest",
+    form: str = "auto", precision: str = "highest", progress=None,
 ) -> combine.HSICTriple:
     """The linear HSIC triple of prepared host inputs, in the form :func:`dispatch.linear_form`
     picks: chunked feature-space moments, or for p >> n the sample-space sums, from the n x n
-    Grams in memory or over block pairs of Gram tiles (:mod:`pyckafast._cpu.linear_tiles`)."""
+    Grams in memory or over block pairs of Gram tiles (:mod:`pyckafast._cpu.linear_tiles`).
+    ``progress`` (:mod:`pyckafast._core.progress`) counts rows, block pairs, or one unit for the
+    in-memory Grams."""
     check_cpu_precision(precision)
     chosen = dispatch.linear_form(form, x.n, x.p, y.p, max(x.data.itemsize, y.data.itemsize))
-    if chosen in ("samples", "tiles"):
-        gram_terms = sample_terms if chosen == "samples" else linear_tiles.tiled_sample_terms
-        terms, zero_x, zero_y = gram_terms(x.data, y.data)
-        return combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
-    terms = feature_terms(x.data, y.data, ops=ops, debiased=debiased, chunk_size=chunk_size)
-    return combine.linear_hsic(terms, debiased)
+    unit = {"features": "rows", "tiles": "pair", "samples": "pass"}[chosen]
+    with pass_progress.reporter(progress, desc=f"linear ({chosen})", unit=unit) as report:
+        if chosen == "tiles":
+            terms, zero_x, zero_y = linear_tiles.tiled_sample_terms(x.data, y.data,
+                                                                    progress=report)
+        elif chosen == "samples":
+            terms, zero_x, zero_y = sample_terms(x.data, y.data)
+            if report is not None:
+                report(1, 1)
+        else:
+            terms = feature_terms(x.data, y.data, ops=ops, debiased=debiased,
+                                  chunk_size=chunk_size, report=report)
+            return combine.linear_hsic(terms, debiased)
+    return combine.kernel_hsic(terms, debiased)._replace(zero_x=zero_x, zero_y=zero_y)
 
 
 # Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it

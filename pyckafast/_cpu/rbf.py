@@ -30,6 +30,7 @@ from .._core import bandwidth as bw, dispatch
 from .._core.pairs import (CentredBlock, CentredSide, PairTerms, PairTermsSum, block_bounds,
                            centre, compute_dtype, default_tile, reduce_pairs)
 from .._core.terms import KernelTerms
+from . import pass_progress
 
 __all__ = ["Sides", "centred", "side_gamma", "rbf_terms_under", "rbf_terms", "set_pair_terms"]
 
@@ -51,29 +52,31 @@ def side_gamma(options: Any, side: CentredSide, index: int, *, ops: ModuleType,
 
 
 def rbf_terms_under(x: np.ndarray, y: np.ndarray, *, options: Any, ops: ModuleType,
-                    tile: int | None = None) -> KernelTerms:
+                    tile: int | None = None, progress=None) -> KernelTerms:
     """Kernel terms with the bandwidths ``options`` choose: each input is centred once and the
     same centred rows serve the bandwidth selection and the RBF pass."""
     side_x, side_y = centred(x, "x", ops), centred(y, "y", ops)
     gamma_x = side_gamma(options, side_x, 0, ops=ops, tile=tile)
     gamma_y = side_gamma(options, side_y, 1, ops=ops, tile=tile)
-    return rbf_terms((side_x, side_y), gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile)
+    return rbf_terms((side_x, side_y), gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile,
+                     progress=progress)
 
 
 def rbf_terms(sides: Sides, *, gamma_x: float, gamma_y: float, ops: ModuleType,
-              tile: int | None = None) -> KernelTerms:
+              tile: int | None = None, progress=None) -> KernelTerms:
     """Kernel terms of E = K - 1, F = L - 1 over all n^2 ordered pairs of the centred rows.
 
     Only the upper triangle of block pairs is evaluated (K and L are symmetric). Memory beyond
     the inputs: two tiles of dot products, two centred blocks per side and the row sums.
     """
-    whole = set_pair_terms(sides, None, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile)
+    whole = set_pair_terms(sides, None, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile,
+                           progress=progress)
     return KernelTerms(n=sides[0].n, s_kl=whole.s_kl, s_kk=whole.s_kk, s_ll=whole.s_ll,
                        row_k=whole.row_k_a, row_l=whole.row_l_a)
 
 
 def set_pair_terms(a: Sides, b: Sides | None, *, gamma_x: float, gamma_y: float,
-                   ops: ModuleType, tile: int | None = None) -> PairTerms:
+                   ops: ModuleType, tile: int | None = None, progress=None) -> PairTerms:
     """:class:`PairTerms` of row set ``a`` against row set ``b``, or of ``a`` against itself.
 
     Parameters
@@ -90,6 +93,9 @@ def set_pair_terms(a: Sides, b: Sides | None, *, gamma_x: float, gamma_y: float,
     tile
         Rows per tile (per work item of the fused pass); the result does not depend on it
         beyond float64 rounding.
+    progress
+        The one ``progress=`` option (:mod:`pyckafast._core.progress`): ``progress(done,
+        total)`` per block pair (:mod:`pyckafast._cpu.pass_progress`).
 
     Returns
     -------
@@ -100,6 +106,9 @@ def set_pair_terms(a: Sides, b: Sides | None, *, gamma_x: float, gamma_y: float,
     depth = a[0].depth + a[1].depth
     if dispatch.rbf_fused(ops, depth):
         block = int(tile or ops.fused_block(depth, dtype.itemsize))
+        if progress not in (None, False):  # the same calls over bands of rows, counted
+            return pass_progress.fused_in_bands(a, b, progress, lambda sa, sb: _fused_set_pair(
+                sa, sb, gamma_x, gamma_y, ops, block, dtype), block)
         return _fused_set_pair(a, b, gamma_x, gamma_y, ops, block, dtype)
     tile = int(tile or default_tile(dtype.itemsize))
 
@@ -109,10 +118,11 @@ def set_pair_terms(a: Sides, b: Sides | None, *, gamma_x: float, gamma_y: float,
     def body(block_a: CentredBlock, block_b: CentredBlock, diagonal: bool) -> PairTerms:
         return _tile_pair(block_a, block_b, gamma_x, gamma_y, diagonal, ops)
 
-    return reduce_pairs(body, block_bounds(a[0].n, tile),
-                        None if b is None else block_bounds(b[0].n, tile), load_a=load(a),
-                        load_b=None if b is None else load(b),
-                        into=PairTermsSum(a[0].n, None if b is None else b[0].n))
+    bounds_a, bounds_b = block_bounds(a[0].n, tile), None if b is None else block_bounds(b[0].n, tile)
+    with pass_progress.counted(PairTermsSum(a[0].n, None if b is None else b[0].n), progress,
+                              bounds_a, bounds_b) as into:
+        return reduce_pairs(body, bounds_a, bounds_b, load_a=load(a),
+                            load_b=None if b is None else load(b), into=into)
 
 
 def _fused_set_pair(a: Sides, b: Sides | None, gamma_x: float, gamma_y: float, ops: ModuleType,
