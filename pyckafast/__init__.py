@@ -9,6 +9,7 @@ from ._core.dispatch import BackendUnavailable
 from ._config import show_config
 from ._core.threads import get_num_threads, set_num_threads, threads
 from .cka_matrix import cka_matrix
+from .cost import CostEstimate, estimate_cost
 from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
 from .minibatch import minibatch_cka
@@ -20,9 +21,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "CostEstimate",
     "LinearCKAState",
     "cka",
     "cka_matrix",
+    "estimate_cost",
     "get_num_threads",
     "hsic",
     "linear_cka",

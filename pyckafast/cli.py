@@ -3,7 +3,7 @@
 Usage::
 
     pyckafast cka X.npy Y.npy [--kernel linear|rbf] [--debiased] [--backend NAME]
-                              [--chunk-size N] [--json] [--progress | --no-progress]
+                              [--chunk-size N] [--json] [--progress | --no-progress] [--estimate]
                               [--sigma S | --sigma SX,SY | --threshold T --bandwidth RULE]
     pyckafast map DIR_OR_NPZ [--kernel linear|rbf] [--debiased] [--out DIR] [--names-max-len N]
     pyckafast robustness EXPERIMENT --out DIR [...]
@@ -37,7 +37,8 @@ from ._core.dispatch import BACKENDS, BackendUnavailable
 
 __all__ = ["main", "build_parser", "CLIError", "UndefinedResult", "open_npy", "progress_bar",
            "sigma_arg", "parse_sigma", "positive_int", "positive_float", "add_progress_options",
-           "progress_enabled", "check_kernel_options", "median_rule_sigma"]
+           "progress_enabled", "check_kernel_options", "median_rule_sigma", "cost_of",
+           "ANNOUNCE_SECONDS"]
 
 EXIT_UNDEFINED = 1
 EXIT_BAD_INPUT = 2
@@ -45,6 +46,10 @@ EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 1
 
 BANDWIDTH_RULES = ("kornblith", "offdiag", "sampled")
+# A run expected to take longer than this says so on stderr before it starts.
+ANNOUNCE_SECONDS = 5.0
+# Rate of a fast machine: a run that would be short even at a slower rate needs no measurement.
+_FAST_RATE = 2e11
 
 
 class UndefinedResult(CLIError):
@@ -370,6 +375,10 @@ def _add_cka_parser(sub) -> None:
                    help="linear kernel only: rows per streamed chunk (default: about 8 MB per chunk)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: the value, options, sigma used, shapes, dtypes, timing")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the up-front cost (pass, block pairs, flops, memory, expected time "
+                        "at this machine's measured rate) and exit without computing; a run "
+                        f"prints it on stderr when it expects more than {ANNOUNCE_SECONDS:g} s")
     add_progress_options(p)
     rbf = p.add_argument_group("rbf kernel (--kernel rbf only)")
     rbf.add_argument("--sigma", type=sigma_arg, default=None, metavar="S[,S]",
@@ -434,7 +443,10 @@ def _run_cka(args) -> int:
             f"got {x.shape[0]} and {y.shape[0]}."
         )
     arrays = {args.x: x, args.y: y}
+    if args.estimate:
+        return _print_estimate(args, x, y)
     _refuse_constant(arrays)
+    cost = _announce_cost(args, x, y)
     start = time.perf_counter()
     if args.kernel == "linear":
         value, sigma = _linear_from_files(args, x.shape[0], arrays), None
@@ -445,10 +457,58 @@ def _run_cka(args) -> int:
         raise UndefinedResult(f"CKA of {args.x} and {args.y} is undefined (nan): a centred "
                               "kernel matrix has no variance.")
     if args.json:
-        print(json.dumps(_report(args, x, y, value, sigma, seconds)))
+        report = _report(args, x, y, value, sigma, seconds)
+        if cost is not None:
+            report["estimated_seconds"] = round(cost.seconds, 6)
+        print(json.dumps(report))
     else:
         print(f"{value:.12g}")
     return 0
+
+
+def cost_of(args: argparse.Namespace, x: np.ndarray, y: np.ndarray,
+            rate: float | None = None):
+    """The :class:`~pyckafast.cost.CostEstimate` of this ``cka`` run (the linear kernel streams
+    the files in the feature form; the RBF kernel's bandwidth passes unless --sigma).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The ``cka`` subcommand's options.
+    x, y : numpy.ndarray
+        The opened files (only shapes and dtypes are read).
+    rate : float, optional
+        The flop/s to assume (default: measured on this machine).
+
+    Returns
+    -------
+    pyckafast.CostEstimate
+        The estimate.
+    """
+    from .cost import estimate_cost
+
+    if args.kernel == "linear":
+        return estimate_cost(x, y, "linear", form="features", chunk_size=args.chunk_size,
+                             rate=rate)
+    return estimate_cost(x, y, "rbf", sigma=_explicit_sigma(args.sigma),
+                         bandwidth=args.bandwidth or "kornblith", rate=rate)
+
+
+def _print_estimate(args, x: np.ndarray, y: np.ndarray) -> int:
+    cost = cost_of(args, x, y)
+    print(json.dumps(cost.as_dict()) if args.json else str(cost))
+    return 0
+
+
+def _announce_cost(args, x: np.ndarray, y: np.ndarray):
+    """Print the estimate on stderr when the run is expected to be long; return it (None when
+    even a fast machine would finish within :data:`ANNOUNCE_SECONDS`: nothing measured)."""
+    if cost_of(args, x, y, rate=_FAST_RATE).seconds <= ANNOUNCE_SECONDS:
+        return None
+    cost = cost_of(args, x, y)
+    if cost.seconds > ANNOUNCE_SECONDS:
+        print(f"pyckafast: estimate: {cost}", file=sys.stderr, flush=True)
+    return cost
 
 
 def _refuse_constant(arrays: dict[str, np.ndarray]) -> None:
@@ -484,9 +544,18 @@ def _rbf_from_arrays(args, arrays: dict[str, np.ndarray]) -> tuple[float, tuple[
     # Only the options that apply: the library may reject a threshold next to an explicit sigma.
     bandwidth = ({"sigma": sigma} if sigma is not None else
                  {"threshold": args.threshold or 1.0, "bandwidth": args.bandwidth or "kornblith"})
+    # rbf_cka draws its own bar over the block pairs of the pass (when tqdm is installed).
+    bar = progress_enabled(args) and _has_tqdm()
     with warnings_as_lines():
-        value = rbf_cka(x, y, debiased=args.debiased, backend=args.backend, **bandwidth)
+        value = rbf_cka(x, y, debiased=args.debiased, backend=args.backend, progress=bar,
+                        **bandwidth)
     return value, sigma
+
+
+def _has_tqdm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tqdm") is not None
 
 
 def _explicit_sigma(sigma: tuple[float, ...] | None) -> tuple[float, float] | None:
