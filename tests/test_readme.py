@@ -66,3 +66,32 @@ def test_the_readme_examples_mean_what_they_say():
         assert 0.5 < sigma / np.median(d[np.triu_indices(200, 1)]) < 1.5
     with pytest.warns(RuntimeWarning, match="numerically the identity"):
         assert pyckafast.rbf_cka(a, b, sigma=(2.0, 0.5)) == pytest.approx(1.0, abs=1e-6)
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(r"^```bash\n(.*?)^```", text, re.S | re.M)]
+
+
+def test_ci_runs_exactly_the_readme_test_command_and_the_cpu_variant_matches():
+    text = README.read_text()
+    commands = [c for c in _bash_blocks(text) if c.endswith("&& pytest")]
+    plain = [c for c in commands if "--index-url" not in c]
+    cpu = [c for c in commands if "download.pytorch.org/whl/cpu" in c]
+    assert len(plain) == 1 and len(cpu) == 1
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert plain[0] in ci  # the same line, not a paraphrase
+    # The CPU variant only puts the CPU wheel of the pinned torch first.
+    head, tail = plain[0].split(" && pip install ", 1)
+    pin = re.search(r'"torch==[0-9.]+"', plain[0]).group(0)
+    assert cpu[0] == (f"{head} && pip install -q {pin} --index-url "
+                      f"https://download.pytorch.org/whl/cpu && pip install {tail}")
+
+
+def test_the_readme_names_every_extra_that_exists():
+    import tomllib
+
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    text = README.read_text()
+    for name in ("plot", "torch", "dask", "cli", "all", "cuda12", "cuda13", "test"):
+        assert name in extras and f"[{name}]" in text, name
