@@ -632,7 +632,7 @@ def _report(args, x: np.ndarray, y: np.ndarray, value: float,
     if args.kernel == "linear":
         report.update(form="features", chunk_size=args.chunk_size)
     else:
-        report.update(_sigma_report(args, sigma))
+        report.update(form="pairs", **_sigma_report(args, sigma))
     return report
 
 

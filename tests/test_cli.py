@@ -263,6 +263,7 @@ def test_sigma_pair_and_json_reports_the_sigma_used(files):
     assert report["cka"] == pytest.approx(pyckafast.rbf_cka(x, y, sigma=(3.0, 0.5)), abs=1e-10)
     assert report["estimator"] == "biased" and report["backend"] == "auto"
     assert report["backend_used"] in pyckafast._core.dispatch.BACKENDS
+    assert report["form"] == "pairs" and report["seconds"] >= 0
 
 
 def test_json_reports_the_median_rule_sigma(tmp_path):
