@@ -16,6 +16,8 @@ wide-bandwidth limit, but the bandwidth was most likely not meant).
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 
 from ._core.terms import KernelTerms
@@ -49,10 +51,22 @@ def warn_degenerate_kernels(terms: KernelTerms, names: tuple[str, str] = ("x", "
                 f"average below eps = {terms.eps:.3g}): sigma is far below the distances between "
                 "the samples, and CKA no longer depends on the data (1.0 when both kernels are "
                 "the identity). Use a larger sigma, or the median rule (threshold=...).",
-                RuntimeWarning, stacklevel=4)
+                RuntimeWarning, stacklevel=_caller_level())
         elif kind == "ones":
             warnings.warn(
                 f"the RBF kernel of {name} is numerically all ones (every entry within eps = "
                 f"{terms.eps:.3g} of 1): sigma is far above the distances between the samples. "
                 "The value is the wide-bandwidth limit of CKA; use a smaller sigma, or the "
-                "median rule (threshold=...).", RuntimeWarning, stacklevel=4)
+                "median rule (threshold=...).", RuntimeWarning, stacklevel=_caller_level())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside pyckafast (the user's call), whichever
+    producer path led here."""
+    frame, level = sys._getframe(2), 2  # 1: warn_degenerate_kernels itself
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
