@@ -74,6 +74,17 @@ def test_progress_bar_goes_to_stderr(files, capsys):
     assert code == 0 and err == ""  # stderr is not a terminal here: no bar unless asked
 
 
+def test_rbf_progress_bar_counts_block_pairs(files, capsys):
+    pytest.importorskip("tqdm")
+    paths, _, _ = files
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma",
+                          "20,3", "--backend", "numpy", "--progress")
+    assert code == 0 and "rbf pairs" in err and "pair" not in out
+    code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma",
+                          "20,3", "--backend", "numpy")
+    assert code == 0 and err == ""
+
+
 def test_progress_callback_tracks_rows():
     pytest.importorskip("tqdm")
     with cli.progress_bar(10) as progress:
