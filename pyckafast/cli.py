@@ -468,8 +468,10 @@ def _run_cka(args) -> int:
 
 def cost_of(args: argparse.Namespace, x: np.ndarray, y: np.ndarray,
             rate: float | None = None):
-    """The :class:`~pyckafast.cost.CostEstimate` of this ``cka`` run (the linear kernel streams
-    the files in the feature form; the RBF kernel's bandwidth passes unless --sigma).
+    """Estimate the cost of this ``cka`` run (:class:`~pyckafast.cost.CostEstimate`).
+
+    The linear kernel streams the files in the feature form; the RBF kernel adds its bandwidth
+    passes unless ``--sigma`` is given.
 
     Parameters
     ----------
@@ -484,6 +486,15 @@ def cost_of(args: argparse.Namespace, x: np.ndarray, y: np.ndarray,
     -------
     pyckafast.CostEstimate
         The estimate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.cli import build_parser, cost_of
+    >>> args = build_parser().parse_args(["cka", "x.npy", "y.npy", "--kernel", "rbf"])
+    >>> x = np.zeros((5000, 16))
+    >>> cost_of(args, x, x, rate=1e10).bandwidth_passes
+    6
     """
     from .cost import estimate_cost
 

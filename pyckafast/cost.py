@@ -46,9 +46,9 @@ _GEMM_ROWS, _GEMM_WIDTH = 2048, 256
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """What a CKA/HSIC call will cost, before it runs.
+    """What a CKA/HSIC call will cost, before it runs (made by :func:`estimate_cost`).
 
-    Attributes
+    Parameters
     ----------
     kernel : str
         "linear" or "rbf".
@@ -69,6 +69,13 @@ class CostEstimate:
         Expected time at this machine's measured rate.
     rate : float
         The measured rate, flop/s (a GEMM in the input dtype, all threads).
+
+    Examples
+    --------
+    >>> import pyckafast
+    >>> est = pyckafast.estimate_cost((10_000, 64), (10_000, 64), kernel="rbf", rate=1e10)
+    >>> est.form, est.block_pairs, round(est.seconds, 1)
+    ('pairs', 55, 6.0)
     """
 
     kernel: str
@@ -84,7 +91,19 @@ class CostEstimate:
     rate: float
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
+        """Return the fields as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            Field name -> value (str, int or float).
+
+        Examples
+        --------
+        >>> import pyckafast
+        >>> pyckafast.estimate_cost((100, 4), (100, 2), rate=1e9).as_dict()["form"]
+        'features'
+        """
         return asdict(self)
 
     def __str__(self) -> str:
@@ -222,7 +241,7 @@ def measured_flop_rate(dtype=np.float64) -> float:
     Parameters
     ----------
     dtype : numpy dtype, default float64
-        float32 or float64.
+        The GEMM's dtype: float32 or float64.
 
     Returns
     -------

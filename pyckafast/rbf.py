@@ -278,18 +278,18 @@ def rbf_cka(
         CKA; nan with a RuntimeWarning when a kernel matrix has no variance after centring,
         e.g. when every sample of x (or y) is the same point (as :func:`linear_cka`).
 
+    Raises
+    ------
+    ValueError
+        Bad sigma/threshold, or a median squared distance of 0 while the points are not all
+        equal (at least half of the pairs are identical points): pass ``sigma`` explicitly then.
+
     Warns
     -----
     RuntimeWarning
         When a bandwidth makes a kernel numerically the identity (its off-diagonal entries
         below the compute dtype's eps on average: CKA then says nothing about the data, e.g.
         1.0 for any two inputs) or all ones (every entry within eps of 1).
-
-    Raises
-    ------
-    ValueError
-        Bad sigma/threshold, or a median squared distance of 0 while the points are not all
-        equal (at least half of the pairs are identical points): pass ``sigma`` explicitly then.
 
     Notes
     -----
@@ -383,6 +383,8 @@ def cka(
 ) -> float:
     """CKA with a linear or RBF kernel: :func:`linear_cka` or :func:`rbf_cka`.
 
+    The options of the kernel not asked for must keep their defaults (an error otherwise).
+
     Parameters
     ----------
     x, y : array_like, shapes (n, p1) and (n, p2)
@@ -394,10 +396,24 @@ def cka(
         (Song et al. 2012), needs n >= 4.
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Who computes the terms (see :func:`linear_cka`).
-    chunk_size, form, precision
-        Linear kernel only: as in :func:`linear_cka`.
-    sigma, threshold, bandwidth, n_pairs, seed, tile
-        RBF kernel only: as in :func:`rbf_cka`.
+    chunk_size : int, optional
+        Linear kernel only: rows per chunk, as in :func:`linear_cka`.
+    form : {"auto", "features", "samples", "tiles"}, default "auto"
+        Linear kernel only: the form of the pass, as in :func:`linear_cka`.
+    precision : {"highest", "tf32"}, default "highest"
+        Linear kernel only: GEMM precision, as in :func:`linear_cka`.
+    sigma : float or (float, float), optional
+        RBF kernel only: explicit bandwidths, as in :func:`rbf_cka`.
+    threshold : float, default 1.0
+        RBF kernel only: sigma = threshold x sqrt(median squared distance).
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        RBF kernel only: which median, as in :func:`rbf_cka`.
+    n_pairs : int, default 100000
+        RBF kernel only: pairs of the sampled median.
+    seed : int, default 0
+        RBF kernel only: seed of the sampled median.
+    tile : int, optional
+        RBF kernel only: rows per tile.
     progress : None, bool or callable, optional
         None/False: silent; True: a tqdm bar on stderr; a callable: ``progress(done, total)``
         after each unit of the pass.
@@ -434,8 +450,10 @@ def hsic(
     bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int = 0,
     tile: int | None = None, progress: Progress = None,
 ) -> float:
-    """HSIC with a linear or RBF kernel: biased tr(KHLH)/(n-1)^2, or unbiased (Song et al.
-    2012) when ``debiased=True``: :func:`linear_hsic` or :func:`rbf_hsic`.
+    """HSIC with a linear or RBF kernel: :func:`linear_hsic` or :func:`rbf_hsic`.
+
+    The biased estimator tr(KHLH)/(n-1)^2, or the unbiased one of Song et al. (2012) when
+    ``debiased=True``.
 
     Parameters
     ----------
@@ -447,10 +465,24 @@ def hsic(
         The biased estimator, or the unbiased one (needs n >= 4).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Who computes the terms.
-    chunk_size, form, precision
-        Linear kernel only: as in :func:`linear_cka`.
-    sigma, threshold, bandwidth, n_pairs, seed, tile
-        RBF kernel only: as in :func:`rbf_cka`.
+    chunk_size : int, optional
+        Linear kernel only: rows per chunk, as in :func:`linear_cka`.
+    form : {"auto", "features", "samples", "tiles"}, default "auto"
+        Linear kernel only: the form of the pass, as in :func:`linear_cka`.
+    precision : {"highest", "tf32"}, default "highest"
+        Linear kernel only: GEMM precision, as in :func:`linear_cka`.
+    sigma : float or (float, float), optional
+        RBF kernel only: explicit bandwidths, as in :func:`rbf_cka`.
+    threshold : float, default 1.0
+        RBF kernel only: sigma = threshold x sqrt(median squared distance).
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        RBF kernel only: which median, as in :func:`rbf_cka`.
+    n_pairs : int, default 100000
+        RBF kernel only: pairs of the sampled median.
+    seed : int, default 0
+        RBF kernel only: seed of the sampled median.
+    tile : int, optional
+        RBF kernel only: rows per tile.
     progress : None, bool or callable, optional
         As in :func:`cka`.
 

@@ -149,8 +149,6 @@ PENDING = {
     "pyckafast.compat.kornblith.feature_space_linear_cka": "compat/",
     "pyckafast.compat.kornblith.gram_linear": "compat/",
     "pyckafast.compat.kornblith.gram_rbf": "compat/",
-    "pyckafast.rbf.cka": "rbf.cka",
-    "pyckafast.rbf.hsic": "rbf.hsic",
     "pyckafast.torch.compare_models": "torch.py",
     "pyckafast.torch.layer_output": "torch.py",
 }
