@@ -84,7 +84,7 @@ _Y = np.tanh(_X[:, :4])
 
 @pytest.mark.parametrize("backend", dispatch.usable_backends("cpu"))
 def test_identity_kernel_warns_and_gives_one(backend):
-    with pytest.warns(RuntimeWarning, match="kernel of x is numerically the identity"):
+    with pytest.warns(RuntimeWarning, match="kernel of [xy] is numerically the identity"):
         value = pyckafast.rbf_cka(_X, 5 * _X + 1, sigma=(0.05, 0.25), backend=backend)
     assert value == pytest.approx(1.0, abs=1e-12)
 
