@@ -26,7 +26,8 @@ from .._core.pairs import (Bounds, CentredSide, PairTerms, PairTermsSum, block_b
                            shift_from_sums)
 from .._core.terms import KernelTerms
 from .._core.validation import check_positive_scalar, float_dtype, min_samples
-from .._cpu.rbf import set_pair_terms
+from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype
+from .._cpu.rbf import kernel_terms, set_pair_terms
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
@@ -62,7 +63,7 @@ def _as_2d(a, name: str):
 
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
                      n_pairs, seed) -> KernelTerms:
-    """Global kernel terms (of K - 1, L - 1) of the RBF kernels of dx and dy."""
+    """Global kernel terms (of 2^m K - c, off the diagonal) of the RBF kernels of dx and dy."""
     import dask.array as da
 
     if bandwidth not in BANDWIDTHS:
@@ -73,13 +74,19 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     sizes = [int(c) for c in dx.chunks[0]]
     chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
+    n = sum(sizes)
     if sigma is not None:
         gamma_x = gamma_y = bw.gamma_from_sigma(check_positive_scalar(sigma, "sigma"))
+        u_x, u_y = (gamma_x * _sampled_median(blocks, n, sizes, TYPICAL_PAIRS, 0)
+                    for blocks in (blocks_x, blocks_y))
     else:
         gamma_x, gamma_y = (
             _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
             for blocks, chunks, name in ((blocks_x, chunks_x, "dx"), (blocks_y, chunks_y, "dy")))
-    return _pair_reduction(chunks_x, chunks_y, sizes, gamma_x, gamma_y, ops, tile)
+        u_x = u_y = 1.0 / (2.0 * threshold ** 2)  # gamma * median, the typical exponent
+    dtype = pass_dtype(np.result_type(chunks_x.dtype, chunks_y.dtype), u_x, u_y)
+    kx, ky = RbfKernel.of(gamma_x, u_x, dtype), RbfKernel.of(gamma_y, u_y, dtype)
+    return _pair_reduction(chunks_x, chunks_y, sizes, kx, ky, dtype, ops, tile)
 
 
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
@@ -137,23 +144,22 @@ def _gamma(blocks, chunks: _Chunks, name, sizes, rule, threshold, tile, n_pairs,
 
 
 # ---- RBF pair terms ------------------------------------------------------------------------------
-def _pair_reduction(chunks_x: _Chunks, chunks_y: _Chunks, sizes, gamma_x, gamma_y, ops,
-                    tile) -> KernelTerms:
+def _pair_reduction(chunks_x: _Chunks, chunks_y: _Chunks, sizes, kx: RbfKernel, ky: RbfKernel,
+                    dtype: np.dtype, ops, tile) -> KernelTerms:
     """One task per chunk pair (the in-memory set-pair pass), scattered into global row sums."""
     bounds = bounds_of_sizes(sizes)
     n = sum(sizes)
     task = _delayed(set_pair_terms)
 
     def body(a, b, diagonal: bool):
-        return task(a, None if diagonal else b, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops,
-                    tile=tile)
+        return task(a, None if diagonal else b, kernel_x=kx, kernel_y=ky, ops=ops, tile=tile,
+                    dtype=dtype)
 
     whole: PairTerms = reduce_pairs(body, bounds,
                                     load_a=_by_bounds(bounds, list(zip(chunks_x.sides,
                                                                        chunks_y.sides))),
                                     into=PairTermsSum(n), gather=_gather)
-    return KernelTerms(n=n, s_kl=whole.s_kl, s_kk=whole.s_kk, s_ll=whole.s_ll,
-                       row_k=whole.row_k_a, row_l=whole.row_l_a)
+    return kernel_terms(n, whole, kx, ky)
 
 
 # ---- bandwidths ----------------------------------------------------------------------------------
