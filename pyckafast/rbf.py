@@ -10,6 +10,7 @@ import numpy as np
 
 from ._core import dispatch, bandwidth as bw, combine, params
 from ._core.inputs import Samples, prepare_pair
+from ._core.rbf_entry import scaled_gamma
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
 from ._core.validation import min_samples
 from ._cpu import rbf as cpu_rbf
@@ -86,8 +87,9 @@ def rbf_producer(backend: str, device: str = "cpu"):
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
 
     def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None):
-        sides = cpu_rbf.centred(x, "x", ops), cpu_rbf.centred(y, "y", ops)
-        return cpu_rbf.rbf_terms(sides, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile)
+        (side_x, kx), (side_y, ky) = cpu_rbf.prepared(x, "x", ops), cpu_rbf.prepared(y, "y", ops)
+        return cpu_rbf.rbf_terms((side_x, side_y), gamma_x=scaled_gamma(gamma_x, kx),
+                                 gamma_y=scaled_gamma(gamma_y, ky), ops=ops, tile=tile)
 
     return rbf_terms
 

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["RbfKernel", "typical_exponent", "sampled_typical", "side_kernel", "pass_dtype",
-           "kernel_args", "FLOAT32_MAX_EXPONENT", "TYPICAL_PAIRS"]
+           "kernel_args", "spread_exponent", "peak_exponent", "scaled_side", "scaled_gamma",
+           "FLOAT32_MAX_EXPONENT", "TYPICAL_PAIRS"]
 
 # Largest m the kernels take (csrc/common/rbf_pair.h, ExpM1Table<T>::kMaxScale).
 _MAX_SCALE = {np.dtype(np.float32): 100, np.dtype(np.float64): 400}
@@ -134,3 +135,53 @@ def kernel_args(k: RbfKernel | float | tuple) -> tuple[float, float, int]:
     """(gamma, c, m) of a kernel given as :class:`RbfKernel`, a tuple or a bare gamma (for the
     backends' ``rbf_tile``/``rbf_pairs``: a bare gamma is the ``expm1`` form)."""
     return RbfKernel.as_kernel(k).args()
+
+
+# ---- data of extreme magnitude ----------------------------------------------------------------
+# Centred data whose largest |value| lies outside [2^-LIMIT, 2^LIMIT] are multiplied by a power of
+# two (exact) that brings it near 1: float32 squares underflow below ~1e-19 and overflow above
+# ~1e19, float64 ones near 1e-154 and 1e154. RBF CKA with a median bandwidth is scale invariant,
+# and an explicit gamma is scaled by 2^-2k with the data, so the kernel does not change.
+_SCALE_LIMIT_LOG2 = {np.dtype(np.float32): 24, np.dtype(np.float64): 200}
+_SPREAD_ROWS = 8192
+
+
+def spread_exponent(side: Any) -> int:
+    """k such that the centred rows of ``side`` times 2^k have their largest |value| in
+    [0.5, 1), or 0 when they are within the dtype's comfortable range (no copy needed)."""
+    xp = np if isinstance(side.rows, np.ndarray) else side.xp
+    shift = xp.asarray(side.shift).astype(np.float64)
+    peak = 0.0
+    for lo in range(0, side.n, _SPREAD_ROWS):
+        part = xp.asarray(side.rows[lo:lo + _SPREAD_ROWS]).astype(np.float64)
+        if part.size:
+            peak = max(peak, float(xp.abs(part - shift).max()))
+    return peak_exponent(peak, side.dtype)
+
+
+def peak_exponent(peak: float, dtype: Any) -> int:
+    """The k of :func:`spread_exponent` for centred data whose largest |value| is ``peak``."""
+    if not (peak > 0.0 and math.isfinite(peak)):
+        return 0
+    exponent = math.frexp(peak)[1]  # peak in [2^(e-1), 2^e)
+    limit = _SCALE_LIMIT_LOG2[np.dtype(np.promote_types(dtype, np.float32))]
+    return -exponent if abs(exponent) > limit else 0
+
+
+def scaled_side(side: Any) -> tuple[Any, int]:
+    """(side, k): ``side`` itself and 0, or its rows and shift multiplied by 2^k (one scaled copy
+    of the rows, in their dtype) when :func:`spread_exponent` asks for it."""
+    from dataclasses import replace
+
+    k = spread_exponent(side)
+    if k == 0:
+        return side, 0
+    factor = math.ldexp(1.0, k)
+    rows = side.rows * side.rows.dtype.type(factor)  # exact (a power of two)
+    shift = side.shift * side.shift.dtype.type(factor)
+    return replace(side, rows=rows, shift=shift), k
+
+
+def scaled_gamma(gamma: float, k: int) -> float:
+    """gamma of the data multiplied by 2^k: gamma * 2^-2k (gamma d2 unchanged)."""
+    return math.ldexp(float(gamma), -2 * k)

@@ -21,6 +21,7 @@ pair is one call and no tile exists.
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -28,12 +29,12 @@ import numpy as np
 
 from .._core import bandwidth as bw, dispatch
 from .._core.rbf_entry import (RbfKernel, kernel_args, pass_dtype, sampled_typical,
-                               typical_exponent)
+                               scaled_side, typical_exponent)
 from .._core.pairs import (CentredBlock, CentredSide, PairTerms, PairTermsSum, block_bounds,
                            centre, compute_dtype, default_tile, reduce_pairs)
 from .._core.terms import KernelTerms
 
-__all__ = ["Sides", "centred", "side_gamma", "rbf_terms_under", "rbf_terms", "side_kernels",
+__all__ = ["Sides", "centred", "prepared", "side_gamma", "rbf_terms_under", "rbf_terms", "side_kernels",
            "kernel_terms", "set_pair_terms"]
 
 Sides = tuple[CentredSide, CentredSide]  # the x and y rows of one row set
@@ -44,12 +45,21 @@ def centred(a: np.ndarray, name: str, ops: ModuleType) -> CentredSide:
     return centre(a, name, compute_dtype(ops, a.dtype))
 
 
+def prepared(a: np.ndarray, name: str, ops: ModuleType) -> tuple[CentredSide, int]:
+    """(side, k): ``a`` centred once, its rows multiplied by 2^k when their magnitude is extreme
+    (:func:`~pyckafast._core.rbf_entry.scaled_side`; gammas of the data are scaled by 2^-2k)."""
+    return scaled_side(centred(a, name, ops))
+
+
 def side_gamma(options: Any, side: CentredSide, index: int, *, ops: ModuleType,
-               tile: int | None = None) -> float:
-    """gamma of one centred host input under ``options`` (exact medians in memory, on ``ops``)."""
+               tile: int | None = None, k: int = 0) -> float:
+    """gamma of one centred host input under ``options`` (exact medians in memory, on ``ops``),
+    for its rows multiplied by 2^k (an explicit sigma is scaled with them)."""
     def exact(s: CentredSide, rule: str) -> float:
         return bw.exact_median_in_memory(s, rule, ops=ops, tile=tile)
 
+    if options.sigma is not None:
+        return bw.gamma_from_sigma(math.ldexp(options.sigma[index], k))
     return bw.side_gamma(options, side, index, exact)
 
 
@@ -57,9 +67,9 @@ def rbf_terms_under(x: np.ndarray, y: np.ndarray, *, options: Any, ops: ModuleTy
                     tile: int | None = None) -> KernelTerms:
     """Kernel terms with the bandwidths ``options`` choose: each input is centred once and the
     same centred rows serve the bandwidth selection and the RBF pass."""
-    side_x, side_y = centred(x, "x", ops), centred(y, "y", ops)
-    gamma_x = side_gamma(options, side_x, 0, ops=ops, tile=tile)
-    gamma_y = side_gamma(options, side_y, 1, ops=ops, tile=tile)
+    (side_x, kx), (side_y, ky) = prepared(x, "x", ops), prepared(y, "y", ops)
+    gamma_x = side_gamma(options, side_x, 0, ops=ops, tile=tile, k=kx)
+    gamma_y = side_gamma(options, side_y, 1, ops=ops, tile=tile, k=ky)
     return rbf_terms((side_x, side_y), gamma_x=gamma_x, gamma_y=gamma_y, ops=ops, tile=tile,
                      options=options)
 

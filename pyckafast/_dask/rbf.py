@@ -26,7 +26,7 @@ from .._core.pairs import (Bounds, CentredSide, PairTerms, PairTermsSum, block_b
                            shift_from_sums)
 from .._core.terms import KernelTerms
 from .._core.validation import check_positive_scalar, float_dtype, min_samples
-from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype
+from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype, peak_exponent
 from .._cpu.rbf import kernel_terms, set_pair_terms
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
@@ -76,9 +76,11 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
     n = sum(sizes)
     if sigma is not None:
-        gamma_x = gamma_y = bw.gamma_from_sigma(check_positive_scalar(sigma, "sigma"))
-        u_x, u_y = (gamma_x * _sampled_median(blocks, n, sizes, TYPICAL_PAIRS, 0)
-                    for blocks in (blocks_x, blocks_y))
+        sigma = check_positive_scalar(sigma, "sigma")
+        gamma_x, gamma_y = (bw.gamma_from_sigma(math.ldexp(sigma, c.log2))
+                            for c in (chunks_x, chunks_y))
+        u_x, u_y = (gamma * _sampled_median(c.rows, n, sizes, TYPICAL_PAIRS, 0)
+                    for gamma, c in ((gamma_x, chunks_x), (gamma_y, chunks_y)))
     else:
         gamma_x, gamma_y = (
             _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
@@ -91,15 +93,23 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
 
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
     """Per input, its chunks as delayed :class:`CentredSide`s sharing the input's one shift
-    (column sums of both inputs in one Dask computation, checked finite naming the input)."""
+    (column sums of both inputs in one Dask computation, checked finite naming the input), the
+    rows of data of extreme magnitude multiplied by 2^k (``_Chunks.log2``; exact)."""
     import dask
 
     sums = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
+    shifts = [shift_from_sums(total, sum(sizes), name, compute_dtype(ops, float_dtype(a.dtype, name)))
+              for a, total, name in zip(arrays, sums, names)]
+    peaks = dask.compute(*[abs(a.astype(np.float64) - s.astype(np.float64)).max()
+                           for a, s in zip(arrays, shifts)])
     out = []
-    for a, chunks, name, total in zip(arrays, blocks, names, sums):
-        dtype = compute_dtype(ops, float_dtype(a.dtype, name))
-        shift = shift_from_sums(total, sum(sizes), name, dtype)
-        out.append(_Chunks.of(chunks, shift, dtype, name))
+    for chunks, name, shift, peak in zip(blocks, names, shifts, peaks):
+        k = peak_exponent(float(peak), shift.dtype)
+        if k:
+            factor = shift.dtype.type(math.ldexp(1.0, k))
+            chunks = [_delayed(np.multiply)(c, factor) for c in chunks]
+            shift = shift * factor
+        out.append(_Chunks.of(chunks, shift, shift.dtype, name, k))
     return out
 
 
@@ -109,11 +119,15 @@ class _Chunks:
 
     sides: list
     dtype: np.dtype
+    log2: int = 0  # the rows were multiplied by 2^log2 (data of extreme magnitude)
+    rows: list | None = None  # the (scaled) row chunks the sides hold
 
     @classmethod
-    def of(cls, chunks: list, shift: np.ndarray, dtype: np.dtype, name: str) -> _Chunks:
+    def of(cls, chunks: list, shift: np.ndarray, dtype: np.dtype, name: str,
+           log2: int = 0) -> _Chunks:
         side = _delayed(CentredSide)
-        return cls([side(chunk, shift, np.dtype(dtype), name) for chunk in chunks], np.dtype(dtype))
+        return cls([side(chunk, shift, np.dtype(dtype), name) for chunk in chunks],
+                   np.dtype(dtype), log2, list(chunks))
 
 
 def _delayed(fn):
@@ -137,7 +151,7 @@ def _by_bounds(bounds: list[Bounds], items: list):
 def _gamma(blocks, chunks: _Chunks, name, sizes, rule, threshold, tile, n_pairs, seed,
            ops) -> float:
     if rule == "sampled":
-        median = _sampled_median(blocks, sum(sizes), sizes, n_pairs, seed)
+        median = _sampled_median(chunks.rows, sum(sizes), sizes, n_pairs, seed)
     else:
         median = _exact_median_of_chunks(chunks, sizes, rule, tile, ops)
     return bw.gamma_from_median(median, threshold, name, rule)

@@ -13,13 +13,15 @@ E = 2^m K - c, F likewise, with the same per-kernel constants
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .._core.pairs import (CentredBlock, CentredSide, PairTerms, block_bounds, centre,
                            reduce_pairs, retry_out_of_memory)
-from .._core.rbf_entry import RbfKernel
+from .._core.bandwidth import gamma_from_sigma
+from .._core.rbf_entry import RbfKernel, scaled_gamma, scaled_side
 from .._core.terms import KernelTerms
 from .._cpu.rbf import kernel_terms, side_kernels
 from . import bandwidth as gpu_bandwidth
@@ -40,26 +42,39 @@ def device_sides(engine, x, y, resident: bool = False) -> tuple[CentredSide, Cen
     """x and y (``inputs.Samples``) centred once, on the engine's array module. Host rows stay
     on the host and are uploaded block by block, unless ``resident``: the bandwidth passes read
     every block many times (and index random rows), so they want the rows on the device."""
-    def side(s, name: str) -> CentredSide:
+    (side_x, _), (side_y, _) = scaled_device_sides(engine, x, y, resident)
+    return side_x, side_y
+
+
+def scaled_device_sides(engine, x, y, resident: bool = False):
+    """((side, k), (side, k)): :func:`device_sides` with the rows of data of extreme magnitude
+    multiplied by 2^k (:func:`~pyckafast._core.rbf_entry.scaled_side`)."""
+    def side(s, name: str):
         rows = engine.xp.asarray(s.data) if resident and not s.on_device else s.data
-        return centre(rows, name, s.dtype, engine.xp)
+        return scaled_side(centre(rows, name, s.dtype, engine.xp))
 
     return side(x, "x"), side(y, "y")
+
+
+def _gamma(options: Any, side: CentredSide, index: int, k: int, tile: int | None) -> float:
+    if options.sigma is not None:  # the sigma of the data, scaled with the rows
+        return gamma_from_sigma(math.ldexp(options.sigma[index], k))
+    return gpu_bandwidth.side_gamma(options, side, index, tile)
 
 
 def rbf_terms(engine, x, y, *, gamma_x: float, gamma_y: float, tile: int | None) -> KernelTerms:
     """Kernel terms of the RBF kernels exp(-gamma_x |x_i - x_j|^2) and L over all ordered pairs
     of the rows of x and y (``inputs.Samples`` with the same number of rows)."""
-    side_x, side_y = device_sides(engine, x, y)
-    return _pass(engine, side_x, side_y, *side_kernels((side_x, side_y), gamma_x, gamma_y), tile)
+    (side_x, kx), (side_y, ky) = scaled_device_sides(engine, x, y)
+    kernels = side_kernels((side_x, side_y), scaled_gamma(gamma_x, kx), scaled_gamma(gamma_y, ky))
+    return _pass(engine, side_x, side_y, *kernels, tile)
 
 
 def rbf_terms_under(engine, x, y, *, options: Any, tile: int | None) -> KernelTerms:
     """Kernel terms with the bandwidths ``options`` choose (an ``RBFOptions``), selected on the
     device from the same centred sides as the pass."""
-    side_x, side_y = device_sides(engine, x, y, resident=options.sigma is None)
-    gamma_x = gpu_bandwidth.side_gamma(options, side_x, 0, tile)
-    gamma_y = gpu_bandwidth.side_gamma(options, side_y, 1, tile)
+    (side_x, kx), (side_y, ky) = scaled_device_sides(engine, x, y, resident=options.sigma is None)
+    gamma_x, gamma_y = _gamma(options, side_x, 0, kx, tile), _gamma(options, side_y, 1, ky, tile)
     kernels = side_kernels((side_x, side_y), gamma_x, gamma_y, options)
     return _pass(engine, side_x, side_y, *kernels, tile)
 
