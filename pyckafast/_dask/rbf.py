@@ -70,6 +70,7 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
         raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}; got {bandwidth!r}.")
     threshold = check_positive_scalar(threshold, "threshold")
     dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
+    dx, dy = _coarse_rows(dx), _coarse_rows(dy)
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=min_samples(debiased)[0])
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     sizes = [int(c) for c in dx.chunks[0]]
@@ -89,6 +90,22 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     dtype = pass_dtype(np.result_type(chunks_x.dtype, chunks_y.dtype), u_x, u_y)
     kx, ky = RbfKernel.of(gamma_x, u_x, dtype), RbfKernel.of(gamma_y, u_y, dtype)
     return _pair_reduction(chunks_x, chunks_y, sizes, kx, ky, dtype, ops, tile)
+
+
+# Up to this many row chunks are kept as they are, whatever their size (a few small tasks).
+_FEW_CHUNKS = 8
+
+
+def _coarse_rows(a):
+    """``a`` with row chunks of one CPU tile (:func:`default_tile` rows, or all rows) when it has
+    more than :data:`_FEW_CHUNKS` chunks of fewer rows on average: every O(n^2) pass runs one
+    task per chunk pair, so many tiny chunks cost (n / chunk)^2 / 2 tasks, each too small to
+    amortise its overhead (the chunk pairs are then at most (n / tile + 1)^2 / 2)."""
+    rows = default_tile(np.dtype(a.dtype).itemsize if a.dtype.kind == "f" else 8)
+    n, chunks = a.shape[0], a.chunks[0]
+    if any(math.isnan(c) for c in chunks) or len(chunks) <= max(_FEW_CHUNKS, math.ceil(n / rows)):
+        return a
+    return a.rechunk({0: min(n, rows)})
 
 
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
