@@ -153,3 +153,19 @@ def test_rbf_many_tiny_chunks_are_coarsened(client, monkeypatch):
                         sigma=2.0)
     assert got == pytest.approx(pyckafast.rbf_cka(x, y, sigma=2.0), abs=1e-10)
     assert max(tasks) == 6
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_rbf_non_finite_names_the_argument_and_global_row(client, bad, side):
+    """The message names the argument (x/y through pyckafast.rbf_cka, dx/dy through
+    pyckafast.dask.rbf_cka) and the global row, not the range of rows the sums covered."""
+    x, y = _data(300, 4, 3, seed=7)
+    (x if side == "x" else y)[217, 1] = bad
+    dx, dy = da.from_array(x, chunks=100), da.from_array(y, chunks=100)
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 217"):
+        pyckafast.rbf_cka(dx, dy)
+    with pytest.raises(ValueError, match=f"^d{side} must contain only finite values; found NaN "
+                                         "or Inf in row 217"):
+        pdask.rbf_cka(dx, dy, sigma=1.0)

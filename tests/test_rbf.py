@@ -238,3 +238,23 @@ def test_wide_bandwidth_does_not_cancel(target, dtype):
     x, y = correlated_tanh(np.random.default_rng(1), 120, 5, 3, mean=MEAN[dtype], dtype=dtype)
     got = pyckafast.rbf_cka(target.on(x), target.on(y), threshold=1e3, backend=target.backend)
     assert _rel(got, pyckafast.linear_cka(x, y, backend="numpy")) <= 1e-5
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("side", ["x", "y"])
+@pytest.mark.parametrize("kwargs", [{}, {"sigma": 1.0}, {"bandwidth": "sampled"}])
+def test_non_finite_names_the_argument_and_row(data, target, bad, side, kwargs):
+    x, y = (a.copy() for a in data)
+    (x if side == "x" else y)[117, 2] = bad
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 117"):
+        pyckafast.rbf_cka(target.on(x), target.on(y), backend=target.backend, **kwargs)
+
+
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_minibatch_rbf_non_finite_names_the_argument_and_row(data, side):
+    x, y = (a.copy() for a in data)
+    (x if side == "x" else y)[150, 0] = np.nan
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 150"):
+        pyckafast.minibatch_cka(x, y, batch_size=50, kernel="rbf", seed=None)

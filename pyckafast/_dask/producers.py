@@ -84,6 +84,6 @@ def rbf_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options,
     terms = dask_rbf.rbf_kernel_terms(
         x.data, y.data, sigma=sigma, threshold=options.threshold, bandwidth=options.bandwidth,
         debiased=debiased, backend=backend, tile=tile, n_pairs=options.n_pairs,
-        seed=options.seed,
+        seed=options.seed, names=(x.name, y.name),
     )
     return combine.kernel_hsic(terms, debiased)

@@ -62,8 +62,9 @@ def _as_2d(a, name: str):
 
 
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
-                     n_pairs, seed) -> KernelTerms:
-    """Global kernel terms (of 2^m K - c, off the diagonal) of the RBF kernels of dx and dy."""
+                     n_pairs, seed, names: tuple[str, str] = ("dx", "dy")) -> KernelTerms:
+    """Global kernel terms (of 2^m K - c, off the diagonal) of the RBF kernels of dx and dy
+    (``names``: the arguments' names in messages)."""
     import dask.array as da
 
     if bandwidth not in BANDWIDTHS:
@@ -74,7 +75,7 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=min_samples(debiased)[0])
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     sizes = [int(c) for c in dx.chunks[0]]
-    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
+    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), names, sizes, ops)
     n = sum(sizes)
     if sigma is not None:
         sigma = check_positive_scalar(sigma, "sigma")
@@ -85,7 +86,8 @@ def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, 
     else:
         gamma_x, gamma_y = (
             _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
-            for blocks, chunks, name in ((blocks_x, chunks_x, "dx"), (blocks_y, chunks_y, "dy")))
+            for blocks, chunks, name in ((blocks_x, chunks_x, names[0]),
+                                         (blocks_y, chunks_y, names[1])))
         u_x = u_y = 1.0 / (2.0 * threshold ** 2)  # gamma * median, the typical exponent
     dtype = pass_dtype(np.result_type(chunks_x.dtype, chunks_y.dtype), u_x, u_y)
     kx, ky = RbfKernel.of(gamma_x, u_x, dtype), RbfKernel.of(gamma_y, u_y, dtype)
@@ -108,6 +110,21 @@ def _coarse_rows(a):
     return a.rechunk({0: min(n, rows)})
 
 
+def _check_finite(a, total: np.ndarray, name: str) -> None:
+    """Raise naming ``name`` and the first global row holding a NaN or Inf, if the column sums
+    ``total`` of ``a`` are not finite (one more Dask pass, on the error path only)."""
+    import dask
+    import dask.array as da
+
+    if np.all(np.isfinite(total)):
+        return
+    bad = ~da.isfinite(a).all(axis=1)
+    anywhere, first = dask.compute(bad.any(), bad.argmax())
+    where = (f"found NaN or Inf in row {int(first)}" if anywhere else
+             "values so large that their sum overflows float64")
+    raise ValueError(f"{name} must contain only finite values; {where}.")
+
+
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
     """Per input, its chunks as delayed :class:`CentredSide`s sharing the input's one shift
     (column sums of both inputs in one Dask computation, checked finite naming the input), the
@@ -115,6 +132,8 @@ def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chun
     import dask
 
     sums = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
+    for a, total, name in zip(arrays, sums, names):
+        _check_finite(a, total, name)
     shifts = [shift_from_sums(total, sum(sizes), name, compute_dtype(ops, float_dtype(a.dtype, name)))
               for a, total, name in zip(arrays, sums, names)]
     peaks = dask.compute(*[abs(a.astype(np.float64) - s.astype(np.float64)).max()
