@@ -4,8 +4,8 @@ device x backend x dtype x shape (tests/conftest.py), every threshold and both e
 Tolerances: float64 1e-10. float32 (data with a column mean of 1e3) 1e-4: the distances come
 from float32 GEMMs on centred data, so gamma * d2 carries an absolute error of about
 eps32 * (|a|^2 + |b|^2) / (2 threshold^2 median) ~ 6e-8 * 2 / threshold^2, i.e. 3e-6 at the
-narrowest threshold 0.2; 1e-4 keeps a 30x margin over that (the worst float32 case measured,
-outside the xfail below, is 1.2e-6) while a float32 result gone wrong (1e-3 and worse) fails.
+narrowest threshold 0.2; 1e-4 keeps a 30x margin over that while a float32 result gone wrong
+(1e-3 and worse) fails. Narrower bandwidths (down to 0.05) and the error bound: test_rbf_narrow.py.
 """
 
 import math
@@ -258,3 +258,22 @@ def test_minibatch_rbf_non_finite_names_the_argument_and_row(data, side):
     with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
                                          "Inf in row 150"):
         pyckafast.minibatch_cka(x, y, batch_size=50, kernel="rbf", seed=None)
+
+
+@pytest.mark.parametrize("dtype, c, m", [(np.float64, 1.0, 0), (np.float64, 0.8, 7),
+                                         (np.float64, 1.3, 380), (np.float32, 1.0, 0),
+                                         (np.float32, 0.9, 90)])
+def test_shifted_entry_error_bound(dtype, c, m):
+    """E = 2^m exp(-d2) - c from the kernels' shared math (C++ scalar/vector lanes through
+    rbf_tile, Numba) within the stated bound 4 eps (2^m K + |E|) of a long double reference,
+    over d2 from 0 to past the clamp (where 2^m K < exp(kMin): E is -c within that bound)."""
+    eps = float(np.finfo(dtype).eps)
+    d2 = np.concatenate([[0.0], np.geomspace(1e-9, 5.0 * m + 900.0, 3000)]).astype(dtype)
+    k = np.ldexp(np.exp(-d2.astype(np.longdouble)), m)
+    want = k - np.longdouble(dtype(c))
+    bound = 4 * eps * (k + np.abs(want)) + 2.0 * np.exp(-87.0 if dtype == np.float32 else -708.0)
+    g, zero = np.zeros((1, d2.size), dtype), np.zeros(1, dtype)
+    for name in ("cpp", "numba") if dtype == np.float64 else ("cpp",):
+        ops = _backends.resolve(name, "rbf_tile")
+        col = ops.rbf_tile(g, g, zero, zero, d2, d2, (1.0, c, m), (1.0, c, m), False)[5]
+        assert np.all(np.abs(col - want) <= bound), name
