@@ -1,8 +1,9 @@
 """Numba kernels of the RBF pass: the fused exp + float64 sums of a tile, and the distance
 histograms of the exact median bandwidth.
 
-The exp is the branch-free expm1 of csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor
-polynomial, 2^k from integer bits) written as three short loops over a row buffer, so that LLVM
+The entry E = 2^m exp(-gamma d2) - c is the branch-free ``rbf_exp_shifted`` of
+csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor polynomial, 2^(k+m) from integer bits;
+c = 1, m = 0 is expm1) written as three short loops over a row buffer, so that LLVM
 vectorises each of them (``math.expm1`` is a scalar libm call per entry: measured +28 % per pair
 in this epilogue). Its constants are not copied here: they are read at import from the
 ``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``pyckafast._gpu.kernels.source_root``),
