@@ -123,14 +123,15 @@ class EmulatedEngine:
     def rbf_rows_per_tile(self, dtype) -> int:
         return self.tile_rows
 
-    def rbf_pair(self, a, b, gamma_x, gamma_y, same_block, row_k_a, row_l_a, row_k_b, row_l_b,
+    def rbf_pair(self, a, b, kernel_x, kernel_y, same_block, row_k_a, row_l_a, row_k_b, row_l_b,
                  sums) -> None:
         """One launch of the CUDA RBF kernel, run by its host twin (csrc/cpu/rbf_pairs_twin.cpp)."""
         self._count("rbf_pair")
         if self.oom_above_rows is not None and a.x.shape[0] > self.oom_above_rows:
             raise FakeOutOfMemory("emulated: block too large")
         twin = _ext.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _ext.rbf_pairs_twin_f64
-        twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, gamma_x, gamma_y, bool(same_block),
+        twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, tuple(kernel_x), tuple(kernel_y),
+             bool(same_block),
              row_k_a, row_l_a, row_k_b, row_l_b, sums)
 
     def d2_hist(self, sides, same_block: bool) -> None:

@@ -131,3 +131,41 @@ def test_rbf_bad_arguments(client):
         pdask.rbf_cka(x, x, bandwidth="silverman")
     with pytest.raises(ValueError, match="threshold"):
         pdask.rbf_cka(x, x, threshold=0)
+
+
+def test_rbf_many_tiny_chunks_are_coarsened(client, monkeypatch):
+    """30 row chunks of 20 rows: before, every pass ran one task per chunk pair (465 tasks of
+    20 x 20 pairs); now the rows are rechunked to one CPU tile first (600 rows: one chunk, one
+    task per pass), and the value is the in-memory one."""
+    from pyckafast._dask import rbf as dask_rbf
+
+    x, y = _data(600, 4, 3, seed=5)
+    tasks = []
+    real = dask_rbf._gather
+    monkeypatch.setattr(dask_rbf, "_gather", lambda parts: tasks.append(len(parts)) or real(parts))
+    got = pdask.rbf_cka(da.from_array(x, chunks=(20, -1)), da.from_array(y, chunks=(20, -1)),
+                        threshold=0.7, debiased=True)
+    assert got == pytest.approx(pyckafast.rbf_cka(x, y, threshold=0.7, debiased=True), abs=1e-10)
+    assert tasks and max(tasks) == 1
+    tasks.clear()  # 2100 rows of float64 in 42 chunks: 3 chunks (1024 rows), 6 chunk pairs
+    x, y = _data(2100, 3, 2, seed=6)
+    got = pdask.rbf_cka(da.from_array(x, chunks=(50, -1)), da.from_array(y, chunks=(50, -1)),
+                        sigma=2.0)
+    assert got == pytest.approx(pyckafast.rbf_cka(x, y, sigma=2.0), abs=1e-10)
+    assert max(tasks) == 6
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_rbf_non_finite_names_the_argument_and_global_row(client, bad, side):
+    """The message names the argument (x/y through pyckafast.rbf_cka, dx/dy through
+    pyckafast.dask.rbf_cka) and the global row, not the range of rows the sums covered."""
+    x, y = _data(300, 4, 3, seed=7)
+    (x if side == "x" else y)[217, 1] = bad
+    dx, dy = da.from_array(x, chunks=100), da.from_array(y, chunks=100)
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 217"):
+        pyckafast.rbf_cka(dx, dy)
+    with pytest.raises(ValueError, match=f"^d{side} must contain only finite values; found NaN "
+                                         "or Inf in row 217"):
+        pdask.rbf_cka(dx, dy, sigma=1.0)

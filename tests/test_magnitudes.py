@@ -70,3 +70,78 @@ def test_minibatch_of_extreme_magnitudes(data):
     x, y = data
     assert pyckafast.minibatch_cka(x * 1e200, y, batch_size=100) == pytest.approx(
         pyckafast.minibatch_cka(x, y, batch_size=100), abs=1e-12)
+
+
+# ---- RBF CKA -------------------------------------------------------------------------------------
+# RBF CKA with a median bandwidth is scale invariant, and with sigma scaled like the data too.
+# The centred rows of extreme magnitude are multiplied by a power of two (exact) and an explicit
+# gamma by 2^-2k. Before: float32 at 1e-20 gave 1.0 (cpp) silently, float64 at 1e-155 too, huge
+# scales nan or "identical points".
+RBF_SCALES = {np.float32: [1e-30, 1e-20, 1e20, 1e30], np.float64: [1e-300, 1e-155, 1e155, 1e300]}
+RBF_CASES = [(dtype, s) for dtype, scales in RBF_SCALES.items() for s in scales]
+RBF_IDS = [f"{d.__name__}-{s:g}" for d, s in RBF_CASES]
+
+
+@pytest.fixture(scope="module")
+def rbf_data():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 8)) + 5.0
+    y = np.tanh(x @ rng.normal(size=(8, 5))) + 0.5 * rng.normal(size=(120, 5))
+    return x, y
+
+
+def _rbf_expected(x, y, debiased):
+    return (pyckafast.rbf_cka(x, y, debiased=debiased, backend="numpy"),
+            pyckafast.rbf_cka(x, y, sigma=(3.0, 1.0), debiased=debiased, backend="numpy"))
+
+
+@pytest.mark.parametrize("dtype, scale", RBF_CASES, ids=RBF_IDS)
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
+def test_rbf_cka_of_extreme_magnitudes(rbf_data, dtype, scale, debiased, cpu_backend):
+    x, y = rbf_data
+    median, fixed = _rbf_expected(x, y, debiased)
+    xs, ys = (x * scale).astype(dtype), (y * scale).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = pyckafast.rbf_cka(xs, ys, debiased=debiased, backend=cpu_backend)
+        got_sigma = pyckafast.rbf_cka(xs, ys, sigma=(3.0 * scale, 1.0 * scale),
+                                      debiased=debiased, backend=cpu_backend)
+    assert got == pytest.approx(median, abs=tol)
+    assert got_sigma == pytest.approx(fixed, abs=tol)
+
+
+@pytest.mark.parametrize("dtype, scale", RBF_CASES, ids=RBF_IDS)
+def test_rbf_cka_of_extreme_magnitudes_gpu_and_dask(rbf_data, dtype, scale):
+    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    da = pytest.importorskip("dask.array")
+    import pyckafast.dask
+    from gpu_emulation import EmulatedEngine
+    from pyckafast._core import combine
+    from pyckafast._core.inputs import Samples
+    from pyckafast._gpu import rbf as gpu_rbf
+    from pyckafast.rbf import RBFOptions
+
+    x, y = rbf_data
+    median, fixed = _rbf_expected(x, y, True)
+    xs, ys = (x * scale).astype(dtype), (y * scale).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for options, want in ((RBFOptions.of(), median),
+                          (RBFOptions.of(sigma=(3.0 * scale, 1.0 * scale)), fixed)):
+        terms = gpu_rbf.rbf_terms_under(EmulatedEngine(), Samples(xs, xs.dtype, True),
+                                        Samples(ys, ys.dtype, True), options=options, tile=64)
+        assert combine.cka_from_hsic(combine.kernel_hsic(terms, True)) == pytest.approx(
+            want, abs=tol)
+    dx, dy = da.from_array(xs, chunks=50), da.from_array(ys, chunks=50)
+    assert pyckafast.dask.rbf_cka(dx, dy, debiased=True) == pytest.approx(median, abs=tol)
+    same_sigma = pyckafast.rbf_cka(x, y, sigma=3.0, debiased=True, backend="numpy")
+    assert pyckafast.dask.rbf_cka(dx, dy, sigma=3.0 * scale, debiased=True) == pytest.approx(
+        same_sigma, abs=tol)
+
+
+def test_rbf_hsic_of_scaled_data_with_scaled_sigma(rbf_data):
+    """The kernel values do not change (gamma d2 is invariant), so neither does HSIC."""
+    x, y = rbf_data
+    want = pyckafast.rbf_hsic(x, y, sigma=(3.0, 1.0), debiased=True)
+    got = pyckafast.rbf_hsic(x * 1e-200, y * 1e-200, sigma=(3e-200, 1e-200), debiased=True)
+    assert got == pytest.approx(want, rel=1e-10)

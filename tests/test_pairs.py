@@ -172,13 +172,26 @@ def _inputs(n=157, seed=3):
     return x, y
 
 
-def _brute_kernel_terms(x, y, gamma_x, gamma_y) -> KernelTerms:
-    p = _brute_pair_terms(x, y, x, y, gamma_x, gamma_y)  # expm1(0) = 0 on the diagonal
-    return KernelTerms(n=len(x), s_kl=p.s_kl, s_kk=p.s_kk, s_ll=p.s_ll, row_k=p.row_k_a,
-                       row_l=p.row_l_a)
+def _brute_kernel_terms(x, y, gamma_x, gamma_y, like: KernelTerms) -> KernelTerms:
+    """The terms of the entries 2^m K - c off the diagonal, with the (m, c) of each kernel that
+    the producer of ``like`` chose (``log2_k = -m``, ``const_diag_k = 2^m - c``)."""
+    def entries(a, gamma, log2, diag):
+        m = -log2
+        e = np.ldexp(np.exp(-gamma * ((a[:, None] - a[None]) ** 2).sum(-1)), m) - (2.0**m - diag)
+        np.fill_diagonal(e, 0.0)
+        return e
+
+    e = entries(x, gamma_x, like.log2_k, like.const_diag_k)
+    f = entries(y, gamma_y, like.log2_l, like.const_diag_l)
+    return KernelTerms(n=len(x), s_kl=float((e * f).sum()), s_kk=float((e * e).sum()),
+                       s_ll=float((f * f).sum()), row_k=e.sum(1), row_l=f.sum(1),
+                       log2_k=like.log2_k, log2_l=like.log2_l, const_diag_k=like.const_diag_k,
+                       const_diag_l=like.const_diag_l)
 
 
 def _assert_same_terms(got: KernelTerms, want: KernelTerms, rtol=1e-10):
+    for field in ("log2_k", "log2_l", "const_diag_k", "const_diag_l"):
+        assert getattr(got, field) == getattr(want, field), field
     for field in ("s_kl", "s_kk", "s_ll"):
         assert getattr(got, field) == pytest.approx(getattr(want, field), rel=rtol), field
     for field in ("row_k", "row_l"):
@@ -204,15 +217,15 @@ def test_rbf_terms_equal_brute_force_everywhere(tile):
     """One tiling on the CPU (every backend, fused and BLAS-tile paths), one over Dask chunks and
     one over emulated device blocks: all equal the float64 brute force."""
     x, y = _inputs(n=41 if tile == 1 else 157)
-    want = _brute_kernel_terms(x, y, 0.02, 0.5)
     for backend in CPU_BACKENDS:
-        _assert_same_terms(rbf_producer(backend)(x, y, gamma_x=0.02, gamma_y=0.5, tile=tile), want)
+        got = rbf_producer(backend)(x, y, gamma_x=0.02, gamma_y=0.5, tile=tile)
+        _assert_same_terms(got, _brute_kernel_terms(x, y, 0.02, 0.5, got))
     from pyckafast._gpu import rbf as gpu_rbf
 
     for on_device in (True, False):
         got = gpu_rbf.rbf_terms(_emulated_engine(), _gpu_samples(x, on_device),
                                 _gpu_samples(y, on_device), gamma_x=0.02, gamma_y=0.5, tile=tile)
-        _assert_same_terms(got, want)
+        _assert_same_terms(got, _brute_kernel_terms(x, y, 0.02, 0.5, got))
 
 
 @pytest.mark.parametrize("chunks", [(157,), (50, 7, 100), (1, 60, 96)])
@@ -222,13 +235,12 @@ def test_dask_chunk_pairs_equal_brute_force(chunks):
 
     x, y = _inputs()
     gamma = 1.0 / (2 * 3.0**2)
-    want = _brute_kernel_terms(x, y, gamma, gamma)
     for backend in CPU_BACKENDS:
         got = dask_rbf.rbf_kernel_terms(
             da.from_array(x, chunks=(chunks, -1)), da.from_array(y, chunks=(chunks, -1)),
             sigma=3.0, threshold=1.0, bandwidth="kornblith", debiased=False, backend=backend,
             tile=16, n_pairs=1, seed=0)
-        _assert_same_terms(got, want)
+        _assert_same_terms(got, _brute_kernel_terms(x, y, gamma, gamma, got))
 
 
 @pytest.mark.parametrize("rule", ["kornblith", "offdiag", "sampled"])

@@ -4,8 +4,8 @@ device x backend x dtype x shape (tests/conftest.py), every threshold and both e
 Tolerances: float64 1e-10. float32 (data with a column mean of 1e3) 1e-4: the distances come
 from float32 GEMMs on centred data, so gamma * d2 carries an absolute error of about
 eps32 * (|a|^2 + |b|^2) / (2 threshold^2 median) ~ 6e-8 * 2 / threshold^2, i.e. 3e-6 at the
-narrowest threshold 0.2; 1e-4 keeps a 30x margin over that (the worst float32 case measured,
-outside the xfail below, is 1.2e-6) while a float32 result gone wrong (1e-3 and worse) fails.
+narrowest threshold 0.2; 1e-4 keeps a 30x margin over that while a float32 result gone wrong
+(1e-3 and worse) fails. Narrower bandwidths (down to 0.05) and the error bound: test_rbf_narrow.py.
 """
 
 import math
@@ -16,6 +16,7 @@ import pytest
 import pyckafast
 from pyckafast._core import dispatch as _backends, combine as _combine
 from pyckafast._core.pairs import CentredSide
+from pyckafast._core.rbf_entry import RbfKernel
 from pyckafast._cpu import rbf as _rbf_engine
 from pyckafast.rbf import rbf_producer
 from _reference import correlated_tanh, cka_from_grams, hsic, rbf_cka_ref, rbf_gram
@@ -32,25 +33,6 @@ SHAPES = [
     pytest.param((61, 1, 2, 16), id="n61-dx1-dy2-tile16"),
 ]
 DEBIASED = pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
-
-NARROW_DEBIASED = (
-    "library bug: the RBF producers accumulate E = K - 1 (expm1) and the unbiased HSIC "
-    "combination cancels the -1s; with a narrow kernel (threshold 0.2: off-diagonal K <= 2e-4 "
-    "with 90/120 features, 4e-4 at n = 4) only ~5 significant digits survive: float64 error "
-    "9e-6 (n = 40) and 3e-8 (n = 4) against the 1e-10 bar, float32 with E in float32 (cpp, "
-    "cuda) 6e-4 against 1e-4. Accumulating K itself (or K - c with c ~ the off-diagonal mean) "
-    "when the kernel is narrow would keep float64 accuracy."
-)
-
-
-def _narrow_debiased_fails(target, dtype, shape, threshold, debiased):
-    if threshold != 0.2 or not debiased:
-        return False
-    n = shape[0]
-    if dtype == np.float64:
-        return n in (40, 4)
-    return n == 40 and target.backend in ("cpp", "cuda")
-
 
 def _rel(a, b):
     return abs(a - b) / abs(b)
@@ -71,9 +53,7 @@ def backend(cpu_backend):
 @DEBIASED
 @pytest.mark.parametrize("threshold", THRESHOLDS, ids=[f"threshold{t}" for t in THRESHOLDS])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_reference(target, dtype, shape, threshold, debiased, request, rng):
-    if _narrow_debiased_fails(target, dtype, shape, threshold, debiased):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NARROW_DEBIASED))
+def test_matches_reference(target, dtype, shape, threshold, debiased, rng):
     n, dx, dy, tile = shape
     x, y = correlated_tanh(rng, n, dx, dy, mean=MEAN[dtype], dtype=dtype)
     got = pyckafast.rbf_cka(target.on(x), target.on(y), threshold=threshold, debiased=debiased,
@@ -123,7 +103,10 @@ def test_backends_give_the_same_terms(data):
     for name in ("numba", "cpp"):
         got = rbf_producer(name)(x, y, gamma_x=0.05, gamma_y=0.1, tile=70)
         assert _rel(got.s_kl, ref.s_kl) <= 1e-12
-        np.testing.assert_allclose(got.row_k, ref.row_k, rtol=1e-12)
+        assert (got.const_diag_k, got.log2_k) == (ref.const_diag_k, ref.log2_k)
+        # Row sums of K - c (c the typical entry) are sums of both signs: compared to their scale.
+        np.testing.assert_allclose(got.row_k, ref.row_k, rtol=1e-12,
+                                   atol=1e-12 * np.abs(ref.row_k).max())
 
 
 def _sides(x, y):
@@ -132,20 +115,24 @@ def _sides(x, y):
 
 
 def test_block_pair_contract(data, backend):
-    """Off-diagonal pairs: row and column sums of E; diagonal pairs: all ordered pairs."""
+    """Off-diagonal pairs: row and column sums of E; diagonal pairs: all ordered pairs i != j.
+    x: E = 2^5 K - 0.3 (a scaled, shifted kernel), y: a bare gamma, F = L - 1."""
     x, y = data
     xa, ya, xb, yb = x[:30], y[:30], x[30:75], y[30:75]
     gx, gy = 0.04, 0.3
+    kx = RbfKernel(gx, 0.3, 5)
     ops = _backends.resolve(backend, "rbf_tile")
-    e = np.expm1(-gx * ((xa[:, None] - xb[None]) ** 2).sum(-1))
+    e = np.ldexp(np.exp(-gx * ((xa[:, None] - xb[None]) ** 2).sum(-1)), 5) - 0.3
     f = np.expm1(-gy * ((ya[:, None] - yb[None]) ** 2).sum(-1))
-    p = _rbf_engine.set_pair_terms(_sides(xa, ya), _sides(xb, yb), gamma_x=gx, gamma_y=gy, ops=ops,
-                                   tile=7)
+    p = _rbf_engine.set_pair_terms(_sides(xa, ya), _sides(xb, yb), kernel_x=kx, kernel_y=gy,
+                                   ops=ops, tile=7)
     assert _rel(p.s_kl, (e * f).sum()) <= 1e-10 and _rel(p.s_ll, (f * f).sum()) <= 1e-10
     np.testing.assert_allclose(p.row_k_a, e.sum(1), rtol=1e-10)
     np.testing.assert_allclose(p.row_l_b, f.sum(0), rtol=1e-10)
-    e = np.expm1(-gx * ((xa[:, None] - xa[None]) ** 2).sum(-1))
-    d = _rbf_engine.set_pair_terms(_sides(xa, ya), None, gamma_x=gx, gamma_y=gy, ops=ops, tile=7)
+    e = np.ldexp(np.exp(-gx * ((xa[:, None] - xa[None]) ** 2).sum(-1)), 5) - 0.3
+    np.fill_diagonal(e, 0.0)  # the diagonal 2^m - c is the host's, never summed
+    d = _rbf_engine.set_pair_terms(_sides(xa, ya), None, kernel_x=kx, kernel_y=gy, ops=ops,
+                                   tile=7)
     assert _rel(d.s_kk, (e * e).sum()) <= 1e-10
     np.testing.assert_allclose(d.row_k_a, e.sum(1), rtol=1e-10)
     assert not d.row_k_b.any()
@@ -251,3 +238,42 @@ def test_wide_bandwidth_does_not_cancel(target, dtype):
     x, y = correlated_tanh(np.random.default_rng(1), 120, 5, 3, mean=MEAN[dtype], dtype=dtype)
     got = pyckafast.rbf_cka(target.on(x), target.on(y), threshold=1e3, backend=target.backend)
     assert _rel(got, pyckafast.linear_cka(x, y, backend="numpy")) <= 1e-5
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("side", ["x", "y"])
+@pytest.mark.parametrize("kwargs", [{}, {"sigma": 1.0}, {"bandwidth": "sampled"}])
+def test_non_finite_names_the_argument_and_row(data, target, bad, side, kwargs):
+    x, y = (a.copy() for a in data)
+    (x if side == "x" else y)[117, 2] = bad
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 117"):
+        pyckafast.rbf_cka(target.on(x), target.on(y), backend=target.backend, **kwargs)
+
+
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_minibatch_rbf_non_finite_names_the_argument_and_row(data, side):
+    x, y = (a.copy() for a in data)
+    (x if side == "x" else y)[150, 0] = np.nan
+    with pytest.raises(ValueError, match=f"^{side} must contain only finite values; found NaN or "
+                                         "Inf in row 150"):
+        pyckafast.minibatch_cka(x, y, batch_size=50, kernel="rbf", seed=None)
+
+
+@pytest.mark.parametrize("dtype, c, m", [(np.float64, 1.0, 0), (np.float64, 0.8, 7),
+                                         (np.float64, 1.3, 380), (np.float32, 1.0, 0),
+                                         (np.float32, 0.9, 90)])
+def test_shifted_entry_error_bound(dtype, c, m):
+    """E = 2^m exp(-d2) - c from the kernels' shared math (C++ scalar/vector lanes through
+    rbf_tile, Numba) within the stated bound 4 eps (2^m K + |E|) of a long double reference,
+    over d2 from 0 to past the clamp (where 2^m K < exp(kMin): E is -c within that bound)."""
+    eps = float(np.finfo(dtype).eps)
+    d2 = np.concatenate([[0.0], np.geomspace(1e-9, 5.0 * m + 900.0, 3000)]).astype(dtype)
+    k = np.ldexp(np.exp(-d2.astype(np.longdouble)), m)
+    want = k - np.longdouble(dtype(c))
+    bound = 4 * eps * (k + np.abs(want)) + 2.0 * np.exp(-87.0 if dtype == np.float32 else -708.0)
+    g, zero = np.zeros((1, d2.size), dtype), np.zeros(1, dtype)
+    for name in ("cpp", "numba") if dtype == np.float64 else ("cpp",):
+        ops = _backends.resolve(name, "rbf_tile")
+        col = ops.rbf_tile(g, g, zero, zero, d2, d2, (1.0, c, m), (1.0, c, m), False)[5]
+        assert np.all(np.abs(col - want) <= bound), name

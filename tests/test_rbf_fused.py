@@ -28,6 +28,7 @@ _PACKAGE_ROOT = str(Path(_ext.__file__).resolve().parents[1])
 AVAILABLE = LEVELS[: LEVELS.index(_ext.simd_isa()) + 1]
 SUFFIX = {np.float32: "_f32", np.float64: "_f64"}
 TOL = {np.float32: 2e-6, np.float64: 1e-12}
+K1 = (1.0, 1.0, 0)  # (gamma, c, m): the expm1 form, E = K - 1
 
 
 def _entries(a, b, gamma):
@@ -59,7 +60,7 @@ def test_two_sets_match_brute_force(simd, dtype, ma, mb, block):
     rng = np.random.default_rng(ma * mb)
     xa, ya, xb, yb = (_rows(rng, m, d, dtype) for m, d in ((ma, 7), (ma, 3), (mb, 7), (mb, 3)))
     got = getattr(_ext, "rbf_pairs" + SUFFIX[dtype])(
-        xa, ya, xb, yb, np.zeros(7, dtype), np.zeros(3, dtype), 0.1, 0.3, False, block, simd)
+        xa, ya, xb, yb, np.zeros(7, dtype), np.zeros(3, dtype), (0.1, 1.0, 0), (0.3, 1.0, 0), False, block, simd)
     _assert_terms(got, _brute(xa, ya, xb, yb, 0.1, 0.3), TOL[dtype])
 
 
@@ -72,7 +73,7 @@ def test_one_set_counts_each_pair_once_per_order(simd, dtype, n, block):
     rng = np.random.default_rng(n)
     x, y = _rows(rng, n, 9, dtype, mean=50.0), _rows(rng, n, 4, dtype, mean=-20.0)
     sx, sy = x.mean(0, dtype=float).astype(dtype), y.mean(0, dtype=float).astype(dtype)
-    got = getattr(_ext, "rbf_pairs" + SUFFIX[dtype])(x, y, None, None, sx, sy, 0.05, 0.2, True,
+    got = getattr(_ext, "rbf_pairs" + SUFFIX[dtype])(x, y, None, None, sx, sy, (0.05, 1.0, 0), (0.2, 1.0, 0), True,
                                                      block, simd)
     s_kl, s_kk, s_ll, row_k, row_l, _, _ = _brute(x, y, x, y, 0.05, 0.2)
     _assert_terms(got[:5], [s_kl, s_kk, s_ll, row_k, row_l], 5 * TOL[dtype])
@@ -88,11 +89,11 @@ def test_blas_tile_path_equals_fused_path(simd, dtype, diagonal):
     if diagonal:
         xb, yb = xa, ya
     norms = [np.einsum("ij,ij->i", v, v) for v in (xa, ya, xb, yb)]
-    tile = getattr(_ext, "rbf_tile" + SUFFIX[dtype])(xa @ xb.T, ya @ yb.T, *norms, 0.2, 0.1,
+    tile = getattr(_ext, "rbf_tile" + SUFFIX[dtype])(xa @ xb.T, ya @ yb.T, *norms, (0.2, 1.0, 0), (0.1, 1.0, 0),
                                                      diagonal, simd)
     pairs = getattr(_ext, "rbf_pairs" + SUFFIX[dtype])(
         xa, ya, None if diagonal else xb, None if diagonal else yb, np.zeros(6, dtype),
-        np.zeros(5, dtype), 0.2, 0.1, diagonal, 40, simd)
+        np.zeros(5, dtype), (0.2, 1.0, 0), (0.1, 1.0, 0), diagonal, 40, simd)
     _assert_terms(tile, pairs, 10 * TOL[dtype])
 
 
@@ -115,10 +116,10 @@ def test_strided_and_fortran_rows():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(90, 8)), rng.normal(size=(90, 5))
     sx, sy = np.zeros(8), np.zeros(5)
-    want = _ext.rbf_pairs_f64(x, y, None, None, sx, sy, 0.1, 0.1, True, 32)
+    want = _ext.rbf_pairs_f64(x, y, None, None, sx, sy, (0.1, 1.0, 0), (0.1, 1.0, 0), True, 32)
     wide = np.zeros((90, 16))
     wide[:, ::2] = x
-    got = _ext.rbf_pairs_f64(wide[:, ::2], np.asfortranarray(y), None, None, sx, sy, 0.1, 0.1,
+    got = _ext.rbf_pairs_f64(wide[:, ::2], np.asfortranarray(y), None, None, sx, sy, (0.1, 1.0, 0), (0.1, 1.0, 0),
                              True, 32)
     _assert_terms(got, want, 1e-13)
 
@@ -146,7 +147,7 @@ def test_result_does_not_depend_on_threads(tmp_path):
     code = ("import numpy as np; from pyckafast import _ext; r = np.random.default_rng(0); "
             "x = r.normal(size=(700, 12)).astype(np.float32); y = r.normal(size=(700, 6))"
             ".astype(np.float32); t = _ext.rbf_pairs_f32(x, y, None, None, np.zeros(12, "
-            "np.float32), np.zeros(6, np.float32), 0.1, 0.2, True, 64); "
+            "np.float32), np.zeros(6, np.float32), (0.1, 1.0, 0), (0.2, 1.0, 0), True, 64); "
             "print(repr(t[:3]), float(t[3] @ np.arange(700)))")
     out = {}
     for threads in ("1", "3"):
@@ -166,21 +167,21 @@ def test_bad_arguments_name_the_argument():
     x = np.ones((4, 3))
     z3 = np.zeros(3)
     with pytest.raises(ValueError, match="block must be at least 1"):
-        _ext.rbf_pairs_f64(x, x, None, None, z3, z3, 1.0, 1.0, True, 0)
+        _ext.rbf_pairs_f64(x, x, None, None, z3, z3, K1, K1, True, 0)
     with pytest.raises(ValueError, match="xb and yb are required"):
-        _ext.rbf_pairs_f64(x, x, x, None, z3, z3, 1.0, 1.0, False, 8)
+        _ext.rbf_pairs_f64(x, x, x, None, z3, z3, K1, K1, False, 8)
     with pytest.raises(ValueError, match="xb and yb must be None"):
-        _ext.rbf_pairs_f64(x, x, x, x, z3, z3, 1.0, 1.0, True, 8)
+        _ext.rbf_pairs_f64(x, x, x, x, z3, z3, K1, K1, True, 8)
     with pytest.raises(ValueError, match="xa and ya"):
-        _ext.rbf_pairs_f64(x, x[:3], None, None, z3, z3, 1.0, 1.0, True, 8)
+        _ext.rbf_pairs_f64(x, x[:3], None, None, z3, z3, K1, K1, True, 8)
     with pytest.raises(ValueError, match="xa and xb"):
-        _ext.rbf_pairs_f64(x, x, x[:, :2], x, z3, z3, 1.0, 1.0, False, 8)
+        _ext.rbf_pairs_f64(x, x, x[:, :2], x, z3, z3, K1, K1, False, 8)
     with pytest.raises(ValueError, match="shift_x"):
-        _ext.rbf_pairs_f64(x, x, None, None, z3[:2], z3, 1.0, 1.0, True, 8)
+        _ext.rbf_pairs_f64(x, x, None, None, z3[:2], z3, K1, K1, True, 8)
     with pytest.raises(ValueError, match="simd must be"):
-        _ext.rbf_pairs_f64(x, x, None, None, z3, z3, 1.0, 1.0, True, 8, "sse9")
+        _ext.rbf_pairs_f64(x, x, None, None, z3, z3, K1, K1, True, 8, "sse9")
     with pytest.raises(TypeError, match="xa has the wrong dtype"):
-        _ext.rbf_pairs_f64(x.astype(np.float32), x, None, None, z3, z3, 1.0, 1.0, True, 8)
+        _ext.rbf_pairs_f64(x.astype(np.float32), x, None, None, z3, z3, K1, K1, True, 8)
 
 
 @pytest.mark.parametrize("simd", AVAILABLE)

@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TWIN = {np.float32: _ext.rbf_pairs_twin_f32, np.float64: _ext.rbf_pairs_twin_f64}
 TILE = {np.float32: _ext.rbf_twin_tile_rows_f32(), np.float64: _ext.rbf_twin_tile_rows_f64()}
 GAMMA_X, GAMMA_Y = 0.04, 0.3
+# (gamma, c, m) of E = 2^m exp(-gamma d2) - c: x a shifted and scaled kernel, y the expm1 form.
+KX, KY = (GAMMA_X, 3.1, 2), (GAMMA_Y, 1.0, 0)
+K1 = (1.0, 1.0, 0)  # (gamma, c, m): the expm1 form, E = K - 1
+
+
+def _entry(d2, kernel):
+    gamma, c, m = kernel
+    return np.ldexp(np.exp(-gamma * d2), m) - c
 
 
 class Block:
@@ -39,21 +47,21 @@ def _blocks(dtype, ma, mb, same_block, dx=19, dy=6, seed=0):
 
 def _entries(a, b, same_block):
     """E, F of every pair (i in a, j in b) in float64 from the rows; the diagonal is 0."""
-    def one(p, q, gamma):
+    def one(p, q, kernel):
         p, q = p.astype(float), q.astype(float)
-        e = np.expm1(-gamma * ((p[:, None, :] - q[None, :, :]) ** 2).sum(-1))
+        e = _entry(((p[:, None, :] - q[None, :, :]) ** 2).sum(-1), kernel)
         if same_block:
             np.fill_diagonal(e, 0.0)
         return e
-    return one(a.x, b.x, GAMMA_X), one(a.y, b.y, GAMMA_Y)
+    return one(a.x, b.x, KX), one(a.y, b.y, KY)
 
 
-def _launch(dtype, a, b, same_block, slots=4, start=0.0):
+def _launch(dtype, a, b, same_block, slots=4, start=0.0, kernels=(KX, KY)):
     """One emulated launch; returns (row_k_a, row_l_a, row_k_b, row_l_b, sums)."""
     rka, rla = np.full(len(a.x), start), np.full(len(a.x), start)
     rkb, rlb = (rka, rla) if same_block else (np.full(len(b.x), start), np.full(len(b.x), start))
     sums = np.zeros((slots, 3))
-    TWIN[dtype](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, GAMMA_X, GAMMA_Y, same_block,
+    TWIN[dtype](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, *kernels, same_block,
                 rka, rla, rkb, rlb, sums)
     return rka, rla, rkb, rlb, sums
 
@@ -140,13 +148,13 @@ def test_engine_contract_of_the_former_numpy_stand_in(same_block):
     got = [np.zeros(150), np.zeros(150)]
     got += got if same_block else [np.zeros(len(b.x)), np.zeros(len(b.x))]
     sums = np.zeros((engine.slots, 3))
-    engine.rbf_pair(a, b, GAMMA_X, GAMMA_Y, same_block, *got, sums)
+    engine.rbf_pair(a, b, KX, KY, same_block, *got, sums)
 
-    def stand_in(pa, pb, na, nb, gamma):  # tests/gpu_emulation.py before the twin
+    def stand_in(pa, pb, na, nb, kernel):  # tests/gpu_emulation.py before the twin
         d2 = na[:, None] + nb[None, :] - 2.0 * (pa @ pb.T)
-        return np.expm1(-gamma * np.maximum(d2, 0.0))
+        return _entry(np.maximum(d2, 0.0), kernel)
 
-    e, f = stand_in(a.x, b.x, a.nx, b.nx, GAMMA_X), stand_in(a.y, b.y, a.ny, b.ny, GAMMA_Y)
+    e, f = stand_in(a.x, b.x, a.nx, b.nx, KX), stand_in(a.y, b.y, a.ny, b.ny, KY)
     want_rows = [np.zeros(150), np.zeros(150)]
     want_rows += want_rows if same_block else [np.zeros(len(b.x)), np.zeros(len(b.x))]
     if same_block:
@@ -170,8 +178,8 @@ def test_wide_bandwidth_is_not_cancelled():
     float32 sums keep their relative precision."""
     a, b = _blocks(np.float32, 90, 33, False)
     a, b = (Block(blk.x * np.float32(3e-3), blk.y) for blk in (a, b))
-    rka, _, rkb, _, sums = _launch(np.float32, a, b, False)
-    e, _ = _entries(a, b, False)
+    rka, _, rkb, _, sums = _launch(np.float32, a, b, False, kernels=((GAMMA_X, 1.0, 0), KY))
+    e = np.expm1(-GAMMA_X * ((a.x[:, None].astype(float) - b.x[None]) ** 2).sum(-1))
     assert -1e-4 < e.min() and e.max() < 0
     np.testing.assert_allclose(rka, e.sum(1), rtol=1e-5)
     np.testing.assert_allclose(rkb, e.sum(0), rtol=1e-5)
@@ -194,14 +202,14 @@ def test_twin_checks_arguments():
     rows = np.zeros(10)
     sums = np.zeros((2, 3))
     with pytest.raises(ValueError, match="same_block needs block b to be block a"):
-        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, 1.0, 1.0, True, rows,
+        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, K1, K1, True, rows,
                          rows.copy(), np.zeros(12), np.zeros(12), sums)
     with pytest.raises(ValueError, match="row_k_b"):  # a strided view would be a silent copy
-        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, 1.0, 1.0, False, rows,
+        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, K1, K1, False, rows,
                          rows.copy(), np.zeros(24)[::2], np.zeros(12), sums)
     with pytest.raises(ValueError, match="xb"):
-        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x.astype(np.float64), b.y, b.nx, b.ny, 1.0,
-                         1.0, False, rows, rows.copy(), np.zeros(12), np.zeros(12), sums)
+        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x.astype(np.float64), b.y, b.nx, b.ny, K1,
+                         K1, False, rows, rows.copy(), np.zeros(12), np.zeros(12), sums)
     with pytest.raises(ValueError, match="sums"):
-        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, 1.0, 1.0, False, rows,
+        TWIN[np.float32](a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, K1, K1, False, rows,
                          rows.copy(), np.zeros(12), np.zeros(12), np.zeros((2, 2)))

@@ -6,18 +6,23 @@
 // Every kernel computes the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in
 // registers (input dtype T) from rows centred by one global shift, so that the expansion
 //   d2 = |x_i|^2 + |x_j|^2 - 2 x_i . x_j           (clamped at 0: rounding can make it < 0)
-// does not lose precision. Entries are accumulated as E = K - 1 = expm1(-gamma_x d2x) and
-// F = L - 1: both HSIC estimators are unchanged by subtracting a constant from every kernel
-// entry, the diagonal of K - 1 is exactly 0, and wide bandwidths (K close to 1) do not cancel.
-// E and F are evaluated in T; every sum is accumulated in double whatever T is.
+// does not lose precision. Entries are accumulated as E = 2^m K - c (and F = 2^m' L - c'), one
+// power of two 2^m and one constant c per kernel (RbfKernel): both HSIC estimators are unchanged by
+// subtracting a constant from every entry (the diagonal, 2^m - c, is handled by the host), CKA by
+// scaling a kernel, and the host picks c near the typical entry and 2^m so that the typical entry
+// is near 1. So the summed entries stay small whatever the bandwidth: wide (K near 1, c near 1:
+// the expm1 form) and narrow (K << 1: without c, the unbiased estimator cancels the -1s of K - 1;
+// without 2^m, float32 entries underflow). E and F are evaluated in T; every sum is accumulated
+// in double whatever T is.
 //
 // One diagonal convention everywhere: a block paired with itself (same_block) evaluates only the
 // pairs i < j. Each stands for (i, j) and (j, i): its pair sums count twice (kMirrored) and its
-// column sums are the row sums of the j rows, scattered to them. E_ii = 0 is never evaluated.
+// column sums are the row sums of the j rows, scattered to them. E_ii is never evaluated.
 //
 // API (V = float or double, or a host vector of them; D = double or a host vector of doubles):
-//   rbf_expm1_neg(x)                         expm1(x) for x <= 0, branch-free (vectorises)
-//   rbf_entry(dot, norm_i, norm_j, gamma)    E for one pair (one pair per lane)
+//   rbf_exp_shifted(x, c, m)                 2^m exp(x) - c for x <= 0, branch-free (vectorises)
+//   rbf_expm1_neg(x)                         expm1(x) = rbf_exp_shifted(x, 1, 0)
+//   rbf_entry(dot, norm_i, norm_j, kernel)   E for one pair (one pair per lane)
 //   keep_pair(e, i, j, ma, mb, same_block)   e, or 0 for a pair outside the blocks or not i < j
 //   accumulate_pair(e, f, row, col, sums)    one pair's E, F into its row, column and pair sums
 #pragma once
@@ -116,6 +121,7 @@ struct ExpM1Table<double> {
   static constexpr int kDegree = 13;
   static constexpr long long kExponentBias = 1023;
   static constexpr int kMantissaBits = 52;
+  static constexpr int kMaxScale = 400;  // 2^m: (2^400)^2 n^2 sums stay finite
 };
 
 template <>
@@ -128,6 +134,7 @@ struct ExpM1Table<float> {
   static constexpr int kDegree = 8;
   static constexpr int kExponentBias = 127;
   static constexpr int kMantissaBits = 23;
+  static constexpr int kMaxScale = 100;  // 2^m: q = 2^(k+m) <= 2^100 stays finite
 };
 
 namespace rbf_detail {
@@ -161,29 +168,52 @@ struct TaylorTail {
 
 }  // namespace rbf_detail
 
+// How one kernel's entries are evaluated: E = 2^m exp(-gamma d2) - c (see the top of the file).
+// m >= 0 and at most kMaxScale of the scalar type (2^m E^2 stays finite in double).
+template <typename S>
+struct RbfKernel {
+  S gamma, c;
+  int m;
+};
+
+// 2^m exp(x) - c for x <= 0. With x = k ln2 + r, |r| <= ln2/2 and q = 2^(k+m):
+//   2^m exp(x) - c = q expm1(r) + (q - c),
+// where q is exact and expm1(r) has a relative error of about 2 ulp, so the error is at most
+// about 2 eps (|q expm1(r)| + |q - c|) + eps |E| <= 2 eps (0.6 K' + |K' - c| + 0.6 K') + eps |E|
+// with K' = 2^m exp(x) (|expm1(r)| <= 0.42 and K' >= 0.7 q): at most ~4 eps (K' + |E|) in all,
+// and for k = 0 (K' near 2^m: the wide-bandwidth regime with m = 0, c near 1) q - c is exact
+// (Sterbenz) and the error is ~2 eps |E| (the expm1 accuracy). x is clamped at kMin - m ln2, so
+// that 2^(k+m) is a normal number: entries 2^m K below exp(kMin) (1e-38 in float, 1e-308 in
+// double) come out as about exp(kMin) - c.
 template <typename V>
-PCF_HD V rbf_expm1_neg(V x) {
+PCF_HD V rbf_exp_shifted(V x, typename Lanes<V>::Scalar c, int m) {
   typedef Lanes<V> L;
   typedef typename L::Scalar S;
   typedef ExpM1Table<S> C;
-  x = L::max(x, C::kMin);
+  x = L::max(x, C::kMin - S(m) * C::kLn2Hi);
   const V t = x * C::kLog2e + C::kShifter;
   const V k = t - C::kShifter;
   const V r = (x - k * C::kLn2Hi) - k * C::kLn2Lo;
   V p = rbf_detail::TaylorTail<S, 2, C::kDegree>::eval(r);  // (expm1(r) - r) / r^2
   p = p * r * r + r;
   const typename L::Bits kbits = L::to_bits(t) - Lanes<S>::to_bits(C::kShifter);
-  const V two_k = L::from_bits((kbits + C::kExponentBias) << C::kMantissaBits);
-  return two_k * p + (two_k - S(1));
+  const V q = L::from_bits((kbits + (C::kExponentBias + m)) << C::kMantissaBits);
+  return q * p + (q - c);
 }
 
-// E = expm1(-gamma * max(0, |a|^2 + |b|^2 - 2 a.b)) for one pair, or one pair per lane.
+// expm1(x) for x <= 0 (2 ^ 0 exp(x) - 1).
+template <typename V>
+PCF_HD V rbf_expm1_neg(V x) {
+  return rbf_exp_shifted(x, typename Lanes<V>::Scalar(1), 0);
+}
+
+// E = 2^m exp(-gamma * max(0, |a|^2 + |b|^2 - 2 a.b)) - c for one pair, or one pair per lane.
 // 2 a.b is written dot + dot: exact, and valid for vector lanes too.
 template <typename V>
-PCF_HD V rbf_entry(V dot, V norm_i, V norm_j, V gamma) {
+PCF_HD V rbf_entry(V dot, V norm_i, V norm_j, const RbfKernel<typename Lanes<V>::Scalar>& kernel) {
   typedef typename Lanes<V>::Scalar S;
   const V d2 = Lanes<V>::max(norm_i + norm_j - (dot + dot), S(0));
-  return rbf_expm1_neg(-gamma * d2);
+  return rbf_exp_shifted(-kernel.gamma * d2, kernel.c, kernel.m);
 }
 
 // The pair-sum weight of an evaluated pair (i, j) that also stands for (j, i): every pair i < j of
@@ -193,7 +223,7 @@ constexpr double kMirrored = 2.0;
 
 // e for a pair (i, j) -- j one column index per lane -- that the pass owns, 0 otherwise: pairs
 // past the ragged end of either block (ma rows of a, mb of b: the tile padding) and, for a
-// same-block pass, every pair with j <= i (the diagonal is E_ii = 0; j < i is the mirror).
+// same-block pass, every pair with j <= i (the diagonal is the host's; j < i is the mirror).
 template <typename V>
 PCF_HD V keep_pair(V e, long long i, typename Lanes<V>::Index j, long long ma, long long mb,
                    bool same_block) {

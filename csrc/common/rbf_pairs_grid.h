@@ -117,7 +117,7 @@ struct ThreadSide {
   const T (&dots)[TM][TM];
   const T (&norm_j)[TM];
   const T* norm_a;  // all ma row norms of block a
-  T gamma;
+  RbfKernel<T> kernel;
 };
 
 // Row r of thread (tx, ty)'s pairs: E and F of the TM pairs (i, j) the tile owns (keep_pair), in
@@ -136,9 +136,9 @@ PCF_HD void epilogue_row(int r, const ThreadSide<T, TM>& x, const ThreadSide<T, 
   for (int c = 0; c < TM; ++c) {
     if (diagonal && c < r) continue;
     const long long j = j0 + tx + kSide * c;
-    const T e = keep_pair<T>(rbf_entry<T>(x.dots[r][c], nxi, x.norm_j[c], x.gamma), i, j, ma, mb,
+    const T e = keep_pair<T>(rbf_entry<T>(x.dots[r][c], nxi, x.norm_j[c], x.kernel), i, j, ma, mb,
                              diagonal);
-    const T f = keep_pair<T>(rbf_entry<T>(y.dots[r][c], nyi, y.norm_j[c], y.gamma), i, j, ma, mb,
+    const T f = keep_pair<T>(rbf_entry<T>(y.dots[r][c], nyi, y.norm_j[c], y.kernel), i, j, ma, mb,
                              diagonal);
     accumulate_pair<double>(static_cast<double>(e), static_cast<double>(f), rk, rl, ck[c], cl[c], s);
   }

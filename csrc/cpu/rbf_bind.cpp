@@ -33,6 +33,20 @@ pcf::simd::Isa parse_isa(const std::string& name) {
   throw py::value_error("simd must be 'auto', 'generic', 'avx2' or 'avx512'; got '" + name + "'");
 }
 
+// (gamma, c, m) of E = 2^m exp(-gamma d2) - c (rbf_pair.h), checked: 0 <= m <= kMaxScale.
+template <typename T>
+pcf::RbfKernel<T> kernel_of(const py::tuple& k, const char* name) {
+  if (k.size() != 3)
+    throw py::value_error(std::string(name) + " must be (gamma, c, m); got " +
+                          std::to_string(k.size()) + " items");
+  const int m = k[2].cast<int>();
+  if (m < 0 || m > pcf::ExpM1Table<T>::kMaxScale)
+    throw py::value_error(std::string(name) + ": m must be in [0, " +
+                          std::to_string(pcf::ExpM1Table<T>::kMaxScale) + "]; got " +
+                          std::to_string(m));
+  return {static_cast<T>(k[0].cast<double>()), static_cast<T>(k[1].cast<double>()), m};
+}
+
 py::array_t<double> zeros(py::ssize_t n) {
   py::array_t<double> a(n);
   std::fill_n(a.mutable_data(), n, 0.0);
@@ -44,8 +58,8 @@ py::array_t<double> zeros(py::ssize_t n) {
 template <typename T>
 py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& xb,
                     const py::object& yb, const Arr<T>& shift_x, const Arr<T>& shift_y,
-                    double gamma_x, double gamma_y, bool same_block, std::int64_t block,
-                    const std::string& simd) {
+                    const py::tuple& kernel_x, const py::tuple& kernel_y, bool same_block,
+                    std::int64_t block, const std::string& simd) {
   const auto vxa = view2d<T>(xa, "xa"), vya = view2d<T>(ya, "ya");
   if (same_block && !(xb.is_none() && yb.is_none()))
     throw py::value_error("xb and yb must be None when same_block is true");
@@ -61,8 +75,8 @@ py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& 
   if (shift_y.size() != vya.cols) throw py::value_error("shift_y must have one entry per column of y");
   if (block < 1) throw py::value_error("block must be at least 1; got " + std::to_string(block));
   const pcf::simd::Isa isa = parse_isa(simd);
-  const pcf::RbfSide<T> x{vxa, vxb, shift_x.data(), static_cast<T>(gamma_x)};
-  const pcf::RbfSide<T> y{vya, vyb, shift_y.data(), static_cast<T>(gamma_y)};
+  const pcf::RbfSide<T> x{vxa, vxb, shift_x.data(), kernel_of<T>(kernel_x, "kernel_x")};
+  const pcf::RbfSide<T> y{vya, vyb, shift_y.data(), kernel_of<T>(kernel_y, "kernel_y")};
   auto rka = zeros(vxa.rows), rla = zeros(vxa.rows), rkb = zeros(vxb.rows), rlb = zeros(vxb.rows);
   double *ka = rka.mutable_data(), *la = rla.mutable_data();
   double *kb = same_block ? ka : rkb.mutable_data(), *lb = same_block ? la : rlb.mutable_data();
@@ -79,7 +93,8 @@ py::tuple rbf_pairs(const py::array& xa, const py::array& ya, const py::object& 
 template <typename T>
 py::tuple rbf_tile(const py::array& gx, const py::array& gy, const py::array& nxa,
                    const py::array& nya, const py::array& nxb, const py::array& nyb,
-                   double gamma_x, double gamma_y, bool same_block, const std::string& simd) {
+                   const py::tuple& kernel_x, const py::tuple& kernel_y, bool same_block,
+                   const std::string& simd) {
   if (gx.ndim() != 2) throw py::value_error("gx must be a 2-D dot-product tile");
   const py::ssize_t ma = gx.shape(0), mb = gx.shape(1);
   if (same_block && ma != mb) throw py::value_error("a same-block tile must be square");
@@ -90,12 +105,12 @@ py::tuple rbf_tile(const py::array& gx, const py::array& gy, const py::array& nx
   const T* pnxb = c_contiguous_in<T>(nxb, mb, -1, "nxb");
   const T* pnyb = c_contiguous_in<T>(nyb, mb, -1, "nyb");
   const pcf::simd::Isa isa = parse_isa(simd);
+  const auto kx = kernel_of<T>(kernel_x, "kernel_x"), ky = kernel_of<T>(kernel_y, "kernel_y");
   auto rka = zeros(ma), rla = zeros(ma), rkb = zeros(mb), rlb = zeros(mb);
   pcf::RbfSums s;
   {
     py::gil_scoped_release release;
-    s = pcf::rbf_tile_terms<T>(px, py_, pnxa, pnya, pnxb, pnyb, ma, mb, static_cast<T>(gamma_x),
-                               static_cast<T>(gamma_y), same_block, isa, rka.mutable_data(),
+    s = pcf::rbf_tile_terms<T>(px, py_, pnxa, pnya, pnxb, pnyb, ma, mb, kx, ky, same_block, isa, rka.mutable_data(),
                                rla.mutable_data(), rkb.mutable_data(), rlb.mutable_data());
   }
   return py::make_tuple(s.kl, s.kk, s.ll, rka, rla, rkb, rlb);
@@ -139,11 +154,11 @@ void def_rbf(py::module_& m, const char* suffix) {
         py::arg("lo"), py::arg("hi"), py::arg("bins"), py::arg("block"),
         py::arg("simd") = "auto");
   m.def((std::string("rbf_pairs") + suffix).c_str(), &rbf_pairs<T>, py::arg("xa"), py::arg("ya"),
-        py::arg("xb"), py::arg("yb"), py::arg("shift_x"), py::arg("shift_y"), py::arg("gamma_x"),
-        py::arg("gamma_y"), py::arg("same_block"), py::arg("block"), py::arg("simd") = "auto");
+        py::arg("xb"), py::arg("yb"), py::arg("shift_x"), py::arg("shift_y"), py::arg("kernel_x"),
+        py::arg("kernel_y"), py::arg("same_block"), py::arg("block"), py::arg("simd") = "auto");
   m.def((std::string("rbf_tile") + suffix).c_str(), &rbf_tile<T>, py::arg("gx"), py::arg("gy"),
-        py::arg("nxa"), py::arg("nya"), py::arg("nxb"), py::arg("nyb"), py::arg("gamma_x"),
-        py::arg("gamma_y"), py::arg("same_block"), py::arg("simd") = "auto");
+        py::arg("nxa"), py::arg("nya"), py::arg("nxb"), py::arg("nyb"), py::arg("kernel_x"),
+        py::arg("kernel_y"), py::arg("same_block"), py::arg("simd") = "auto");
   m.def((std::string("expm1_neg") + suffix).c_str(), &expm1_neg<T>, py::arg("x"),
         py::arg("vector_lanes"), py::arg("simd") = "auto",
         "expm1(x) for x <= 0 by the kernels' shared math (scalar or vector lanes), for tests");

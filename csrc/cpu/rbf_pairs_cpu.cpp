@@ -54,7 +54,7 @@ template <typename T>
 struct TileArgs {
   const T *gx, *gy, *nxa, *nya, *nxb, *nyb;
   std::int64_t ma, mb;
-  T gamma_x, gamma_y;
+  RbfKernel<T> kx, ky;
   bool same_block;
   double *row_k, *row_l;  // row sums of E, F over the tile's rows
 };
@@ -82,16 +82,16 @@ struct Fused : MicroTile<T, Bytes, MR> {
   // E (or F) of the micro-tile from its dot products, in place (rbf_entry). Masked: entries the
   // item does not own (keep_pair: padding, and j <= i in a same-block item) are set to 0.
   template <bool Masked>
-  static inline void entries(V (&acc)[MR][2], const T* norm_a, const T* norm_b, T gamma,
+  static inline void entries(V (&acc)[MR][2], const T* norm_a, const T* norm_b,
+                             const RbfKernel<T>& kernel,
                              std::int64_t i0, std::int64_t j0, std::int64_t ma, std::int64_t mb,
                              bool same_block) {
-    const V g = VT::splat(gamma);
     const V nb[2] = {VT::load(norm_b), VT::load(norm_b + W)};
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const V na = VT::splat(norm_a[r]);
       for (int h = 0; h < 2; ++h) {
-        V e = rbf_entry<V>(acc[r][h], na, nb[h], g);
+        V e = rbf_entry<V>(acc[r][h], na, nb[h], kernel);
         if (Masked) {
           typedef typename Lanes<V>::IndexScalar I;
           Bits col{};
@@ -131,7 +131,7 @@ struct Fused : MicroTile<T, Bytes, MR> {
   // Norms and bandwidths of a sweep; norm arrays are readable a whole micro-tile past their end.
   struct Sides {
     const T *nxa, *nya, *nxb, *nyb;
-    T gamma_x, gamma_y;
+    RbfKernel<T> kx, ky;
   };
 
   // Every micro-tile of rows [lo, hi) (lo a multiple of MR) x columns [0, mb), only j > i if
@@ -154,11 +154,11 @@ struct Fused : MicroTile<T, Bytes, MR> {
         V e[MR][2], f[MR][2];
         dots_of(i0, j0, edge, e, f);
         if (edge || (same_block && j0 < i0 + MR)) {
-          entries<true>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, same_block);
-          entries<true>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, same_block);
+          entries<true>(e, n.nxa + i0, n.nxb + j0, n.kx, i0, j0, hi, mb, same_block);
+          entries<true>(f, n.nya + i0, n.nyb + j0, n.ky, i0, j0, hi, mb, same_block);
         } else {
-          entries<false>(e, n.nxa + i0, n.nxb + j0, n.gamma_x, i0, j0, hi, mb, false);
-          entries<false>(f, n.nya + i0, n.nyb + j0, n.gamma_y, i0, j0, hi, mb, false);
+          entries<false>(e, n.nxa + i0, n.nxb + j0, n.kx, i0, j0, hi, mb, false);
+          entries<false>(f, n.nya + i0, n.nyb + j0, n.ky, i0, j0, hi, mb, false);
         }
         accumulate(e, f, rk, rl, ck + j0, cl + j0, sums);
       }
@@ -191,7 +191,7 @@ struct Fused : MicroTile<T, Bytes, MR> {
     pack_panels(x.b, x.shift, it.b_lo, it.b_hi, s.px.data(), s.nxb.data());
     pack_panels(y.b, y.shift, it.b_lo, it.b_hi, s.py.data(), s.nyb.data());
     std::fill(s.cols.begin(), s.cols.end(), 0.0);
-    const Sides n{s.nxa.data(), s.nya.data(), s.nxb.data(), s.nyb.data(), x.gamma, y.gamma};
+    const Sides n{s.nxa.data(), s.nya.data(), s.nxb.data(), s.nyb.data(), x.kernel, y.kernel};
     auto dots_of = [&](std::int64_t i0, std::int64_t j0, bool, V(&e)[MR][2], V(&f)[MR][2]) {
       dots(s.ax.data() + i0 * dx, dx, s.px.data() + j0 * dx, e);  // padding is zeros
       dots(s.ay.data() + i0 * dy, dy, s.py.data() + j0 * dy, f);
@@ -208,7 +208,7 @@ struct Fused : MicroTile<T, Bytes, MR> {
   // loaded instead of computed. Row sums are added to t.row_k/t.row_l, column sums to ck/cl.
   static RbfSums tile_rows(const TileArgs<T>& t, std::int64_t lo, std::int64_t hi, double* ck,
                            double* cl) {
-    const Sides n{t.nxa, t.nya, t.nxb, t.nyb, t.gamma_x, t.gamma_y};
+    const Sides n{t.nxa, t.nya, t.nxb, t.nyb, t.kx, t.ky};
     auto dots_of = [&](std::int64_t i0, std::int64_t j0, bool edge, V(&e)[MR][2],
                        V(&f)[MR][2]) {
       load_tile(t.gx, i0, j0, hi, t.mb, edge, e);
@@ -379,8 +379,8 @@ RbfSums rbf_pair_terms(const RbfSide<T>& x, const RbfSide<T>& y, bool same_block
 // partials and pair sums, reduced in chunk order: the result does not depend on the threads.
 template <typename T>
 RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, const T* nxb,
-                       const T* nyb, std::int64_t ma, std::int64_t mb, T gamma_x, T gamma_y,
-                       bool same_block, simd::Isa isa, double* row_k_a, double* row_l_a,
+                       const T* nyb, std::int64_t ma, std::int64_t mb, const RbfKernel<T>& kx,
+                       const RbfKernel<T>& ky, bool same_block, simd::Isa isa, double* row_k_a, double* row_l_a,
                        double* row_k_b, double* row_l_b) {
   auto padded = [](const T* v, std::int64_t m) {
     std::vector<T> out(static_cast<std::size_t>(m + kNormPad), T(0));
@@ -390,7 +390,7 @@ RbfSums rbf_tile_terms(const T* gx, const T* gy, const T* nxa, const T* nya, con
   const std::vector<T> pxa = padded(nxa, ma), pya = padded(nya, ma);
   const std::vector<T> pxb = padded(nxb, mb), pyb = padded(nyb, mb);
   const TileArgs<T> t{gx, gy, pxa.data(), pya.data(), pxb.data(), pyb.data(), ma, mb,
-                      gamma_x, gamma_y, same_block, row_k_a, row_l_a};
+                      kx, ky, same_block, row_k_a, row_l_a};
   const TileFn<T> fn = tile_variant<T>(isa);
   const std::int64_t chunks = std::max<std::int64_t>(1, (ma + kTileChunk - 1) / kTileChunk);
   const std::int64_t stride = mb + kNormPad;  // column partials per chunk, padded like the norms
@@ -456,7 +456,8 @@ void expm1_neg_lanes(const T* x, std::int64_t n, bool vector_lanes, simd::Isa is
                                      simd::Isa, double*, double*, double*, double*);           \
   template void expm1_neg_lanes<T>(const T*, std::int64_t, bool, simd::Isa, T*);          \
   template RbfSums rbf_tile_terms<T>(const T*, const T*, const T*, const T*, const T*,       \
-                                     const T*, std::int64_t, std::int64_t, T, T, bool,       \
+                                     const T*, std::int64_t, std::int64_t,                   \
+                                     const RbfKernel<T>&, const RbfKernel<T>&, bool,         \
                                      simd::Isa, double*, double*, double*, double*);
 PCF_INSTANTIATE(float)
 PCF_INSTANTIATE(double)

@@ -75,8 +75,8 @@ void epilogues(const RbfTwinArgs<T>& g, std::int64_t i0, std::int64_t j0, bool d
     const int tx = thread_x(tid), ty = thread_y(tid);
     column_norms<T, TM>(g.b.nx, g.b.rows, j0, tx, st.nxj[tid]);
     column_norms<T, TM>(g.b.ny, g.b.rows, j0, tx, st.nyj[tid]);
-    const ThreadSide<T, TM> x{st.gx[tid], st.nxj[tid], g.a.nx, g.gamma_x};
-    const ThreadSide<T, TM> y{st.gy[tid], st.nyj[tid], g.a.ny, g.gamma_y};
+    const ThreadSide<T, TM> x{st.gx[tid], st.nxj[tid], g.a.nx, g.kx};
+    const ThreadSide<T, TM> y{st.gy[tid], st.nyj[tid], g.a.ny, g.ky};
     st.s[tid] = PairSums<double>{0.0, 0.0, 0.0};
     for (int c = 0; c < TM; ++c) st.ck[tid][c] = st.cl[tid][c] = 0.0;
     for (int r = 0; r < TM; ++r)

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "../common/rbf_pair.h"
+
 namespace pcf {
 
 // One block of rows as the kernel takes it: centred rows of x (rows x dx) and y (rows x dy),
@@ -22,7 +24,7 @@ template <typename T>
 struct RbfTwinArgs {
   RbfTwinBlock<T> a, b;
   std::int64_t dx, dy;
-  T gamma_x, gamma_y;
+  RbfKernel<T> kx, ky;  // E = 2^m exp(-gamma d2) - c per side (rbf_pair.h)
   bool same_block;
   double *row_k_a, *row_l_a, *row_k_b, *row_l_b, *sums;
   int nslots;

@@ -61,13 +61,23 @@ pcf::RbfTwinBlock<T> twin_block(const py::array& x, const py::array& y, const py
           c_contiguous_in<T>(ny, m, -1, ("ny" + name).c_str()), m};
 }
 
+// (gamma, c, m) of one side, as the kernel takes them (rbf_pair.h's RbfKernel).
+template <typename T>
+pcf::RbfKernel<T> twin_kernel(const py::tuple& k, const char* name) {
+  if (k.size() != 3) throw py::value_error(std::string(name) + " must be (gamma, c, m)");
+  const int m = k[2].cast<int>();
+  if (m < 0 || m > pcf::ExpM1Table<T>::kMaxScale)
+    throw py::value_error(std::string(name) + ": m out of range: " + std::to_string(m));
+  return {static_cast<T>(k[0].cast<double>()), static_cast<T>(k[1].cast<double>()), m};
+}
+
 // One launch of the CUDA RBF tile kernel, run serially: adds to the row sums and slots in place,
 // exactly as pcf_rbf_tiles does with CudaEngine.rbf_pair's arguments.
 template <typename T>
 void rbf_pairs_twin(const py::array& xa, const py::array& ya, const py::array& nxa,
                     const py::array& nya, const py::array& xb, const py::array& yb,
-                    const py::array& nxb, const py::array& nyb, double gamma_x, double gamma_y,
-                    bool same_block, py::array row_k_a, py::array row_l_a, py::array row_k_b,
+                    const py::array& nxb, const py::array& nyb, const py::tuple& kernel_x,
+                    const py::tuple& kernel_y, bool same_block, py::array row_k_a, py::array row_l_a, py::array row_k_b,
                     py::array row_l_b, py::array sums) {
   pcf::RbfTwinArgs<T> g;
   g.a = twin_block<T>(xa, ya, nxa, nya, "a");
@@ -80,8 +90,8 @@ void rbf_pairs_twin(const py::array& xa, const py::array& ya, const py::array& n
     throw py::value_error("same_block needs block b to be block a");
   if (sums.ndim() != 2 || sums.shape(1) != 3)
     throw py::value_error("sums must have shape (slots, 3)");
-  g.gamma_x = static_cast<T>(gamma_x);
-  g.gamma_y = static_cast<T>(gamma_y);
+  g.kx = twin_kernel<T>(kernel_x, "kernel_x");
+  g.ky = twin_kernel<T>(kernel_y, "kernel_y");
   g.same_block = same_block;
   g.row_k_a = accumulator(row_k_a, g.a.rows, "row_k_a");
   g.row_l_a = accumulator(row_l_a, g.a.rows, "row_l_a");
@@ -98,7 +108,7 @@ template <typename T>
 void def_rbf_twin(py::module_& m, const std::string& suffix) {
   m.def(("rbf_pairs_twin" + suffix).c_str(), &rbf_pairs_twin<T>, py::arg("xa"), py::arg("ya"),
         py::arg("nxa"), py::arg("nya"), py::arg("xb"), py::arg("yb"), py::arg("nxb"),
-        py::arg("nyb"), py::arg("gamma_x"), py::arg("gamma_y"), py::arg("same_block"),
+        py::arg("nyb"), py::arg("kernel_x"), py::arg("kernel_y"), py::arg("same_block"),
         py::arg("row_k_a"), py::arg("row_l_a"), py::arg("row_k_b"), py::arg("row_l_b"),
         py::arg("sums"));
   m.def(("rbf_twin_tile_rows" + suffix).c_str(), &pcf::rbf_twin_tile_rows<T>,

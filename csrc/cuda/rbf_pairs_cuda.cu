@@ -1,7 +1,7 @@
 // Fused RBF-HSIC tile kernel (FlashAttention-like): one thread block takes a BM x BM tile of
 // sample pairs (i in block a, j in block b), computes the dot products x_i.x_j and y_i.y_j in
 // registers from shared-memory slices of the rows (a register-tiled GEMM, TM x TM pairs per
-// thread), turns them into E = expm1(-gamma_x d2x) = K - 1 and F = L - 1 and accumulates them in
+// thread), turns them into E = 2^m_x exp(-gamma_x d2x) - c_x and F likewise (rbf_pair.h) and accumulates them in
 // double: the pair sums E F, E^2, F^2 and the row sums of E and F. No n x n (or tile-sized) matrix
 // is ever written to memory.
 //
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
     const T* __restrict__ xa, const T* __restrict__ ya, const T* __restrict__ nxa,
     const T* __restrict__ nya, long long ma, const T* __restrict__ xb, const T* __restrict__ yb,
     const T* __restrict__ nxb, const T* __restrict__ nyb, long long mb, long long dx, long long dy,
-    T gamma_x, T gamma_y, int same_block, double* row_k_a, double* row_l_a, double* row_k_b,
+    T gamma_x, T c_x, int m_x, T gamma_y, T c_y, int m_y, int same_block, double* row_k_a, double* row_l_a, double* row_k_b,
     double* row_l_b, double* sums, int nslots) {
   using namespace pcf::rbf_grid;
   constexpr int BM = kSide * TM;
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
   T nxj[TM], nyj[TM];
   column_norms<T, TM>(nxb, mb, j0, tx, nxj);
   column_norms<T, TM>(nyb, mb, j0, tx, nyj);
-  const ThreadSide<T, TM> x{gx, nxj, nxa, gamma_x}, y{gy, nyj, nya, gamma_y};
+  const ThreadSide<T, TM> x{gx, nxj, nxa, {gamma_x, c_x, m_x}}, y{gy, nyj, nya, {gamma_y, c_y, m_y}};
   pcf::PairSums<double> s{0.0, 0.0, 0.0};
   double ck[TM], cl[TM];
 #pragma unroll
@@ -139,7 +139,8 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
 #define PCF_RBF_INSTANTIATE(T, TM)                                                               \
   template __global__ void pcf_rbf_tiles<T, TM>(                                                 \
       const T*, const T*, const T*, const T*, long long, const T*, const T*, const T*, const T*, \
-      long long, long long, long long, T, T, int, double*, double*, double*, double*, double*, int);
+      long long, long long, long long, T, T, int, T, T, int, int, double*, double*, double*,     \
+      double*, double*, int);
 PCF_RBF_INSTANTIATE(float, 8)
 PCF_RBF_INSTANTIATE(double, 4)
 #undef PCF_RBF_INSTANTIATE

@@ -102,15 +102,17 @@ def kernel_hsic(terms: KernelTerms, debiased: bool) -> HSICTriple:
     n = terms.n
     _check_n(n, debiased)
     k, l, eps = terms.row_k, terms.row_l, terms.eps
+    dk, dl = terms.diag_k, terms.diag_l
     if not debiased:
         s = 1.0 / (n - 1) ** 2
+        a, b = terms.const_diag_k, terms.const_diag_l
+        tk, tl = _trace(dk), _trace(dl)
         return HSICTriple(
-            _resolved(_biased(terms.s_kl, k, l, n), eps) * s,
-            _resolved(_biased(terms.s_kk, k, k, n), eps) * s,
-            _resolved(_biased(terms.s_ll, l, l, n), eps) * s,
+            _resolved(_biased(terms.s_kl, k, l, n) + _const_diag(a, b, tk, tl, k, l, n), eps) * s,
+            _resolved(_biased(terms.s_kk, k, k, n) + _const_diag(a, a, tk, tk, k, k, n), eps) * s,
+            _resolved(_biased(terms.s_ll, l, l, n) + _const_diag(b, b, tl, tl, l, l, n), eps) * s,
             log2_k=terms.log2_k, log2_l=terms.log2_l,
         )
-    dk, dl = terms.diag_k, terms.diag_l
     khat = k if dk is None else k - dk
     lhat = l if dl is None else l - dl
     s = 1.0 / (n * (n - 3))
@@ -135,12 +137,26 @@ def cka_from_hsic(h: HSICTriple) -> float:
                 "also happen for very small n)."
             )
             return math.nan
-    return float(h.xy / math.sqrt(h.xx * h.yy))
+    # Two square roots: xx * yy overflows for the scaled kernels of very narrow bandwidths.
+    return float(h.xy / (math.sqrt(h.xx) * math.sqrt(h.yy)))
 
 
 def _biased(s_ab: float, a: np.ndarray, b: np.ndarray, n: int) -> tuple[float, ...]:
     # tr(K H L H) = S_KL - (2/n) k.l + (sum k)(sum l)/n^2
     return s_ab, -2.0 / n * float(a @ b), float(a.sum()) * float(b.sum()) / n ** 2
+
+
+def _const_diag(a: float, b: float, trace_k: float, trace_l: float, k: np.ndarray,
+                l: np.ndarray, n: int) -> tuple[float, ...]:
+    # tr(H (K + aI) H (L + bI)) - tr(HKHL) = b tr(HK) + a tr(HL) + ab tr(H), tr(HK) = tr K - sum k/n
+    if a == 0.0 and b == 0.0:
+        return ()
+    return (b * trace_k, -b * float(k.sum()) / n, a * trace_l, -a * float(l.sum()) / n,
+            a * b * (n - 1))
+
+
+def _trace(d: np.ndarray | None) -> float:
+    return 0.0 if d is None else float(d.sum())
 
 
 def _unbiased(s_ab: float, diag_ab: float, a: np.ndarray, b: np.ndarray,

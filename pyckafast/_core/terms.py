@@ -183,9 +183,12 @@ class KernelTerms:
 
     ``s_kl = sum_ij K_ij L_ij`` (and ``s_kk``, ``s_ll``), ``row_k = K 1`` and ``row_l = L 1``.
     ``diag_k`` / ``diag_l`` hold the diagonals, or are None when the diagonal is zero. Producers
-    may pass K - c 11' for any constant c (e.g. ``expm1`` for RBF kernels, so the diagonal is 0
-    and wide bandwidths do not cancel): biased and unbiased HSIC are both unchanged by it.
-    Partial terms over disjoint sets of (i, j) pairs merge by addition.
+    may pass K - c 11' for any constant c: biased and unbiased HSIC are both unchanged by it.
+    A constant diagonal may instead be given as ``const_diag_k`` / ``const_diag_l``: then the
+    sums hold the off-diagonal entries only and the matrix is that plus ``const_diag_k * I``
+    (the RBF producers: off-diagonal entries 2^m K - c, diagonal 2^m - c, see
+    :mod:`pyckafast._core.rbf_entry`), so the unbiased estimator never subtracts a large
+    diagonal from the sums. Partial terms over disjoint sets of (i, j) pairs merge by addition.
     """
 
     n: int
@@ -201,6 +204,8 @@ class KernelTerms:
     # magnitude are computed on rows scaled by a power of two); HSIC is scaled back in combine.
     log2_k: int = 0
     log2_l: int = 0
+    const_diag_k: float = 0.0  # a constant diagonal not included in the sums (see above)
+    const_diag_l: float = 0.0
 
     def __add__(self, other: KernelTerms) -> KernelTerms:
         if self.n != other.n:
@@ -208,6 +213,8 @@ class KernelTerms:
         if (self.log2_k, self.log2_l) != (other.log2_k, other.log2_l):
             raise ValueError("cannot add kernel terms of differently scaled kernels: "
                              f"{(self.log2_k, self.log2_l)} and {(other.log2_k, other.log2_l)}.")
+        if (self.const_diag_k, self.const_diag_l) != (other.const_diag_k, other.const_diag_l):
+            raise ValueError("cannot add kernel terms with different constant diagonals.")
         return KernelTerms(
             n=self.n,
             s_kl=self.s_kl + other.s_kl,
@@ -220,6 +227,8 @@ class KernelTerms:
             eps=max(self.eps, other.eps),
             log2_k=self.log2_k,
             log2_l=self.log2_l,
+            const_diag_k=self.const_diag_k,
+            const_diag_l=self.const_diag_l,
         )
 
 

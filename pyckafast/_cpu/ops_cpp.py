@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.rbf_entry import kernel_args
 from .._core.terms import RowNormTerms
 from .._core.threads import get_num_threads
 
@@ -73,10 +74,12 @@ def fused_block(depth: int, itemsize: int) -> int:
     return int(min(2048, max(256, rows // 32 * 32)))
 
 
-def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_block, block):
-    """Sums of one set of rows against another (or itself): ``PairTerms`` fields, in order."""
+def rbf_pairs(xa, ya, xb, yb, shift_x, shift_y, kernel_x, kernel_y, same_block, block):
+    """Sums of one set of rows against another (or itself): ``PairTerms`` fields, in order.
+    Kernels: ``RbfKernel``s, (gamma, c, m) or bare gammas (E = K - 1)."""
     kernel = _kernel("rbf_pairs", xa.dtype)
-    return kernel(xa, ya, xb, yb, shift_x, shift_y, gamma_x, gamma_y, same_block, block)
+    return kernel(xa, ya, xb, yb, shift_x, shift_y, kernel_args(kernel_x), kernel_args(kernel_y),
+                  same_block, block)
 
 
 def d2_pass_kernel(dtype: np.dtype):
@@ -84,9 +87,10 @@ def d2_pass_kernel(dtype: np.dtype):
     return _kernel("d2_pass", np.dtype(dtype))
 
 
-def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
+def rbf_tile(gx, gy, nxa, nya, nxb, nyb, kernel_x, kernel_y, diagonal):
     """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``)."""
-    return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal)
+    return _kernel("rbf_tile", gx.dtype)(gx, gy, nxa, nya, nxb, nyb, kernel_args(kernel_x),
+                                         kernel_args(kernel_y), diagonal)
 
 
 def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):

@@ -1,8 +1,9 @@
 """Numba kernels of the RBF pass: the fused exp + float64 sums of a tile, and the distance
 histograms of the exact median bandwidth.
 
-The exp is the branch-free expm1 of csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor
-polynomial, 2^k from integer bits) written as three short loops over a row buffer, so that LLVM
+The entry E = 2^m exp(-gamma d2) - c is the branch-free ``rbf_exp_shifted`` of
+csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor polynomial, 2^(k+m) from integer bits;
+c = 1, m = 0 is expm1) written as three short loops over a row buffer, so that LLVM
 vectorises each of them (``math.expm1`` is a scalar libm call per entry: measured +28 % per pair
 in this epilogue). Its constants are not copied here: they are read at import from the
 ``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``pyckafast._gpu.kernels.source_root``),
@@ -23,6 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._core.rbf_entry import kernel_args
 from .._core.threads import sync_numba
 from .._gpu.kernels import source_root
 
@@ -53,9 +55,9 @@ _TAYLOR = tuple(1.0 / float(math.factorial(k)) for k in range(int(_TABLE["kDegre
 
 
 @njit(cache=True, inline="always")
-def _reduce(x):
+def _reduce(x, x_min):
     """x = k ln2 + r; returns (t, r) where t = k + shifter carries k in its low mantissa bits."""
-    x = max(x, _MIN)
+    x = max(x, x_min)
     t = x * _LOG2E + _SHIFTER
     k = t - _SHIFTER
     return t, (x - k * _LN2_HI) - k * _LN2_LO
@@ -71,39 +73,42 @@ def _expm1_poly(r):
 
 
 @njit(cache=True, inline="always")
-def _expm1_row(g, ni, nb, gamma, j0, t, p):
-    """Fill t[j0:] and p[j0:] so that E_j = 2^k p + (2^k - 1) after _pow2_bits(t)."""
+def _expm1_row(g, ni, nb, gamma, x_min, j0, t, p):
+    """Fill t[j0:] and p[j0:] so that E_j = q p + (q - c), q = 2^(k+m), after _pow2_bits(t, m)."""
     for j in range(j0, g.shape[0]):
         d2 = max(np.float64(ni) + np.float64(nb[j]) - 2.0 * np.float64(g[j]), 0.0)
-        tj, r = _reduce(-gamma * d2)
+        tj, r = _reduce(-gamma * d2, x_min)
         t[j] = tj
         p[j] = _expm1_poly(r)
 
 
 @njit(cache=True, inline="always")
-def _pow2_bits(bits, j0):
-    """t (as int64 bits) -> the bits of 2^k."""
+def _pow2_bits(bits, j0, m):
+    """t (as int64 bits) -> the bits of 2^(k+m)."""
     for j in range(j0, bits.shape[0]):
-        bits[j] = (bits[j] - _SHIFTER_BITS + _EXPONENT_BIAS) << _MANTISSA_BITS
+        bits[j] = (bits[j] - _SHIFTER_BITS + (_EXPONENT_BIAS + m)) << _MANTISSA_BITS
 
 
 @njit(cache=True)
-def _tile_chunk(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal, lo, hi,
+def _tile_chunk(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal, lo, hi,
                 row_k, row_l, col_k, col_l, buf):
     mb = gx.shape[1]
+    gamma_x, c_x, m_x = kx
+    gamma_y, c_y, m_y = ky
+    min_x, min_y = _MIN - m_x * _LN2_HI, _MIN - m_y * _LN2_HI  # as rbf_pair.h: 2^(k+m) normal
     tx, px, ty, py = buf[0], buf[1], buf[2], buf[3]
     bx, by = tx.view(np.int64), ty.view(np.int64)
     skl = skk = sll = 0.0
     for i in range(lo, hi):
         j0 = i + 1 if diagonal else 0
-        _expm1_row(gx[i], nxa[i], nxb, gamma_x, j0, tx, px)
-        _expm1_row(gy[i], nya[i], nyb, gamma_y, j0, ty, py)
-        _pow2_bits(bx, j0)
-        _pow2_bits(by, j0)
+        _expm1_row(gx[i], nxa[i], nxb, gamma_x, min_x, j0, tx, px)
+        _expm1_row(gy[i], nya[i], nyb, gamma_y, min_y, j0, ty, py)
+        _pow2_bits(bx, j0, m_x)
+        _pow2_bits(by, j0, m_y)
         rk = rl = 0.0
         for j in range(j0, mb):
-            e = tx[j] * px[j] + (tx[j] - 1.0)
-            f = ty[j] * py[j] + (ty[j] - 1.0)
+            e = tx[j] * px[j] + (tx[j] - c_x)
+            f = ty[j] * py[j] + (ty[j] - c_y)
             rk += e
             rl += f
             col_k[j] += e
@@ -117,7 +122,7 @@ def _tile_chunk(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal, lo, hi,
 
 
 @njit(parallel=True, cache=True)
-def _tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
+def _tile(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal):
     ma, mb = gx.shape
     nchunks = max(1, (ma + _CHUNK_ROWS - 1) // _CHUNK_ROWS)
     row_k, row_l = np.zeros(ma), np.zeros(ma)
@@ -126,7 +131,7 @@ def _tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
     for c in prange(nchunks):
         lo, hi = c * _CHUNK_ROWS, min(ma, (c + 1) * _CHUNK_ROWS)
         buf = np.empty((4, mb))
-        s = _tile_chunk(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal, lo, hi,
+        s = _tile_chunk(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal, lo, hi,
                         row_k, row_l, cols[c, 0], cols[c, 1], buf)
         sums[c, 0], sums[c, 1], sums[c, 2] = s
     col_k, col_l = np.zeros(mb), np.zeros(mb)
@@ -140,14 +145,17 @@ def _tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
     return total[0], total[1], total[2], row_k, row_l, col_k, col_l
 
 
-def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``).
+def rbf_tile(gx, gy, nxa, nya, nxb, nyb, kernel_x, kernel_y, diagonal):
+    """Fused exp + float64 sums of one RBF tile pair (see ``pyckafast._cpu.rbf.PairTerms``);
+    kernels: ``RbfKernel``s, (gamma, c, m) or bare gammas (E = K - 1).
 
     float32 tiles are evaluated in float64 from their float32 dot products.
     """
     sync_numba()
+    (gamma_x, c_x, m_x), (gamma_y, c_y, m_y) = kernel_args(kernel_x), kernel_args(kernel_y)
     s_kl, s_kk, s_ll, rka, rla, rkb, rlb = _tile(
-        gx, gy, nxa, nya, nxb, nyb, float(gamma_x), float(gamma_y), bool(diagonal)
+        gx, gy, nxa, nya, nxb, nyb, (float(gamma_x), float(c_x), int(m_x)),
+        (float(gamma_y), float(c_y), int(m_y)), bool(diagonal)
     )
     return float(s_kl), float(s_kk), float(s_ll), rka, rla, rkb, rlb
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.bandwidth import tile_histogram
+from .._core.rbf_entry import kernel_args
 from .._core.terms import RowNormTerms
 
 GEMM_DTYPE = np.float64  # this backend upcasts every chunk; its GEMMs run in float64
@@ -36,34 +37,47 @@ def linear_moments(x, y, shift_x, shift_y, out_x, out_y, debiased):
     return sum_x, sum_y, norms
 
 
-def rbf_tile(gx, gy, nxa, nya, nxb, nyb, gamma_x, gamma_y, diagonal):
-    """Float64 reference of one RBF tile pair (see ``pyckafast._core.pairs.PairTerms``).
+def rbf_tile(gx, gy, nxa, nya, nxb, nyb, kernel_x, kernel_y, diagonal):
+    """Float64 reference of one RBF tile pair (see ``pyckafast._core.pairs.PairTerms``); the
+    kernels are ``RbfKernel``s, (gamma, c, m) tuples or bare gammas (E = K - 1).
 
     A diagonal tile evaluates its pairs i < j only; they stand for (i, j) and (j, i), so the
     sums are doubled and the column sums go into the same rows (``row_*_b`` are zeros).
     """
+    kernel_x, kernel_y = kernel_args(kernel_x), kernel_args(kernel_y)
     if diagonal:
-        return _diagonal_tile(gx, gy, nxa, nya, gamma_x, gamma_y)
-    e = _rbf_entries(gx, nxa[:, None], nxb[None, :], gamma_x)
-    f = _rbf_entries(gy, nya[:, None], nyb[None, :], gamma_y)
+        return _diagonal_tile(gx, gy, nxa, nya, kernel_x, kernel_y)
+    e = _rbf_entries(gx, nxa[:, None], nxb[None, :], kernel_x)
+    f = _rbf_entries(gy, nya[:, None], nyb[None, :], kernel_y)
     return (float(np.vdot(e, f)), float(np.vdot(e, e)), float(np.vdot(f, f)),
             e.sum(axis=1), f.sum(axis=1), e.sum(axis=0), f.sum(axis=0))
 
 
-def _diagonal_tile(gx, gy, nx, ny, gamma_x, gamma_y):
+def _diagonal_tile(gx, gy, nx, ny, kernel_x, kernel_y):
     m = gx.shape[0]
     i, j = np.triu_indices(m, 1)
-    e = _rbf_entries(gx[i, j], nx[i], nx[j], gamma_x)
-    f = _rbf_entries(gy[i, j], ny[i], ny[j], gamma_y)
+    e = _rbf_entries(gx[i, j], nx[i], nx[j], kernel_x)
+    f = _rbf_entries(gy[i, j], ny[i], ny[j], kernel_y)
     row_k = np.bincount(i, e, m) + np.bincount(j, e, m)
     row_l = np.bincount(i, f, m) + np.bincount(j, f, m)
     return (2.0 * float(np.vdot(e, f)), 2.0 * float(np.vdot(e, e)), 2.0 * float(np.vdot(f, f)),
             row_k, row_l, np.zeros(m), np.zeros(m))
 
 
-def _rbf_entries(g, na, nb, gamma):
-    """expm1(-gamma |a_i - b_j|^2) = K_ij - 1 from dot products and squared norms, in float64."""
-    return np.expm1(-gamma * np.maximum(na + nb - 2.0 * g, 0.0))
+# Below this exponent x, exp(x) < 0.71 and 2^m exp(x) - c is formed from exp; above, from expm1
+# (2^m expm1(x) + (2^m - c): no cancellation when K is near 1 and c near 2^m). Either way the
+# error is that of csrc/common/rbf_pair.h's rbf_exp_shifted: ~4 eps (2^m K + |E|).
+_EXPM1_ABOVE = -0.34657359027997264  # -ln(2) / 2
+
+
+def _rbf_entries(g, na, nb, kernel):
+    """E = 2^m exp(-gamma |a_i - b_j|^2) - c from dot products and squared norms, in float64."""
+    gamma, c, m = kernel
+    x = -gamma * np.maximum(np.asarray(na, np.float64) + nb - 2.0 * np.asarray(g, np.float64),
+                            0.0)
+    scale = np.ldexp(1.0, m)
+    near = x > _EXPM1_ABOVE
+    return np.where(near, np.ldexp(np.expm1(x), m) + (scale - c), np.ldexp(np.exp(x), m) - c)
 
 
 def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):

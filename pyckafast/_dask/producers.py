@@ -73,6 +73,7 @@ def _tree(parts: list, merge):
 def rbf_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options,
                tile: int | None = None) -> combine.HSICTriple:
     """The RBF HSIC triple of two Dask arrays (``options``: a :class:`pyckafast.rbf.RBFOptions`)."""
+    from .._kernel_checks import warn_degenerate_kernels
     from . import rbf as dask_rbf
 
     sigma = None
@@ -84,6 +85,7 @@ def rbf_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options,
     terms = dask_rbf.rbf_kernel_terms(
         x.data, y.data, sigma=sigma, threshold=options.threshold, bandwidth=options.bandwidth,
         debiased=debiased, backend=backend, tile=tile, n_pairs=options.n_pairs,
-        seed=options.seed,
+        seed=options.seed, names=(x.name, y.name),
     )
+    warn_degenerate_kernels(terms, (x.name, y.name), debiased=debiased)
     return combine.kernel_hsic(terms, debiased)

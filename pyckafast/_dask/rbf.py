@@ -26,7 +26,8 @@ from .._core.pairs import (Bounds, CentredSide, PairTerms, PairTermsSum, block_b
                            shift_from_sums)
 from .._core.terms import KernelTerms
 from .._core.validation import check_positive_scalar, float_dtype, min_samples
-from .._cpu.rbf import set_pair_terms
+from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype, peak_exponent
+from .._cpu.rbf import kernel_terms, set_pair_terms
 
 __all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
 
@@ -61,38 +62,90 @@ def _as_2d(a, name: str):
 
 
 def rbf_kernel_terms(dx, dy, *, sigma, threshold, bandwidth, debiased, backend, tile,
-                     n_pairs, seed) -> KernelTerms:
-    """Global kernel terms (of K - 1, L - 1) of the RBF kernels of dx and dy."""
+                     n_pairs, seed, names: tuple[str, str] = ("dx", "dy")) -> KernelTerms:
+    """Global kernel terms (of 2^m K - c, off the diagonal) of the RBF kernels of dx and dy
+    (``names``: the arguments' names in messages)."""
     import dask.array as da
 
     if bandwidth not in BANDWIDTHS:
         raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}; got {bandwidth!r}.")
     threshold = check_positive_scalar(threshold, "threshold")
     dx, dy = _as_2d(da.asarray(dx), "dx"), _as_2d(da.asarray(dy), "dy")
+    dx, dy = _coarse_rows(dx), _coarse_rows(dy)
     blocks_x, blocks_y = aligned_blocks(dx, dy, min_n=min_samples(debiased)[0])
     ops = dispatch.resolve(backend, "rbf_tile", "cpu")
     sizes = [int(c) for c in dx.chunks[0]]
-    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), ("dx", "dy"), sizes, ops)
+    chunks_x, chunks_y = _centred_chunks((dx, dy), (blocks_x, blocks_y), names, sizes, ops)
+    n = sum(sizes)
     if sigma is not None:
-        gamma_x = gamma_y = bw.gamma_from_sigma(check_positive_scalar(sigma, "sigma"))
+        sigma = check_positive_scalar(sigma, "sigma")
+        gamma_x, gamma_y = (bw.gamma_from_sigma(math.ldexp(sigma, c.log2))
+                            for c in (chunks_x, chunks_y))
+        u_x, u_y = (gamma * _sampled_median(c.rows, n, sizes, TYPICAL_PAIRS, 0)
+                    for gamma, c in ((gamma_x, chunks_x), (gamma_y, chunks_y)))
     else:
         gamma_x, gamma_y = (
             _gamma(blocks, chunks, name, sizes, bandwidth, threshold, tile, n_pairs, seed, ops)
-            for blocks, chunks, name in ((blocks_x, chunks_x, "dx"), (blocks_y, chunks_y, "dy")))
-    return _pair_reduction(chunks_x, chunks_y, sizes, gamma_x, gamma_y, ops, tile)
+            for blocks, chunks, name in ((blocks_x, chunks_x, names[0]),
+                                         (blocks_y, chunks_y, names[1])))
+        u_x = u_y = 1.0 / (2.0 * threshold ** 2)  # gamma * median, the typical exponent
+    dtype = pass_dtype(np.result_type(chunks_x.dtype, chunks_y.dtype), u_x, u_y)
+    kx, ky = RbfKernel.of(gamma_x, u_x, dtype), RbfKernel.of(gamma_y, u_y, dtype)
+    return _pair_reduction(chunks_x, chunks_y, sizes, kx, ky, dtype, ops, tile)
+
+
+# Up to this many row chunks are kept as they are, whatever their size (a few small tasks).
+_FEW_CHUNKS = 8
+
+
+def _coarse_rows(a):
+    """``a`` with row chunks of one CPU tile (:func:`default_tile` rows, or all rows) when it has
+    more than :data:`_FEW_CHUNKS` chunks of fewer rows on average: every O(n^2) pass runs one
+    task per chunk pair, so many tiny chunks cost (n / chunk)^2 / 2 tasks, each too small to
+    amortise its overhead (the chunk pairs are then at most (n / tile + 1)^2 / 2)."""
+    rows = default_tile(np.dtype(a.dtype).itemsize if a.dtype.kind == "f" else 8)
+    n, chunks = a.shape[0], a.chunks[0]
+    if any(math.isnan(c) for c in chunks) or len(chunks) <= max(_FEW_CHUNKS, math.ceil(n / rows)):
+        return a
+    return a.rechunk({0: min(n, rows)})
+
+
+def _check_finite(a, total: np.ndarray, name: str) -> None:
+    """Raise naming ``name`` and the first global row holding a NaN or Inf, if the column sums
+    ``total`` of ``a`` are not finite (one more Dask pass, on the error path only)."""
+    import dask
+    import dask.array as da
+
+    if np.all(np.isfinite(total)):
+        return
+    bad = ~da.isfinite(a).all(axis=1)
+    anywhere, first = dask.compute(bad.any(), bad.argmax())
+    where = (f"found NaN or Inf in row {int(first)}" if anywhere else
+             "values so large that their sum overflows float64")
+    raise ValueError(f"{name} must contain only finite values; {where}.")
 
 
 def _centred_chunks(arrays, blocks, names, sizes, ops: ModuleType) -> list[_Chunks]:
     """Per input, its chunks as delayed :class:`CentredSide`s sharing the input's one shift
-    (column sums of both inputs in one Dask computation, checked finite naming the input)."""
+    (column sums of both inputs in one Dask computation, checked finite naming the input), the
+    rows of data of extreme magnitude multiplied by 2^k (``_Chunks.log2``; exact)."""
     import dask
 
     sums = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
+    for a, total, name in zip(arrays, sums, names):
+        _check_finite(a, total, name)
+    shifts = [shift_from_sums(total, sum(sizes), name, compute_dtype(ops, float_dtype(a.dtype, name)))
+              for a, total, name in zip(arrays, sums, names)]
+    peaks = dask.compute(*[abs(a.astype(np.float64) - s.astype(np.float64)).max()
+                           for a, s in zip(arrays, shifts)])
     out = []
-    for a, chunks, name, total in zip(arrays, blocks, names, sums):
-        dtype = compute_dtype(ops, float_dtype(a.dtype, name))
-        shift = shift_from_sums(total, sum(sizes), name, dtype)
-        out.append(_Chunks.of(chunks, shift, dtype, name))
+    for chunks, name, shift, peak in zip(blocks, names, shifts, peaks):
+        k = peak_exponent(float(peak), shift.dtype)
+        if k:
+            factor = shift.dtype.type(math.ldexp(1.0, k))
+            chunks = [_delayed(np.multiply)(c, factor) for c in chunks]
+            shift = shift * factor
+        out.append(_Chunks.of(chunks, shift, shift.dtype, name, k))
     return out
 
 
@@ -102,11 +155,15 @@ class _Chunks:
 
     sides: list
     dtype: np.dtype
+    log2: int = 0  # the rows were multiplied by 2^log2 (data of extreme magnitude)
+    rows: list | None = None  # the (scaled) row chunks the sides hold
 
     @classmethod
-    def of(cls, chunks: list, shift: np.ndarray, dtype: np.dtype, name: str) -> _Chunks:
+    def of(cls, chunks: list, shift: np.ndarray, dtype: np.dtype, name: str,
+           log2: int = 0) -> _Chunks:
         side = _delayed(CentredSide)
-        return cls([side(chunk, shift, np.dtype(dtype), name) for chunk in chunks], np.dtype(dtype))
+        return cls([side(chunk, shift, np.dtype(dtype), name) for chunk in chunks],
+                   np.dtype(dtype), log2, list(chunks))
 
 
 def _delayed(fn):
@@ -130,30 +187,29 @@ def _by_bounds(bounds: list[Bounds], items: list):
 def _gamma(blocks, chunks: _Chunks, name, sizes, rule, threshold, tile, n_pairs, seed,
            ops) -> float:
     if rule == "sampled":
-        median = _sampled_median(blocks, sum(sizes), sizes, n_pairs, seed)
+        median = _sampled_median(chunks.rows, sum(sizes), sizes, n_pairs, seed)
     else:
         median = _exact_median_of_chunks(chunks, sizes, rule, tile, ops)
     return bw.gamma_from_median(median, threshold, name, rule)
 
 
 # ---- RBF pair terms ------------------------------------------------------------------------------
-def _pair_reduction(chunks_x: _Chunks, chunks_y: _Chunks, sizes, gamma_x, gamma_y, ops,
-                    tile) -> KernelTerms:
+def _pair_reduction(chunks_x: _Chunks, chunks_y: _Chunks, sizes, kx: RbfKernel, ky: RbfKernel,
+                    dtype: np.dtype, ops, tile) -> KernelTerms:
     """One task per chunk pair (the in-memory set-pair pass), scattered into global row sums."""
     bounds = bounds_of_sizes(sizes)
     n = sum(sizes)
     task = _delayed(set_pair_terms)
 
     def body(a, b, diagonal: bool):
-        return task(a, None if diagonal else b, gamma_x=gamma_x, gamma_y=gamma_y, ops=ops,
-                    tile=tile)
+        return task(a, None if diagonal else b, kernel_x=kx, kernel_y=ky, ops=ops, tile=tile,
+                    dtype=dtype)
 
     whole: PairTerms = reduce_pairs(body, bounds,
                                     load_a=_by_bounds(bounds, list(zip(chunks_x.sides,
                                                                        chunks_y.sides))),
                                     into=PairTermsSum(n), gather=_gather)
-    return KernelTerms(n=n, s_kl=whole.s_kl, s_kk=whole.s_kk, s_ll=whole.s_ll,
-                       row_k=whole.row_k_a, row_l=whole.row_l_a)
+    return kernel_terms(n, whole, kx, ky)
 
 
 # ---- bandwidths ----------------------------------------------------------------------------------

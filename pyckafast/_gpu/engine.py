@@ -182,8 +182,8 @@ class CudaEngine:
     def rbf_rows_per_tile(dtype: np.dtype) -> int:
         return 16 * _RBF_TM[np.dtype(dtype)]
 
-    def rbf_pair(self, a, b, gamma_x: float, gamma_y: float, same_block: bool, row_k_a, row_l_a,
-                 row_k_b, row_l_b, sums) -> None:
+    def rbf_pair(self, a, b, kernel_x: tuple, kernel_y: tuple, same_block: bool, row_k_a,
+                 row_l_a, row_k_b, row_l_b, sums) -> None:
         """Add the pair terms of centred blocks a, b (``_Block``s of device arrays) with one
         launch of csrc/cuda/rbf_pairs_cuda.cu: over its slots, ``sums`` (shape (slots, 3)) gains
         s_kl, s_kk, s_ll of every ordered pair the block pair stands for (both orders of each
@@ -200,7 +200,8 @@ class CudaEngine:
         scalar = dtype.type
         launch("rbf_pairs_cuda.cu", f"pcf_rbf_tiles<{t}, {tm}>", grid, (_THREADS,), (
             a.x, a.y, a.nx, a.ny, _i64(ma), b.x, b.y, b.nx, b.ny, _i64(mb),
-            _i64(a.x.shape[1]), _i64(a.y.shape[1]), scalar(gamma_x), scalar(gamma_y),
+            _i64(a.x.shape[1]), _i64(a.y.shape[1]), scalar(kernel_x[0]), scalar(kernel_x[1]),
+            np.int32(kernel_x[2]), scalar(kernel_y[0]), scalar(kernel_y[1]), np.int32(kernel_y[2]),
             np.int32(bool(same_block)), row_k_a, row_l_a, row_k_b, row_l_b, sums,
             np.int32(sums.shape[0]),
         ))
