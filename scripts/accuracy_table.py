@@ -196,18 +196,21 @@ def render(args, worst: dict, magnitude: dict, ref_check: float, seconds: float,
 
 
 def _summary(worst: dict, backends) -> list[str]:
-    """The worst error per (kernel family, dtype), the numbers quoted in the README."""
-    out = ["Worst over the offsets, estimators and backends:", ""]
+    """The worst error per (dtype, kernel family, estimator): the numbers quoted in the README."""
+    out = ["Worst over the offsets and backends:", ""]
+    families = (("linear", ["linear"]), ("RBF, threshold 0.5 to 5", [0.5, 1.0, 5.0]),
+                ("RBF, threshold 0.1", [0.1]))
     for dtype in DTYPES:
-        for name, kernels in (("linear", ["linear"]), ("RBF, threshold >= 0.5", [0.5, 1.0, 5.0]),
-                              ("RBF, threshold 0.1", [0.1])):
-            errs = [v for (k, _, d, _, b), v in worst.items()
-                    if k in kernels and d is dtype and b in backends]
-            bad = any(np.isnan(errs))
-            finite = [e for e in errs if not np.isnan(e)]
-            text = f"{max(finite):.1e}" if finite else "-"
-            out.append(f"* {np.dtype(dtype).name}, {name}: {text}"
-                       + (" (and nan in some cells)" if bad else ""))
+        for name, kernels in families:
+            for debiased in (False, True):
+                errs = [v for (k, dbs, d, _, b), v in worst.items()
+                        if k in kernels and dbs == debiased and d is dtype and b in backends]
+                finite = [e for e in errs if not np.isnan(e)]
+                text = f"{max(finite):.1e}" if finite else "nan in every cell"
+                if finite and len(finite) < len(errs):
+                    text += f" (nan in {len(errs) - len(finite)} of {len(errs)} cells)"
+                estimator = "debiased" if debiased else "biased"
+                out.append(f"* {np.dtype(dtype).name}, {name}, {estimator}: {text}")
     return out
 
 
