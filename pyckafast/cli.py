@@ -146,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cka_parser(sub)
     info = sub.add_parser("info", help="show versions, backends and devices (show_config)")
     info.set_defaults(handler=_run_info)
-    from . import _cli_tools
+    from . import _cli_tools, _demo
 
-    _cli_tools.add_demo_parser(sub)
+    _demo.add_demo_parser(sub)
     _cli_tools.add_bench_parser(sub)
     _register_optional_commands(sub)
     return parser

@@ -150,27 +150,6 @@ def test_info_lists_backends(capsys):
     assert code == 0 and "backends" in out and "numpy" in out
 
 
-def test_demo_small(capsys):
-    code, out, _ = _run(capsys, "demo", "--n", "20000", "--p", "8", "--naive-n", "400")
-    assert code == 0
-    assert "n = 20,000" in out and "naive n x n Grams" in out and "raw float32" in out
-    exact = float(out.split("CKA = ")[1].split()[0])
-    from pyckafast import _cli_tools
-
-    x, y = _cli_tools.demo_data(20000, 8)
-    assert exact == pytest.approx(pyckafast.linear_cka(x.astype(np.float64), y.astype(np.float64)), abs=1e-8)
-
-
-def test_demo_naive_method_agrees_and_raw_float32_does_not():
-    from pyckafast import _cli_tools
-
-    x, y = _cli_tools.demo_data(300_000, 16)
-    exact = pyckafast.linear_cka(x.astype(np.float64), y.astype(np.float64))
-    naive = _cli_tools.naive_gram_cka(x[:500], y[:500])
-    assert naive == pytest.approx(pyckafast.linear_cka(x[:500].astype(np.float64), y[:500]), abs=1e-10)
-    assert abs(_cli_tools.raw_float32_cka(x, y) - exact) > 1e-4  # the cancellation the demo shows
-
-
 def test_bench_prints_a_row_per_backend(capsys):
     code, out, _ = _run(capsys, "bench", "--n", "2000", "--p", "4", "--repeat", "1")
     assert code == 0
