@@ -170,7 +170,7 @@ class CKA:
                 features[layer_name] = feat.clone()
         return hook
 
-    def _batch_features(self) -> tuple[list, list]:
+    def _batch_features(self) -> tuple[list, list | None]:
         if self._is_same_model:
             got1 = got2 = self._shared_features
         else:
@@ -180,8 +180,11 @@ class CKA:
         if missing:
             raise RuntimeError(f"layers {missing} recorded no tensor output in this forward "
                                "pass (not called, or their output holds no tensor).")
-        return ([got1[n] for n in self.model1_layer_to_module],
-                [got2[n] for n in self.model2_layer_to_module])
+        xs = [got1[n] for n in self.model1_layer_to_module]
+        if self._is_same_model and list(self.model1_layer_to_module) == list(
+                self.model2_layer_to_module):
+            return xs, None  # one model, the same layers: a symmetric map (pairs i < j once)
+        return xs, [got2[n] for n in self.model2_layer_to_module]
 
     def _run_models(self, x) -> None:
         self.model1(x)

@@ -221,6 +221,7 @@ class _MinibatchMap:
         self.backend, self.sums = backend, None
 
     def update(self, xs: list, ys: list) -> None:
+        """Add one batch's unbiased HSIC values of every pair."""
         hxy = np.empty((len(xs), len(ys)))
         hxx, hyy = np.empty(len(xs)), np.empty(len(ys))
         for i, x in enumerate(xs):
