@@ -96,3 +96,28 @@ def test_constant_layer_is_nan_with_a_warning():
     with pytest.warns(RuntimeWarning, match="zero variance|not positive"):
         m = pc.cka_from_features([x], [zero])
     assert torch.isnan(m).all()
+
+
+def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
+    """Layers whose moment state would pass the budget take the gather route: same map."""
+    from pyckafast.compat import _layermap
+
+    routes = []
+
+    class Recorded(_layermap.LayerMap):
+        def result(self):
+            routes.append(self.route)
+            return super().result()
+
+    monkeypatch.setattr(pc, "LayerMap", Recorded)
+    a, b = _net(0).double(), _net(1).double()
+    x = torch.randn(60, 6, dtype=torch.float64)
+    loader = list(x.split(25))
+    streamed = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    monkeypatch.setattr(_layermap, "STATE_BUDGET", 64)
+    gathered = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    np.testing.assert_allclose(gathered.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
+    self_map = pc.compute_cka(a, a, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    want = pyckafast.cka_matrix(_acts(a, x, ["0", "2"]), debiased=True)
+    np.testing.assert_allclose(self_map.numpy(), want, rtol=0, atol=1e-12)
+    assert routes == ["stream", "gather", "gather"]
