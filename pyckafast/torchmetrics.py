@@ -25,6 +25,7 @@ import numpy as np
 
 from ._core import combine
 from ._core.terms import LinearTerms, RowNormTerms
+from .compat._layermap import on_reachable_device
 from .streaming import LinearCKAState
 
 try:
@@ -159,8 +160,8 @@ class CKAMap(Metric):
         self._shape = None
 
     def _batch_terms(self, x, y) -> LinearTerms:
-        x = x.detach() if hasattr(x, "detach") else x
-        y = y.detach() if hasattr(y, "detach") else y
+        x = on_reachable_device(x.detach() if hasattr(x, "detach") else x)
+        y = on_reachable_device(y.detach() if hasattr(y, "detach") else y)
         return LinearCKAState(debiased=True, backend=self.backend).update(x, y).terms
 
     def _check_shape(self, shape: tuple[int, int]) -> None:

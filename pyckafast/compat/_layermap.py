@@ -10,6 +10,7 @@ are gathered on the host instead (n x p_i values each) and every pair is one
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 
@@ -57,7 +58,8 @@ class LayerMap:
     def update(self, xs: Sequence, ys: Sequence | None) -> "LayerMap":
         """Add one batch: ``xs[i]`` the (batch, p_i) output of layer i of side a, ``ys`` side b
         (None: side a against itself, each pair once)."""
-        xs, ys = list(xs), None if ys is None else list(ys)
+        xs = [on_reachable_device(a) for a in xs]
+        ys = None if ys is None else [on_reachable_device(a) for a in ys]
         if self.route is None:
             self._choose(xs, ys)
         if self._state is not None:
@@ -100,6 +102,15 @@ class LayerMap:
                     out[i, j] = linear_cka(a[i], b[j], debiased=self.debiased,
                                            backend=self.backend)
         return out
+
+
+def on_reachable_device(a):
+    """``a`` itself, or a host copy of a CUDA tensor when CuPy (which pyckafast's GPU producers
+    use) is not installed: a model on the GPU then still gets its CKA, computed on the host."""
+    if getattr(getattr(a, "device", None), "type", None) == "cuda" and hasattr(a, "cpu"):
+        if importlib.util.find_spec("cupy") is None:
+            return a.cpu()
+    return a
 
 
 def _host_copy(a) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._core.optional import require
 from ..streaming import LinearCKAState
-from ._layermap import LayerMap
+from ._layermap import LayerMap, on_reachable_device
 
 __all__ = ["CKA"]
 
@@ -226,8 +226,8 @@ class _MinibatchMap:
         hxx, hyy = np.empty(len(xs)), np.empty(len(ys))
         for i, x in enumerate(xs):
             for j, y in enumerate(ys):
-                t = LinearCKAState(debiased=True, backend=self.backend).update(x, y).hsic(
-                    debiased=True)
+                t = LinearCKAState(debiased=True, backend=self.backend).update(
+                    on_reachable_device(x), on_reachable_device(y)).hsic(debiased=True)
                 hxy[i, j], hxx[i], hyy[j] = t.xy, t.xx, t.yy
         parts = (hxy, hxx, hyy)
         self.sums = parts if self.sums is None else tuple(a + b for a, b in zip(self.sums, parts))
