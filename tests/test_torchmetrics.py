@@ -121,3 +121,12 @@ def test_ddp_two_ranks_gloo_equals_single_process():
     want = [pyckafast.linear_cka(x, y, debiased=True),
             *pyckafast.cka_matrix([x, y], [z]).ravel(), pyckafast.linear_cka(x[keep], y[keep])]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_without_torchmetrics_the_error_names_the_extra():
+    code = ("import sys; sys.modules['torchmetrics'] = None\n"
+            "try:\n    import pyckafast.torchmetrics\n"
+            "except ModuleNotFoundError as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert "MissingDependency" in out.stdout and 'pyckafast[torchmetrics]' in out.stdout
