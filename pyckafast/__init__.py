@@ -10,6 +10,7 @@ from ._config import show_config
 from ._core.threads import get_num_threads, set_num_threads, threads
 from .cka_matrix import cka_matrix
 from .cost import CostEstimate, estimate_cost
+from .map_state import CKAMapState
 from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
 from .minibatch import minibatch_cka
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "CKAMapState",
     "CostEstimate",
     "LinearCKAState",
     "cka",

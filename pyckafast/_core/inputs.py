@@ -4,7 +4,8 @@ Where an input lives is read from its type, without importing cupy, torch or das
 array-api-compat does, through ``type(a).__module__`` and ``sys.modules``):
 
 * NumPy arrays, memmaps and anything ``np.asarray`` takes: kind "numpy", on the CPU. Torch CPU
-  tensors are viewed through DLPack without a copy.
+  tensors and other host DLPack producers (JAX CPU arrays, any object with ``__dlpack__`` and
+  ``__dlpack_device__``) are viewed through ``np.from_dlpack`` without a copy.
 * CuPy arrays and torch CUDA tensors (and other DLPack producers on a CUDA device): kind "cupy",
   on the GPU; torch tensors become CuPy views through DLPack (CuPy is imported only then).
 * Dask arrays: kind "dask"; they stay lazy, only their shape and dtype are read.
@@ -110,9 +111,22 @@ def common_device(x: object, y: object) -> str:
 
 
 def host_view(a: object) -> object:
-    """A NumPy view of host data: torch CPU tensors through DLPack (no copy), others unchanged."""
+    """A NumPy view of host data: torch CPU tensors and any other DLPack producer on the host
+    (``__dlpack__`` and ``__dlpack_device__``: JAX CPU arrays, ...) through ``np.from_dlpack``,
+    which shares their memory; others unchanged.
+
+    A producer NumPy cannot view (a dtype it lacks, a broken protocol) is left to
+    ``np.asarray``, which copies through ``__array__`` where the producer has one.
+    """
+    if isinstance(a, np.ndarray):
+        return a
     if _top_module(a) == "torch":
         return np.from_dlpack(a.detach())  # type: ignore[attr-defined]
+    if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__") and _top_module(a) != "dask":
+        try:
+            return np.from_dlpack(a)
+        except (TypeError, ValueError, BufferError, RuntimeError, AttributeError):
+            return a
     return a
 
 

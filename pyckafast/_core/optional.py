@@ -13,7 +13,7 @@ __all__ = ["EXTRAS", "MissingDependency", "require"]
 
 # package to import -> the extra of pyproject.toml that installs it
 EXTRAS = {"matplotlib": "plot", "torch": "torch", "dask": "dask", "distributed": "dask",
-          "tqdm": "cli", "cupy": "cuda12"}
+          "tqdm": "cli", "cupy": "cuda12", "torchmetrics": "torchmetrics"}
 
 
 class MissingDependency(ModuleNotFoundError):

@@ -1,0 +1,463 @@
+"""The public API of pytorch-cka 1.1.3 (module ``cka``), computed exactly by pyckafast.
+
+Code written against pytorch-cka switches with one import::
+
+    from cka import CKA, compute_cka, cka_from_features            # before
+    from pyckafast.compat.pytorch_cka import CKA, compute_cka, cka_from_features  # after
+
+What changes (docs/COMPAT.md lists every difference and the tests that encode the old ones):
+
+* :func:`compute_cka` and ``CKA._compare`` return the **exact full-dataset** CKA of every layer
+  pair, from unbiased HSIC (Song et al. 2012, the estimator pytorch-cka averages per batch)
+  over all n samples, not the average of per-batch HSIC values (Nguyen et al.'s minibatch
+  estimate, which depends on the batch size and its order). The batches are only a way to
+  stream: the result does not depend on them, and batches of fewer than 4 samples are fine.
+  ``debiased=False`` gives the biased (Kornblith et al. 2019) estimator.
+* Values are not clamped to [0, 1]: debiased CKA of unrelated data is near 0 and may be
+  slightly negative, which is what the estimator says. A layer without variance (e.g. a dead
+  ReLU) gives nan with a RuntimeWarning, not 0: its CKA is undefined.
+* Layer outputs are copied in the hook, so a following in-place op (``ReLU(inplace=True)``)
+  cannot change the recorded features before they are used.
+
+:func:`hsic` and :func:`hsic_cross` take stacks of Gram matrices as before and return the same
+unbiased HSIC values, accumulated in float64 about the Grams' mean entry.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._core import combine
+from .._core.optional import require
+from .._core.terms import KernelTerms
+from ._layermap import LayerMap
+
+__all__ = ["CKA", "compute_cka", "cka_from_features", "hsic", "hsic_cross",
+           "plot_cka_heatmap", "save_figure"]
+
+# Batch dict keys that hold the model input, in pytorch-cka's order.
+_INPUT_KEYS = ("input", "inputs", "x", "image", "images", "input_ids", "pixel_values")
+
+
+def _torch():
+    return require("torch", "pyckafast.compat.pytorch_cka")
+
+
+class CKA:
+    """Hooks on the chosen layers of two models; ``with cka: cka._compare(loader)``.
+
+    Parameters
+    ----------
+    model1, model2 : torch.nn.Module
+        The models (DataParallel / DistributedDataParallel wrappers are unwrapped).
+    layers : sequence of str or int, optional
+        Layers of model1, by name or by index into its named modules (default: all of them).
+    model2_layers : sequence of str or int, optional
+        Layers of model2 (default: ``layers``).
+    device : str or torch.device, optional
+        Where the models run (default: cuda, else mps, else cpu). Both models are moved there.
+    debiased : bool, default True
+        Unbiased HSIC (as pytorch-cka) over all samples; False: the biased estimator.
+    backend : str, default "auto"
+        pyckafast backend of the per-batch terms.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.compat.pytorch_cka import CKA
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> loader = [torch.randn(16, 4) for _ in range(3)]
+    >>> with CKA(model, model, layers=["0", "2"], device="cpu") as cka:
+    ...     m = cka._compare(loader, progress=False)
+    >>> tuple(m.shape), bool(torch.allclose(m.diagonal(), torch.ones(2, dtype=m.dtype)))
+    ((2, 2), True)
+    """
+
+    @staticmethod
+    def _resolve_layers(model, layers: Sequence[str | int] | None, model_name: str) -> dict:
+        name_to_module = {name: mod for name, mod in model.named_modules() if name}
+        names = list(name_to_module)
+        if layers is None:
+            if len(names) > 150:
+                warnings.warn(f"{model_name} has {len(names)} layers. Consider specifying "
+                              "layers explicitly for faster computation.", stacklevel=3)
+            return name_to_module
+        result: dict = {}
+        for layer in layers:
+            if isinstance(layer, str):
+                if layer not in name_to_module:
+                    raise ValueError(f"Layer '{layer}' not found in {model_name}. Use "
+                                     "model.named_modules() to see available layers.")
+                name = layer
+            elif isinstance(layer, int) and not isinstance(layer, bool):
+                idx = layer if layer >= 0 else len(names) + layer
+                if not 0 <= idx < len(names):
+                    raise IndexError(
+                        f"Layer index {layer} is out of range for {model_name} with "
+                        f"{len(names)} layers (valid range: {-len(names)} to {len(names) - 1}).")
+                name = names[idx]
+            else:
+                raise TypeError(f"Layer specification must be str or int, got "
+                                f"{type(layer).__name__} in {model_name}_layers.")
+            result.setdefault(name, name_to_module[name])
+        return result
+
+    def __init__(self, model1, model2, layers: Sequence[str | int] | None = None,
+                 model2_layers: Sequence[str | int] | None = None, device=None, *,
+                 debiased: bool = True, backend: str = "auto") -> None:
+        torch = _torch()
+        wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+        self.model1 = model1.module if isinstance(model1, wrappers) else model1
+        self.model2 = model2.module if isinstance(model2, wrappers) else model2
+        self.debiased, self.backend = bool(debiased), backend
+        model2_layers = layers if model2_layers is None else model2_layers
+        self.model1_layer_to_module = self._resolve_layers(self.model1, layers, "model1")
+        self.model2_layer_to_module = self._resolve_layers(self.model2, model2_layers, "model2")
+        self._is_same_model = self.model1 is self.model2
+        self._hook_handles: list = []
+        self._model1_training = self.model1.training
+        self._model2_training = self.model2.training
+        self.device = torch.device(device) if device else torch.device(_default_device(torch))
+        self.model1 = self.model1.to(self.device)
+        self.model2 = self.model2.to(self.device)
+        if self._is_same_model:
+            self._shared_layer_to_module = {**self.model1_layer_to_module,
+                                            **self.model2_layer_to_module}
+            self._shared_features: dict = {}
+        else:
+            self._model1_layer_to_feature: dict = {}
+            self._model2_layer_to_feature: dict = {}
+
+    def _clear_features(self) -> None:
+        for d in self._feature_dicts():
+            d.clear()
+
+    def _feature_dicts(self) -> tuple[dict, ...]:
+        if self._is_same_model:
+            return (self._shared_features,)
+        return self._model1_layer_to_feature, self._model2_layer_to_feature
+
+    def _extract_input(self, batch: Any):
+        torch = _torch()
+        if isinstance(batch, torch.Tensor):
+            return batch
+        if isinstance(batch, (list, tuple)):
+            return batch[0]
+        if isinstance(batch, dict):
+            for key in _INPUT_KEYS:
+                if key in batch:
+                    return batch[key]
+            raise ValueError(f"Cannot find input in dict batch. Keys: {list(batch.keys())}")
+        raise TypeError(f"Unsupported batch type: {type(batch)}")
+
+    def _make_hook(self, features: dict, layer_name: str):
+        torch = _torch()
+
+        def hook(module, inputs, output) -> None:
+            if isinstance(output, tuple):
+                output = output[0]
+            elif hasattr(output, "last_hidden_state"):
+                output = output.last_hidden_state
+            if isinstance(output, torch.Tensor):
+                feat = output.detach()
+                feat = feat.flatten(1) if feat.dim() > 2 else feat
+                # A copy: an in-place op after this layer would otherwise rewrite it.
+                features[layer_name] = feat.clone()
+        return hook
+
+    def _batch_features(self) -> tuple[list, list | None]:
+        if self._is_same_model:
+            got1 = got2 = self._shared_features
+        else:
+            got1, got2 = self._model1_layer_to_feature, self._model2_layer_to_feature
+        missing = [n for n in self.model1_layer_to_module if n not in got1]
+        missing += [n for n in self.model2_layer_to_module if n not in got2]
+        if missing:
+            raise RuntimeError(f"layers {missing} recorded no tensor output in this forward "
+                               "pass (not called, or their output holds no tensor).")
+        xs = [got1[n] for n in self.model1_layer_to_module]
+        if self._is_same_model and list(self.model1_layer_to_module) == list(
+                self.model2_layer_to_module):
+            return xs, None  # one model, the same layers: a symmetric map (pairs i < j once)
+        return xs, [got2[n] for n in self.model2_layer_to_module]
+
+    def _run_models(self, x) -> None:
+        self.model1(x)
+        if not self._is_same_model:
+            self.model2(x)
+
+    def _compare(self, dataloader, progress: bool = True, verbose: bool = False):
+        """The exact CKA map (len(layers1), len(layers2)) over every sample of ``dataloader``,
+        as a float64 tensor on ``self.device`` (float32 on mps)."""
+        torch = _torch()
+        if not self._hook_handles:
+            raise RuntimeError("Hooks not registered.")
+        layer_map = LayerMap(debiased=self.debiased, backend=self.backend)
+        total = len(dataloader) if hasattr(dataloader, "__len__") else None
+        iterator = dataloader
+        if progress:
+            tqdm = require("tqdm", "progress=True").tqdm
+            iterator = tqdm(dataloader, total=total, desc="Computing CKA")
+        with torch.inference_mode():
+            for batch_idx, batch in enumerate(iterator):
+                self._clear_features()
+                self._run_models(self._extract_input(batch).to(self.device))
+                layer_map.update(*self._batch_features())
+                if verbose:
+                    print(f"Batch {batch_idx + 1}/{total} - Mean CKA: "
+                          f"{_running_mean(layer_map):.4f}")
+        self._clear_features()
+        return self._as_tensor(layer_map.result())
+
+    def _compute_cka_matrix(self, hsic_xy, hsic_xx, hsic_yy):
+        """CKA from HSIC tensors: nan where HSIC(x, x) HSIC(y, y) is not positive (undefined),
+        no clamping."""
+        torch = _torch()
+        denom = torch.sqrt(hsic_xx.unsqueeze(1) * hsic_yy.unsqueeze(0))
+        nan = torch.full_like(denom, math.nan)
+        return torch.where(denom > 0, hsic_xy / torch.where(denom > 0, denom, 1.0), nan)
+
+    def _as_tensor(self, m: np.ndarray):
+        torch = _torch()
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.as_tensor(m, dtype=dtype, device=self.device)
+
+    def __enter__(self) -> "CKA":
+        if self._hook_handles:
+            return self
+        if self._is_same_model:
+            hooked = [(self._shared_layer_to_module, self._shared_features)]
+        else:
+            hooked = [(self.model1_layer_to_module, self._model1_layer_to_feature),
+                      (self.model2_layer_to_module, self._model2_layer_to_feature)]
+        for modules, features in hooked:
+            for name, module in modules.items():
+                self._hook_handles.append(
+                    module.register_forward_hook(self._make_hook(features, name)))
+        self.model1.eval()
+        self.model2.eval()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> bool:
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles.clear()
+        self.model1.train(self._model1_training)
+        self.model2.train(self._model2_training)
+        self._clear_features()
+        return False
+
+
+def _default_device(torch) -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def _running_mean(layer_map: LayerMap) -> float:
+    """Mean CKA of the samples so far (nan while too few for the estimator)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(np.nanmean(layer_map.result()))
+    except ValueError:  # fewer samples than the estimator needs
+        return math.nan
+
+
+def compute_cka(model1, model2, *dataloaders, layers=None, model2_layers=None, device=None,
+                progress: bool = True, verbose: bool = False, debiased: bool = True,
+                backend: str = "auto") -> list:
+    """One exact CKA map per dataloader (a list of tensors (len(layers1), len(layers2))).
+
+    Parameters as :class:`CKA`; ``dataloaders`` are positional, or one list of them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.compat.pytorch_cka import compute_cka
+    >>> a = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
+    >>> [m] = compute_cka(a, a, [torch.randn(10, 4) for _ in range(3)], device="cpu",
+    ...                   progress=False)
+    >>> tuple(m.shape)
+    (2, 2)
+    """
+    if len(dataloaders) == 1 and isinstance(dataloaders[0], (list, tuple)) and not _is_batch(
+            dataloaders[0]):
+        dataloaders = tuple(dataloaders[0])
+    if not dataloaders:
+        raise ValueError("compute_cka requires at least one dataloader.")
+    cka = CKA(model1, model2, layers=layers, model2_layers=model2_layers, device=device,
+              debiased=debiased, backend=backend)
+    with cka:
+        return [cka._compare(loader, progress=progress, verbose=verbose)
+                for loader in dataloaders]
+
+
+def _is_batch(items) -> bool:
+    """True for a list of tensors (one loader given as a list of batches), not a list of loaders."""
+    torch = _torch()
+    return len(items) > 0 and all(isinstance(b, torch.Tensor) for b in items)
+
+
+def cka_from_features(features_x, features_y, *, debiased: bool = True, backend: str = "auto"):
+    """Exact CKA between pre-extracted features: 2-D (n, d), 3-D (L, n, d) or a list of 2-D.
+
+    Returns a float64 tensor (Lx, Ly) on the features' device; unbiased HSIC by default, as
+    pytorch-cka, without clamping.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.compat.pytorch_cka import cka_from_features
+    >>> x = torch.randn(32, 8, dtype=torch.float64)
+    >>> float(cka_from_features(x, 2 * x)[0, 0])
+    1.0
+    """
+    from ..cka_matrix import cka_matrix
+
+    torch = _torch()
+    xs, ys = _layers_of(features_x, "features_x"), _layers_of(features_y, "features_y")
+    n = int(xs[0].shape[0])
+    if debiased and n <= 3:
+        raise ValueError(f"cka_from_features requires n > 3 samples (unbiased HSIC); got n={n}.")
+    same = features_x is features_y
+    m = cka_matrix(xs, None if same else ys, debiased=debiased, backend=backend)
+    return torch.as_tensor(m, dtype=torch.float64, device=xs[0].device)
+
+
+def _layers_of(feats, name: str) -> list:
+    torch = _torch()
+    if isinstance(feats, torch.Tensor):
+        if feats.dim() == 2:
+            return [feats.detach()]
+        if feats.dim() == 3:
+            return list(feats.detach().unbind(0))
+        raise ValueError(f"{name} must be 2-D (n, d) or 3-D (L, n, d); got shape "
+                         f"{tuple(feats.shape)}.")
+    layers = [f.detach() if isinstance(f, torch.Tensor) else f for f in feats]
+    if not layers:
+        raise ValueError(f"{name} must hold at least one layer; got an empty sequence.")
+    return layers
+
+
+def _check_grams(grams_x, grams_y, what: str) -> int:
+    if grams_x.dim() != 3 or grams_y.dim() != 3:
+        raise ValueError(f"{what} requires 3D tensors, got shapes {grams_x.shape} and "
+                         f"{grams_y.shape}")
+    _, n, m = grams_x.shape
+    _, n_y, m_y = grams_y.shape
+    if n != m or n_y != m_y:
+        raise ValueError(f"{what} requires square matrices")
+    if n != n_y:
+        raise ValueError(f"Gram matrices must have same sample dimension, got {n} and {n_y}")
+    if n <= 3:
+        raise ValueError(f"{what} requires n > 3, got n={n}")
+    return n
+
+
+class _GramSide:
+    """One stack of Grams as float64 NumPy, each shifted by its mean entry (unbiased HSIC is
+    unchanged by a constant added to every entry, and the sums then do not cancel)."""
+
+    def __init__(self, grams):
+        g = grams.detach().to("cpu", dtype=_torch().float64).numpy()
+        self.g = g - g.mean(axis=(1, 2), keepdims=True)
+        self.col = self.g.sum(axis=1)  # column sums, as pytorch-cka (sum over dim -2)
+        self.diag = np.diagonal(self.g, axis1=1, axis2=2).copy()
+        self.flat = self.g.reshape(len(self.g), -1)
+
+
+def _pair_hsic(a: _GramSide, i: int, b: _GramSide, j: int) -> float:
+    terms = KernelTerms(a.g.shape[1], float(a.flat[i] @ b.flat[j]), float(a.flat[i] @ a.flat[i]),
+                        float(b.flat[j] @ b.flat[j]), a.col[i], b.col[j], a.diag[i], b.diag[j])
+    return combine.kernel_hsic(terms, True).xy
+
+
+def hsic(grams_x, grams_y):
+    """Unbiased HSIC (Song et al. 2012) of every Gram in ``grams_x`` (Lx, n, n) with every one
+    in ``grams_y`` (Ly, n, n): ``(hsic_xy (Lx, Ly), hsic_xx (Lx,), hsic_yy (Ly,))``, in the
+    inputs' dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.compat.pytorch_cka import hsic
+    >>> f = torch.randn(2, 10, 3, dtype=torch.float64)
+    >>> g = f @ f.transpose(1, 2)
+    >>> xy, xx, yy = hsic(g, g)
+    >>> bool(torch.allclose(xy.diagonal(), xx))
+    True
+    """
+    _check_grams(grams_x, grams_y, "hsic_all")
+    a, b = _GramSide(grams_x), _GramSide(grams_y)
+    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
+    xx = np.array([_pair_hsic(a, i, a, i) for i in range(len(a.g))])
+    yy = np.array([_pair_hsic(b, j, b, j) for j in range(len(b.g))])
+    return tuple(_like(v, grams_x) for v in (xy, xx, yy))
+
+
+def hsic_cross(grams_x, grams_y):
+    """Unbiased HSIC of every Gram in ``grams_x`` with every one in ``grams_y``: (Lx, Ly).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.compat.pytorch_cka import hsic_cross
+    >>> g = torch.eye(6).expand(2, 6, 6)
+    >>> tuple(hsic_cross(g, g).shape)
+    (2, 2)
+    """
+    _check_grams(grams_x, grams_y, "hsic_cross")
+    a, b = _GramSide(grams_x), _GramSide(grams_y)
+    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
+    return _like(xy, grams_x)
+
+
+def _like(values: np.ndarray, ref):
+    torch = _torch()
+    dtype = ref.dtype if ref.dtype.is_floating_point else torch.float64
+    return torch.as_tensor(values, device=ref.device).to(dtype)
+
+
+def plot_cka_heatmap(cka_matrix, layers1=None, layers2=None, model1_name: str = "Model 1",
+                     model2_name: str = "Model 2", title: str | None = None, cmap: str = "magma",
+                     vmin: float | None = None, vmax: float | None = None, annot: bool = False,
+                     ax=None, show: bool = False, **ignored):
+    """Heatmap of a CKA map with pytorch-cka's arguments, drawn by
+    :func:`pyckafast.plot.cka_heatmap` (nan cells grey, long layer names shortened). Styling
+    arguments of pytorch-cka that have no counterpart (font sizes, ``figsize``...) are accepted
+    and ignored. Returns ``(fig, ax)``.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from pyckafast.compat.pytorch_cka import plot_cka_heatmap
+    >>> fig, ax = plot_cka_heatmap(np.eye(2), ["a", "b"], ["c", "d"])
+    >>> ax.get_ylabel()
+    'Model 1 layer'
+    """
+    from ..plot import cka_heatmap
+
+    m = cka_matrix.detach().cpu().numpy() if hasattr(cka_matrix, "detach") else cka_matrix
+    m = np.asarray(m, dtype=np.float64)
+    ax = cka_heatmap(m, layers1, layers2, ax, title=title or f"{model1_name} vs {model2_name}",
+                     xlabel=f"{model2_name} layer", ylabel=f"{model1_name} layer",
+                     annotate=bool(annot), cmap=cmap,
+                     vmin=0.0 if vmin is None else vmin, vmax=1.0 if vmax is None else vmax)
+    if show:
+        require("matplotlib.pyplot", "plot_cka_heatmap").show()
+    return ax.figure, ax
+
+
+def save_figure(fig, path: str, dpi: int = 150, bbox_inches: str = "tight",
+                transparent: bool = False) -> None:
+    """``fig.savefig(path, ...)`` with pytorch-cka's defaults."""
+    fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches, transparent=transparent)

@@ -1,0 +1,123 @@
+"""pyckafast.compat.pytorch_cka computes the exact full-dataset CKA (pytorch-cka's own tests,
+in tests/compat/pytorch_cka/, check its API; these check its values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import pyckafast  # noqa: E402
+from pyckafast.compat import pytorch_cka as pc  # noqa: E402
+
+
+def _net(seed: int, inplace: bool = False):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(inplace=inplace),
+                               torch.nn.Linear(12, 5), torch.nn.Tanh())
+
+
+def _acts(model, x, names):
+    """Each named layer's output on all of x at once, by hand."""
+    out, handles = {}, []
+    mods = dict(model.named_modules())
+    for n in names:
+        handles.append(mods[n].register_forward_hook(
+            lambda m, i, o, n=n: out.__setitem__(n, o.detach().clone().double().numpy())))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return [out[n] for n in names]
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_compute_cka_is_the_full_dataset_map_whatever_the_batches(debiased):
+    a, b = _net(0), _net(1)
+    x = torch.randn(90, 6, dtype=torch.float64)
+    a.double(), b.double()
+    names = ["0", "2", "3"]
+    want = pyckafast.cka_matrix(_acts(a, x, names), _acts(b, x, names), debiased=debiased)
+    loaders = [list(x.split(bs)) for bs in (7, 30, 90)]  # 7: last batch of 6, any size works
+    got = pc.compute_cka(a, b, *loaders, layers=names, device="cpu", progress=False,
+                         debiased=debiased)
+    for m in got:
+        assert m.dtype == torch.float64
+        np.testing.assert_allclose(m.numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_inplace_relu_after_a_hooked_layer_does_not_change_its_features():
+    a = _net(0, inplace=True).double()
+    x = torch.randn(40, 6, dtype=torch.float64)
+    [m] = pc.compute_cka(a, a, [x[:20], x[20:]], layers=["0", "1"], device="cpu",
+                         progress=False)
+    pre = a[0](x).detach().numpy()
+    post = np.maximum(pre, 0)
+    want = pyckafast.linear_cka(pre, post, debiased=True)
+    assert abs(float(m[0, 1]) - want) < 1e-12
+    assert float(m[0, 1]) < 1 - 1e-6  # were the hook's tensor rewritten in place, it would be 1
+
+
+def test_hooks_removed_and_training_mode_restored():
+    a, b = _net(0), _net(1)
+    a.train(), b.eval()
+    pc.compute_cka(a, b, [torch.randn(8, 6)], device="cpu", progress=False)
+    assert a.training and not b.training
+    assert all(not m._forward_hooks for m in [*a.modules(), *b.modules()])
+
+
+def test_cka_from_features_matches_unclamped_pytorch_cka_values():
+    cka = pytest.importorskip("cka", reason="pytorch-cka (the peer) is not installed")
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(50, 8, generator=g, dtype=torch.float64)
+    xs = [base @ torch.randn(8, d, generator=g, dtype=torch.float64) for d in (4, 9)]
+    ys = [torch.tanh(base) + 0.1 * torch.randn(50, 8, generator=g, dtype=torch.float64)]
+    got = pc.cka_from_features(xs, ys)
+    theirs = cka.cka_from_features(xs, ys)  # well-conditioned, clearly positive: no clamping
+    assert float(theirs.min()) > 0.05
+    np.testing.assert_allclose(got.numpy(), theirs.numpy(), rtol=1e-10)
+
+
+def test_hsic_matches_pytorch_cka_on_symmetric_grams():
+    cka = pytest.importorskip("cka", reason="pytorch-cka (the peer) is not installed")
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(3, 20, 5, generator=g, dtype=torch.float64)
+    grams = f @ f.transpose(1, 2) + 10.0  # a far offset: accumulated about the mean entry
+    for mine, theirs in zip(pc.hsic(grams, grams[:2]), cka.hsic(grams, grams[:2])):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(pc.hsic_cross(grams, grams).numpy(),
+                               cka.hsic_cross(grams, grams).numpy(), rtol=1e-9)
+
+
+def test_constant_layer_is_nan_with_a_warning():
+    x = torch.randn(20, 6)
+    zero = torch.zeros(20, 3)
+    with pytest.warns(RuntimeWarning, match="zero variance|not positive"):
+        m = pc.cka_from_features([x], [zero])
+    assert torch.isnan(m).all()
+
+
+def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
+    """Layers whose moment state would pass the budget take the gather route: same map."""
+    from pyckafast.compat import _layermap
+
+    routes = []
+
+    class Recorded(_layermap.LayerMap):
+        def result(self):
+            routes.append(self.route)
+            return super().result()
+
+    monkeypatch.setattr(pc, "LayerMap", Recorded)
+    a, b = _net(0).double(), _net(1).double()
+    x = torch.randn(60, 6, dtype=torch.float64)
+    loader = list(x.split(25))
+    streamed = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    monkeypatch.setattr(_layermap, "STATE_BUDGET", 64)
+    gathered = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    np.testing.assert_allclose(gathered.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
+    self_map = pc.compute_cka(a, a, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    want = pyckafast.cka_matrix(_acts(a, x, ["0", "2"]), debiased=True)
+    np.testing.assert_allclose(self_map.numpy(), want, rtol=0, atol=1e-12)
+    assert routes == ["stream", "gather", "gather"]
