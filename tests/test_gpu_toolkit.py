@@ -309,8 +309,9 @@ def test_rbf_launch_matches_the_kernel_signature(fake_engine, monkeypatch, dtype
     block = types.SimpleNamespace(x=np.zeros((70, 5), dtype), y=np.zeros((70, 3), dtype),
                                   nx=np.zeros(70, dtype), ny=np.zeros(70, dtype))
     row = np.zeros(70)
-    engine_mod.CudaEngine().rbf_pair(block, block, 0.5, 0.25, True, row, row, row, row,
-                                     np.zeros((64, 3)))
+    # each kernel as (gamma, c, m): the entries 2^m exp(-gamma d2) - c of csrc/common/rbf_pair.h
+    engine_mod.CudaEngine().rbf_pair(block, block, (0.5, 1.0, 0), (0.25, 0.5, 3), True, row, row,
+                                     row, row, np.zeros((64, 3)))
     (source, name, grid, block_dim, args), = launched
     params = _kernel_params("rbf_pairs_cuda.cu", "pcf_rbf_tiles")
     assert source == "rbf_pairs_cuda.cu" and name.startswith(f"pcf_rbf_tiles<{ctype},")
