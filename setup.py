@@ -2,7 +2,8 @@
 
 * ``pyckafast._ext``: the pybind11 C++17 extension built from csrc/cpu (its threads are
   std::threads sized by pyckafast's one thread setting; no OpenMP runtime). Its sources compile
-  in parallel (``PYCKAFAST_BUILD_JOBS``, default: all cores). If it cannot be built, the package
+  in parallel (``PYCKAFAST_BUILD_JOBS``, default: all cores), through ccache when it is installed
+  (``PYCKAFAST_CCACHE=0`` turns that off). If it cannot be built, the package
   still installs and runs on its NumPy and Numba backends, and ``pyckafast.show_config()`` says
   why the "cpp" backend is missing; ``PYCKAFAST_REQUIRE_EXT=1`` makes that an error instead
   (for wheels and CI).
@@ -31,6 +32,16 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # noqa: BLE001 - any compiler failure
             self._skip(exc)
+
+    def build_extensions(self):
+        # A compiler cache where one is installed: rebuilding an unchanged source (the second
+        # README command, CI, a reinstall) takes seconds instead of a full compile.
+        launcher = shutil.which("ccache") if os.environ.get("PYCKAFAST_CCACHE", "1") != "0" else None
+        if launcher and self.compiler.compiler_type == "unix":
+            command = list(self.compiler.compiler_so)
+            if os.path.basename(command[0]) != "ccache":
+                self.compiler.set_executable("compiler_so", [launcher, *command])
+        super().build_extensions()
 
     def build_extension(self, ext):
         try:
