@@ -45,12 +45,17 @@ def passes(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> list[list
 def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[tuple[int, int]],
               debiased: bool, *, progress: Progress = None) -> dict[tuple[int, int], LinearTerms]:
     """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``); ``progress``
-    is reported after every chunk (rows done over all passes)."""
+    is reported after every chunk (rows done over all passes). Only the representations in
+    ``pairs`` are read (a map whose wide layers go to the tiled pass makes no moments of them)."""
+    needed = sorted({i for pair in pairs for i in pair})
+    slot = {r: k for k, r in enumerate(needed)}
+    reps, names = [reps[r] for r in needed], [names[r] for r in needed]
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     rows = min(n, max(64, _CHUNKS_BYTES // (8 * sum(widths))))
-    groups = passes(widths, pairs)
+    groups = passes(widths, [(slot[i], slot[j]) for i, j in pairs])
     with progress_reporter(progress, n * len(groups), desc="CKA map", unit="row") as report:
-        return _map_terms(reps, names, groups, debiased, rows, report)
+        terms = _map_terms(reps, names, groups, debiased, rows, report)
+    return {(needed[a], needed[b]): t for (a, b), t in terms.items()}
 
 
 def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, int], LinearTerms]:
