@@ -48,11 +48,12 @@ def cka_matrix(
         As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
         pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
     form : {"auto", "features", "tiles"}, default "auto"
-        Linear maps of host data: "features" takes every pair from p x p moments; "tiles" every
+        Maps of host data. Linear: "features" takes every pair from p x p moments; "tiles" every
         pair from Gram tiles in sample space (one pass over block pairs for all of them); "auto"
         sends the layers whose own moments would not fit in memory, or cost more than their
         n x n Gram (about p > n), to the tiled pass (every pair they are in), the others to the
-        feature pass.
+        feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
+        kernel tile once (worth it for wide layers); otherwise one pass per pair.
     progress : None, bool or callable, default None
         Linear maps of host data: True shows a tqdm bar per pass, a callable is called as
         ``progress(done, total)`` (rows of the feature pass, block pairs of the tiled pass).
@@ -132,7 +133,7 @@ def host_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backend
     """The producer for host data: ``pair(i, j)`` -> the HSIC triple of xs[i] and ys[j]."""
     if kernel == "linear":
         return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress)
-    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile)
+    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile, form, progress)
 
 
 def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
@@ -170,10 +171,22 @@ def _wide(s: Samples) -> bool:
         return True
 
 
-def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):
-    produce = rbf_producer(backend, "cpu")
+def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
+               progress=None):
+    """Each representation's bandwidth once; then a tiled pass per pair (the fused kernels for
+    narrow layers), or with ``form="tiles"`` one tiled pass for all pairs, in which every
+    layer's kernel tile comes from its Gram tile once per block pair."""
     gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
     gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
+    if form == "tiles":
+        reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
+        wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+                  if not symmetric or i < j]
+        terms, _ = tiled_map.tiled_map_terms(
+            [s.data for s in reps], wanted, tile=tile, progress=progress, kernel="rbf",
+            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
+        return lambda i, j: combine.kernel_hsic(terms[i, offset + j], debiased)
+    produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:
         terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)

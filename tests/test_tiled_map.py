@@ -182,3 +182,14 @@ def test_cka_matrix_zero_variance_wide_layer_is_nan(rng):
         want = pyckafast.linear_cka(layers[0], layers[2])
     assert np.isnan(want) and np.isnan(got[0, 2]) and np.isnan(got[2, 2])
     assert not np.isnan(got[0, 1])
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
+def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
+    layers = _layers(rng, 110, (40, 6, 90), mean=2.0)
+    ys = None if symmetric else layers[1:]
+    for debiased in (False, True):
+        kw = dict(kernel="rbf", debiased=debiased, threshold=0.8)
+        tiled = pyckafast.cka_matrix(layers, ys, form="tiles", tile=32, **kw)
+        per_pair = pyckafast.cka_matrix(layers, ys, **kw)
+        np.testing.assert_allclose(tiled, per_pair, rtol=0, atol=1e-9)
