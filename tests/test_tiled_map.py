@@ -193,3 +193,46 @@ def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
         tiled = pyckafast.cka_matrix(layers, ys, form="tiles", tile=32, **kw)
         per_pair = pyckafast.cka_matrix(layers, ys, **kw)
         np.testing.assert_allclose(tiled, per_pair, rtol=0, atol=1e-9)
+
+
+# ---- the same map over Dask row chunks ----------------------------------------------------------
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_dask_map_equals_the_in_memory_map(rng, kernel):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 230, (60, 9, 140), mean=5.0)
+    layers[1] = layers[1].astype(np.float32)
+    chunked = [da.from_array(layers[0], chunks=(70, 30)), da.from_array(layers[1], chunks=(100, 9)),
+               layers[2]]  # uneven, misaligned chunks; a NumPy array beside them
+    pairs = [(0, 1), (0, 2), (1, 2), (2, 2)]
+    # gamma = 1 / (mean squared distance): kernels far from 0 and 1
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] if kernel == "rbf" \
+        else None
+    with dask.config.set(scheduler="synchronous"):
+        got, zero = dask_map_terms(chunked, pairs, tile=32, kernel=kernel, gammas=gammas)
+    want, zero_in_memory = tiled_map_terms(layers, pairs, tile=32, kernel=kernel, gammas=gammas)
+    assert zero == zero_in_memory == [False] * 3
+    for pair in pairs:
+        for debiased in (False, True):
+            assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                              abs=1e-12)
+        np.testing.assert_allclose(got[pair].row_k, want[pair].row_k, rtol=1e-9, atol=1e-6)
+
+
+def test_dask_map_names_a_bad_layer(rng):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 50, (4, 5))
+    layers[1][7, 2] = np.inf
+    with dask.config.set(scheduler="synchronous"), pytest.raises(
+            ValueError, match=r"xs\[1\] must contain only finite values"):
+        dask_map_terms([da.from_array(a, chunks=20) for a in layers], [(0, 1)],
+                       names=["xs[0]", "xs[1]"])
+    with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 50 rows"):
+        dask_map_terms([da.from_array(layers[0]), da.from_array(layers[1][:40])], [(0, 1)])
