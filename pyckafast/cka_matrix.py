@@ -51,8 +51,8 @@ def cka_matrix(
         Maps of host data. Linear: "features" takes every pair from p x p moments; "tiles" every
         pair from Gram tiles in sample space (one pass over block pairs for all of them); "auto"
         sends the layers whose own moments would not fit in memory, or cost more than their
-        n x n Gram (about p > n), to the tiled pass (every pair they are in), the others to the
-        feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
+        n x n Gram (about p > n), to the tiled pass (every pair they are in, and every pair of
+        two layers that pass computes anyway), the other pairs to the feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
         kernel tile once (worth it for wide layers); otherwise one pass per pair.
     progress : None, bool or callable, default None
         Linear maps of host data: True shows a tqdm bar per pass, a callable is called as
@@ -145,7 +145,10 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
     wide = [form == "tiles" or (form == "auto" and _wide(s)) for s in reps]
-    tiled = [(i, j) for i, j in wanted if wide[i] or wide[j]]
+    # Every layer paired with a wide one has its Gram tiles computed in the tiled pass: a pair of
+    # two such layers costs one more dot product of tiles there, far less than its moments.
+    in_tiles = {r for i, j in wanted if wide[i] or wide[j] for r in (i, j)}
+    tiled = [(i, j) for i, j in wanted if i in in_tiles and j in in_tiles]
     features = [pair for pair in wanted if pair not in set(tiled)]
     data, names = [s.data for s in reps], [s.name for s in reps]
     triples: dict[tuple[int, int], combine.HSICTriple] = {}

@@ -126,11 +126,25 @@ def test_tile_rows_keep_the_stack_and_blocks_in_budget():
 
 
 # ---- cka_matrix routes wide layers through the tiled pass ---------------------------------------
+ROUTES = {  # layers (n = 120): 0: p=400 and 2: p=300 wide, 1: p=6 and 3: p=8 narrow
+    # symmetric: every layer pairs with a wide one, so all pairs share the tiled pass's tiles
+    "symmetric": (None, {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]],
+                         "features": []}),
+    # reps = xs + ys = [L0, L1, L1, L3] (pairs (i, 2 + j)): layer 1 pairs with no wide layer
+    "two-sided, mixed": ([1, 3], {"tiled": [[(0, 2), (0, 3)]], "features": [[(1, 2), (1, 3)]]}),
+    # reps = [L0, L1, L2, L3]: (1, 3) is narrow but both its layers are in the tiled pass
+    "two-sided, free pair": ([2, 3], {"tiled": [[(0, 2), (0, 3), (1, 2), (1, 3)]],
+                                      "features": []}),
+}
+
+
 @DEBIASED
-@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
-def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, symmetric):
-    layers = _layers(rng, 120, (400, 6, 300, 8))  # two wide layers (p > n), two narrow
-    ys = None if symmetric else [layers[1], layers[2]]
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, route):
+    layers = _layers(rng, 120, (400, 6, 300, 8))
+    picks, expected = ROUTES[route]
+    xs = layers if picks is None else layers[:2]
+    ys = None if picks is None else [layers[k] for k in picks]
     calls = {"tiled": [], "features": []}
     real_tiled, real_features = tiled_map.tiled_map_terms, linear_map.map_terms
 
@@ -144,20 +158,15 @@ def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debias
 
     monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
     monkeypatch.setattr(linear_map, "map_terms", features)
-    got = pyckafast.cka_matrix(layers, ys, debiased=debiased)
-    if symmetric:  # every pair with layer 0 or 2 in one tiled pass, (1, 3) in the feature pass
-        assert calls == {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (2, 3)]],
-                         "features": [[(1, 3)]]}
-    else:  # reps = xs + ys: ys[1] (rep 5) is wide
-        assert calls == {"tiled": [[(0, 4), (0, 5), (1, 5), (2, 4), (2, 5), (3, 5)]],
-                         "features": [[(1, 4), (3, 4)]]}
-    other = layers if symmetric else ys
-    for i in range(4):
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased)
+    assert calls == expected
+    other = xs if ys is None else ys
+    for i in range(len(xs)):
         for j in range(len(other)):
-            if symmetric and i == j:
+            if ys is None and i == j:
                 assert got[i, j] == 1.0
             else:
-                want = linear_cka_ref(layers[i], other[j], debiased)
+                want = linear_cka_ref(xs[i], other[j], debiased)
                 assert got[i, j] == pytest.approx(want, abs=1e-10)
 
 
