@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -87,11 +88,15 @@ def cka_matrix(
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
-    host = dispatch.place(xs_[0].kind, backend) == "cpu"
-    extra = {"form": form, "progress": progress} if host else {}
-    pair = dispatch.producer("matrix", xs_[0].kind, backend)(
-        xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options, tile=tile,
-        **extra)
+    if dispatch.place(xs_[0].kind, backend) == "cuda":
+        from ._gpu import map as gpu_map  # wide layers: the tiled map on the device
+
+        ops = dispatch.resolve(backend, "linear_terms", "cuda")
+        produce = functools.partial(gpu_map.matrix_pairs, ops=ops)
+    else:
+        produce = dispatch.producer("matrix", xs_[0].kind, backend)
+    pair = produce(xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options,
+                   tile=tile, form=form, progress=progress)
     out = np.empty((len(xs_), len(ys_)))
     for i in range(len(xs_)):
         for j in range(len(ys_)):
@@ -144,12 +149,7 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
-    wide = [form == "tiles" or (form == "auto" and _wide(s)) for s in reps]
-    # Every layer paired with a wide one has its Gram tiles computed in the tiled pass: a pair of
-    # two such layers costs one more dot product of tiles there, far less than its moments.
-    in_tiles = {r for i, j in wanted if wide[i] or wide[j] for r in (i, j)}
-    tiled = [(i, j) for i, j in wanted if i in in_tiles and j in in_tiles]
-    features = [pair for pair in wanted if pair not in set(tiled)]
+    tiled, features = tiled_map.route_pairs(reps, wanted, form)
     data, names = [s.data for s in reps], [s.name for s in reps]
     triples: dict[tuple[int, int], combine.HSICTriple] = {}
     if features:
@@ -162,16 +162,6 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
                                                                           zero_y=zero[j])
                         for (i, j), t in kernel_terms.items()})
     return lambda i, j: triples[i, offset + j]
-
-
-def _wide(s: Samples) -> bool:
-    """Whether a layer's pairs go through the tiled sample-space pass: the linear form
-    :func:`dispatch.linear_form` picks for the layer against itself is not "features" (its
-    p x p moments do not fit, or its n x n Gram costs fewer flops)."""
-    try:
-        return dispatch.linear_form("auto", s.n, s.p, s.p, s.data.itemsize) != "features"
-    except MemoryError:  # no form fits in memory: the tiled pass needs the least
-        return True
 
 
 def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",

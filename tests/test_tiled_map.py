@@ -3,6 +3,8 @@ pair, every wanted pair reduced from the tiles; and cka_matrix's routing of wide
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 from _reference import kernel_terms_brute, linear_cka_ref
@@ -245,3 +247,68 @@ def test_dask_map_names_a_bad_layer(rng):
                        names=["xs[0]", "xs[1]"])
     with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 50 rows"):
         dask_map_terms([da.from_array(layers[0]), da.from_array(layers[1][:40])], [(0, 1)])
+
+
+# ---- the GPU route: the tiled map through the engine's array module (emulated) ------------------
+def _proxy_module() -> types.ModuleType:
+    """An array module that is not NumPy (so the tiled map takes the device code path: host rows
+    uploaded block by block with ``xp.asarray``, results brought back with ``_host``) but
+    computes with NumPy."""
+    xp = types.ModuleType("proxy_xp")
+    xp.__getattr__ = lambda name: getattr(np, name)
+    return xp
+
+
+@pytest.fixture
+def gpu_ops(monkeypatch):
+    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    from gpu_emulation import EmulatedEngine
+
+    from pyckafast._core import dispatch
+    from pyckafast._gpu import linear as gpu_linear
+
+    engine = EmulatedEngine()
+    ops = types.ModuleType("emulated_cuda")
+    ops.linear_terms = lambda x, y, *, debiased, chunk_size=None, precision="highest": (
+        gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased, chunk_size=chunk_size,
+                                precision=precision))
+    ops.array_module = _proxy_module
+    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
+    real_load = dispatch._load
+    monkeypatch.setattr(dispatch, "_load",
+                        lambda name: (ops, None) if name == "cuda" else real_load(name))
+    ops.engine = engine
+    return ops
+
+
+def test_tiled_map_through_another_array_module(rng):
+    layers = _layers(rng, 130, (200, 7), mean=50.0, dtype=np.float32)
+    for kernel, gammas in (("linear", None), ("rbf", [1e-3, 2e-2])):
+        got, zero = tiled_map_terms(layers, [(0, 1)], tile=64, xp=_proxy_module(), kernel=kernel,
+                                    gammas=gammas)
+        want, _ = tiled_map_terms(layers, [(0, 1)], tile=64, kernel=kernel, gammas=gammas)
+        # the device path sums the RBF row norms in float64 (the host path in float32)
+        assert got[0, 1].s_kl == pytest.approx(want[0, 1].s_kl, rel=0 if gammas is None else 1e-6)
+        assert zero == [False, False]
+
+
+@DEBIASED
+def test_cka_matrix_on_the_gpu_sends_wide_layers_to_the_tiled_map(gpu_ops, rng, debiased,
+                                                                   monkeypatch):
+    layers = _layers(rng, 120, (400, 6, 8))
+    xs, ys = layers[1:], [layers[0], layers[2]]  # reps [L1, L2, L0, L2]
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append((sorted(pairs), kw["xp"].__name__))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased, backend="cuda")
+    assert seen == [([(0, 2), (1, 2)], "proxy_xp")]  # the pairs with L0; (i, L2) per pair
+    assert gpu_ops.engine.calls["moments"] > 0
+    for i in range(2):
+        for j in range(2):
+            want = linear_cka_ref(xs[i], ys[j], debiased)
+            assert got[i, j] == pytest.approx(want, abs=1e-10)

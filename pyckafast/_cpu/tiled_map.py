@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from .._core.combine import is_zero_variance
+from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
 from .._core.progress import Progress, progress_reporter
 from .._core.terms import KernelTerms
 
 __all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
-           "pair_terms", "rbf_gammas"]
+           "pair_terms", "rbf_gammas", "route_pairs", "wide"]
 
 Pair = tuple[int, int]
 
@@ -122,6 +123,31 @@ def tiled_map_terms(
     return pair_terms(_host(sums.products), _host(sums.rows_a),
                       None if sums.diagonal is None else _host(sums.diagonal),
                       [s.eps for s in sides], shifts, used, pairs, len(reps))
+
+
+def route_pairs(reps: Sequence[Any], wanted: Sequence[Pair], form: str
+                ) -> tuple[list[Pair], list[Pair]]:
+    """(pairs for the tiled map, pairs for the feature-space map) of a linear map of prepared
+    representations (``Samples``). ``form="tiles"``: all tiled; "features": none; "auto": the
+    pairs with a wide layer (:func:`wide`), and every pair of two layers those pairs put in the
+    tiled pass anyway (its tiles are computed there: one more dot product of tiles costs far
+    less than the pair's moments)."""
+    if form == "features":
+        return [], list(wanted)
+    is_wide = [form == "tiles" or wide(s) for s in reps]
+    in_tiles = {r for i, j in wanted if is_wide[i] or is_wide[j] for r in (i, j)}
+    tiled = [(i, j) for i, j in wanted if i in in_tiles and j in in_tiles]
+    return tiled, [pair for pair in wanted if pair not in set(tiled)]
+
+
+def wide(s: Any) -> bool:
+    """Whether a layer (``Samples``) belongs in the tiled sample-space pass: the linear form
+    :func:`~pyckafast._core.dispatch.linear_form` picks for it against itself is not
+    "features" (its p x p moments do not fit in memory, or its n x n Gram costs fewer flops)."""
+    try:
+        return linear_form("auto", s.n, s.p, s.p, s.dtype.itemsize) != "features"
+    except MemoryError:  # no form fits: the tiled pass needs the least
+        return True
 
 
 def rbf_gammas(kernel: str, gammas: Sequence[float] | None, used: list[int]) -> list:
