@@ -121,8 +121,14 @@ def _check_same_samples(xs: list[Samples], ys: list[Samples], debiased: bool) ->
                          f"{[(s.name, s.device) for s in (*xs, *ys)]}.")
 
 
+_VARIANCE_ROWS = 4096  # rows compared at a time: no n x p boolean temporary (memmaps > RAM)
+
+
 def _has_variance(a) -> bool:
-    return bool((a != a[:1]).any())
+    """Whether any row differs from the first."""
+    first = a[:1]
+    return any(bool((a[lo:lo + _VARIANCE_ROWS] != first).any())
+               for lo in range(0, a.shape[0], _VARIANCE_ROWS))
 
 
 def _nan_for(i: int) -> float:
