@@ -142,8 +142,9 @@ def test_feature_pass_reads_only_the_layers_of_its_pairs():
 
 
 def test_variance_check_goes_block_by_block(monkeypatch):
-    from pyckafast import cka_matrix as module
+    import importlib
 
+    module = importlib.import_module("pyckafast.cka_matrix")  # the package exports the function
     monkeypatch.setattr(module, "_VARIANCE_ROWS", 7)
     a = np.ones((40, 3))
     assert not module._has_variance(a)
