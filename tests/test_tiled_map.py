@@ -312,3 +312,14 @@ def test_cka_matrix_on_the_gpu_sends_wide_layers_to_the_tiled_map(gpu_ops, rng, 
         for j in range(2):
             want = linear_cka_ref(xs[i], ys[j], debiased)
             assert got[i, j] == pytest.approx(want, abs=1e-10)
+
+
+def test_cka_matrix_of_wide_memmaps(rng, tmp_path):
+    layers = _layers(rng, 90, (150, 120, 5), mean=2.0, dtype=np.float32)
+    maps = []
+    for k, a in enumerate(layers):
+        np.save(tmp_path / f"l{k}.npy", a)
+        maps.append(np.load(tmp_path / f"l{k}.npy", mmap_mode="r"))
+    got = pyckafast.cka_matrix(maps, debiased=True, tile=32)
+    np.testing.assert_array_equal(got, pyckafast.cka_matrix(layers, debiased=True, tile=32))
+    assert got[0, 2] == pytest.approx(linear_cka_ref(layers[0], layers[2], True), abs=1e-5)
