@@ -49,15 +49,18 @@ def cka_matrix(
         As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
         pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
     form : {"auto", "features", "tiles"}, default "auto"
-        Maps of host data. Linear: "features" takes every pair from p x p moments; "tiles" every
-        pair from Gram tiles in sample space (one pass over block pairs for all of them); "auto"
-        sends the layers whose own moments would not fit in memory, or cost more than their
-        n x n Gram (about p > n), to the tiled pass (every pair they are in, and every pair of
-        two layers that pass computes anyway), the other pairs to the feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
-        kernel tile once (worth it for wide layers); otherwise one pass per pair.
+        How pairs of host layers (and of wide GPU layers) are computed. Linear: "features" takes
+        every pair from p x p moments; "tiles" every pair from Gram tiles in sample space (one
+        pass over block pairs for all of them); "auto" sends the layers whose own moments would
+        not fit in memory, or cost more than their n x n Gram (about p > n), to the tiled pass
+        (every pair they are in, and every pair of two layers that pass computes anyway), the
+        other pairs to the feature pass. RBF: the pairs deeper than 1024 features (p_i + p_j;
+        "tiles": all pairs) go to one tiled pass in which each layer's kernel tile is computed
+        once per block pair; the others (and all with ``backend="numpy"``, the reference, or
+        "features") take one pass per pair.
     progress : None, bool or callable, default None
-        Linear maps of host data: True shows a tqdm bar per pass, a callable is called as
-        ``progress(done, total)`` (rows of the feature pass, block pairs of the tiled pass).
+        True shows a tqdm bar per pass, a callable is called as ``progress(done, total)`` (rows
+        of the linear feature pass, block pairs of a tiled pass).
 
     Returns
     -------
@@ -170,25 +173,35 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     return lambda i, j: triples[i, offset + j]
 
 
+# RBF pairs deeper than this (p_i + p_j) run on BLAS tiles on every CPU backend (the fused
+# kernels stop at 1024): sharing each layer's tiles across its pairs then saves GEMMs.
+RBF_TILED_DEPTH = 1024
+
+
 def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
                progress=None):
-    """Each representation's bandwidth once; then a tiled pass per pair (the fused kernels for
-    narrow layers), or with ``form="tiles"`` one tiled pass for all pairs, in which every
-    layer's kernel tile comes from its Gram tile once per block pair."""
+    """Each representation's bandwidth once; the pairs of wide layers (``form="tiles"``: all)
+    in one tiled pass in which every layer's kernel tile comes from its Gram tile once per
+    block pair; the other pairs one pass each (the fused kernels for narrow layers)."""
     gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
     gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
-    if form == "tiles":
-        reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
-        wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
-                  if not symmetric or i < j]
+    reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
+    wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+              if not symmetric or i < j]
+    deep = [] if form == "features" or backend == "numpy" else [
+        (i, j) for i, j in wanted if form == "tiles" or reps[i].p + reps[j].p > RBF_TILED_DEPTH]
+    tiled, _ = tiled_map.with_free_pairs(wanted, deep)
+    terms = {}
+    if tiled:
         terms, _ = tiled_map.tiled_map_terms(
-            [s.data for s in reps], wanted, tile=tile, progress=progress, kernel="rbf",
+            [s.data for s in reps], tiled, tile=tile, progress=progress, kernel="rbf",
             gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
-        return lambda i, j: combine.kernel_hsic(terms[i, offset + j], debiased)
     produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:
-        terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
-        return combine.kernel_hsic(terms, debiased)
+        if (i, offset + j) in terms:
+            return combine.kernel_hsic(terms[i, offset + j], debiased)
+        pair_terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
+        return combine.kernel_hsic(pair_terms, debiased)
 
     return pair

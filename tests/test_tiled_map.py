@@ -323,3 +323,23 @@ def test_cka_matrix_of_wide_memmaps(rng, tmp_path):
     got = pyckafast.cka_matrix(maps, debiased=True, tile=32)
     np.testing.assert_array_equal(got, pyckafast.cka_matrix(layers, debiased=True, tile=32))
     assert got[0, 2] == pytest.approx(linear_cka_ref(layers[0], layers[2], True), abs=1e-5)
+
+
+def test_cka_matrix_rbf_sends_deep_pairs_to_the_tiled_pass(monkeypatch, rng):
+    layers = _layers(rng, 100, (900, 200, 600, 6), mean=1.0)
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append(sorted(pairs))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True)
+    # (0, 1) and (0, 2) are deep, (1, 2) comes free; the narrow layer 3 pairs one pass each
+    assert seen == [[(0, 1), (0, 2), (1, 2)]]
+    per_pair = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True, form="features")
+    assert len(seen) == 1
+    np.testing.assert_allclose(got, per_pair, rtol=0, atol=1e-9)
+    pyckafast.cka_matrix(layers, kernel="rbf", backend="numpy")  # the reference: per pair
+    assert len(seen) == 1
