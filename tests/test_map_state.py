@@ -120,12 +120,20 @@ def test_batches_must_match_the_first(rng):
         state.update([a[30:] for a in layers], [layers[0][30:]])
     with pytest.raises(ValueError, match="same number of samples"):
         state.update([layers[0][30:], layers[1][31:], layers[2][30:], layers[3][30:]])
-    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values; .* rows 30"):
-        bad = layers[2][30:].copy()
-        bad[0, 1] = np.nan
+    bad = layers[2][30:].copy()
+    bad[25, 1] = np.nan
+    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values"):
         state.update([layers[0][30:], layers[1][30:], bad, layers[3][30:]])
+    assert state.n == 30  # nothing of the bad batch was added
+    np.testing.assert_allclose(state.result(), pyckafast.cka_matrix([a[:30] for a in layers]),
+                               atol=1e-12)
     with pytest.raises(TypeError, match="xs must be a non-empty list"):
         state.update(layers[0])
+    fresh = CKAMapState()
+    with pytest.raises(ValueError, match="finite"):
+        fresh.update([layers[0][30:], layers[1][30:], bad, layers[3][30:]])
+    fresh.update(layers[:2])  # a failed first batch fixed nothing
+    assert fresh.n == 60 and fresh.result().shape == (2, 2)
     other = CKAMapState().update([layers[0], layers[1]])
     with pytest.raises(ValueError, match="other must map the same layers"):
         CKAMapState().update(layers).merge(other)
