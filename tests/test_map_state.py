@@ -286,3 +286,18 @@ def test_one_layer_on_the_device(engine, rng):
     assert state.result().tolist() == [[1.0]]
     assert state.hsic()[1][0] == pytest.approx(pyckafast.linear_hsic(x, x), rel=1e-12)
     assert prepare(x, "x").p == 6
+
+
+@pytest.mark.gpu
+def test_cupy_batches_on_a_real_gpu(rng):
+    """scripts/gpu_check.sh runs ``-m gpu``; skipped without CuPy and a device."""
+    cupy = pytest.importorskip("cupy", reason="needs CuPy")
+    if dispatch.probe("cuda") is not None:
+        pytest.skip(f"no usable GPU: {dispatch.probe('cuda')}")
+    layers = _drifting(rng, 200)
+    state = CKAMapState()
+    for lo in range(0, 200, 64):
+        state.update([cupy.asarray(a[lo:lo + 64]) for a in layers])
+    for debiased in (False, True):
+        np.testing.assert_allclose(state.result(debiased=debiased),
+                                   pyckafast.cka_matrix(layers, debiased=debiased), atol=1e-10)

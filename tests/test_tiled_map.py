@@ -343,3 +343,39 @@ def test_cka_matrix_rbf_sends_deep_pairs_to_the_tiled_pass(monkeypatch, rng):
     np.testing.assert_allclose(got, per_pair, rtol=0, atol=1e-9)
     pyckafast.cka_matrix(layers, kernel="rbf", backend="numpy")  # the reference: per pair
     assert len(seen) == 1
+
+
+# ---- on a real GPU (scripts/gpu_check.sh runs ``-m gpu``; skipped without CuPy and a device) ----
+def _cupy():
+    from pyckafast._core import dispatch
+
+    cupy = pytest.importorskip("cupy", reason="needs CuPy")
+    if dispatch.probe("cuda") is not None:
+        pytest.skip(f"no usable GPU: {dispatch.probe('cuda')}")
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_tiled_map_on_a_gpu_equals_the_host_map(rng, kernel):
+    cupy = _cupy()
+    layers = _layers(rng, 300, (700, 40, 900), mean=1e3, dtype=np.float32)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] \
+        if kernel == "rbf" else None
+    want, _ = tiled_map_terms(layers, pairs, tile=128, kernel=kernel, gammas=gammas)
+    for reps in ([cupy.asarray(a) for a in layers], layers):  # device arrays; host rows streamed
+        got, zero = tiled_map_terms(reps, pairs, tile=128, xp=cupy, kernel=kernel, gammas=gammas)
+        assert zero == [False] * 3
+        for pair in pairs:
+            for debiased in (False, True):
+                assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                                  abs=1e-6)
+
+
+@pytest.mark.gpu
+def test_cka_matrix_of_wide_gpu_layers(rng):
+    cupy = _cupy()
+    layers = _layers(rng, 200, (600, 7, 500))
+    got = pyckafast.cka_matrix([cupy.asarray(a) for a in layers], debiased=True)
+    np.testing.assert_allclose(got, pyckafast.cka_matrix(layers, debiased=True), atol=1e-10)
