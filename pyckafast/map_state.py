@@ -164,7 +164,7 @@ class CKAMapState:
         else:
             base = running
             base.eps = [max(e, f) for e, f in zip(base.eps, eps)]
-            self._spread = [max(s, f.spread) for s, f in zip(self._spread, frames)]
+            self._spread = _widest(self._spread, [f.spread for f in frames])
         _feed(base, data, [s.name for s in reps], rows, self._spread, start=self.n)
         if base is not running:
             self._merge_sums(base)
@@ -207,7 +207,7 @@ class CKAMapState:
         self._layout.check_state(other._layout)
         self._layout.adopt_names(other._layout)
         self._sums.merge(other._sums)
-        self._spread = [max(s, t) for s, t in zip(self._spread, other._spread)]
+        self._spread = _widest(self._spread, other._spread)
         return self
 
     # ---- results -------------------------------------------------------------------------------
@@ -289,8 +289,9 @@ class CKAMapState:
         state = cls(debiased=bool(_field(arrays, "debiased", name)), backend=backend)
         state._layout = _Layout.from_arrays(arrays, name)
         state._sums = _MapSums.from_arrays(arrays, state._layout, state.debiased, name)
-        state._spread = [float(s) for s in _checked(arrays, "spread", (len(state._sums.own),),
-                                                     name)]
+        spread = _field(arrays, "spread", name)
+        state._spread = [] if spread.size == 0 else [  # empty: fed only GPU batches
+            float(s) for s in _checked(arrays, "spread", (len(state._sums.own),), name)]
         return state
 
     def __repr__(self) -> str:
@@ -300,6 +301,14 @@ class CKAMapState:
             kind = "symmetric" if self._layout.symmetric else "two-sided"
             seen = f"n={self.n}, {kind} {self._layout.shape[0]}x{self._layout.shape[1]} map"
         return f"CKAMapState({seen}, debiased={self.debiased}, backend={self.backend!r})"
+
+
+def _widest(mine: list[float], theirs: list[float]) -> list[float]:
+    """Per layer the larger spread; a side that knows none (a state fed only GPU batches, whose
+    spreads the producer does not report) takes the other's."""
+    if not mine or not theirs:
+        return list(mine or theirs)
+    return [max(a, b) for a, b in zip(mine, theirs)]
 
 
 def _undefined(name: str) -> float:

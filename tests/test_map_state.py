@@ -262,6 +262,27 @@ def engine(monkeypatch):
     return engine
 
 
+def test_host_batches_after_device_batches_still_restart_far_chunks(engine, rng, monkeypatch,
+                                                                    tmp_path):
+    from pyckafast import map_state
+
+    layers = _drifting(rng, 150)
+    state = CKAMapState(backend="cuda").update([a[:50] for a in layers])
+    state.save(tmp_path / "gpu.npz")
+    parts = []
+    real = map_state._MapSums.merge
+    monkeypatch.setattr(map_state._MapSums, "merge",
+                        lambda self, other: parts.append(other.n) or real(self, other))
+    for s in (state, CKAMapState.load(tmp_path / "gpu.npz")):
+        s.backend = "auto"
+        parts.clear()
+        for lo in range(50, 150, 25):
+            s.update([a[lo:lo + 25] for a in layers])
+        assert parts  # the rows 100.. (another mean) were accumulated about their own mean
+        np.testing.assert_allclose(s.result(debiased=True),
+                                   pyckafast.cka_matrix(layers, debiased=True), atol=1e-12)
+
+
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_device_batches_go_through_the_cuda_producer(engine, rng, symmetric):
     layers = _drifting(rng, 150)
