@@ -322,3 +322,24 @@ def test_cupy_batches_on_a_real_gpu(rng):
     for debiased in (False, True):
         np.testing.assert_allclose(state.result(debiased=debiased),
                                    pyckafast.cka_matrix(layers, debiased=debiased), atol=1e-10)
+
+
+def test_data_of_extreme_magnitude_are_scaled_exactly(rng):
+    """Rows near 2^170 (products would overflow float64 sums of squares of squares) are scaled
+    by powers of two; batches of another magnitude get another scale and merge exactly."""
+    layers = _layers(rng, 200)
+    for a in layers:
+        a[100:] *= 2.0 ** -9  # the later batches: another power-of-two scale
+    big = [a * 2.0 ** 170 for a in layers]  # exact
+    state = CKAMapState()
+    for lo in range(0, 200, 40):
+        state.update([a[lo:lo + 40] for a in big])
+    scales = {s for s in state._sums.scale}
+    assert scales and all(s < 2.0 ** -100 for s in scales)
+    for debiased in (False, True):
+        np.testing.assert_allclose(state.result(debiased=debiased),
+                                   pyckafast.cka_matrix(layers, debiased=debiased), atol=1e-12)
+        hxy, hxx, _ = state.hsic(debiased=debiased)
+        want = pyckafast.linear_hsic(layers[0], layers[1], debiased=debiased)
+        assert hxy[0, 1] == pytest.approx(want * 2.0 ** 680, rel=1e-10)
+        assert np.isfinite(hxx).all()
