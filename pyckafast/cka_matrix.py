@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -10,9 +11,10 @@ import numpy as np
 
 from ._core import combine, dispatch, params
 from ._core.inputs import Samples, check_same_n, prepare_list
-from ._core.params import validate_params
+from ._core.params import Callables, Boolean, StrOptions, validate_params
+from ._core.progress import Progress
 from ._core.validation import min_samples
-from ._cpu import linear_map
+from ._cpu import linear_map, tiled_map
 from .rbf import RBF_OPTIONS_SPEC, Kernel, RBFOptions, Sigma, rbf_producer
 
 __all__ = ["cka_matrix"]
@@ -21,11 +23,14 @@ __all__ = ["cka_matrix"]
 @validate_params({
     "kernel": params.KERNEL, "debiased": params.BOOLEAN, "backend": params.BACKEND,
     "tile": params.ROWS, **{k: RBF_OPTIONS_SPEC[k] for k in ("sigma", "threshold", "bandwidth")},
+    "form": [StrOptions(("auto", "features", "tiles"))],
+    "progress": [params.OPTIONAL, Boolean(), Callables()],
 })
 def cka_matrix(
     xs: Sequence, ys: Sequence | None = None, *, kernel: Kernel = "linear",
     debiased: bool = False, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: str = "kornblith", backend: str = "auto", tile: int | None = None,
+    form: str = "auto", progress: Progress = None,
 ) -> np.ndarray:
     """CKA between every representation in ``xs`` and every one in ``ys`` (a layer x layer map).
 
@@ -41,8 +46,21 @@ def cka_matrix(
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012) instead of the biased estimator.
     sigma, threshold, bandwidth, backend, tile
-        As in :func:`rbf_cka` (``tile`` applies to the RBF pass). GPU inputs (CuPy, torch
-        CUDA) or ``backend="cuda"``: every pair runs on the GPU.
+        As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
+        pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
+    form : {"auto", "features", "tiles"}, default "auto"
+        How pairs of host layers (and of wide GPU layers) are computed. Linear: "features" takes
+        every pair from p x p moments; "tiles" every pair from Gram tiles in sample space (one
+        pass over block pairs for all of them); "auto" sends the layers whose own moments would
+        not fit in memory, or cost more than their n x n Gram (about p > n), to the tiled pass
+        (every pair they are in, and every pair of two layers that pass computes anyway), the
+        other pairs to the feature pass. RBF: the pairs deeper than 1024 features (p_i + p_j;
+        "tiles": all pairs) go to one tiled pass in which each layer's kernel tile is computed
+        once per block pair; the others (and all with ``backend="numpy"``, the reference, or
+        "features") take one pass per pair.
+    progress : None, bool or callable, default None
+        True shows a tqdm bar per pass, a callable is called as ``progress(done, total)`` (rows
+        of the linear feature pass, block pairs of a tiled pass).
 
     Returns
     -------
@@ -53,8 +71,11 @@ def cka_matrix(
     Linear: every representation's own moments (its Gram X'X about a fixed shift, column sums
     and row norms) are accumulated once, chunk by chunk in float64; each pair then costs one
     chunked cross GEMM X'Y (the same estimator as :func:`linear_cka`; no centred copy of any
-    layer is made). RBF: each representation's bandwidth is found once; each pair is one
-    tiled O(n)-memory pass (:func:`rbf_cka`).
+    layer is made). Wide layers go through one sample-space pass over block pairs in which
+    every layer's Gram tile is computed once and shared by all of its pairs (memory
+    O(L (n + tile^2) + tile p)). RBF: each representation's bandwidth is found once; each pair
+    is one tiled O(n)-memory pass (:func:`rbf_cka`), or for wide layers a share of one tiled
+    pass for all of them.
 
     Examples
     --------
@@ -71,8 +92,15 @@ def cka_matrix(
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
-    pair = dispatch.producer("matrix", xs_[0].kind, backend)(
-        xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options, tile=tile)
+    if dispatch.place(xs_[0].kind, backend) == "cuda":
+        from ._gpu import map as gpu_map  # wide layers: the tiled map on the device
+
+        ops = dispatch.resolve(backend, "linear_terms", "cuda")
+        produce = functools.partial(gpu_map.matrix_pairs, ops=ops)
+    else:
+        produce = dispatch.producer("matrix", xs_[0].kind, backend)
+    pair = produce(xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options,
+                   tile=tile, form=form, progress=progress)
     out = np.empty((len(xs_), len(ys_)))
     for i in range(len(xs_)):
         for j in range(len(ys_)):
@@ -97,8 +125,14 @@ def _check_same_samples(xs: list[Samples], ys: list[Samples], debiased: bool) ->
                          f"{[(s.name, s.device) for s in (*xs, *ys)]}.")
 
 
+_VARIANCE_ROWS = 4096  # rows compared at a time: no n x p boolean temporary (memmaps > RAM)
+
+
 def _has_variance(a) -> bool:
-    return bool((a != a[:1]).any())
+    """Whether any row differs from the first."""
+    first = a[:1]
+    return any(bool((a[lo:lo + _VARIANCE_ROWS] != first).any())
+               for lo in range(0, a.shape[0], _VARIANCE_ROWS))
 
 
 def _nan_for(i: int) -> float:
@@ -109,30 +143,66 @@ def _nan_for(i: int) -> float:
 
 def host_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backend: str,
                kernel: str, debiased: bool, options: RBFOptions | None = None,
-               tile: int | None = None) -> Callable[[int, int], combine.HSICTriple]:
+               tile: int | None = None, form: str = "auto",
+               progress: Progress = None) -> Callable[[int, int], combine.HSICTriple]:
     """The producer for host data: ``pair(i, j)`` -> the HSIC triple of xs[i] and ys[j]."""
     if kernel == "linear":
-        return _linear_pairs(xs, ys, symmetric, debiased)
-    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile)
+        return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress)
+    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile, form, progress)
 
 
-def _linear_pairs(xs, ys, symmetric, debiased):
-    # float64 chunks through BLAS whatever ``backend`` says (it chooses the RBF tiles)
+def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
+    """Pairs with a wide layer (or all, ``form="tiles"``) from one tiled sample-space pass, the
+    others from one chunked feature-space pass (float64 BLAS chunks whatever ``backend`` says:
+    it chooses the RBF tiles)."""
     reps = xs if symmetric else [*xs, *ys]
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
-    terms = linear_map.map_terms([s.data for s in reps], [s.name for s in reps], wanted, debiased)
-    return lambda i, j: combine.linear_hsic(terms[i, offset + j], debiased)
+    tiled, features = tiled_map.route_pairs(reps, wanted, form)
+    data, names = [s.data for s in reps], [s.name for s in reps]
+    triples: dict[tuple[int, int], combine.HSICTriple] = {}
+    if features:
+        terms = linear_map.map_terms(data, names, features, debiased, progress=progress)
+        triples.update({pair: combine.linear_hsic(t, debiased) for pair, t in terms.items()})
+    if tiled:
+        kernel_terms, zero = tiled_map.tiled_map_terms(data, tiled, tile=tile, progress=progress,
+                                                       names=names)
+        triples.update({(i, j): combine.kernel_hsic(t, debiased)._replace(zero_x=zero[i],
+                                                                          zero_y=zero[j])
+                        for (i, j), t in kernel_terms.items()})
+    return lambda i, j: triples[i, offset + j]
 
 
-def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):
-    produce = rbf_producer(backend, "cpu")
+# RBF pairs deeper than this (p_i + p_j) run on BLAS tiles on every CPU backend (the fused
+# kernels stop at 1024): sharing each layer's tiles across its pairs then saves GEMMs.
+RBF_TILED_DEPTH = 1024
+
+
+def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
+               progress=None):
+    """Each representation's bandwidth once; the pairs of wide layers (``form="tiles"``: all)
+    in one tiled pass in which every layer's kernel tile comes from its Gram tile once per
+    block pair; the other pairs one pass each (the fused kernels for narrow layers)."""
     gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
     gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
+    reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
+    wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+              if not symmetric or i < j]
+    deep = [] if form == "features" or backend == "numpy" else [
+        (i, j) for i, j in wanted if form == "tiles" or reps[i].p + reps[j].p > RBF_TILED_DEPTH]
+    tiled, _ = tiled_map.with_free_pairs(wanted, deep)
+    terms = {}
+    if tiled:
+        terms, _ = tiled_map.tiled_map_terms(
+            [s.data for s in reps], tiled, tile=tile, progress=progress, kernel="rbf",
+            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
+    produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:
-        terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
-        return combine.kernel_hsic(terms, debiased)
+        if (i, offset + j) in terms:
+            return combine.kernel_hsic(terms[i, offset + j], debiased)
+        pair_terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
+        return combine.kernel_hsic(pair_terms, debiased)
 
     return pair

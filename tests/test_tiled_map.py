@@ -1,0 +1,408 @@
+"""The tiled sample-space map (pyckafast._cpu.tiled_map): every layer's Gram tile once per block
+pair, every wanted pair reduced from the tiles; and cka_matrix's routing of wide layers to it."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from _reference import kernel_terms_brute, linear_cka_ref
+
+import pyckafast
+from pyckafast._core import combine
+from pyckafast._cpu import linear_map, tiled_map
+from pyckafast._cpu.tiled_map import map_tile_rows, tiled_map_terms
+
+DEBIASED = pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
+
+
+def _layers(rng, n, widths, mean=0.0, dtype=np.float64):
+    """Related layers of the given widths (each a noisy linear image of a common signal)."""
+    z = rng.normal(size=(n, 12))
+    out = []
+    for k, p in enumerate(widths):
+        a = z @ rng.normal(size=(12, p)) + (0.5 + k) * rng.normal(size=(n, p))
+        out.append((a + mean).astype(dtype))
+    return out
+
+
+def _cka(terms, debiased, zero=(False, False)):
+    h = combine.kernel_hsic(terms, debiased)._replace(zero_x=zero[0], zero_y=zero[1])
+    return combine.cka_from_hsic(h)
+
+
+@DEBIASED
+@pytest.mark.parametrize("widths", [(300, 40, 520), (9, 25, 4)], ids=["p>n", "p<n"])
+def test_symmetric_pairs_equal_linear_cka(rng, debiased, widths):
+    n = 203  # not a multiple of the tile
+    layers = _layers(rng, n, widths)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    terms, zero = tiled_map_terms(layers, pairs, tile=64)
+    assert zero == [False] * 3 and set(terms) == set(pairs)
+    for i, j in pairs:
+        want = pyckafast.linear_cka(layers[i], layers[j], debiased=debiased)
+        assert _cka(terms[i, j], debiased) == pytest.approx(want, abs=1e-10)
+
+
+@DEBIASED
+def test_two_sided_pairs_and_a_layer_with_itself(rng, debiased):
+    xs = _layers(rng, 150, (70, 200))
+    ys = _layers(rng, 150, (33, 180, 5))
+    reps = [*xs, *ys]
+    pairs = [(i, 2 + j) for i in range(2) for j in range(3)] + [(1, 1)]
+    terms, _ = tiled_map_terms(reps, pairs, tile=64)
+    for i, j in pairs:
+        want = linear_cka_ref(reps[i], reps[j], debiased)
+        assert _cka(terms[i, j], debiased) == pytest.approx(want, abs=1e-10)
+
+
+@DEBIASED
+def test_float32_with_a_large_mean(rng, debiased):
+    layers = _layers(rng, 180, (260, 50, 400), mean=1e3, dtype=np.float32)
+    terms, _ = tiled_map_terms(layers, [(0, 1), (0, 2), (1, 2)], tile=128)
+    for (i, j), t in terms.items():
+        assert t.eps == np.finfo(np.float32).eps
+        assert _cka(t, debiased) == pytest.approx(linear_cka_ref(layers[i], layers[j], debiased),
+                                                  abs=1e-5)
+
+
+def test_memmap_inputs_are_read_block_by_block(rng, tmp_path):
+    layers = _layers(rng, 170, (90, 130))
+    maps = []
+    for k, a in enumerate(layers):
+        np.save(tmp_path / f"l{k}.npy", a)
+        maps.append(np.load(tmp_path / f"l{k}.npy", mmap_mode="r"))
+    terms, _ = tiled_map_terms(maps, [(0, 1)], tile=64)
+    in_memory, _ = tiled_map_terms(layers, [(0, 1)], tile=64)
+    assert terms[0, 1].s_kl == in_memory[0, 1].s_kl
+    assert _cka(terms[0, 1], True) == pytest.approx(linear_cka_ref(*layers, True), abs=1e-10)
+
+
+def test_only_the_layers_in_pairs_are_read(rng):
+    layers = _layers(rng, 60, (8, 9, 10))
+    layers[2] = layers[2].copy()
+    layers[2][3, 1] = np.nan  # never read
+    terms, zero = tiled_map_terms(layers, [(0, 1)], tile=32)
+    assert set(terms) == {(0, 1)} and zero == [False, False, False]
+    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values"):
+        tiled_map_terms(layers, [(0, 2)], names=["xs[0]", "xs[1]", "xs[2]"])
+    with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 60 rows"):
+        tiled_map_terms([layers[0], layers[1][:50]], [(0, 1)])
+
+
+def test_progress_is_reported_per_block_pair(rng):
+    layers = _layers(rng, 100, (5, 6))
+    seen = []
+    tiled_map_terms(layers, [(0, 1)], tile=32, progress=lambda done, total: seen.append(
+        (done, total)))
+    blocks = 4  # 100 rows in tiles of 32
+    total = blocks * (blocks + 1) // 2
+    assert seen == [(k, total) for k in range(1, total + 1)]
+
+
+def test_rbf_tiles_equal_the_brute_force_terms(rng):
+    layers = _layers(rng, 90, (30, 7, 50), mean=3.0)
+    gammas = [0.02, 0.3, 0.01]
+    terms, zero = tiled_map_terms(layers, [(0, 1), (1, 2), (0, 2)], tile=32, kernel="rbf",
+                                  gammas=gammas)
+    assert zero == [False] * 3
+    for (i, j), t in terms.items():
+        want = kernel_terms_brute(layers[i], layers[j], gammas[i], gammas[j])
+        assert t.diag_k is None and t.diag_l is None
+        assert t.s_kl == pytest.approx(want.s_kl, rel=1e-10)
+        assert t.s_kk == pytest.approx(want.s_kk, rel=1e-10)
+        np.testing.assert_allclose(t.row_k, want.row_k, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(t.row_l, want.row_l, rtol=1e-9, atol=1e-9)
+        for debiased in (False, True):  # rbf_cka itself agrees with brute force to ~3e-10
+            assert _cka(t, debiased) == pytest.approx(_cka(want, debiased), abs=1e-9)
+    with pytest.raises(ValueError, match="gammas"):
+        tiled_map_terms(layers, [(0, 1)], kernel="rbf")
+
+
+def test_tile_rows_keep_the_stack_and_blocks_in_budget():
+    rows = map_tile_rows([16384] * 8, 4)
+    assert rows % 64 == 0 and 8 * rows * rows * 8 <= tiled_map._STACK_BYTES
+    assert 2 * rows * 16384 * 4 <= tiled_map._BLOCKS_BYTES
+    assert map_tile_rows([4], 8) == tiled_map._MAX_TILE
+
+
+# ---- cka_matrix routes wide layers through the tiled pass ---------------------------------------
+ROUTES = {  # layers (n = 120): 0: p=400 and 2: p=300 wide, 1: p=6 and 3: p=8 narrow
+    # symmetric: every layer pairs with a wide one, so all pairs share the tiled pass's tiles
+    "symmetric": (None, {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]],
+                         "features": []}),
+    # reps = xs + ys = [L0, L1, L1, L3] (pairs (i, 2 + j)): layer 1 pairs with no wide layer
+    "two-sided, mixed": ([1, 3], {"tiled": [[(0, 2), (0, 3)]], "features": [[(1, 2), (1, 3)]]}),
+    # reps = [L0, L1, L2, L3]: (1, 3) is narrow but both its layers are in the tiled pass
+    "two-sided, free pair": ([2, 3], {"tiled": [[(0, 2), (0, 3), (1, 2), (1, 3)]],
+                                      "features": []}),
+}
+
+
+@DEBIASED
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, route):
+    layers = _layers(rng, 120, (400, 6, 300, 8))
+    picks, expected = ROUTES[route]
+    xs = layers if picks is None else layers[:2]
+    ys = None if picks is None else [layers[k] for k in picks]
+    calls = {"tiled": [], "features": []}
+    real_tiled, real_features = tiled_map.tiled_map_terms, linear_map.map_terms
+
+    def tiled(reps, pairs, **kw):
+        calls["tiled"].append(sorted(pairs))
+        return real_tiled(reps, pairs, **kw)
+
+    def features(reps, names, pairs, debiased, **kw):
+        calls["features"].append(sorted(pairs))
+        return real_features(reps, names, pairs, debiased, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    monkeypatch.setattr(linear_map, "map_terms", features)
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased)
+    assert calls == expected
+    other = xs if ys is None else ys
+    for i in range(len(xs)):
+        for j in range(len(other)):
+            if ys is None and i == j:
+                assert got[i, j] == 1.0
+            else:
+                want = linear_cka_ref(xs[i], other[j], debiased)
+                assert got[i, j] == pytest.approx(want, abs=1e-10)
+
+
+def test_cka_matrix_form_tiles_and_features_agree(rng):
+    layers = _layers(rng, 97, (12, 30, 5))
+    seen = []
+    tiles = pyckafast.cka_matrix(layers, form="tiles", tile=32,
+                                 progress=lambda d, t: seen.append((d, t)))
+    features = pyckafast.cka_matrix(layers, form="features")
+    np.testing.assert_allclose(tiles, features, atol=1e-12)
+    assert seen[-1] == (10, 10)  # 4 blocks: 10 block pairs
+    with pytest.raises(ValueError, match="'form' parameter of cka_matrix"):
+        pyckafast.cka_matrix(layers, form="gram")
+
+
+def test_cka_matrix_zero_variance_wide_layer_is_nan(rng):
+    layers = _layers(rng, 50, (80, 6))
+    layers.append(np.full((50, 70), 4.0))
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        got = pyckafast.cka_matrix(layers)
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        want = pyckafast.linear_cka(layers[0], layers[2])
+    assert np.isnan(want) and np.isnan(got[0, 2]) and np.isnan(got[2, 2])
+    assert not np.isnan(got[0, 1])
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
+def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
+    layers = _layers(rng, 110, (40, 6, 90), mean=2.0)
+    ys = None if symmetric else layers[1:]
+    for debiased in (False, True):
+        kw = dict(kernel="rbf", debiased=debiased, threshold=0.8)
+        tiled = pyckafast.cka_matrix(layers, ys, form="tiles", tile=32, **kw)
+        per_pair = pyckafast.cka_matrix(layers, ys, **kw)
+        np.testing.assert_allclose(tiled, per_pair, rtol=0, atol=1e-9)
+
+
+# ---- the same map over Dask row chunks ----------------------------------------------------------
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_dask_map_equals_the_in_memory_map(rng, kernel):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 230, (60, 9, 140), mean=5.0)
+    layers[1] = layers[1].astype(np.float32)
+    chunked = [da.from_array(layers[0], chunks=(70, 30)), da.from_array(layers[1], chunks=(100, 9)),
+               layers[2]]  # uneven, misaligned chunks; a NumPy array beside them
+    pairs = [(0, 1), (0, 2), (1, 2), (2, 2)]
+    # gamma = 1 / (mean squared distance): kernels far from 0 and 1
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] if kernel == "rbf" \
+        else None
+    with dask.config.set(scheduler="synchronous"):
+        got, zero = dask_map_terms(chunked, pairs, tile=32, kernel=kernel, gammas=gammas)
+    want, zero_in_memory = tiled_map_terms(layers, pairs, tile=32, kernel=kernel, gammas=gammas)
+    assert zero == zero_in_memory == [False] * 3
+    for pair in pairs:
+        for debiased in (False, True):
+            assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                              abs=1e-12)
+        np.testing.assert_allclose(got[pair].row_k, want[pair].row_k, rtol=1e-9, atol=1e-6)
+
+
+def test_dask_map_names_a_bad_layer(rng):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 50, (4, 5))
+    layers[1][7, 2] = np.inf
+    with dask.config.set(scheduler="synchronous"), pytest.raises(
+            ValueError, match=r"xs\[1\] must contain only finite values"):
+        dask_map_terms([da.from_array(a, chunks=20) for a in layers], [(0, 1)],
+                       names=["xs[0]", "xs[1]"])
+    with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 50 rows"):
+        dask_map_terms([da.from_array(layers[0]), da.from_array(layers[1][:40])], [(0, 1)])
+
+
+# ---- the GPU route: the tiled map through the engine's array module (emulated) ------------------
+def _proxy_module() -> types.ModuleType:
+    """An array module that is not NumPy (so the tiled map takes the device code path: host rows
+    uploaded block by block with ``xp.asarray``, results brought back with ``_host``) but
+    computes with NumPy."""
+    xp = types.ModuleType("proxy_xp")
+    xp.__getattr__ = lambda name: getattr(np, name)
+    return xp
+
+
+@pytest.fixture
+def gpu_ops(monkeypatch):
+    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    from gpu_emulation import EmulatedEngine
+
+    from pyckafast._core import dispatch
+    from pyckafast._gpu import linear as gpu_linear
+
+    engine = EmulatedEngine()
+    ops = types.ModuleType("emulated_cuda")
+    ops.linear_terms = lambda x, y, *, debiased, chunk_size=None, precision="highest": (
+        gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased, chunk_size=chunk_size,
+                                precision=precision))
+    ops.array_module = _proxy_module
+    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
+    real_load = dispatch._load
+    monkeypatch.setattr(dispatch, "_load",
+                        lambda name: (ops, None) if name == "cuda" else real_load(name))
+    ops.engine = engine
+    return ops
+
+
+def test_tiled_map_through_another_array_module(rng):
+    layers = _layers(rng, 130, (200, 7), mean=50.0, dtype=np.float32)
+    for kernel, gammas in (("linear", None), ("rbf", [1e-3, 2e-2])):
+        got, zero = tiled_map_terms(layers, [(0, 1)], tile=64, xp=_proxy_module(), kernel=kernel,
+                                    gammas=gammas)
+        want, _ = tiled_map_terms(layers, [(0, 1)], tile=64, kernel=kernel, gammas=gammas)
+        # the device path sums the RBF row norms in float64 (the host path in float32)
+        assert got[0, 1].s_kl == pytest.approx(want[0, 1].s_kl, rel=0 if gammas is None else 1e-6)
+        assert zero == [False, False]
+
+
+@DEBIASED
+def test_cka_matrix_on_the_gpu_sends_wide_layers_to_the_tiled_map(gpu_ops, rng, debiased,
+                                                                   monkeypatch):
+    layers = _layers(rng, 120, (400, 6, 8))
+    xs, ys = layers[1:], [layers[0], layers[2]]  # reps [L1, L2, L0, L2]
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append((sorted(pairs), kw["xp"].__name__))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased, backend="cuda")
+    assert seen == [([(0, 2), (1, 2)], "proxy_xp")]  # the pairs with L0; (i, L2) per pair
+    assert gpu_ops.engine.calls["moments"] > 0
+    for i in range(2):
+        for j in range(2):
+            want = linear_cka_ref(xs[i], ys[j], debiased)
+            assert got[i, j] == pytest.approx(want, abs=1e-10)
+
+
+def test_cka_matrix_of_wide_memmaps(rng, tmp_path):
+    layers = _layers(rng, 90, (150, 120, 5), mean=2.0, dtype=np.float32)
+    maps = []
+    for k, a in enumerate(layers):
+        np.save(tmp_path / f"l{k}.npy", a)
+        maps.append(np.load(tmp_path / f"l{k}.npy", mmap_mode="r"))
+    got = pyckafast.cka_matrix(maps, debiased=True, tile=32)
+    np.testing.assert_array_equal(got, pyckafast.cka_matrix(layers, debiased=True, tile=32))
+    assert got[0, 2] == pytest.approx(linear_cka_ref(layers[0], layers[2], True), abs=1e-5)
+
+
+def test_cka_matrix_rbf_sends_deep_pairs_to_the_tiled_pass(monkeypatch, rng):
+    layers = _layers(rng, 100, (900, 200, 600, 6), mean=1.0)
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append(sorted(pairs))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True)
+    # (0, 1) and (0, 2) are deep, (1, 2) comes free; the narrow layer 3 pairs one pass each
+    assert seen == [[(0, 1), (0, 2), (1, 2)]]
+    per_pair = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True, form="features")
+    assert len(seen) == 1
+    np.testing.assert_allclose(got, per_pair, rtol=0, atol=1e-9)
+    pyckafast.cka_matrix(layers, kernel="rbf", backend="numpy")  # the reference: per pair
+    assert len(seen) == 1
+
+
+# ---- on a real GPU (scripts/gpu_check.sh runs ``-m gpu``; skipped without CuPy and a device) ----
+def _cupy():
+    from pyckafast._core import dispatch
+
+    cupy = pytest.importorskip("cupy", reason="needs CuPy")
+    if dispatch.probe("cuda") is not None:
+        pytest.skip(f"no usable GPU: {dispatch.probe('cuda')}")
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_tiled_map_on_a_gpu_equals_the_host_map(rng, kernel):
+    cupy = _cupy()
+    layers = _layers(rng, 300, (700, 40, 900), mean=1e3, dtype=np.float32)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] \
+        if kernel == "rbf" else None
+    want, _ = tiled_map_terms(layers, pairs, tile=128, kernel=kernel, gammas=gammas)
+    for reps in ([cupy.asarray(a) for a in layers], layers):  # device arrays; host rows streamed
+        got, zero = tiled_map_terms(reps, pairs, tile=128, xp=cupy, kernel=kernel, gammas=gammas)
+        assert zero == [False] * 3
+        for pair in pairs:
+            for debiased in (False, True):
+                assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                                  abs=1e-6)
+
+
+@pytest.mark.gpu
+def test_cka_matrix_of_wide_gpu_layers(rng):
+    cupy = _cupy()
+    layers = _layers(rng, 200, (600, 7, 500))
+    got = pyckafast.cka_matrix([cupy.asarray(a) for a in layers], debiased=True)
+    np.testing.assert_allclose(got, pyckafast.cka_matrix(layers, debiased=True), atol=1e-10)
+
+
+@pytest.mark.parametrize("magnitude", [2.0 ** 70, 2.0 ** -70], ids=["huge", "tiny"])
+def test_float32_of_extreme_magnitude_is_scaled(rng, magnitude):
+    """float32 Gram tiles of rows near 1e21 would overflow (near 1e-21 underflow): the centred
+    rows are multiplied by a power of two and HSIC scaled back through the terms' log2."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    base = _layers(rng, 120, (150, 9))
+    layers = [(a * magnitude).astype(np.float32) for a in base]
+    terms, zero = tiled_map_terms(layers, [(0, 1)], tile=64)
+    with dask.config.set(scheduler="synchronous"):
+        chunked, _ = dask_map_terms([da.from_array(a, chunks=50) for a in layers], [(0, 1)],
+                                    tile=64)
+    assert zero == [False, False]
+    for t in (terms[0, 1], chunked[0, 1]):
+        assert t.log2_k != 0 and np.isfinite(t.s_kl)
+        for debiased in (False, True):
+            want = linear_cka_ref(*layers, debiased)  # of the float32 values
+            assert _cka(t, debiased) == pytest.approx(want, abs=1e-5)
+        h = combine.kernel_hsic(t, False).unscaled()
+        assert h.xy == pytest.approx(pyckafast.linear_hsic(*layers), rel=1e-4)
+    got = pyckafast.cka_matrix(layers, form="tiles")
+    assert got[0, 1] == pytest.approx(linear_cka_ref(*layers), abs=1e-5)
