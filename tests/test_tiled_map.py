@@ -406,3 +406,48 @@ def test_float32_of_extreme_magnitude_is_scaled(rng, magnitude):
         assert h.xy == pytest.approx(pyckafast.linear_hsic(*layers), rel=1e-4)
     got = pyckafast.cka_matrix(layers, form="tiles")
     assert got[0, 1] == pytest.approx(linear_cka_ref(*layers), abs=1e-5)
+
+
+# ---- narrow RBF bandwidths in the tiled map ------------------------------------------------------
+# The tiled map sums E = 2^m K - c per kernel, as every RBF producer does
+# (pyckafast/_core/rbf_entry.py); with E = K - 1 (before) the debiased estimator cancelled the
+# -1s at narrow bandwidths: threshold 0.1 lost every digit. Bounds as in tests/test_rbf_narrow.py
+# (per-pair rbf_cka, itself checked there against the float64 n x n reference).
+def _narrow_tol(dtype, threshold):
+    u = 1.0 / (2.0 * threshold ** 2)
+    return 1e-10 if dtype == np.float64 else 3e-7 * max(1.0, u) + 1e-6
+
+
+@pytest.fixture(scope="module")
+def narrow_layers():
+    from _reference import correlated_tanh
+
+    x, y = correlated_tanh(np.random.default_rng(3), 200, 24, 12, mean=2.0)
+    return [x, y, np.tanh(x[:, :16]) + 2.0]
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_cka_matrix_rbf_tiles_narrow_bandwidths(narrow_layers, dtype, threshold):
+    layers = [a.astype(dtype) for a in narrow_layers]
+    for debiased in (False, True):
+        got = pyckafast.cka_matrix(layers, kernel="rbf", debiased=debiased, threshold=threshold,
+                                   form="tiles", tile=64)
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            want = pyckafast.rbf_cka(layers[i], layers[j], threshold=threshold,
+                                     debiased=debiased, tile=64)
+            assert abs(got[i, j] - want) <= _narrow_tol(dtype, threshold) * abs(want), (
+                debiased, i, j, got[i, j], want)
+
+
+def test_tiled_map_rbf_narrow_explicit_sigma_matches_reference(narrow_layers):
+    # an explicit sigma: the typical entry from sampled pairs (as rbf_cka); against the
+    # float64 n x n reference
+    from _reference import rbf_cka_ref
+
+    x, y = narrow_layers[:2]
+    sigma = (0.06 * np.sqrt(2 * 24), 0.06 * np.sqrt(2 * 12))  # u near 140 per side
+    got = pyckafast.cka_matrix([x], [y], kernel="rbf", debiased=True, sigma=sigma, form="tiles",
+                               tile=64)[0, 0]
+    want = rbf_cka_ref(x, y, sigma=sigma, debiased=True)
+    assert abs(got - want) <= 1e-10 * abs(want)
