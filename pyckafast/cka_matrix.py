@@ -196,7 +196,8 @@ def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, 
     if tiled:
         terms, _ = tiled_map.tiled_map_terms(
             [s.data for s in reps], tiled, tile=tile, progress=progress, kernel="rbf",
-            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
+            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps],
+            options=options)
     produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:

@@ -7,7 +7,7 @@ import types
 
 import numpy as np
 import pytest
-from _reference import kernel_terms_brute, linear_cka_ref
+from _reference import cka_from_grams, linear_cka_ref, sq_distances
 
 import pyckafast
 from pyckafast._core import combine
@@ -101,21 +101,36 @@ def test_progress_is_reported_per_block_pair(rng):
     assert seen == [(k, total) for k in range(1, total + 1)]
 
 
+def _shifted_brute(a, kernel):
+    """Brute-force E = 2^m exp(-gamma d2) - c (zero diagonal) of an RbfKernel."""
+    gamma, c, m = kernel.args()
+    e = 2.0 ** m * np.exp(-gamma * sq_distances(a)) - c
+    np.fill_diagonal(e, 0.0)
+    return e
+
+
 def test_rbf_tiles_equal_the_brute_force_terms(rng):
     layers = _layers(rng, 90, (30, 7, 50), mean=3.0)
     gammas = [0.02, 0.3, 0.01]
     terms, zero = tiled_map_terms(layers, [(0, 1), (1, 2), (0, 2)], tile=32, kernel="rbf",
                                   gammas=gammas)
+    kernels, _ = tiled_map.rbf_kernels(gammas, None, layers, [np.dtype(np.float64)] * 3)
     assert zero == [False] * 3
+    assert max(k.m for k in kernels) > 50  # a narrow kernel: scaled entries, c << 2^m
     for (i, j), t in terms.items():
-        want = kernel_terms_brute(layers[i], layers[j], gammas[i], gammas[j])
+        e, f = _shifted_brute(layers[i], kernels[i]), _shifted_brute(layers[j], kernels[j])
+        assert (t.log2_k, t.log2_l) == (kernels[i].log2_scale, kernels[j].log2_scale)
+        assert (t.const_diag_k, t.const_diag_l) == (kernels[i].diag, kernels[j].diag)
         assert t.diag_k is None and t.diag_l is None
-        assert t.s_kl == pytest.approx(want.s_kl, rel=1e-10)
-        assert t.s_kk == pytest.approx(want.s_kk, rel=1e-10)
-        np.testing.assert_allclose(t.row_k, want.row_k, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(t.row_l, want.row_l, rtol=1e-9, atol=1e-9)
-        for debiased in (False, True):  # rbf_cka itself agrees with brute force to ~3e-10
-            assert _cka(t, debiased) == pytest.approx(_cka(want, debiased), abs=1e-9)
+        assert t.s_kl == pytest.approx(float((e * f).sum()), rel=1e-10)
+        assert t.s_kk == pytest.approx(float((e * e).sum()), rel=1e-10)
+        # a row sum adds entries of both signs: its error is relative to the sum of |E|
+        assert np.all(np.abs(t.row_k - e.sum(1)) <= 1e-10 * np.abs(e).sum(1))
+        assert np.all(np.abs(t.row_l - f.sum(1)) <= 1e-10 * np.abs(f).sum(1))
+        grams = [np.exp(-g * sq_distances(a)) for g, a in ((gammas[i], layers[i]),
+                                                             (gammas[j], layers[j]))]
+        for debiased in (False, True):  # against the float64 n x n Grams
+            assert _cka(t, debiased) == pytest.approx(cka_from_grams(*grams, debiased), rel=1e-10)
     with pytest.raises(ValueError, match="gammas"):
         tiled_map_terms(layers, [(0, 1)], kernel="rbf")
 
@@ -207,7 +222,7 @@ def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
 
 
 # ---- the same map over Dask row chunks ----------------------------------------------------------
-@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("kernel", ["linear", "rbf", "rbf-narrow"])
 def test_dask_map_equals_the_in_memory_map(rng, kernel):
     da = pytest.importorskip("dask.array")
     import dask
@@ -220,17 +235,25 @@ def test_dask_map_equals_the_in_memory_map(rng, kernel):
                layers[2]]  # uneven, misaligned chunks; a NumPy array beside them
     pairs = [(0, 1), (0, 2), (1, 2), (2, 2)]
     # gamma = 1 / (mean squared distance): kernels far from 0 and 1
-    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] if kernel == "rbf" \
-        else None
+    # (narrow: u near 80, scaled entries and the float32 layer's tiles in float64)
+    factor = 80.0 if kernel == "rbf-narrow" else 1.0
+    gammas = [factor / (2 * a.astype(np.float64).var(0).sum()) for a in layers] \
+        if kernel != "linear" else None
+    kernel = kernel[:3] if kernel != "linear" else kernel
     with dask.config.set(scheduler="synchronous"):
         got, zero = dask_map_terms(chunked, pairs, tile=32, kernel=kernel, gammas=gammas)
     want, zero_in_memory = tiled_map_terms(layers, pairs, tile=32, kernel=kernel, gammas=gammas)
+    if factor > 1:
+        assert min(t.log2_k for t in want.values()) < -100  # the narrow kernels are scaled
     assert zero == zero_in_memory == [False] * 3
     for pair in pairs:
         for debiased in (False, True):
             assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
                                                               abs=1e-12)
-        np.testing.assert_allclose(got[pair].row_k, want[pair].row_k, rtol=1e-9, atol=1e-6)
+        assert (got[pair].log2_k, got[pair].const_diag_k) == (want[pair].log2_k,
+                                                               want[pair].const_diag_k)
+        np.testing.assert_allclose(got[pair].row_k, want[pair].row_k, rtol=1e-9,
+                                   atol=1e-6 * max(1.0, float(np.abs(want[pair].row_k).max())))
 
 
 def test_dask_map_names_a_bad_layer(rng):
@@ -415,6 +438,8 @@ def test_float32_of_extreme_magnitude_is_scaled(rng, magnitude):
 # (per-pair rbf_cka, itself checked there against the float64 n x n reference).
 def _narrow_tol(dtype, threshold):
     u = 1.0 / (2.0 * threshold ** 2)
+    if dtype == np.float32 and u > 64:  # both run in float64 (rbf_entry.pass_dtype)
+        return 1e-6
     return 1e-10 if dtype == np.float64 else 3e-7 * max(1.0, u) + 1e-6
 
 
@@ -426,6 +451,7 @@ def narrow_layers():
     return [x, y, np.tanh(x[:, :16]) + 2.0]
 
 
+@pytest.mark.filterwarnings("ignore:the RBF kernel of")  # biased CKA at 0.05: K is I
 @pytest.mark.parametrize("threshold", [0.05, 0.1])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_cka_matrix_rbf_tiles_narrow_bandwidths(narrow_layers, dtype, threshold):

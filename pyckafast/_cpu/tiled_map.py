@@ -12,8 +12,11 @@ once. Per representation the row sums and the diagonal are kept (O(n)).
 
 Memory beyond the inputs: O(L (n + tile^2) + tile p): the L float64 tiles, two centred blocks of
 one representation at a time (the inputs are read block by block, so memmaps larger than RAM
-work) and the row sums. RBF (``kernel="rbf"``) takes the entries expm1(-gamma d2) = K - 1 from the
-same Gram tile and the rows' squared norms, the convention of :mod:`pyckafast._cpu.rbf`.
+work) and the row sums. RBF (``kernel="rbf"``) takes the entries E = 2^m exp(-gamma d2) - c from the
+same Gram tile and the rows' squared norms, per representation an
+:class:`~pyckafast._core.rbf_entry.RbfKernel` (c near the typical entry, as every RBF producer:
+with K - 1 the debiased estimator cancelled at narrow bandwidths); the diagonal 2^m - c is not
+in the tile sums but goes to :class:`KernelTerms` as ``const_diag``.
 
 Array code takes the array module ``xp`` (NumPy, or CuPy on a GPU with host or device inputs).
 """
@@ -31,11 +34,14 @@ from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
 from .._core.progress import Progress, progress_reporter
+from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype, typical_exponent
 from .._core.terms import KernelTerms
 from .linear import power_of_two_scale
+from .ops_numpy import _EXPM1_ABOVE
 
 __all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
-           "pair_terms", "rbf_gammas", "route_pairs", "with_free_pairs", "wide", "head_scale",
+           "pair_terms", "rbf_gammas", "rbf_kernels", "typical_sq_distance", "rbf_entries",
+           "route_pairs", "with_free_pairs", "wide", "head_scale",
            "scale_log2"]
 
 Pair = tuple[int, int]
@@ -60,6 +66,7 @@ def tiled_map_terms(
     reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | None = None,
     progress: Progress = None, xp: Any = np, kernel: str = "linear",
     gammas: Sequence[float] | None = None, names: Sequence[str] | None = None,
+    options: Any = None,
 ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """Kernel terms of every wanted pair of representations, in one pass over block pairs.
 
@@ -78,11 +85,16 @@ def tiled_map_terms(
         The array module the tiles are computed with.
     kernel : {"linear", "rbf"}
         Linear Grams of the centred rows, or RBF kernels exp(-gamma_r |a - b|^2) (held as
-        K - 1: diagonal 0, ``diag_*`` None).
+        2^m K - c off the diagonal, the diagonal 2^m - c as ``const_diag_*``, ``log2_*`` = -m:
+        :mod:`pyckafast._core.rbf_entry`).
     gammas : sequence of float, optional
         RBF only: gamma per representation (indexed like ``reps``).
     names : sequence of str, optional
         The representations' names for messages (default "reps[r]").
+    options : RBFOptions, optional
+        RBF only: the options the gammas come from. A median rule fixes each kernel's typical
+        exponent u = 1 / (2 threshold^2); otherwise (an explicit sigma, or None) u is gamma times
+        the median squared distance of sampled row pairs, as in :func:`pyckafast.rbf_cka`.
 
     Returns
     -------
@@ -116,17 +128,20 @@ def tiled_map_terms(
             raise ValueError(f"{names[r]} must have the n = {n} rows of {names[used[0]]}; got "
                              f"{reps[r].shape[0]}.")
     gamma = rbf_gammas(kernel, gammas, used)
-    sides = [Side(reps[r], names[r], xp, scaled=kernel == "linear") for r in used]
+    own = [float_dtype(reps[r].dtype, names[r]) for r in used]  # checked before any row is read
+    kernels, dtypes = rbf_kernels(gamma, options, [reps[r] for r in used], own)
+    sides = [Side(reps[r], names[r], xp, scaled=kernel == "linear", dtype=d)
+             for r, d in zip(used, dtypes)]
     rows = min(n, tile or map_tile_rows([s.p for s in sides], max(s.itemsize for s in sides)))
     blocks = len(block_bounds(n, rows))
     total = blocks * (blocks + 1) // 2
     with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
-        sums = set_pair_sums(sides, None, rows, gamma, report)
+        sums = set_pair_sums(sides, None, rows, kernels, report)
     shifts = [_host(s.shift).astype(np.float64) * s.scale for s in sides]
     return pair_terms(_host(sums.products), _host(sums.rows_a),
                       None if sums.diagonal is None else _host(sums.diagonal),
                       [s.eps for s in sides], shifts, [s.log2 for s in sides], used, pairs,
-                      len(reps))
+                      len(reps), kernels)
 
 
 def route_pairs(reps: Sequence[Any], wanted: Sequence[Pair], form: str
@@ -171,17 +186,67 @@ def rbf_gammas(kernel: str, gammas: Sequence[float] | None, used: list[int]) -> 
     return [float(gammas[r]) for r in used]
 
 
+def rbf_kernels(gamma: list, options: Any, rows: Sequence[Any], dtypes: Sequence[np.dtype]
+                ) -> tuple[list, list]:
+    """(kernels, dtypes): the :class:`RbfKernel` of each representation (None for linear), from
+    its typical exponent u as :func:`pyckafast._cpu.rbf.side_kernels` finds it (1 / (2
+    threshold^2) under a median rule of ``options``, else gamma times
+    :func:`typical_sq_distance` of its ``rows``), and the dtype its tiles are computed in: float64
+    for rows of float32 (their ``dtypes``) and a kernel narrower than float32 dot products allow
+    (:func:`~pyckafast._core.rbf_entry.pass_dtype`, as ``rbf_cka``), else None (the rows'). The
+    entries are evaluated in float64 (the tiles are), so the constants are float64 ones."""
+    kernels, wider = [], []
+    for g, a, dtype in zip(gamma, rows, dtypes):
+        if g is None:
+            kernels.append(None)
+            wider.append(None)
+            continue
+        u = typical_exponent(options, g, lambda a=a: typical_sq_distance(a))
+        kernels.append(RbfKernel.of(g, u, np.float64))
+        wide = pass_dtype(dtype, u)
+        wider.append(None if wide == dtype else wide)
+    return kernels, wider
+
+
+def typical_sq_distance(rows: Any) -> float | None:
+    """The median squared distance of the :data:`~pyckafast._core.rbf_entry.TYPICAL_PAIRS` random
+    row pairs of :func:`~pyckafast._core.rbf_entry.sampled_typical` (same pairs, seed 0) of
+    ``rows`` (NumPy, memmap, CuPy or Dask; only the sampled rows are read), or None for fewer
+    than two rows."""
+    from .._core.bandwidth import median_over_pairs, sampled_pairs
+
+    n = int(rows.shape[0])
+    if n < 2:
+        return None
+    i, j = sampled_pairs(n, TYPICAL_PAIRS, 0)
+    read, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+    sample = rows[read]
+    if hasattr(sample, "compute"):  # a Dask array: bring the sampled rows in
+        sample = sample.compute()
+    xp = np if isinstance(sample, np.ndarray) else _module_of(sample)
+    return median_over_pairs(sample, inverse[: len(i)], inverse[len(i):], xp=xp)
+
+
+def _module_of(a: Any) -> Any:
+    """The array module of a non-NumPy array (CuPy)."""
+    import importlib
+
+    return importlib.import_module(type(a).__module__.split(".")[0])
+
+
 class Side:
     """One representation: its rows (not copied), dtype, centring shift (the column means
     rounded to the dtype; given, e.g. the global one for a Dask chunk, or computed here) and
     the power of two its centred rows are multiplied by (linear tiles of data of extreme
-    magnitude: see :func:`head_scale`; 1 for RBF, whose gamma is for the rows as they are)."""
+    magnitude: see :func:`head_scale`; 1 for RBF, whose gamma is for the rows as they are).
+    ``dtype`` (optional) is the dtype its blocks and tiles are computed in when not that of the
+    rows (float64 for float32 rows of a kernel too narrow for float32 dot products:
+    :func:`rbf_kernels`); the shift and ``eps`` stay those of the rows' dtype."""
 
     def __init__(self, rows: Any, name: str, xp: Any = np, shift: Any = None,
-                 scale: float | None = None, scaled: bool = True):
+                 scale: float | None = None, scaled: bool = True, dtype: Any = None):
         self.rows, self.name, self.xp = rows, name, xp
         self.dtype = float_dtype(rows.dtype, name)
-        self.itemsize = self.dtype.itemsize
         self.p = int(rows.shape[1])
         self.n = int(rows.shape[0])
         self.shift = (centring_shift(rows, name, self.dtype, xp) if shift is None  # checked finite
@@ -190,6 +255,10 @@ class Side:
             scale = head_scale(self._upload(rows[:_SPREAD_ROWS]), self.shift, xp) if scaled else 1.0
         self.scale = float(scale)
         self.eps = float(np.finfo(self.dtype).eps)
+        if dtype is not None and np.dtype(dtype) != self.dtype:  # exact: a wider float
+            self.dtype = np.dtype(dtype)
+            self.shift = self.shift.astype(self.dtype)
+        self.itemsize = self.dtype.itemsize
 
     @property
     def log2(self) -> int:
@@ -229,17 +298,18 @@ def scale_log2(scale: float) -> int:
     return -2 * (math.frexp(scale)[1] - 1)
 
 
-def set_pair_sums(sides_a: list[Side], sides_b: list[Side] | None, rows: int, gamma: list,
+def set_pair_sums(sides_a: list[Side], sides_b: list[Side] | None, rows: int, kernels: list,
                   report=None) -> SetPairSums:
     """The float64 sums of the tiles of one row set against itself (``sides_b`` None: the upper
     triangle of its block pairs) or of two distinct row sets (every block pair), every
-    representation's tile computed once per block pair. ``report(done, total)`` per block pair."""
+    representation's tile computed once per block pair. ``kernels``: per representation its
+    :class:`RbfKernel` (RBF) or None (linear Gram). ``report(done, total)`` per block pair."""
     xp = sides_a[0].xp
     n_a = sides_a[0].n
     n_b = None if sides_b is None else sides_b[0].n
     bounds_a = block_bounds(n_a, rows)
     bounds_b = None if n_b is None else block_bounds(n_b, rows)
-    sums = SetPairSums(xp, len(sides_a), n_a, n_b, rows, gamma[0] is None)
+    sums = SetPairSums(xp, len(sides_a), n_a, n_b, rows, kernels[0] is None)
     scratch = _Scratch(xp, sides_a + (sides_b or []), rows)
     total = len(bounds_a) * (len(bounds_a) + 1) // 2 if n_b is None else len(bounds_a) * len(
         bounds_b)
@@ -247,7 +317,7 @@ def set_pair_sums(sides_a: list[Side], sides_b: list[Side] | None, rows: int, ga
         stack = sums.stack(a, b)
         for slot, side in enumerate(sides_a):
             other = side if sides_b is None else sides_b[slot]
-            _tile(side, other, a, b, diagonal, scratch, stack[slot], gamma[slot])
+            _tile(side, other, a, b, diagonal, scratch, stack[slot], kernels[slot])
         sums.add(stack, a, b, diagonal)
         if report is not None:
             report(done, total)
@@ -276,9 +346,9 @@ class _Scratch:
 
 
 def _tile(side_a: Side, side_b: Side, a: tuple[int, int], b: tuple[int, int], diagonal: bool,
-          scratch: _Scratch, out: Any, gamma: float | None) -> None:
+          scratch: _Scratch, out: Any, kernel: RbfKernel | None) -> None:
     """One representation's tile of block pair (a, b) into ``out`` (float64): the Gram of the
-    centred blocks, or for RBF its entries expm1(-gamma d2)."""
+    centred blocks, or for RBF its entries 2^m exp(-gamma d2) - c off the diagonal."""
     xp = side_a.xp
     block_a = scratch.block(0, side_a, a)
     block_b = block_a if diagonal else scratch.block(1, side_b, b)
@@ -287,22 +357,35 @@ def _tile(side_a: Side, side_b: Side, a: tuple[int, int], b: tuple[int, int], di
         xp.matmul(block_a, block_b.T, out=out)
     else:
         out[...] = xp.matmul(block_a, block_b.T, out=scratch.gram(side_a.dtype, out.shape))
-    if gamma is not None:
+    if kernel is not None:
         na = sq_norms(xp, block_a).astype(np.float64)
         nb = na if diagonal else sq_norms(xp, block_b).astype(np.float64)
-        _rbf_entries(xp, out, na, nb, gamma)
-        if diagonal:  # K_ii - 1 = 0 exactly (d2 of a row with itself is 0 up to rounding)
+        rbf_entries(xp, out, na, nb, kernel)
+        if diagonal:  # the diagonal 2^m - c is KernelTerms' const_diag, not in the sums
             xp.fill_diagonal(out, 0.0)
 
 
-def _rbf_entries(xp: Any, g: Any, na: Any, nb: Any, gamma: float) -> None:
-    """In place: dot products g -> expm1(-gamma max(na + nb - 2 g, 0)) = K - 1 (float64)."""
+def rbf_entries(xp: Any, g: Any, na: Any, nb: Any, kernel: RbfKernel) -> None:
+    """In place, for any array module ``xp``: float64 dot products g -> the entries
+    E = 2^m exp(x) - c, x = -gamma max(na + nb - 2 g, 0), as
+    :func:`pyckafast._cpu.ops_numpy._rbf_entries` forms them (from expm1 where exp(x) > 0.71:
+    2^m expm1(x) + (2^m - c) does not cancel when K is near 1 and c near 2^m; from exp below).
+    Scaling by 2^m is a multiplication by a power of two: exact, as ldexp."""
+    gamma, c, m = kernel.args()
     g *= -2.0
     g += na[:, None]
     g += nb[None, :]
     xp.maximum(g, 0.0, out=g)
     g *= -gamma
-    xp.expm1(g, out=g)
+    scale = math.ldexp(1.0, m)
+    near = g > _EXPM1_ABOVE
+    from_expm1 = xp.expm1(g)  # one tile of scratch
+    from_expm1 *= scale
+    from_expm1 += scale - c
+    xp.exp(g, out=g)
+    g *= scale
+    g -= c
+    xp.copyto(g, from_expm1, where=near)
 
 
 class SetPairSums:
@@ -341,10 +424,18 @@ class SetPairSums:
 
 def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,
                eps: list[float], shifts: list[np.ndarray], log2: list[int], used: list[int],
-               pairs: Sequence[Pair], count: int) -> tuple[dict[Pair, KernelTerms], list[bool]]:
+               pairs: Sequence[Pair], count: int, kernels: list | None = None
+               ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
     by slot, i.e. position in ``used``; ``shifts`` in the scaled units of the tiles, ``log2``
-    each kernel's scale), and the zero-variance flag of every representation."""
+    each Gram's scale; ``kernels`` per slot the :class:`RbfKernel` of RBF tiles, whose diagonal
+    and scale the terms carry as ``const_diag`` and ``log2``), and the zero-variance flag of
+    every representation."""
+    if kernels is not None and kernels[0] is not None:
+        log2 = [k.log2_scale for k in kernels]
+        const = [k.diag for k in kernels]
+    else:
+        const = [0.0] * len(used)
     n = row_sums.shape[1]
     slot = {r: k for k, r in enumerate(used)}
     zero = [False] * count
@@ -352,7 +443,7 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
         if diagonal is not None:  # linear: the total variance is the Gram's trace
             zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shifts[k] @ shifts[k]),
                                        n, eps[k])
-        else:  # an RBF kernel of constant rows is all ones: K - 1 is 0
+        else:  # constant rows have u = 0, so c = 1, m = 0 and every entry K - 1 = 0
             zero[r] = not np.any(row_sums[k]) and products[k, k] == 0.0
     terms = {}
     for i, j in pairs:
@@ -362,7 +453,7 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
             s_ll=float(products[b, b]), row_k=row_sums[a], row_l=row_sums[b],
             diag_k=None if diagonal is None else diagonal[a],
             diag_l=None if diagonal is None else diagonal[b], eps=max(eps[a], eps[b]),
-            log2_k=log2[a], log2_l=log2[b])
+            log2_k=log2[a], log2_l=log2[b], const_diag_k=const[a], const_diag_l=const[b])
     return terms, zero
 
 

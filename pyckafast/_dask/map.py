@@ -20,7 +20,7 @@ from .._core.inputs import float_dtype
 from .._core.pairs import bounds_of_sizes, shift_from_sums
 from .._core.terms import KernelTerms
 from .._cpu.tiled_map import (_SPREAD_ROWS, Side, head_scale, map_tile_rows, pair_terms,
-                              rbf_gammas, scale_log2, set_pair_sums)
+                              rbf_gammas, rbf_kernels, scale_log2, set_pair_sums)
 
 __all__ = ["tiled_map_terms"]
 
@@ -29,14 +29,16 @@ Pair = tuple[int, int]
 
 def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | None = None,
                     kernel: str = "linear", gammas: Sequence[float] | None = None,
-                    names: Sequence[str] | None = None
+                    names: Sequence[str] | None = None, options: Any = None
                     ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """Kernel terms of every wanted pair of Dask (or array_like) representations chunked by
     rows, as :func:`pyckafast._cpu.tiled_map.tiled_map_terms` gives them in memory.
 
     Row chunks of every representation are aligned to those of the first one read, and its
     columns made one chunk (a rechunk when needed). The work runs on the active Dask scheduler
-    (any ``dask.distributed`` client). Only the representations in ``pairs`` are read.
+    (any ``dask.distributed`` client). Only the representations in ``pairs`` are read. RBF
+    kernels get their entry constants as in memory (``options``; the rows of the sampled pairs
+    are computed once per representation when the typical distance is sampled).
 
     Examples
     --------
@@ -59,12 +61,14 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
     arrays = _aligned([da.asarray(reps[r]) for r in used], [names[r] for r in used])
     n = int(arrays[0].shape[0])
     dtypes = [float_dtype(a.dtype, names[r]) for a, r in zip(arrays, used)]
+    kernels, wider = rbf_kernels(gamma, options, arrays, dtypes)
     totals = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
     shifts = [shift_from_sums(t, n, names[r], d) for t, r, d in zip(totals, used, dtypes)]
     # one scale per representation for all chunks, from its first rows (as in memory)
     heads = dask.compute(*[a[:_SPREAD_ROWS] for a in arrays]) if kernel == "linear" else None
     scales = [head_scale(h, s) for h, s in zip(heads, shifts)] if heads else [1.0] * len(used)
-    rows = tile or map_tile_rows([a.shape[1] for a in arrays], max(d.itemsize for d in dtypes))
+    itemsize = max(np.dtype(w or d).itemsize for d, w in zip(dtypes, wider))  # as computed
+    rows = tile or map_tile_rows([a.shape[1] for a in arrays], itemsize)
     blocks = [list(a.to_delayed().ravel()) for a in arrays]
     bounds = bounds_of_sizes([int(c) for c in arrays[0].chunks[0]])
     task = dask.delayed(_chunk_pair, pure=True)
@@ -74,13 +78,13 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
             chunks_b = None if ia == ib else [b[ib] for b in blocks]
             keys.append((bounds[ia], bounds[ib], ia == ib))
             parts.append(task([b[ia] for b in blocks], chunks_b, shifts, scales,
-                              [names[r] for r in used], rows, gamma))
+                              [names[r] for r in used], rows, kernels, wider))
     products, row_sums, diagonal = _scattered(keys, dask.compute(parts)[0], len(used), n,
                                               kernel == "linear")
     eps = [float(np.finfo(d).eps) for d in dtypes]
     shifts64 = [s.astype(np.float64) * c for s, c in zip(shifts, scales)]
     return pair_terms(products, row_sums, diagonal, eps, shifts64,
-                      [scale_log2(c) for c in scales], used, pairs, len(reps))
+                      [scale_log2(c) for c in scales], used, pairs, len(reps), kernels)
 
 
 def _aligned(arrays: list, names: list[str]) -> list:
@@ -104,16 +108,17 @@ def _aligned(arrays: list, names: list[str]) -> list:
 
 
 def _chunk_pair(chunks_a: list, chunks_b: list | None, shifts: list[np.ndarray],
-                scales: list[float], names: list[str], rows: int, gamma: list):
+                scales: list[float], names: list[str], rows: int, kernels: list,
+                dtypes: list):
     """One task: the set-pair sums of a chunk against itself (``chunks_b`` None) or of two
     chunks, as host float64 arrays (products, row sums, column sums, diagonal)."""
     def sides(chunks):
-        return [Side(np.asarray(c), name, np, s, c_) for c, name, s, c_ in
-                zip(chunks, names, shifts, scales)]
+        return [Side(np.asarray(c), name, np, s, c_, dtype=d) for c, name, s, c_, d in
+                zip(chunks, names, shifts, scales, dtypes)]
 
     sides_a = sides(chunks_a)
     sides_b = None if chunks_b is None else sides(chunks_b)
-    sums = set_pair_sums(sides_a, sides_b, rows, gamma)
+    sums = set_pair_sums(sides_a, sides_b, rows, kernels)
     return (sums.products, sums.rows_a, None if chunks_b is None else sums.rows_b,
             sums.diagonal)
 
