@@ -69,7 +69,7 @@ class CKA:
     >>> cka = CKA(net, net, "a", "b", model1_layers=["0", "2"], model2_layers=["0", "2"])
     >>> cka.compare(loader)
     >>> result = cka.export()
-    >>> result["model1_layers"], tuple(result["CKA"].shape), float(result["CKA"][1, 1])
+    >>> result["model1_layers"], tuple(result["CKA"].shape), round(float(result["CKA"][1, 1]), 12)
     (['0', '2'], (2, 2), 1.0)
     """
 
