@@ -144,11 +144,6 @@ def failures(name: str) -> list[tuple[str, str]]:
 # entry must go (an XPASS fails the run), so the list can only shrink.
 PENDING = {
     "pyckafast.cka_matrix.cka_matrix": "cka_matrix.py",
-    "pyckafast.compat.kornblith.center_gram": "compat/",
-    "pyckafast.compat.kornblith.cka": "compat/",
-    "pyckafast.compat.kornblith.feature_space_linear_cka": "compat/",
-    "pyckafast.compat.kornblith.gram_linear": "compat/",
-    "pyckafast.compat.kornblith.gram_rbf": "compat/",
     "pyckafast.torch.compare_models": "torch.py",
     "pyckafast.torch.layer_output": "torch.py",
 }
