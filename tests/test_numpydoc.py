@@ -143,7 +143,6 @@ def failures(name: str) -> list[tuple[str, str]]:
 # fail today, and the lead fixes them after merging. Strict xfail: once a docstring passes, its
 # entry must go (an XPASS fails the run), so the list can only shrink.
 PENDING = {
-    "pyckafast.cka_matrix.cka_matrix": "cka_matrix.py",
     "pyckafast.torch.compare_models": "torch.py",
     "pyckafast.torch.layer_output": "torch.py",
 }
