@@ -54,7 +54,7 @@ PUBLIC_MODULES = (
     "pyckafast.robustness.plots", "pyckafast.robustness.results",
     "pyckafast.robustness.sweeps", "pyckafast.plot", "pyckafast.compat",
     "pyckafast.compat.kornblith", "pyckafast.torchmetrics", "pyckafast.cost",
-    "pyckafast.map_state", "pyckafast.cli",
+    "pyckafast.map_state", "pyckafast.cli", "pyckafast.map_cli", "pyckafast.robustness_cli",
 )
 
 # Modules that import an optional package at import time: imported only when it is installed.
