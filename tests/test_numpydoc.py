@@ -53,7 +53,8 @@ PUBLIC_MODULES = (
     "pyckafast.robustness.manipulation_torch", "pyckafast.robustness.measures",
     "pyckafast.robustness.plots", "pyckafast.robustness.results",
     "pyckafast.robustness.sweeps", "pyckafast.plot", "pyckafast.compat",
-    "pyckafast.compat.kornblith", "pyckafast.torchmetrics", "pyckafast.cost",
+    "pyckafast.compat.kornblith", "pyckafast.compat.pytorch_cka", "pyckafast.compat.torch_cka",
+    "pyckafast.compat.similarity", "pyckafast.torchmetrics", "pyckafast.cost",
     "pyckafast.map_state", "pyckafast.cli", "pyckafast.map_cli", "pyckafast.robustness_cli",
 )
 
