@@ -55,7 +55,7 @@ class CKAMapState:
     debiased : bool, default True
         Also track the row-norm terms that debiased CKA needs. With False, only
         ``result(debiased=False)`` is available.
-    backend : str, default "auto"
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Where GPU batches go ("auto" or "cuda": CuPy arrays and torch CUDA tensors are reduced on
         their device; only the float64 moments come to the host). Host batches run float64 BLAS
         chunks whatever the backend.
