@@ -6,6 +6,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -15,9 +16,13 @@ from ._core.params import Callables, Boolean, StrOptions, validate_params
 from ._core.progress import Progress
 from ._core.validation import min_samples
 from ._cpu import linear_map, tiled_map
-from .rbf import RBF_OPTIONS_SPEC, Kernel, RBFOptions, Sigma, rbf_producer
+from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
+from .rbf import RBF_OPTIONS_SPEC, RBFOptions, rbf_producer
 
 __all__ = ["cka_matrix"]
+
+#: The forms a map accepts (types.Form less "samples": a map never forms n x n Grams whole).
+MapForm = Literal["auto", "features", "tiles"]
 
 
 @validate_params({
@@ -27,12 +32,12 @@ __all__ = ["cka_matrix"]
     "progress": [params.OPTIONAL, Boolean(), Callables()],
 })
 def cka_matrix(
-    xs: Sequence, ys: Sequence | None = None, *, kernel: Kernel = "linear",
+    xs: Sequence[ArrayLike], ys: Sequence[ArrayLike] | None = None, *, kernel: Kernel = "linear",
     debiased: bool = False, sigma: Sigma = None, threshold: float = 1.0,
-    bandwidth: str = "kornblith", backend: str = "auto", tile: int | None = None,
-    form: str = "auto", progress: Progress = None,
+    bandwidth: Bandwidth = "kornblith", backend: Backend = "auto", tile: int | None = None,
+    form: MapForm = "auto", progress: Progress = None,
 ) -> np.ndarray:
-    """CKA between every representation in ``xs`` and every one in ``ys`` (a layer x layer map).
+    """Return the CKA between every representation in ``xs`` and every one in ``ys``.
 
     Parameters
     ----------
@@ -43,11 +48,23 @@ def cka_matrix(
         unit diagonal (nan for a representation without variance) and only pairs i < j are
         computed.
     kernel : {"linear", "rbf"}, default "linear"
+        The kernel of the Gram matrices.
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012) instead of the biased estimator.
-    sigma, threshold, bandwidth, backend, tile
-        As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
-        pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
+    sigma : float or (float, float), optional
+        RBF only: explicit bandwidths, as in :func:`rbf_cka` (a scalar for both sides of every
+        pair). None: each representation's bandwidth is chosen once from its data.
+    threshold : float, default 1.0
+        RBF only: multiplier of the median distance, as in :func:`rbf_cka`.
+    bandwidth : {"kornblith", "offdiag", "sampled"}, default "kornblith"
+        RBF only: which median sets the bandwidth, as in :func:`rbf_cka`.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        Who computes the terms. GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair
+        runs on the GPU.
+    tile : int, optional
+        Rows per block of the RBF pass and of the tiled linear pass (default: chosen from the
+        dtype and the layers' widths). The result does not depend on it beyond float64
+        rounding.
     form : {"auto", "features", "tiles"}, default "auto"
         How pairs of host layers (and of wide GPU layers) are computed. Linear: "features" takes
         every pair from p x p moments; "tiles" every pair from Gram tiles in sample space (one
@@ -64,7 +81,8 @@ def cka_matrix(
 
     Returns
     -------
-    numpy.ndarray, shape (len(xs), len(ys))
+    numpy.ndarray
+        Shape (len(xs), len(ys)), float64: the CKA of every pair ``(xs[i], ys[j])``.
 
     Notes
     -----

@@ -30,6 +30,7 @@ import numpy as np
 from ._core import dispatch, params
 from ._core.pairs import default_tile
 from ._core.params import validate_params
+from ._core.types import ArrayLike, Bandwidth, Form, Kernel, Sigma
 
 __all__ = ["CostEstimate", "estimate_cost", "measured_flop_rate"]
 
@@ -119,8 +120,9 @@ class CostEstimate:
                   "bandwidth": [params.StrOptions(("kornblith", "offdiag", "sampled"))],
                   "n_pairs": [params.positive_int()], "tile": params.ROWS,
                   "chunk_size": params.ROWS, "rate": [params.OPTIONAL, params.positive_real()]})
-def estimate_cost(x, y, kernel: str = "linear", *, debiased: bool = False, form: str = "auto",
-                  sigma=None, bandwidth: str = "kornblith", n_pairs: int = 100_000,
+def estimate_cost(x: ArrayLike | tuple[int, int], y: ArrayLike | tuple[int, int],
+                  kernel: Kernel = "linear", *, debiased: bool = False, form: Form = "auto",
+                  sigma: Sigma = None, bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000,
                   tile: int | None = None, chunk_size: int | None = None,
                   rate: float | None = None) -> CostEstimate:
     """Estimate the cost of ``cka(x, y, kernel=kernel, ...)`` from shapes and dtypes only.

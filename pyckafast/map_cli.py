@@ -38,6 +38,16 @@ def add_map_parser(subparsers) -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
         The ``map`` parser (its ``handler`` is :func:`run_map`).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from pyckafast.map_cli import add_map_parser, run_map
+    >>> parser = argparse.ArgumentParser(prog="pyckafast")
+    >>> p = add_map_parser(parser.add_subparsers())
+    >>> args = parser.parse_args(["map", "layers.npz", "--kernel", "rbf"])
+    >>> args.source, args.kernel, args.debiased, args.handler is run_map
+    ('layers.npz', 'rbf', False, True)
     """
     from .cli import positive_float, positive_int
 
@@ -107,6 +117,19 @@ def load_representations(source: str) -> tuple[list[str], list[np.ndarray], list
     ------
     CLIError
         Missing source, no representations, a bad file, or different numbers of rows.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from pyckafast.map_cli import load_representations
+    >>> folder = tempfile.mkdtemp()
+    >>> x = np.random.default_rng(0).normal(size=(10, 3))
+    >>> for name in ("layer10", "layer2"):
+    ...     np.save(os.path.join(folder, name + ".npy"), x)
+    >>> names, arrays, origins = load_representations(folder)
+    >>> names, arrays[0].shape, os.path.basename(origins[1])
+    (['layer2', 'layer10'], (10, 3), 'layer10.npy')
     """
     if os.path.isdir(source):
         names, arrays, origins = _from_directory(source)
@@ -172,6 +195,28 @@ def run_map(args: argparse.Namespace) -> int:
     -------
     int
         0, or 1 when the figure could not be written (matplotlib missing).
+
+    Raises
+    ------
+    CLIError
+        A bad option combination or bad input files (the message names them).
+
+    Examples
+    --------
+    >>> import argparse, os, tempfile
+    >>> import numpy as np
+    >>> from pyckafast.map_cli import add_map_parser
+    >>> path = os.path.join(tempfile.mkdtemp(), "layers.npz")
+    >>> x = np.random.default_rng(0).normal(size=(50, 4))
+    >>> np.savez(path, a=x, b=2 * x)
+    >>> parser = argparse.ArgumentParser(prog="pyckafast")
+    >>> _ = add_map_parser(parser.add_subparsers())
+    >>> args = parser.parse_args(["map", path])
+    >>> args.handler(args)
+              [0]     [1]
+    [0] a  1.0000  1.0000
+    [1] b  1.0000  1.0000
+    0
     """
     if args.kernel == "linear" and args.threshold is not None:
         raise CLIError("--threshold applies to --kernel rbf only (the linear kernel has no bandwidth).")
@@ -213,6 +258,17 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
     -------
     numpy.ndarray, shape (len(arrays), len(arrays))
         The symmetric map.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> import numpy as np
+    >>> from pyckafast.map_cli import map_of
+    >>> x = np.random.default_rng(0).normal(size=(50, 4))
+    >>> args = argparse.Namespace(kernel="linear", debiased=False, threshold=None)
+    >>> np.round(map_of([x, 2 * x], ["a.npy", "b.npy"], args), 6)
+    array([[1., 1.],
+           [1., 1.]])
     """
     from . import cka_matrix
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -24,6 +24,7 @@ from ._core.inputs import (Samples, check_finite_rows, check_finite_sums, check_
                            prepare_list)
 from ._core.params import validate_params
 from ._core.terms import LinearTerms, RowNormTerms
+from ._core.types import ArrayLike, Backend
 from ._cpu.linear import _rounded_shift, row_frame
 from ._cpu.linear_map import _Cross, _Moments, _Own
 from .streaming import _checked, _field, read_state_archive
@@ -36,6 +37,8 @@ _KIND = "CKAMapState"
 _CHUNKS_BYTES = 8 * 2**20
 
 Pair = tuple[int, int]
+#: The layers of one side of a map: a sequence of representations or a Mapping name -> one.
+LayersLike = Sequence[ArrayLike] | Mapping[str, ArrayLike]
 
 
 class CKAMapState:
@@ -52,7 +55,7 @@ class CKAMapState:
     debiased : bool, default True
         Also track the row-norm terms that debiased CKA needs. With False, only
         ``result(debiased=False)`` is available.
-    backend : str, default "auto"
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Where GPU batches go ("auto" or "cuda": CuPy arrays and torch CUDA tensors are reduced on
         their device; only the float64 moments come to the host). Host batches run float64 BLAS
         chunks whatever the backend.
@@ -84,7 +87,7 @@ class CKAMapState:
 
     @validate_params({"debiased": params.BOOLEAN, "backend": params.BACKEND},
                      owner="CKAMapState")
-    def __init__(self, *, debiased: bool = True, backend: str = "auto") -> None:
+    def __init__(self, *, debiased: bool = True, backend: Backend = "auto") -> None:
         self.debiased = bool(debiased)
         self.backend = backend
         self._sums: _MapSums | None = None
@@ -111,22 +114,38 @@ class CKAMapState:
         return 0 if self._sums is None else self._sums.nbytes
 
     # ---- feeding -------------------------------------------------------------------------------
-    def update(self, xs, ys=None) -> CKAMapState:
-        """Add one batch of every layer; returns self.
+    def update(self, xs: LayersLike, ys: LayersLike | None = None) -> CKAMapState:
+        """Add one batch of every layer.
 
         Parameters
         ----------
-        xs : sequence of arrays (batch, p_i), or a Mapping name -> array
+        xs : sequence of array_like (batch, p_i), or Mapping of str to array_like
             The layers of the first side (the same rows in each). A Mapping's names are kept.
-        ys : the same for the second side, or None
-            None: the map of ``xs`` against itself (symmetric). The first update fixes the
-            number of layers, their widths and whether the map is symmetric.
+        ys : sequence of array_like, Mapping of str to array_like, or None, default None
+            The layers of the second side, as ``xs``. None: the map of ``xs`` against itself
+            (symmetric). The first update fixes the number of layers, their widths and whether
+            the map is symmetric.
+
+        Returns
+        -------
+        CKAMapState
+            This state (``self``), so that updates chain.
 
         Raises
         ------
         ValueError
             If the layers differ from earlier updates' (number, widths, names), hold a NaN or
             Inf (naming the layer and rows), or do not all have the batch's number of rows.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(100, 5))
+        >>> state = CKAMapState().update([x, x[:, :3]]).update([x + 1, x[:, :3] + 1])
+        >>> state.n, state.result().shape
+        (200, (2, 2))
         """
         a, names_a = _layers(xs, "xs")
         b, names_b = (a, names_a) if ys is None else _layers(ys, "ys")
@@ -187,7 +206,38 @@ class CKAMapState:
             self._sums.merge(part)
 
     def merge(self, other: CKAMapState) -> CKAMapState:
-        """Fold another state (disjoint samples, the same layers) into this one; returns self."""
+        """Fold another state (disjoint samples, the same layers) into this one.
+
+        Parameters
+        ----------
+        other : CKAMapState
+            A state of the same layers (number, widths, names) fed other samples; it is left
+            unchanged.
+
+        Returns
+        -------
+        CKAMapState
+            This state (``self``), now holding the samples of both.
+
+        Raises
+        ------
+        TypeError
+            If ``other`` is not a CKAMapState.
+        ValueError
+            If ``other`` is this state itself, maps other layers, or differs in ``debiased``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(300, 4)), rng.normal(size=(300, 2))
+        >>> whole = CKAMapState().update([x], [y])
+        >>> part = CKAMapState().update([x[:100]], [y[:100]])
+        >>> part = part.merge(CKAMapState().update([x[100:]], [y[100:]]))
+        >>> part.n, bool(np.allclose(part.result(), whole.result(), rtol=1e-12))
+        (300, True)
+        """
         if not isinstance(other, CKAMapState):
             raise TypeError(f"other must be a CKAMapState; got {type(other).__name__}.")
         if other is self:  # the same samples twice are not disjoint: n would silently double
@@ -212,8 +262,36 @@ class CKAMapState:
 
     # ---- results -------------------------------------------------------------------------------
     def result(self, *, debiased: bool = False) -> np.ndarray:
-        """The CKA map (len(xs), len(ys)) of all rows seen; a symmetric map has a unit diagonal
-        (nan, with a RuntimeWarning, for a layer without variance)."""
+        """Return the CKA map of all rows seen.
+
+        Parameters
+        ----------
+        debiased : bool, default False
+            The debiased estimator (the state must have been created with ``debiased=True``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (len(xs), len(ys)): CKA of every pair of layers. A symmetric map has a unit
+            diagonal (nan, with a RuntimeWarning, for a layer without variance).
+
+        Raises
+        ------
+        ValueError
+            If the state has seen no samples, or ``debiased`` is asked of a state created
+            with ``debiased=False``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 4))
+        >>> state = CKAMapState().update([x, 2 * x])
+        >>> np.round(state.result(), 6)
+        array([[1., 1.],
+               [1., 1.]])
+        """
         sums, layout = self._ready(debiased)
         out = np.empty(layout.shape)
         for i in range(layout.shape[0]):
@@ -229,8 +307,41 @@ class CKAMapState:
         return out
 
     def hsic(self, *, debiased: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(HSIC(xs[i], ys[j]) as a (La, Lb) array, HSIC(xs[i], xs[i]) (La,), HSIC(ys[j],
-        ys[j]) (Lb,)) of all rows seen."""
+        """Return the HSIC terms of the map over all rows seen.
+
+        Parameters
+        ----------
+        debiased : bool, default False
+            The debiased estimator (the state must have been created with ``debiased=True``).
+
+        Returns
+        -------
+        hxy : numpy.ndarray
+            Shape (La, Lb): HSIC(xs[i], ys[j]).
+        hxx : numpy.ndarray
+            Shape (La,): HSIC(xs[i], xs[i]).
+        hyy : numpy.ndarray
+            Shape (Lb,): HSIC(ys[j], ys[j]).
+
+        Raises
+        ------
+        ValueError
+            If the state has seen no samples, or ``debiased`` is asked of a state created
+            with ``debiased=False``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> from pyckafast import CKAMapState
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(200, 4)), rng.normal(size=(200, 3))
+        >>> hxy, hxx, hyy = CKAMapState().update([x], [y]).hsic()
+        >>> hxy.shape, hxx.shape, hyy.shape
+        ((1, 1), (1,), (1,))
+        >>> bool(np.isclose(hxy[0, 0] / np.sqrt(hxx[0] * hyy[0]), pyckafast.linear_cka(x, y)))
+        True
+        """
         sums, layout = self._ready(debiased)
         own = [combine.linear_hsic(sums.own_terms(k), debiased).unscaled().xx
                for k in range(len(sums.own))]
@@ -257,7 +368,30 @@ class CKAMapState:
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the state to exactly ``path`` (an .npz archive of plain arrays)."""
+        """Write the state to exactly ``path`` (an .npz archive of plain arrays).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (no suffix is added).
+
+        Raises
+        ------
+        ValueError
+            If the state has seen no samples yet.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> state = CKAMapState().update({"a": x, "b": x[:, :2]})
+        >>> path = os.path.join(tempfile.mkdtemp(), "map.npz")
+        >>> state.save(path)
+        >>> CKAMapState.load(path).names_a
+        ['a', 'b']
+        """
         if self._sums is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
         arrays = {"format_version": _FORMAT_VERSION, "kind": np.array(_KIND),
@@ -267,14 +401,38 @@ class CKAMapState:
             np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backend: str = "auto") -> CKAMapState:
+    def load(cls, path: str | os.PathLike, *, backend: Backend = "auto") -> CKAMapState:
         """Read a state written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by :meth:`save`.
+        backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+            The backend of the loaded state's later updates.
+
+        Returns
+        -------
+        CKAMapState
+            The saved state: updates, merges and results continue from it.
 
         Raises
         ------
         ValueError
             If ``path`` is not a CKAMapState file (the message says what it holds), or if its
             fields are missing, of the wrong shape, or not finite.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "map.npz")
+        >>> CKAMapState().update([x, x ** 2]).save(path)
+        >>> state = CKAMapState.load(path)
+        >>> state.n, bool(np.allclose(state.result(), CKAMapState().update([x, x ** 2]).result()))
+        (100, True)
         """
         name = os.fspath(path)
         arrays = read_state_archive(path, _KIND)

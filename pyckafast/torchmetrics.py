@@ -20,11 +20,13 @@ does not import it, this module does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ._core import combine
 from ._core.terms import LinearTerms, RowNormTerms
+from ._core.types import ArrayLike, Backend
 from .compat._layermap import on_reachable_device
 from .streaming import LinearCKAState
 
@@ -90,26 +92,25 @@ def _merged(records) -> dict[tuple[int, int], LinearTerms]:
 
 
 class CKAMap(Metric):
-    """Exact linear CKA between every layer of ``xs`` and every layer of ``ys``, over all batches
-    of all ranks.
+    """Exact linear CKA between every layer of two lists, over all batches of all ranks.
 
     Parameters
     ----------
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012); False: the biased estimator (Kornblith et al.
         2019). The state always holds what both need.
-    backend : str, default "auto"
-        pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
         which needs CuPy).
     **kwargs
-        torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
+        The torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
 
     Examples
     --------
     >>> import torch
     >>> from pyckafast.torchmetrics import CKAMap
     >>> metric = CKAMap()
-    >>> x = torch.randn(64, 5, dtype=torch.float64)
+    >>> x = torch.randn(64, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> for batch in x.split(16):
     ...     metric.update([batch, 2 * batch], [torch.tanh(batch)])
     >>> m = metric.compute()
@@ -121,7 +122,8 @@ class CKAMap(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, *, debiased: bool = False, backend: str = "auto", **kwargs) -> None:
+    def __init__(self, *, debiased: bool = False, backend: Backend = "auto",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(debiased, bool):
             raise TypeError(f"debiased must be a bool; got {debiased!r} "
@@ -133,9 +135,34 @@ class CKAMap(Metric):
         self.set_dtype(torch.float64)
         self._shape: tuple[int, int] | None = None
 
-    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        """Add one batch: ``xs[i]`` the (batch, p_i) output of layer i; ``ys`` the second side
-        (None: ``xs`` against itself, the pairs i <= j)."""
+    def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike] | None = None) -> None:
+        """Add one batch of every layer.
+
+        Parameters
+        ----------
+        xs : sequence of array_like
+            ``xs[i]`` is the (batch, p_i) output of layer i (torch tensors or arrays, the same
+            rows in each).
+        ys : sequence of array_like, optional
+            The layers of the second side, as ``xs``. None: ``xs`` against itself (the pairs
+            i <= j are accumulated).
+
+        Raises
+        ------
+        ValueError
+            If a side is empty or the number of layers differs from earlier batches'.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKAMap
+        >>> x = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKAMap()
+        >>> metric.update([x, x ** 2])
+        >>> metric.update([x + 1, (x + 1) ** 2])
+        >>> tuple(metric.compute().shape)
+        (2, 2)
+        """
         symmetric = ys is None
         xs = list(xs)
         ys = xs if symmetric else list(ys)
@@ -155,7 +182,20 @@ class CKAMap(Metric):
         self.terms = [torch.as_tensor(np.concatenate(records), device=self.device)]
 
     def reset(self) -> None:
-        """Forget every sample (and the layer count, so the next update may bring others)."""
+        """Forget every sample (and the layer count, so the next update may bring others).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKAMap
+        >>> x = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKAMap()
+        >>> metric.update([x, 2 * x])
+        >>> metric.reset()
+        >>> metric.update([x], [x, x ** 2, x[:, :1]])
+        >>> tuple(metric.compute().shape)
+        (1, 3)
+        """
         super().reset()
         self._shape = None
 
@@ -176,8 +216,31 @@ class CKAMap(Metric):
         flat = [s.detach().to("cpu", torch.float64).numpy().ravel() for s in states]
         return _read_records(np.concatenate(flat)) if flat else []
 
-    def compute(self):
-        """The (La, Lb) float64 CKA map of every sample seen on every rank."""
+    def compute(self) -> torch.Tensor:
+        """Return the CKA map of every sample seen on every rank.
+
+        Returns
+        -------
+        torch.Tensor
+            Float64, shape (len(xs), len(ys)): the CKA of every pair of layers (torchmetrics
+            squeezes a 1 x 1 map to a 0-d tensor).
+
+        Raises
+        ------
+        ValueError
+            If no rank has seen a batch.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKAMap
+        >>> x = torch.randn(60, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKAMap()
+        >>> for batch in x.split(20):
+        ...     metric.update([batch], [3 * batch, batch[:, :2]])
+        >>> metric.compute().round(decimals=6)[0, 0].item()
+        1.0
+        """
         merged = _merged(self._stored())
         if not merged:
             raise ValueError(f"{type(self).__name__}.compute() needs at least one update().")
@@ -194,7 +257,16 @@ class CKAMap(Metric):
 class CKA(CKAMap):
     """Exact linear CKA of two representations, over all batches of all ranks.
 
-    Parameters as :class:`CKAMap`.
+    Parameters
+    ----------
+    debiased : bool, default False
+        CKA from unbiased HSIC (Song et al. 2012); False: the biased estimator (Kornblith et al.
+        2019). The state always holds what both need.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
+        which needs CuPy).
+    **kwargs
+        The torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
 
     Examples
     --------
@@ -202,8 +274,9 @@ class CKA(CKAMap):
     >>> import torch
     >>> import pyckafast
     >>> from pyckafast.torchmetrics import CKA
-    >>> x = torch.randn(100, 6, dtype=torch.float64)
-    >>> y = x @ torch.randn(6, 3, dtype=torch.float64)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(100, 6, dtype=torch.float64, generator=g)
+    >>> y = x @ torch.randn(6, 3, dtype=torch.float64, generator=g)
     >>> metric = CKA()
     >>> for a, b in zip(x.split(30), y.split(30)):
     ...     metric.update(a, b)
@@ -211,10 +284,50 @@ class CKA(CKAMap):
     True
     """
 
-    def update(self, x, y) -> None:  # type: ignore[override]
-        """Add one batch of matching rows of x (batch, p_x) and y (batch, p_y)."""
+    def update(self, x: ArrayLike, y: ArrayLike) -> None:  # type: ignore[override]
+        """Add one batch of matching rows of ``x`` and ``y``.
+
+        Parameters
+        ----------
+        x : array_like
+            Shape (batch, p_x): a torch tensor or an array.
+        y : array_like
+            Shape (batch, p_y), the same rows as ``x``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKA
+        >>> x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKA()
+        >>> metric.update(x, -2 * x)
+        >>> round(metric.compute().item(), 12)
+        1.0
+        """
         super().update([x], [y])
 
-    def compute(self):
-        """The float64 CKA (a 0-d tensor) of every sample seen on every rank."""
+    def compute(self) -> torch.Tensor:
+        """Return the CKA of every sample seen on every rank.
+
+        Returns
+        -------
+        torch.Tensor
+            A float64 0-d tensor.
+
+        Raises
+        ------
+        ValueError
+            If no rank has seen a batch.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKA
+        >>> x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKA()
+        >>> for batch in x.split(25):
+        ...     metric.update(batch, batch[:, :2])
+        >>> metric.compute().shape, 0 < metric.compute().item() < 1
+        (torch.Size([]), True)
+        """
         return super().compute()[0, 0]

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._core import combine
 from .._core.terms import KernelTerms
+from .._core.types import ArrayLike
 from .._core.inputs import as_samples
 from .._core.validation import check_positive_scalar
 from ..linear import linear_cka
@@ -30,8 +31,18 @@ __all__ = ["gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linea
 _ROW_BLOCK = 512
 
 
-def gram_linear(x) -> np.ndarray:
-    """Linear Gram matrix ``x x'`` of the rows of x, shape (n, n).
+def gram_linear(x: ArrayLike) -> np.ndarray:
+    """Return the linear Gram matrix ``x x'`` of the rows of ``x``.
+
+    Parameters
+    ----------
+    x : array_like
+        Shape (n, p): one row per sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, n): the inner products of every pair of rows.
 
     Examples
     --------
@@ -45,11 +56,23 @@ def gram_linear(x) -> np.ndarray:
     return x.dot(x.T)
 
 
-def gram_rbf(x, threshold: float = 1.0) -> np.ndarray:
-    """RBF Gram matrix with the bandwidth rule of the reference.
+def gram_rbf(x: ArrayLike, threshold: float = 1.0) -> np.ndarray:
+    """Return the RBF Gram matrix with the bandwidth rule of the reference.
 
     ``K_ij = exp(-d_ij / (2 threshold^2 median(d)))`` where d holds all n^2 squared distances,
     the n zeros of the diagonal included (Kornblith's convention).
+
+    Parameters
+    ----------
+    x : array_like
+        Shape (n, p): one row per sample.
+    threshold : float, default 1.0
+        The bandwidth as a fraction of the median distance (positive).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, n), float64, with a unit diagonal.
 
     Examples
     --------
@@ -71,13 +94,25 @@ def gram_rbf(x, threshold: float = 1.0) -> np.ndarray:
     return np.exp(-sq_distances / (2 * threshold ** 2 * sq_median_distance))
 
 
-def center_gram(gram, unbiased: bool = False) -> np.ndarray:
+def center_gram(gram: ArrayLike, unbiased: bool = False) -> np.ndarray:
     """Centre a symmetric Gram matrix: ``H K H`` or, with ``unbiased``, its U-centred form.
 
     The U-centring (Szekely & Rizzo 2014) zeroes the diagonal and subtracts
     ``k^_i/(n-2) - sum(k^)/(2(n-1)(n-2))`` from every row and column, where k^ are the row sums
     of K with its diagonal zeroed; the inner product of two U-centred Grams over n(n-3) is the
-    unbiased HSIC of Song et al. (2012). Returns a new n x n float64 matrix.
+    unbiased HSIC of Song et al. (2012).
+
+    Parameters
+    ----------
+    gram : array_like
+        A symmetric (n, n) Gram matrix; it is not modified.
+    unbiased : bool, default False
+        U-centre (needs n >= 3) instead of ``H K H``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new (n, n) float64 matrix.
 
     Examples
     --------
@@ -109,12 +144,26 @@ def center_gram(gram, unbiased: bool = False) -> np.ndarray:
     return gram
 
 
-def cka(gram_x, gram_y, debiased: bool = False) -> float:
-    """CKA between two Gram matrices of the same n samples.
+def cka(gram_x: ArrayLike, gram_y: ArrayLike, debiased: bool = False) -> float:
+    """Return the CKA between two Gram matrices of the same n samples.
 
-    ``debiased=False``: biased HSIC (Kornblith et al. 2019); ``True``: unbiased HSIC (Song et al.
-    2012), equal to the reference's U-centred Frobenius products. Computed from pair sums and row
-    sums of the Grams (``combine.kernel_hsic``), a block of rows at a time: no centred copies.
+    Computed from pair sums and row sums of the Grams (``combine.kernel_hsic``), a block of rows
+    at a time: no centred copies.
+
+    Parameters
+    ----------
+    gram_x : array_like
+        A symmetric (n, n) Gram matrix of the first representation.
+    gram_y : array_like
+        A symmetric (n, n) Gram matrix of the second, over the same samples.
+    debiased : bool, default False
+        False: biased HSIC (Kornblith et al. 2019); True: unbiased HSIC (Song et al. 2012),
+        equal to the reference's U-centred Frobenius products.
+
+    Returns
+    -------
+    float
+        The CKA (in [0, 1] for positive semi-definite Grams and the biased estimator).
 
     Examples
     --------
@@ -134,10 +183,25 @@ def cka(gram_x, gram_y, debiased: bool = False) -> float:
     return combine.cka_from_hsic(triple)
 
 
-def feature_space_linear_cka(features_x, features_y, debiased: bool = False) -> float:
-    """Linear CKA from features (n x p1, n x p2) without n x n Grams: :func:`pyckafast.linear_cka`.
+def feature_space_linear_cka(features_x: ArrayLike, features_y: ArrayLike,
+                             debiased: bool = False) -> float:
+    """Return the linear CKA of two feature matrices without n x n Grams.
 
-    Biased (Kornblith et al. 2019) or, with ``debiased``, unbiased-HSIC CKA.
+    The computation is :func:`pyckafast.linear_cka`.
+
+    Parameters
+    ----------
+    features_x : array_like
+        Shape (n, p1): one row per sample.
+    features_y : array_like
+        Shape (n, p2), the same samples.
+    debiased : bool, default False
+        False: biased HSIC (Kornblith et al. 2019); True: unbiased HSIC (Song et al. 2012).
+
+    Returns
+    -------
+    float
+        The linear CKA.
 
     Examples
     --------

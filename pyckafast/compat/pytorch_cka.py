@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ import numpy as np
 from .._core import combine
 from .._core.optional import require
 from .._core.terms import KernelTerms
+from .._core.types import Backend
 from ._layermap import LayerMap
 
 __all__ = ["CKA", "compute_cka", "cka_from_features", "hsic", "hsic_cross",
@@ -63,8 +64,8 @@ class CKA:
         Where the models run (default: cuda, else mps, else cpu). Both models are moved there.
     debiased : bool, default True
         Unbiased HSIC (as pytorch-cka) over all samples; False: the biased estimator.
-    backend : str, default "auto"
-        pyckafast backend of the per-batch terms.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend of the per-batch terms.
 
     Examples
     --------
@@ -110,7 +111,7 @@ class CKA:
 
     def __init__(self, model1, model2, layers: Sequence[str | int] | None = None,
                  model2_layers: Sequence[str | int] | None = None, device=None, *,
-                 debiased: bool = True, backend: str = "auto") -> None:
+                 debiased: bool = True, backend: Backend = "auto") -> None:
         torch = _torch()
         wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
         self.model1 = model1.module if isinstance(model1, wrappers) else model1
@@ -271,17 +272,51 @@ def _running_mean(layer_map: LayerMap) -> float:
         return math.nan
 
 
-def compute_cka(model1, model2, *dataloaders, layers=None, model2_layers=None, device=None,
+def compute_cka(model1: Any, model2: Any, *dataloaders: Iterable,
+                layers: Sequence[str | int] | None = None,
+                model2_layers: Sequence[str | int] | None = None, device: Any = None,
                 progress: bool = True, verbose: bool = False, debiased: bool = True,
-                backend: str = "auto") -> list:
-    """One exact CKA map per dataloader (a list of tensors (len(layers1), len(layers2))).
+                backend: Backend = "auto") -> list:
+    """Return one exact CKA map per dataloader.
 
-    Parameters as :class:`CKA`; ``dataloaders`` are positional, or one list of them.
+    Parameters
+    ----------
+    model1, model2 : torch.nn.Module
+        The models, as in :class:`CKA`.
+    *dataloaders : iterable
+        The dataloaders (batches: tensors, tuples whose first item is the input, or dicts), or
+        one list of them.
+    layers : sequence of str or int, optional
+        Layers of model1, as in :class:`CKA`.
+    model2_layers : sequence of str or int, optional
+        Layers of model2 (default: ``layers``).
+    device : str or torch.device, optional
+        Where the models run (default: cuda, else mps, else cpu).
+    progress : bool, default True
+        Show a tqdm bar per dataloader.
+    verbose : bool, default False
+        Print the running mean CKA after each batch.
+    debiased : bool, default True
+        Unbiased HSIC (as pytorch-cka); False: the biased estimator.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend of the per-batch terms.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One (len(layers1), len(layers2)) map per dataloader, float64 on ``device`` (float32 on
+        mps).
+
+    Raises
+    ------
+    ValueError
+        If no dataloader is given.
 
     Examples
     --------
     >>> import torch
     >>> from pyckafast.compat.pytorch_cka import compute_cka
+    >>> _ = torch.manual_seed(0)
     >>> a = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
     >>> [m] = compute_cka(a, a, [torch.randn(10, 4) for _ in range(3)], device="cpu",
     ...                   progress=False)
@@ -306,11 +341,31 @@ def _is_batch(items) -> bool:
     return len(items) > 0 and all(isinstance(b, torch.Tensor) for b in items)
 
 
-def cka_from_features(features_x, features_y, *, debiased: bool = True, backend: str = "auto"):
-    """Exact CKA between pre-extracted features: 2-D (n, d), 3-D (L, n, d) or a list of 2-D.
+def cka_from_features(features_x: Any, features_y: Any, *, debiased: bool = True,
+                      backend: Backend = "auto") -> Any:
+    """Return the exact CKA between pre-extracted features.
 
-    Returns a float64 tensor (Lx, Ly) on the features' device; unbiased HSIC by default, as
-    pytorch-cka, without clamping.
+    Parameters
+    ----------
+    features_x : torch.Tensor or sequence of array_like
+        One layer (n, d), a stack of layers (L, n, d), or a list of (n, d_i) layers.
+    features_y : torch.Tensor or sequence of array_like
+        The same for the second side (the same n samples). The same object as ``features_x``
+        gives the symmetric map.
+    debiased : bool, default True
+        Unbiased HSIC (as pytorch-cka, needs n > 3); False: the biased estimator.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64, (Lx, Ly), on the features' device, without clamping.
+
+    Raises
+    ------
+    ValueError
+        If a tensor is not 2-D or 3-D, a list is empty, or ``debiased`` with n <= 3.
 
     Examples
     --------
@@ -380,16 +435,36 @@ def _pair_hsic(a: _GramSide, i: int, b: _GramSide, j: int) -> float:
     return combine.kernel_hsic(terms, True).xy
 
 
-def hsic(grams_x, grams_y):
-    """Unbiased HSIC (Song et al. 2012) of every Gram in ``grams_x`` (Lx, n, n) with every one
-    in ``grams_y`` (Ly, n, n): ``(hsic_xy (Lx, Ly), hsic_xx (Lx,), hsic_yy (Ly,))``, in the
-    inputs' dtype and device.
+def hsic(grams_x: Any, grams_y: Any) -> tuple[Any, Any, Any]:
+    """Return the unbiased HSIC (Song et al. 2012) of every pair of Grams, and of each with itself.
+
+    Parameters
+    ----------
+    grams_x : torch.Tensor
+        Shape (Lx, n, n): one Gram matrix per layer, n > 3.
+    grams_y : torch.Tensor
+        Shape (Ly, n, n), the same samples.
+
+    Returns
+    -------
+    hsic_xy : torch.Tensor
+        Shape (Lx, Ly): HSIC of ``grams_x[i]`` with ``grams_y[j]``.
+    hsic_xx : torch.Tensor
+        Shape (Lx,): HSIC of each ``grams_x[i]`` with itself.
+    hsic_yy : torch.Tensor
+        Shape (Ly,): HSIC of each ``grams_y[j]`` with itself.
+        All three in the dtype and on the device of ``grams_x``.
+
+    Raises
+    ------
+    ValueError
+        If the Grams are not 3-D stacks of square matrices of the same n > 3.
 
     Examples
     --------
     >>> import torch
     >>> from pyckafast.compat.pytorch_cka import hsic
-    >>> f = torch.randn(2, 10, 3, dtype=torch.float64)
+    >>> f = torch.randn(2, 10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     >>> g = f @ f.transpose(1, 2)
     >>> xy, xx, yy = hsic(g, g)
     >>> bool(torch.allclose(xy.diagonal(), xx))
@@ -403,8 +478,25 @@ def hsic(grams_x, grams_y):
     return tuple(_like(v, grams_x) for v in (xy, xx, yy))
 
 
-def hsic_cross(grams_x, grams_y):
-    """Unbiased HSIC of every Gram in ``grams_x`` with every one in ``grams_y``: (Lx, Ly).
+def hsic_cross(grams_x: Any, grams_y: Any) -> Any:
+    """Return the unbiased HSIC of every Gram in ``grams_x`` with every one in ``grams_y``.
+
+    Parameters
+    ----------
+    grams_x : torch.Tensor
+        Shape (Lx, n, n): one Gram matrix per layer, n > 3.
+    grams_y : torch.Tensor
+        Shape (Ly, n, n), the same samples.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (Lx, Ly), in the dtype and on the device of ``grams_x``.
+
+    Raises
+    ------
+    ValueError
+        If the Grams are not 3-D stacks of square matrices of the same n > 3.
 
     Examples
     --------
@@ -426,14 +518,46 @@ def _like(values: np.ndarray, ref):
     return torch.as_tensor(values, device=ref.device).to(dtype)
 
 
-def plot_cka_heatmap(cka_matrix, layers1=None, layers2=None, model1_name: str = "Model 1",
+def plot_cka_heatmap(cka_matrix: Any, layers1: Sequence[str] | None = None,
+                     layers2: Sequence[str] | None = None, model1_name: str = "Model 1",
                      model2_name: str = "Model 2", title: str | None = None, cmap: str = "magma",
                      vmin: float | None = None, vmax: float | None = None, annot: bool = False,
-                     ax=None, show: bool = False, **ignored):
-    """Heatmap of a CKA map with pytorch-cka's arguments, drawn by
-    :func:`pyckafast.plot.cka_heatmap` (nan cells grey, long layer names shortened). Styling
-    arguments of pytorch-cka that have no counterpart (font sizes, ``figsize``...) are accepted
-    and ignored. Returns ``(fig, ax)``.
+                     ax: Any = None, show: bool = False, **ignored: Any) -> tuple[Any, Any]:
+    """Draw a CKA map as a heatmap, with pytorch-cka's arguments.
+
+    The drawing is :func:`pyckafast.plot.cka_heatmap` (nan cells grey, long layer names
+    shortened).
+
+    Parameters
+    ----------
+    cka_matrix : torch.Tensor or array_like
+        The (L1, L2) map.
+    layers1, layers2 : sequence of str, optional
+        The names of the rows and of the columns.
+    model1_name, model2_name : str, default "Model 1", "Model 2"
+        The models' names, in the axis labels and the default title.
+    title : str, optional
+        The title (default: "model1_name vs model2_name").
+    cmap : str, default "magma"
+        The matplotlib colormap.
+    vmin, vmax : float, optional
+        The colour range (default 0 and 1).
+    annot : bool, default False
+        Write each cell's value in it.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw (default: a new figure).
+    show : bool, default False
+        Call ``matplotlib.pyplot.show()`` after drawing.
+    **ignored
+        The styling arguments of pytorch-cka that have no counterpart here (font sizes,
+        ``figsize``...): accepted and ignored.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure drawn in.
+    ax : matplotlib.axes.Axes
+        The heatmap's axes.
 
     Examples
     --------
@@ -458,7 +582,34 @@ def plot_cka_heatmap(cka_matrix, layers1=None, layers2=None, model1_name: str = 
     return ax.figure, ax
 
 
-def save_figure(fig, path: str, dpi: int = 150, bbox_inches: str = "tight",
+def save_figure(fig: Any, path: str, dpi: int = 150, bbox_inches: str = "tight",
                 transparent: bool = False) -> None:
-    """``fig.savefig(path, ...)`` with pytorch-cka's defaults."""
+    """Save ``fig`` to ``path`` with pytorch-cka's defaults.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to save.
+    path : str
+        The file; its suffix picks the format.
+    dpi : int, default 150
+        The resolution.
+    bbox_inches : str, default "tight"
+        As in ``Figure.savefig``.
+    transparent : bool, default False
+        A transparent background.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from pyckafast.compat.pytorch_cka import plot_cka_heatmap, save_figure
+    >>> fig, _ = plot_cka_heatmap(np.eye(2))
+    >>> path = os.path.join(tempfile.mkdtemp(), "map.png")
+    >>> save_figure(fig, path)
+    >>> os.path.getsize(path) > 0
+    True
+    """
     fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches, transparent=transparent)

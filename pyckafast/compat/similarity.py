@@ -63,7 +63,7 @@ _ABOUT = {"paper_id": "kornblith2019", "package": "pyckafast",
 
 
 def register(registry: ModuleType | None = None, *, override: bool = False) -> list[str]:
-    """Register the measures in ``registry`` (default: ``import similarity``); returns their ids.
+    """Register the measures in ``registry`` (default: ``import similarity``).
 
     Parameters
     ----------
@@ -72,11 +72,18 @@ def register(registry: ModuleType | None = None, *, override: bool = False) -> l
     override : bool, default False
         Replace ids already registered (the registry refuses them otherwise).
 
+    Returns
+    -------
+    list of str
+        The ids registered: the measure family first, then one per function of ``MEASURES``.
+
     Examples
     --------
     >>> import types
     >>> fake = types.SimpleNamespace(registry={})
-    >>> fake.register = lambda id, obj, function=False, override=False: fake.registry.update({id: obj})
+    >>> def put(id, obj, function=False, override=False):
+    ...     fake.registry[id] = obj
+    >>> fake.register = put
     >>> sorted(register(fake))[:2]
     ['measure.pyckafast', 'measure.pyckafast.cka']
     """

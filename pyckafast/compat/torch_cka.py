@@ -27,12 +27,15 @@ device=...)``, ``.compare(dataloader1, dataloader2=None)``, ``.export()`` and
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from .._core import combine
 from .._core.optional import require
 from .._core.terms import KernelTerms
+from .._core.types import Backend
 from ._layermap import LayerMap
 
 __all__ = ["CKA"]
@@ -48,6 +51,7 @@ class CKA:
     Parameters
     ----------
     model1, model2 : torch.nn.Module
+        The models to compare (they may be the same module).
     model1_name, model2_name : str, optional
         Names in :meth:`export` and plots (default: the class names).
     model1_layers, model2_layers : list of str, optional
@@ -56,27 +60,28 @@ class CKA:
     device : str, default "cpu"
         Where the models run; both are moved there.
     minibatch : bool, default False
-        torch_cka's minibatch estimate instead of the exact full-dataset value.
-    backend : str, default "auto"
-        pyckafast backend of the per-batch terms.
+        Use torch_cka's minibatch estimate instead of the exact full-dataset value.
+    backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+        The pyckafast backend of the per-batch terms.
 
     Examples
     --------
     >>> import torch
     >>> from pyckafast.compat.torch_cka import CKA
+    >>> _ = torch.manual_seed(0)
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     >>> loader = [(torch.randn(20, 4),) for _ in range(3)]
     >>> cka = CKA(net, net, "a", "b", model1_layers=["0", "2"], model2_layers=["0", "2"])
     >>> cka.compare(loader)
     >>> result = cka.export()
-    >>> result["model1_layers"], tuple(result["CKA"].shape), float(result["CKA"][1, 1])
+    >>> result["model1_layers"], tuple(result["CKA"].shape), round(float(result["CKA"][1, 1]), 12)
     (['0', '2'], (2, 2), 1.0)
     """
 
     def __init__(self, model1, model2, model1_name: str | None = None,
                  model2_name: str | None = None, model1_layers: list[str] | None = None,
                  model2_layers: list[str] | None = None, device: str = "cpu", *,
-                 minibatch: bool = False, backend: str = "auto") -> None:
+                 minibatch: bool = False, backend: Backend = "auto") -> None:
         self.model1, self.model2, self.device = model1, model2, device
         self.minibatch, self.backend = bool(minibatch), backend
         self.model1_info = {"Name": model1_name or repr(model1).split("(")[0]}
@@ -92,10 +97,28 @@ class CKA:
         self.model2 = self.model2.to(self.device)
         self.hsic_matrix = None
 
-    def compare(self, dataloader1, dataloader2=None) -> None:
-        """Run both models over their dataloaders (model 2 on ``dataloader2``, default the
-        same) and store the CKA map (``export()["CKA"]``). Batches are tensors or tuples whose
-        first item is the input; the two loaders are paired batch by batch."""
+    def compare(self, dataloader1: Iterable, dataloader2: Iterable | None = None) -> None:
+        """Run both models over their dataloaders and store the CKA map (``export()["CKA"]``).
+
+        Parameters
+        ----------
+        dataloader1 : iterable
+            The batches of model 1: tensors, or tuples whose first item is the input.
+        dataloader2 : iterable, optional
+            The batches of model 2 (default: ``dataloader1``), paired with those of
+            ``dataloader1`` batch by batch.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.compat.torch_cka import CKA
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh())
+        >>> cka = CKA(net, net, "a", "b", model1_layers=["0", "1"], model2_layers=["0", "1"])
+        >>> cka.compare([torch.randn(16, 3) for _ in range(4)])
+        >>> tuple(cka.export()["CKA"].shape)
+        (2, 2)
+        """
         torch = _torch()
         dataloader2 = dataloader1 if dataloader2 is None else dataloader2
         self.model1_info["Dataset"] = _dataset_name(dataloader1)
@@ -111,7 +134,32 @@ class CKA:
         self.hsic_matrix = torch.as_tensor(acc.result(), dtype=torch.float64)
 
     def export(self) -> dict:
-        """The CKA map and what it compares (torch_cka's keys)."""
+        """Return the CKA map and what it compares (torch_cka's keys).
+
+        Returns
+        -------
+        dict
+            ``model1_name``, ``model2_name``, ``CKA`` (a float64 tensor, one row per layer of
+            model 1), ``model1_layers``, ``model2_layers``, ``dataset1_name`` and
+            ``dataset2_name``.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`compare` has not run.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.compat.torch_cka import CKA
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh())
+        >>> cka = CKA(net, net, "a", "b", model1_layers=["0", "1"], model2_layers=["0", "1"])
+        >>> cka.compare([torch.randn(16, 3) for _ in range(4)])
+        >>> result = cka.export()
+        >>> result["model1_name"], result["model2_layers"], result["CKA"].dtype
+        ('a', ['0', '1'], torch.float64)
+        """
         if self.hsic_matrix is None:
             raise RuntimeError("call compare() before export().")
         return {"model1_name": self.model1_info["Name"], "model2_name": self.model2_info["Name"],
@@ -120,9 +168,39 @@ class CKA:
                 "dataset1_name": self.model1_info["Dataset"],
                 "dataset2_name": self.model2_info["Dataset"]}
 
-    def plot_results(self, save_path: str | None = None, title: str | None = None):
-        """torch_cka's heatmap (origin lower, magma); saved to ``save_path`` at 300 dpi when
-        given; nan cells (undefined CKA) grey. Returns the axes."""
+    def plot_results(self, save_path: str | None = None, title: str | None = None) -> Any:
+        """Draw torch_cka's heatmap of the map (origin lower, magma; nan cells grey).
+
+        Parameters
+        ----------
+        save_path : str, optional
+            Where to save the figure, at 300 dpi.
+        title : str, optional
+            The title (default: "model1_name vs model2_name").
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The heatmap's axes.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`compare` has not run.
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import torch
+        >>> from pyckafast.compat.torch_cka import CKA
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh())
+        >>> cka = CKA(net, net, "a", "b", model1_layers=["0", "1"], model2_layers=["0", "1"])
+        >>> cka.compare([torch.randn(16, 3) for _ in range(4)])
+        >>> cka.plot_results(title="net").get_title()
+        'net'
+        """
         plt = require("matplotlib.pyplot", "CKA.plot_results")
         if self.hsic_matrix is None:
             raise RuntimeError("call compare() before plot_results().")
