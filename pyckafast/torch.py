@@ -274,6 +274,14 @@ class _Route:
     def add(self, acts: dict, total_batches: int | None) -> None:
         if self.sink is None:
             self._start(acts, total_batches)
+        for key, t in acts.items():
+            if t.shape[1] != self.widths[key]:
+                raise ValueError(
+                    f"layer {key[1]!r} of {key[0]} gave {t.shape[1]} features per sample in this "
+                    f"batch and {self.widths[key]} in the first: a flattened dimension changes "
+                    f"with the batch, so its samples are not along sample_dim (here "
+                    f"{self.run.sample_dims[key[1]]}); pass sample_dim= (an int or a dict layer "
+                    "-> dim, e.g. 1 for sequence-first outputs).")
         self.sink.add(acts)
 
     def _start(self, acts: dict, total_batches) -> None:
