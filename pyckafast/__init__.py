@@ -9,6 +9,7 @@ from ._core.dispatch import BackendUnavailable
 from ._config import show_config
 from ._core.threads import get_num_threads, set_num_threads, threads
 from .cka_matrix import cka_matrix
+from .map_state import CKAMapState
 from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
 from .minibatch import minibatch_cka
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "CKAMapState",
     "LinearCKAState",
     "cka",
     "cka_matrix",

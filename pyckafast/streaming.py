@@ -246,28 +246,9 @@ class LinearCKAState:
 
 
 def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of a state file, or a ValueError naming the file and what it is instead.
-
-    ``allow_pickle=False``: a state file holds plain arrays only, so a crafted file cannot run
-    code when it is loaded.
-    """
+    """Every array of a LinearCKAState file, or a ValueError naming the file and what it is."""
     name = os.fspath(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{name!r} holds a single .npy array, not a LinearCKAState file "
-                             "(an .npz archive written by LinearCKAState.save).")
-        with data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"path: no such file: {name!r}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{name!r} is not a LinearCKAState file (not an .npz archive: "
-                         f"{exc}).") from None
-    except ValueError as exc:
-        if "LinearCKAState" in str(exc):
-            raise
-        raise ValueError(f"{name!r} is not a LinearCKAState file ({exc}).") from None
+    arrays = read_state_archive(path, "LinearCKAState")
     if "format_version" not in arrays:
         raise ValueError(f"{name!r} is an .npz archive of {sorted(arrays)[:6]}, not a "
                          "LinearCKAState file (no format_version).")
@@ -277,6 +258,33 @@ def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
                          f"{_READABLE_VERSIONS}).")
     if version == 1:
         arrays.update(scale_x=np.array(1.0), scale_y=np.array(1.0))
+    return arrays
+
+
+def read_state_archive(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz archive at ``path``, or a ValueError saying it is not a ``what``
+    file (a state class's name) and what it is instead.
+
+    ``allow_pickle=False``: a state file holds plain arrays only, so a crafted file cannot run
+    code when it is loaded.
+    """
+    name = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{name!r} holds a single .npy array, not a {what} file "
+                             f"(an .npz archive written by {what}.save).")
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"path: no such file: {name!r}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{name!r} is not a {what} file (not an .npz archive: "
+                         f"{exc}).") from None
+    except ValueError as exc:
+        if what in str(exc):
+            raise
+        raise ValueError(f"{name!r} is not a {what} file ({exc}).") from None
     return arrays
 
 

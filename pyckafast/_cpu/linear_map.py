@@ -47,7 +47,7 @@ def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     rows = min(n, max(64, _CHUNKS_BYTES // (8 * sum(widths))))
     shifts = [first_chunk_mean(a, rows) for a in reps]
-    own = [_Own(w, n, debiased) for w in widths]
+    own = [_Own(w, debiased) for w in widths]
     buffers = [np.empty((rows, w)) for w in widths]
     terms: dict[tuple[int, int], LinearTerms] = {}
     for k, group in enumerate(passes(widths, pairs)):
@@ -57,11 +57,13 @@ def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[
             hi = min(lo + rows, n)
             chunks = {i: np.subtract(reps[i][lo:hi], shifts[i], out=buffers[i][: hi - lo])
                       for i in used}
-            if k == 0:  # the first pass also makes every representation's own moments
-                for i, c in chunks.items():
+            for i, c in chunks.items():
+                if k == 0:  # the first pass also makes every representation's own moments
                     own[i].add(c, lo, hi, names[i])
+                else:  # later passes only need the chunk's row norms
+                    own[i].see(c)
             for (i, j), acc in cross.items():
-                acc.add(chunks[i], chunks[j], own[i], own[j], lo, hi)
+                acc.add(chunks[i], chunks[j], own[i], own[j])
         moments = [o.moments(s, float(np.finfo(a.dtype).eps))
                    for o, s, a in zip(own, shifts, reps)]
         terms.update({(i, j): acc.terms(moments[i], moments[j], n)
@@ -71,23 +73,31 @@ def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[
 
 @dataclass(frozen=True)
 class _Moments:
-    """Float64 moments of one representation's rows shifted by ``shift`` (b = row - shift): the
-    part of the linear terms that no pair needs twice."""
+    """Float64 moments of one representation's rows multiplied by ``scale`` (a power of two)
+    and shifted by ``shift`` (b = row * scale - shift): the part of the linear terms that no pair
+    needs twice."""
 
     shift: np.ndarray
     total: np.ndarray  # sum_k b_k
     gram: np.ndarray  # sum_k b_k b_k'
-    q: np.ndarray | None  # |b_k|^2 for every row (debiased only): O(n) floats
-    qb: np.ndarray | None  # sum_k q_k b_k
+    sum_q: float  # sum_k q_k with q_k = |b_k|^2 (debiased only, else 0)
+    sum_qq: float  # sum_k q_k^2
+    qb: np.ndarray | None  # sum_k q_k b_k (debiased only)
     eps: float
+    scale: float = 1.0
 
 
 class _Own:
-    """One representation's running float64 sums; each chunk's finiteness is checked here."""
+    """One representation's running float64 sums; each chunk's finiteness is checked here.
 
-    def __init__(self, p: int, n: int, debiased: bool):
+    The debiased row-norm terms are folded chunk by chunk: ``q`` holds only the current chunk's
+    squared row norms (read by the crosses of the same chunk), so the sums do not grow with n.
+    """
+
+    def __init__(self, p: int, debiased: bool):
         self.total, self.gram = np.zeros(p), np.zeros((p, p))
-        self.q = np.empty(n) if debiased else None
+        self.q: np.ndarray | None = None
+        self.sum_q = self.sum_qq = 0.0
         self.qb = np.zeros(p) if debiased else None
 
     def add(self, c: np.ndarray, lo: int, hi: int, name: str) -> None:
@@ -95,35 +105,44 @@ class _Own:
         check_finite_sums(sums, name, lo, hi)
         self.total += sums
         self.gram += c.T @ c  # one buffer: SYRK
-        if self.q is not None:
-            self.q[lo:hi] = np.einsum("ij,ij->i", c, c)
-            self.qb += self.q[lo:hi] @ c
+        if self.qb is not None:
+            self.q = np.einsum("ij,ij->i", c, c)
+            self.sum_q += float(self.q.sum())
+            self.sum_qq += float(self.q @ self.q)
+            self.qb += self.q @ c
 
-    def moments(self, shift: np.ndarray, eps: float) -> _Moments:
-        return _Moments(shift, self.total, self.gram, self.q, self.qb, eps)
+    def see(self, c: np.ndarray) -> None:
+        """Take a chunk's squared row norms for the crosses, without adding it (later passes)."""
+        if self.qb is not None:
+            self.q = np.einsum("ij,ij->i", c, c)
+
+    def moments(self, shift: np.ndarray, eps: float, scale: float = 1.0) -> _Moments:
+        return _Moments(shift, self.total, self.gram, self.sum_q, self.sum_qq, self.qb, eps, scale)
 
 
 class _Cross:
-    """One pair's running float64 cross products."""
+    """One pair's running float64 cross products (and debiased cross row-norm terms)."""
 
     def __init__(self, p1: int, p2: int, debiased: bool):
         self.xy = np.zeros((p1, p2))
-        self.rx = np.zeros(p1) if debiased else None
-        self.qy = np.zeros(p2) if debiased else None
+        self.rx = np.zeros(p1) if debiased else None  # sum_k r_k a_k (r: the second side's q)
+        self.qy = np.zeros(p2) if debiased else None  # sum_k q_k b_k
+        self.sum_qr = 0.0
 
-    def add(self, ca: np.ndarray, cb: np.ndarray, oa: _Own, ob: _Own, lo: int, hi: int) -> None:
+    def add(self, ca: np.ndarray, cb: np.ndarray, oa: _Own, ob: _Own) -> None:
+        """Add one chunk of both sides (``oa``, ``ob`` have already taken it: their ``q``)."""
         self.xy += ca.T @ cb
         if self.rx is not None:
-            self.rx += ob.q[lo:hi] @ ca
-            self.qy += oa.q[lo:hi] @ cb
+            self.rx += ob.q @ ca
+            self.qy += oa.q @ cb
+            self.sum_qr += float(oa.q @ ob.q)
 
     def terms(self, ma: _Moments, mb: _Moments, n: int) -> LinearTerms:
         norms = None
         if self.rx is not None:
             norms = RowNormTerms(
-                sum_q=float(ma.q.sum()), sum_r=float(mb.q.sum()), sum_qq=float(ma.q @ ma.q),
-                sum_rr=float(mb.q @ mb.q), sum_qr=float(ma.q @ mb.q), qx=ma.qb, rx=self.rx,
-                qy=self.qy, ry=mb.qb)
+                sum_q=ma.sum_q, sum_r=mb.sum_q, sum_qq=ma.sum_qq, sum_rr=mb.sum_qq,
+                sum_qr=self.sum_qr, qx=ma.qb, rx=self.rx, qy=self.qy, ry=mb.qb)
         return LinearTerms(n=n, shift_x=ma.shift, shift_y=mb.shift, sum_x=ma.total,
                            sum_y=mb.total, xx=ma.gram, yy=mb.gram, xy=self.xy, norms=norms,
-                           eps=max(ma.eps, mb.eps))
+                           eps=max(ma.eps, mb.eps), scale_x=ma.scale, scale_y=mb.scale)
