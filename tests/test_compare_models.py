@@ -255,3 +255,46 @@ def test_progress_bar(images, capsys):
     net = ConvNet(12)
     compare_models(net, net, batches, ["stem", "fc"], max_state_bytes=1, progress=True)
     assert "compare_models: batches" in capsys.readouterr().err
+
+
+def test_mixed_routes_stream_small_layers_and_cache_wide_ones(images):
+    """A budget that holds the narrow layers: they stream, the 144-wide ones are cached, and
+    the narrow ones of the other model are cached too (they pair with a wide one)."""
+    from pyckafast._torch.plan import state_bytes
+
+    x, batches = images
+    a, b = ConvNet(13), ConvNet(14)
+    names = ["stem", "pool", "fc", "layer2"]
+    budget = state_bytes([4, 3], [4, 3])
+    m, _, _, rep = compare_models(a, b, batches, names, debiased=True, max_state_bytes=budget,
+                                  report=True)
+    want = pyckafast.cka_matrix(_acts(a, x, names), _acts(b, x, names), debiased=True)
+    np.testing.assert_allclose(m, want, atol=1e-6)
+    assert [r["path"] for r in rep] == ["cache"] * 8  # every narrow layer pairs with a wide one
+    assert sum(r["state_bytes"] for r in rep) == budget  # and still streams with the narrow ones
+    assert [r["state_bytes"] > 0 for r in rep] == [False, True, True, False] * 2
+    # same model, one list: the narrow layers stream among themselves, the wide are cached
+    m, _, _, rep = compare_models(a, a, batches, names, max_state_bytes=state_bytes([4, 3], None),
+                                  report=True)
+    np.testing.assert_allclose(m, pyckafast.cka_matrix(_acts(a, x, names)), atol=1e-6)
+    assert [(r["layer"], r["path"], r["state_bytes"] > 0) for r in rep[:4]] == [
+        ("stem", "cache", False), ("pool", "cache", True), ("fc", "cache", True),
+        ("layer2", "cache", False)]
+    assert [dict(r, model="model_a") for r in rep[4:]] == rep[:4]
+
+
+def test_map_state_bytes_match_the_plan():
+    from pyckafast._torch.plan import state_bytes
+
+    rng = np.random.default_rng(0)
+    xs, ys = [rng.normal(size=(20, p)) for p in (9, 4)], [rng.normal(size=(20, p)) for p in (5, 2)]
+    assert pyckafast.CKAMapState(debiased=False).update(xs, ys).nbytes == state_bytes([9, 4], [5, 2])
+    assert pyckafast.CKAMapState(debiased=False).update(xs).nbytes == state_bytes([9, 4], None)
+
+
+def test_everything_streams_by_default(images):
+    _, batches = images
+    net = ConvNet(15)
+    _, _, _, rep = compare_models(net, ConvNet(16), batches, LAYERS, report=True)
+    assert {r["path"] for r in rep} == {"stream"} and {r["cache_bytes"] for r in rep} == {0}
+    assert rep[0]["state_bytes"] > 8 * 144 * 144 and rep[0]["device"] == "cpu"

@@ -45,7 +45,7 @@ def flatten(t, sample_dim: int, name: str):
                          f"{name!r}, of shape {tuple(t.shape)}.")
     moved = t.movedim(sample_dim, 0) if sample_dim not in (0, -t.dim()) else t
     dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
-    out = torch.empty(moved.shape, dtype=dtype, device=t.device)
+    out = moved.new_empty(moved.shape, dtype=dtype)  # same device (and tensor subclass)
     out.copy_(moved)
     return out.reshape(moved.shape[0], -1)
 
