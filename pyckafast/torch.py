@@ -124,7 +124,7 @@ def compare_models(
     max_state_bytes : int, optional
         Bytes the streaming state may hold (float64 p x p moments per layer, p_i p_j per pair).
         Layers are moved to the activation cache, widest first, until it fits. Default: a
-        quarter of the memory available when the first batch arrives.
+        quarter of the memory available when the first batch arrives, at most 2 GiB.
     cache_dir : str or path, optional
         Where the activation cache directory is made (default: the system's temporary
         directory). It needs n * p * 4 bytes per cached layer (float32 activations).

@@ -33,8 +33,10 @@ def state_bytes(pa: list[int], pb: list[int] | None) -> int:
 
 def default_budget(available: int) -> int:
     """The state's share of the memory still available: a quarter (the batch's activations,
-    the model and the BLAS buffers need the rest)."""
-    return max(available // 4, 1 << 20)
+    the model and the BLAS buffers need the rest), at most 2 GiB: a layer of p features costs
+    the state float64 GEMMs of n p^2 flops, the tiled pass float32 GEMMs of n^2 p, so past a
+    few thousand features the cache is the faster route as well as the smaller one."""
+    return max(min(available // 4, 2 << 30), 1 << 20)
 
 
 @dataclass
