@@ -10,9 +10,10 @@ import numpy as np
 
 from ._core import combine, dispatch, params
 from ._core.inputs import Samples, check_same_n, prepare_list
-from ._core.params import validate_params
+from ._core.params import Callables, Boolean, StrOptions, validate_params
+from ._core.progress import Progress
 from ._core.validation import min_samples
-from ._cpu import linear_map
+from ._cpu import linear_map, tiled_map
 from .rbf import RBF_OPTIONS_SPEC, Kernel, RBFOptions, Sigma, rbf_producer
 
 __all__ = ["cka_matrix"]
@@ -21,11 +22,14 @@ __all__ = ["cka_matrix"]
 @validate_params({
     "kernel": params.KERNEL, "debiased": params.BOOLEAN, "backend": params.BACKEND,
     "tile": params.ROWS, **{k: RBF_OPTIONS_SPEC[k] for k in ("sigma", "threshold", "bandwidth")},
+    "form": [StrOptions(("auto", "features", "tiles"))],
+    "progress": [params.OPTIONAL, Boolean(), Callables()],
 })
 def cka_matrix(
     xs: Sequence, ys: Sequence | None = None, *, kernel: Kernel = "linear",
     debiased: bool = False, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: str = "kornblith", backend: str = "auto", tile: int | None = None,
+    form: str = "auto", progress: Progress = None,
 ) -> np.ndarray:
     """CKA between every representation in ``xs`` and every one in ``ys`` (a layer x layer map).
 
@@ -41,8 +45,18 @@ def cka_matrix(
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012) instead of the biased estimator.
     sigma, threshold, bandwidth, backend, tile
-        As in :func:`rbf_cka` (``tile`` applies to the RBF pass). GPU inputs (CuPy, torch
-        CUDA) or ``backend="cuda"``: every pair runs on the GPU.
+        As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
+        pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
+    form : {"auto", "features", "tiles"}, default "auto"
+        Maps of host data. Linear: "features" takes every pair from p x p moments; "tiles" every
+        pair from Gram tiles in sample space (one pass over block pairs for all of them); "auto"
+        sends the layers whose own moments would not fit in memory, or cost more than their
+        n x n Gram (about p > n), to the tiled pass (every pair they are in), the others to the
+        feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
+        kernel tile once (worth it for wide layers); otherwise one pass per pair.
+    progress : None, bool or callable, default None
+        Linear maps of host data: True shows a tqdm bar per pass, a callable is called as
+        ``progress(done, total)`` (rows of the feature pass, block pairs of the tiled pass).
 
     Returns
     -------
@@ -53,7 +67,9 @@ def cka_matrix(
     Linear: every representation's own moments (its Gram X'X about a fixed shift, column sums
     and row norms) are accumulated once, chunk by chunk in float64; each pair then costs one
     chunked cross GEMM X'Y (the same estimator as :func:`linear_cka`; no centred copy of any
-    layer is made). RBF: each representation's bandwidth is found once; each pair is one
+    layer is made). Wide layers go through one sample-space pass over block pairs in which
+    every layer's Gram tile is computed once and shared by all of its pairs (memory
+    O(L (n + tile^2) + tile p)). RBF: each representation's bandwidth is found once; each pair is one
     tiled O(n)-memory pass (:func:`rbf_cka`).
 
     Examples
@@ -71,8 +87,11 @@ def cka_matrix(
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
+    host = dispatch.place(xs_[0].kind, backend) == "cpu"
+    extra = {"form": form, "progress": progress} if host else {}
     pair = dispatch.producer("matrix", xs_[0].kind, backend)(
-        xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options, tile=tile)
+        xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options, tile=tile,
+        **extra)
     out = np.empty((len(xs_), len(ys_)))
     for i in range(len(xs_)):
         for j in range(len(ys_)):
@@ -109,27 +128,65 @@ def _nan_for(i: int) -> float:
 
 def host_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backend: str,
                kernel: str, debiased: bool, options: RBFOptions | None = None,
-               tile: int | None = None) -> Callable[[int, int], combine.HSICTriple]:
+               tile: int | None = None, form: str = "auto",
+               progress: Progress = None) -> Callable[[int, int], combine.HSICTriple]:
     """The producer for host data: ``pair(i, j)`` -> the HSIC triple of xs[i] and ys[j]."""
     if kernel == "linear":
-        return _linear_pairs(xs, ys, symmetric, debiased)
-    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile)
+        return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress)
+    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile, form, progress)
 
 
-def _linear_pairs(xs, ys, symmetric, debiased):
-    # float64 chunks through BLAS whatever ``backend`` says (it chooses the RBF tiles)
+def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
+    """Pairs with a wide layer (or all, ``form="tiles"``) from one tiled sample-space pass, the
+    others from one chunked feature-space pass (float64 BLAS chunks whatever ``backend`` says:
+    it chooses the RBF tiles)."""
     reps = xs if symmetric else [*xs, *ys]
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
-    terms = linear_map.map_terms([s.data for s in reps], [s.name for s in reps], wanted, debiased)
-    return lambda i, j: combine.linear_hsic(terms[i, offset + j], debiased)
+    wide = [form == "tiles" or (form == "auto" and _wide(s)) for s in reps]
+    tiled = [(i, j) for i, j in wanted if wide[i] or wide[j]]
+    features = [pair for pair in wanted if pair not in set(tiled)]
+    data, names = [s.data for s in reps], [s.name for s in reps]
+    triples: dict[tuple[int, int], combine.HSICTriple] = {}
+    if features:
+        terms = linear_map.map_terms(data, names, features, debiased, progress=progress)
+        triples.update({pair: combine.linear_hsic(t, debiased) for pair, t in terms.items()})
+    if tiled:
+        kernel_terms, zero = tiled_map.tiled_map_terms(data, tiled, tile=tile, progress=progress,
+                                                       names=names)
+        triples.update({(i, j): combine.kernel_hsic(t, debiased)._replace(zero_x=zero[i],
+                                                                          zero_y=zero[j])
+                        for (i, j), t in kernel_terms.items()})
+    return lambda i, j: triples[i, offset + j]
 
 
-def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile):
-    produce = rbf_producer(backend, "cpu")
+def _wide(s: Samples) -> bool:
+    """Whether a layer's pairs go through the tiled sample-space pass: the linear form
+    :func:`dispatch.linear_form` picks for the layer against itself is not "features" (its
+    p x p moments do not fit, or its n x n Gram costs fewer flops)."""
+    try:
+        return dispatch.linear_form("auto", s.n, s.p, s.p, s.data.itemsize) != "features"
+    except MemoryError:  # no form fits in memory: the tiled pass needs the least
+        return True
+
+
+def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
+               progress=None):
+    """Each representation's bandwidth once; then a tiled pass per pair (the fused kernels for
+    narrow layers), or with ``form="tiles"`` one tiled pass for all pairs, in which every
+    layer's kernel tile comes from its Gram tile once per block pair."""
     gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
     gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
+    if form == "tiles":
+        reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
+        wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+                  if not symmetric or i < j]
+        terms, _ = tiled_map.tiled_map_terms(
+            [s.data for s in reps], wanted, tile=tile, progress=progress, kernel="rbf",
+            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
+        return lambda i, j: combine.kernel_hsic(terms[i, offset + j], debiased)
+    produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:
         terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)

@@ -128,3 +128,14 @@ def test_pairs_are_grouped_into_passes_by_the_bytes_they_hold(monkeypatch):
     widths = [100, 100, 100, 400]
     groups = linear_map.passes(widths, [(0, 1), (0, 2), (1, 2), (0, 3)])
     assert groups == [[(0, 1), (0, 2)], [(1, 2)], [(0, 3)]]  # a pair too wide alone is one pass
+
+
+def test_feature_pass_reads_only_the_layers_of_its_pairs():
+    """Layers whose pairs all go to the tiled pass get no p x p moments in the feature pass."""
+    from pyckafast._cpu import linear_map
+
+    layers = _layers(np.float64)
+    unread = np.full((120, 3), np.nan)  # would raise if its chunks were read
+    terms = linear_map.map_terms([layers[0], unread, layers[1]], ["a", "b", "c"], [(0, 2)], True)
+    assert list(terms) == [(0, 2)]
+    assert terms[0, 2].xx.shape == (7, 7) and terms[0, 2].yy.shape == (5, 5)

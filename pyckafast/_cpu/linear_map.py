@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._core.inputs import check_finite_sums
+from .._core.progress import Progress, progress_reporter
 from .._core.terms import LinearTerms, RowNormTerms
 from .linear import first_chunk_mean
 
@@ -42,15 +43,28 @@ def passes(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> list[list
 
 
 def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[tuple[int, int]],
-              debiased: bool) -> dict[tuple[int, int], LinearTerms]:
-    """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``)."""
+              debiased: bool, *, progress: Progress = None) -> dict[tuple[int, int], LinearTerms]:
+    """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``); ``progress``
+    is reported after every chunk (rows done over all passes). Only the representations in
+    ``pairs`` are read (a map whose wide layers go to the tiled pass makes no moments of them)."""
+    needed = sorted({i for pair in pairs for i in pair})
+    slot = {r: k for k, r in enumerate(needed)}
+    reps, names = [reps[r] for r in needed], [names[r] for r in needed]
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     rows = min(n, max(64, _CHUNKS_BYTES // (8 * sum(widths))))
+    groups = passes(widths, [(slot[i], slot[j]) for i, j in pairs])
+    with progress_reporter(progress, n * len(groups), desc="CKA map", unit="row") as report:
+        terms = _map_terms(reps, names, groups, debiased, rows, report)
+    return {(needed[a], needed[b]): t for (a, b), t in terms.items()}
+
+
+def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, int], LinearTerms]:
+    n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     shifts = [first_chunk_mean(a, rows) for a in reps]
     own = [_Own(w, debiased) for w in widths]
     buffers = [np.empty((rows, w)) for w in widths]
     terms: dict[tuple[int, int], LinearTerms] = {}
-    for k, group in enumerate(passes(widths, pairs)):
+    for k, group in enumerate(groups):
         cross = {pair: _Cross(widths[pair[0]], widths[pair[1]], debiased) for pair in group}
         used = range(len(reps)) if k == 0 else sorted({i for pair in group for i in pair})
         for lo in range(0, n, rows):
@@ -64,6 +78,8 @@ def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[
                     own[i].see(c)
             for (i, j), acc in cross.items():
                 acc.add(chunks[i], chunks[j], own[i], own[j])
+            if report is not None:
+                report(k * n + hi, len(groups) * n)
         moments = [o.moments(s, float(np.finfo(a.dtype).eps))
                    for o, s, a in zip(own, shifts, reps)]
         terms.update({(i, j): acc.terms(moments[i], moments[j], n)

@@ -1,0 +1,261 @@
+"""Sample-space CKA maps over block pairs: every representation's Gram tile once per block pair.
+
+For layers of large p (the p x p feature moments do not fit) CKA is computed in sample space,
+from the n x n Grams K_r = X~_r X~_r' (X~: rows shifted by the column means rounded to the input
+dtype, so float32 data with a large mean keep their precision). A map of L layers needs the pair
+sums sum K_i * K_j of many pairs; a per-pair tiled pass would compute every layer's Gram tiles
+once per pair it is in. Here one pass visits the upper triangle of block pairs (a, b) once
+(:func:`pyckafast._core.pairs.block_pairs`); each representation's tile K_r[a, b] comes from BLAS
+in its input dtype and goes, as float64, into row ``r`` of a stack of tiles; one GEMM of the
+stack with itself then gives every pair's sum of products (and every tile's squared norm) at
+once. Per representation the row sums and the diagonal are kept (O(n)).
+
+Memory beyond the inputs: O(L (n + tile^2) + tile p): the L float64 tiles, two centred blocks of
+one representation at a time (the inputs are read block by block, so memmaps larger than RAM
+work) and the row sums. RBF (``kernel="rbf"``) takes the entries expm1(-gamma d2) = K - 1 from the
+same Gram tile and the rows' squared norms, the convention of :mod:`pyckafast._cpu.rbf`.
+
+Array code takes the array module ``xp`` (NumPy, or CuPy on a GPU with host or device inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._core.combine import is_zero_variance
+from .._core.inputs import float_dtype
+from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
+from .._core.progress import Progress, progress_reporter
+from .._core.terms import KernelTerms
+
+__all__ = ["tiled_map_terms", "map_tile_rows"]
+
+Pair = tuple[int, int]
+
+# The float64 tile stack (L tiles) stays within this many bytes, and so do the two centred blocks
+# of the widest representation.
+_STACK_BYTES = 128 * 2**20
+_BLOCKS_BYTES = 128 * 2**20
+_MIN_TILE, _MAX_TILE = 128, 2048
+
+
+def map_tile_rows(widths: Sequence[int], itemsize: int) -> int:
+    """Rows per block of a tiled map over representations of ``widths`` (the L float64 tiles
+    and two blocks of the widest one within their budgets; a multiple of 64 where it can be)."""
+    by_stack = int(np.sqrt(_STACK_BYTES / (8 * max(1, len(widths)))))
+    by_blocks = _BLOCKS_BYTES // max(1, 2 * max(widths) * itemsize)
+    rows = min(_MAX_TILE, by_stack, by_blocks)
+    return int(max(_MIN_TILE, rows // 64 * 64))
+
+
+def tiled_map_terms(
+    reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | None = None,
+    progress: Progress = None, xp: Any = np, kernel: str = "linear",
+    gammas: Sequence[float] | None = None, names: Sequence[str] | None = None,
+) -> tuple[dict[Pair, KernelTerms], list[bool]]:
+    """Kernel terms of every wanted pair of representations, in one pass over block pairs.
+
+    Parameters
+    ----------
+    reps : sequence of arrays (n, p_r)
+        The representations (NumPy arrays or memmaps, read block by block; CuPy arrays with
+        ``xp=cupy``). Only those in ``pairs`` are read.
+    pairs : sequence of (i, j)
+        Indices into ``reps``; (i, i) is allowed.
+    tile : int, optional
+        Rows per block (default :func:`map_tile_rows`).
+    progress : None, bool or callable
+        Reported once per block pair (see :mod:`pyckafast._core.progress`).
+    xp : module
+        The array module the tiles are computed with.
+    kernel : {"linear", "rbf"}
+        Linear Grams of the centred rows, or RBF kernels exp(-gamma_r |a - b|^2) (held as
+        K - 1: diagonal 0, ``diag_*`` None).
+    gammas : sequence of float, optional
+        RBF only: gamma per representation (indexed like ``reps``).
+    names : sequence of str, optional
+        The representations' names for messages (default "reps[r]").
+
+    Returns
+    -------
+    terms : dict (i, j) -> KernelTerms
+    zero : list of bool
+        Per representation (indexed like ``reps``; False for those not read): whether it has
+        zero variance.
+
+    Raises
+    ------
+    ValueError
+        If a representation read holds NaN or Inf, or the representations do not all have n rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast._core import combine
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(300, 50))
+    >>> terms, zero = tiled_map_terms([x, 2 * x, np.tanh(x)], [(0, 1), (0, 2)], tile=128)
+    >>> round(combine.cka_from_hsic(combine.kernel_hsic(terms[0, 1], False)), 12)
+    1.0
+    """
+    used = sorted({r for pair in pairs for r in pair})
+    if not used:
+        return {}, [False] * len(reps)
+    names = list(names) if names is not None else [f"reps[{r}]" for r in range(len(reps))]
+    n = int(reps[used[0]].shape[0])
+    for r in used:
+        if int(reps[r].shape[0]) != n:
+            raise ValueError(f"{names[r]} must have the n = {n} rows of {names[used[0]]}; got "
+                             f"{reps[r].shape[0]}.")
+    if kernel == "rbf" and (gammas is None or any(gammas[r] is None for r in used)):
+        raise ValueError("kernel='rbf' needs gammas: one gamma per representation.")
+    sides = [_Side(reps[r], names[r], xp) for r in used]
+    rows = min(n, tile or map_tile_rows([s.p for s in sides], max(s.itemsize for s in sides)))
+    bounds = block_bounds(n, rows)
+    acc = _Sums(xp, len(used), n, rows, kernel == "linear")
+    scratch = _Scratch(xp, sides, rows)
+    total = len(bounds) * (len(bounds) + 1) // 2
+    gamma = [float(gammas[r]) if kernel == "rbf" else None for r in used]
+    with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
+        for done, (a, b, diagonal) in enumerate(block_pairs(bounds), start=1):
+            stack = acc.stack(a, b)
+            for slot, side in enumerate(sides):
+                _tile(side, a, b, diagonal, scratch, stack[slot], gamma[slot])
+            acc.add(stack, a, b, diagonal)
+            if report is not None:
+                report(done, total)
+    return _terms(acc, sides, used, pairs, n, kernel, len(reps))
+
+
+class _Side:
+    """One representation: its rows (not copied), dtype and centring shift."""
+
+    def __init__(self, rows: Any, name: str, xp: Any):
+        self.rows, self.name, self.xp = rows, name, xp
+        self.dtype = float_dtype(rows.dtype, name)
+        self.itemsize = self.dtype.itemsize
+        self.p = int(rows.shape[1])
+        self.shift = centring_shift(rows, name, self.dtype, xp)  # checked finite
+        self.eps = float(np.finfo(self.dtype).eps)
+
+    def block(self, bounds: tuple[int, int], out: Any) -> Any:
+        """Rows [lo, hi) minus the shift, written into ``out`` (C-contiguous, this dtype)."""
+        part = self.rows[bounds[0]:bounds[1]]
+        if self.xp is not np and isinstance(part, np.ndarray):  # host rows: one upload a block
+            part = self.xp.asarray(np.ascontiguousarray(part))
+        return self.xp.subtract(part, self.shift, out=out)
+
+
+class _Scratch:
+    """Reused buffers: centred blocks a and b of one representation at a time, and the Gram tile
+    in the input dtype before its float64 copy (views of flat byte buffers, so representations
+    of any width and dtype share them)."""
+
+    def __init__(self, xp: Any, sides: list[_Side], rows: int):
+        self.xp = xp
+        widest = max(s.p * s.itemsize for s in sides)
+        self.blocks = [xp.empty(rows * widest, dtype=np.uint8) for _ in range(2)]
+        low = [s.itemsize for s in sides if s.dtype != np.float64]
+        self.tile = xp.empty(rows * rows * max(low), dtype=np.uint8) if low else None
+
+    def block(self, k: int, side: _Side, bounds: tuple[int, int]) -> Any:
+        m = bounds[1] - bounds[0]
+        out = self.blocks[k][: m * side.p * side.itemsize].view(side.dtype).reshape(m, side.p)
+        return side.block(bounds, out)
+
+    def gram(self, dtype: np.dtype, shape: tuple[int, int]) -> Any:
+        return self.tile[: shape[0] * shape[1] * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _tile(side: _Side, a: tuple[int, int], b: tuple[int, int], diagonal: bool,
+          scratch: _Scratch, out: Any, gamma: float | None) -> None:
+    """One representation's tile of block pair (a, b) into ``out`` (float64): the Gram of the
+    centred blocks, or for RBF its entries expm1(-gamma d2)."""
+    xp = side.xp
+    block_a = scratch.block(0, side, a)
+    block_b = block_a if diagonal else scratch.block(1, side, b)
+    # block_a @ block_a.T on one buffer lets BLAS run SYRK (half the flops) for diagonal tiles
+    if side.dtype == np.float64:
+        xp.matmul(block_a, block_b.T, out=out)
+    else:
+        out[...] = xp.matmul(block_a, block_b.T, out=scratch.gram(side.dtype, out.shape))
+    if gamma is not None:
+        na = sq_norms(xp, block_a).astype(np.float64)
+        nb = na if diagonal else sq_norms(xp, block_b).astype(np.float64)
+        _rbf_entries(xp, out, na, nb, gamma)
+        if diagonal:  # K_ii - 1 = 0 exactly (d2 of a row with itself is 0 up to rounding)
+            xp.fill_diagonal(out, 0.0)
+
+
+def _rbf_entries(xp: Any, g: Any, na: Any, nb: Any, gamma: float) -> None:
+    """In place: dot products g -> expm1(-gamma max(na + nb - 2 g, 0)) = K - 1 (float64)."""
+    g *= -2.0
+    g += na[:, None]
+    g += nb[None, :]
+    xp.maximum(g, 0.0, out=g)
+    g *= -gamma
+    xp.expm1(g, out=g)
+
+
+class _Sums:
+    """Float64 sums of the pass: per representation its row sums, diagonal and (in the pair
+    matrix's diagonal) its squared sum; per pair of representations the sum of products."""
+
+    def __init__(self, xp: Any, count: int, n: int, rows: int, keep_diagonal: bool):
+        self.xp = xp
+        self.flat = xp.empty((count, rows * rows))
+        self.products = xp.zeros((count, count))
+        self.row_sums = xp.zeros((count, n))
+        self.diagonal = xp.zeros((count, n)) if keep_diagonal else None
+
+    def stack(self, a: tuple[int, int], b: tuple[int, int]) -> Any:
+        """The (count, |a|, |b|) tile stack for block pair (a, b): views of one flat buffer."""
+        ma, mb = a[1] - a[0], b[1] - b[0]
+        return self.flat[:, : ma * mb].reshape(self.flat.shape[0], ma, mb)
+
+    def add(self, stack: Any, a: tuple[int, int], b: tuple[int, int], diagonal: bool) -> None:
+        xp, count = self.xp, stack.shape[0]
+        flat = stack.reshape(count, -1)
+        # Every pair's sum of products and every tile's squared sum: one GEMM (count x count).
+        # An off-diagonal block pair stands for (a, b) and (b, a).
+        self.products += (1.0 if diagonal else 2.0) * (flat @ flat.T)
+        self.row_sums[:, a[0]:a[1]] += stack.sum(axis=2)
+        if not diagonal:
+            self.row_sums[:, b[0]:b[1]] += stack.sum(axis=1)
+        elif self.diagonal is not None:
+            self.diagonal[:, a[0]:a[1]] = xp.diagonal(stack, axis1=1, axis2=2)
+
+
+def _terms(acc: _Sums, sides: list[_Side], used: list[int], pairs: Sequence[Pair], n: int,
+           kernel: str, count: int) -> tuple[dict[Pair, KernelTerms], list[bool]]:
+    """The KernelTerms of each wanted pair, and the zero-variance flags, on the host."""
+    host = _host
+    products, row_sums = host(acc.products), host(acc.row_sums)
+    diagonal = None if acc.diagonal is None else host(acc.diagonal)
+    slot = {r: k for k, r in enumerate(used)}
+    zero = [False] * count
+    for r, side in zip(used, sides):
+        k = slot[r]
+        if kernel == "linear":  # the total variance is the Gram's trace
+            shift = host(side.shift).astype(np.float64)
+            zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shift @ shift), n,
+                                       side.eps)
+        else:  # an RBF kernel of constant rows is all ones: K - 1 is 0
+            zero[r] = not np.any(row_sums[k]) and products[k, k] == 0.0
+    terms = {}
+    for i, j in pairs:
+        a, b = slot[i], slot[j]
+        terms[i, j] = KernelTerms(
+            n=n, s_kl=float(products[a, b]), s_kk=float(products[a, a]),
+            s_ll=float(products[b, b]), row_k=row_sums[a], row_l=row_sums[b],
+            diag_k=None if diagonal is None else diagonal[a],
+            diag_l=None if diagonal is None else diagonal[b],
+            eps=max(sides[a].eps, sides[b].eps))
+    return terms, zero
+
+
+def _host(a: Any) -> np.ndarray:
+    return np.asarray(a.get() if hasattr(a, "get") else a)

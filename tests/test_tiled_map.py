@@ -1,0 +1,195 @@
+"""The tiled sample-space map (pyckafast._cpu.tiled_map): every layer's Gram tile once per block
+pair, every wanted pair reduced from the tiles; and cka_matrix's routing of wide layers to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _reference import kernel_terms_brute, linear_cka_ref
+
+import pyckafast
+from pyckafast._core import combine
+from pyckafast._cpu import linear_map, tiled_map
+from pyckafast._cpu.tiled_map import map_tile_rows, tiled_map_terms
+
+DEBIASED = pytest.mark.parametrize("debiased", [False, True], ids=["biased", "debiased"])
+
+
+def _layers(rng, n, widths, mean=0.0, dtype=np.float64):
+    """Related layers of the given widths (each a noisy linear image of a common signal)."""
+    z = rng.normal(size=(n, 12))
+    out = []
+    for k, p in enumerate(widths):
+        a = z @ rng.normal(size=(12, p)) + (0.5 + k) * rng.normal(size=(n, p))
+        out.append((a + mean).astype(dtype))
+    return out
+
+
+def _cka(terms, debiased, zero=(False, False)):
+    h = combine.kernel_hsic(terms, debiased)._replace(zero_x=zero[0], zero_y=zero[1])
+    return combine.cka_from_hsic(h)
+
+
+@DEBIASED
+@pytest.mark.parametrize("widths", [(300, 40, 520), (9, 25, 4)], ids=["p>n", "p<n"])
+def test_symmetric_pairs_equal_linear_cka(rng, debiased, widths):
+    n = 203  # not a multiple of the tile
+    layers = _layers(rng, n, widths)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    terms, zero = tiled_map_terms(layers, pairs, tile=64)
+    assert zero == [False] * 3 and set(terms) == set(pairs)
+    for i, j in pairs:
+        want = pyckafast.linear_cka(layers[i], layers[j], debiased=debiased)
+        assert _cka(terms[i, j], debiased) == pytest.approx(want, abs=1e-10)
+
+
+@DEBIASED
+def test_two_sided_pairs_and_a_layer_with_itself(rng, debiased):
+    xs = _layers(rng, 150, (70, 200))
+    ys = _layers(rng, 150, (33, 180, 5))
+    reps = [*xs, *ys]
+    pairs = [(i, 2 + j) for i in range(2) for j in range(3)] + [(1, 1)]
+    terms, _ = tiled_map_terms(reps, pairs, tile=64)
+    for i, j in pairs:
+        want = linear_cka_ref(reps[i], reps[j], debiased)
+        assert _cka(terms[i, j], debiased) == pytest.approx(want, abs=1e-10)
+
+
+@DEBIASED
+def test_float32_with_a_large_mean(rng, debiased):
+    layers = _layers(rng, 180, (260, 50, 400), mean=1e3, dtype=np.float32)
+    terms, _ = tiled_map_terms(layers, [(0, 1), (0, 2), (1, 2)], tile=128)
+    for (i, j), t in terms.items():
+        assert t.eps == np.finfo(np.float32).eps
+        assert _cka(t, debiased) == pytest.approx(linear_cka_ref(layers[i], layers[j], debiased),
+                                                  abs=1e-5)
+
+
+def test_memmap_inputs_are_read_block_by_block(rng, tmp_path):
+    layers = _layers(rng, 170, (90, 130))
+    maps = []
+    for k, a in enumerate(layers):
+        np.save(tmp_path / f"l{k}.npy", a)
+        maps.append(np.load(tmp_path / f"l{k}.npy", mmap_mode="r"))
+    terms, _ = tiled_map_terms(maps, [(0, 1)], tile=64)
+    in_memory, _ = tiled_map_terms(layers, [(0, 1)], tile=64)
+    assert terms[0, 1].s_kl == in_memory[0, 1].s_kl
+    assert _cka(terms[0, 1], True) == pytest.approx(linear_cka_ref(*layers, True), abs=1e-10)
+
+
+def test_only_the_layers_in_pairs_are_read(rng):
+    layers = _layers(rng, 60, (8, 9, 10))
+    layers[2] = layers[2].copy()
+    layers[2][3, 1] = np.nan  # never read
+    terms, zero = tiled_map_terms(layers, [(0, 1)], tile=32)
+    assert set(terms) == {(0, 1)} and zero == [False, False, False]
+    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values"):
+        tiled_map_terms(layers, [(0, 2)], names=["xs[0]", "xs[1]", "xs[2]"])
+    with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 60 rows"):
+        tiled_map_terms([layers[0], layers[1][:50]], [(0, 1)])
+
+
+def test_progress_is_reported_per_block_pair(rng):
+    layers = _layers(rng, 100, (5, 6))
+    seen = []
+    tiled_map_terms(layers, [(0, 1)], tile=32, progress=lambda done, total: seen.append(
+        (done, total)))
+    blocks = 4  # 100 rows in tiles of 32
+    total = blocks * (blocks + 1) // 2
+    assert seen == [(k, total) for k in range(1, total + 1)]
+
+
+def test_rbf_tiles_equal_the_brute_force_terms(rng):
+    layers = _layers(rng, 90, (30, 7, 50), mean=3.0)
+    gammas = [0.02, 0.3, 0.01]
+    terms, zero = tiled_map_terms(layers, [(0, 1), (1, 2), (0, 2)], tile=32, kernel="rbf",
+                                  gammas=gammas)
+    assert zero == [False] * 3
+    for (i, j), t in terms.items():
+        want = kernel_terms_brute(layers[i], layers[j], gammas[i], gammas[j])
+        assert t.diag_k is None and t.diag_l is None
+        assert t.s_kl == pytest.approx(want.s_kl, rel=1e-10)
+        assert t.s_kk == pytest.approx(want.s_kk, rel=1e-10)
+        np.testing.assert_allclose(t.row_k, want.row_k, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(t.row_l, want.row_l, rtol=1e-9, atol=1e-9)
+        for debiased in (False, True):  # rbf_cka itself agrees with brute force to ~3e-10
+            assert _cka(t, debiased) == pytest.approx(_cka(want, debiased), abs=1e-9)
+    with pytest.raises(ValueError, match="gammas"):
+        tiled_map_terms(layers, [(0, 1)], kernel="rbf")
+
+
+def test_tile_rows_keep_the_stack_and_blocks_in_budget():
+    rows = map_tile_rows([16384] * 8, 4)
+    assert rows % 64 == 0 and 8 * rows * rows * 8 <= tiled_map._STACK_BYTES
+    assert 2 * rows * 16384 * 4 <= tiled_map._BLOCKS_BYTES
+    assert map_tile_rows([4], 8) == tiled_map._MAX_TILE
+
+
+# ---- cka_matrix routes wide layers through the tiled pass ---------------------------------------
+@DEBIASED
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
+def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, symmetric):
+    layers = _layers(rng, 120, (400, 6, 300, 8))  # two wide layers (p > n), two narrow
+    ys = None if symmetric else [layers[1], layers[2]]
+    calls = {"tiled": [], "features": []}
+    real_tiled, real_features = tiled_map.tiled_map_terms, linear_map.map_terms
+
+    def tiled(reps, pairs, **kw):
+        calls["tiled"].append(sorted(pairs))
+        return real_tiled(reps, pairs, **kw)
+
+    def features(reps, names, pairs, debiased, **kw):
+        calls["features"].append(sorted(pairs))
+        return real_features(reps, names, pairs, debiased, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    monkeypatch.setattr(linear_map, "map_terms", features)
+    got = pyckafast.cka_matrix(layers, ys, debiased=debiased)
+    if symmetric:  # every pair with layer 0 or 2 in one tiled pass, (1, 3) in the feature pass
+        assert calls == {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (2, 3)]],
+                         "features": [[(1, 3)]]}
+    else:  # reps = xs + ys: ys[1] (rep 5) is wide
+        assert calls == {"tiled": [[(0, 4), (0, 5), (1, 5), (2, 4), (2, 5), (3, 5)]],
+                         "features": [[(1, 4), (3, 4)]]}
+    other = layers if symmetric else ys
+    for i in range(4):
+        for j in range(len(other)):
+            if symmetric and i == j:
+                assert got[i, j] == 1.0
+            else:
+                want = linear_cka_ref(layers[i], other[j], debiased)
+                assert got[i, j] == pytest.approx(want, abs=1e-10)
+
+
+def test_cka_matrix_form_tiles_and_features_agree(rng):
+    layers = _layers(rng, 97, (12, 30, 5))
+    seen = []
+    tiles = pyckafast.cka_matrix(layers, form="tiles", tile=32,
+                                 progress=lambda d, t: seen.append((d, t)))
+    features = pyckafast.cka_matrix(layers, form="features")
+    np.testing.assert_allclose(tiles, features, atol=1e-12)
+    assert seen[-1] == (10, 10)  # 4 blocks: 10 block pairs
+    with pytest.raises(ValueError, match="'form' parameter of cka_matrix"):
+        pyckafast.cka_matrix(layers, form="gram")
+
+
+def test_cka_matrix_zero_variance_wide_layer_is_nan(rng):
+    layers = _layers(rng, 50, (80, 6))
+    layers.append(np.full((50, 70), 4.0))
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        got = pyckafast.cka_matrix(layers)
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        want = pyckafast.linear_cka(layers[0], layers[2])
+    assert np.isnan(want) and np.isnan(got[0, 2]) and np.isnan(got[2, 2])
+    assert not np.isnan(got[0, 1])
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
+def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
+    layers = _layers(rng, 110, (40, 6, 90), mean=2.0)
+    ys = None if symmetric else layers[1:]
+    for debiased in (False, True):
+        kw = dict(kernel="rbf", debiased=debiased, threshold=0.8)
+        tiled = pyckafast.cka_matrix(layers, ys, form="tiles", tile=32, **kw)
+        per_pair = pyckafast.cka_matrix(layers, ys, **kw)
+        np.testing.assert_allclose(tiled, per_pair, rtol=0, atol=1e-9)
