@@ -258,29 +258,30 @@ def test_progress_bar(images, capsys):
 
 
 def test_mixed_routes_stream_small_layers_and_cache_wide_ones(images):
-    """A budget that holds the narrow layers: they stream, the 144-wide ones are cached, and
-    the narrow ones of the other model are cached too (they pair with a wide one)."""
+    """A budget that holds the narrow layers: model_a's 144-wide layer is cached with all of
+    model_b's layers (they pair with it); model_a's narrow layer streams against them."""
     from pyckafast._torch.plan import state_bytes
 
     x, batches = images
     a, b = ConvNet(13), ConvNet(14)
-    names = ["stem", "pool", "fc", "layer2"]
-    budget = state_bytes([4, 3], [4, 3])
-    m, _, _, rep = compare_models(a, b, batches, names, debiased=True, max_state_bytes=budget,
-                                  report=True)
-    want = pyckafast.cka_matrix(_acts(a, x, names), _acts(b, x, names), debiased=True)
+    names_a, names_b = ["stem", "pool"], ["pool", "fc"]
+    budget = state_bytes([4], [4, 3])
+    m, _, _, rep = compare_models(a, b, batches, names_a, names_b, debiased=True,
+                                  max_state_bytes=budget, report=True)
+    want = pyckafast.cka_matrix(_acts(a, x, names_a), _acts(b, x, names_b), debiased=True)
     np.testing.assert_allclose(m, want, atol=1e-6)
-    assert [r["path"] for r in rep] == ["cache"] * 8  # every narrow layer pairs with a wide one
-    assert sum(r["state_bytes"] for r in rep) == budget  # and still streams with the narrow ones
-    assert [r["state_bytes"] > 0 for r in rep] == [False, True, True, False] * 2
-    # same model, one list: the narrow layers stream among themselves, the wide are cached
-    m, _, _, rep = compare_models(a, a, batches, names, max_state_bytes=state_bytes([4, 3], None),
-                                  report=True)
-    np.testing.assert_allclose(m, pyckafast.cka_matrix(_acts(a, x, names)), atol=1e-6)
-    assert [(r["layer"], r["path"], r["state_bytes"] > 0) for r in rep[:4]] == [
-        ("stem", "cache", False), ("pool", "cache", True), ("fc", "cache", True),
-        ("layer2", "cache", False)]
-    assert [dict(r, model="model_a") for r in rep[4:]] == rep[:4]
+    assert [(r["model"], r["layer"], r["path"], r["state_bytes"] > 0) for r in rep] == [
+        ("model_a", "stem", "cache", False), ("model_a", "pool", "stream", True),
+        ("model_b", "pool", "cache", True), ("model_b", "fc", "cache", True)]
+    assert sum(r["state_bytes"] for r in rep) == budget
+    assert rep[0]["cache_bytes"] == 70 * 144 * 4 and rep[3]["cache_bytes"] == 70 * 3 * 4
+    # wide layers on both sides (or one model against itself): every pair is in the tiled pass
+    for other, names in ((b, ["stem", "pool", "fc", "layer2"]), (a, ["stem", "pool", "fc"])):
+        m, _, _, rep = compare_models(a, other, batches, names, max_state_bytes=budget,
+                                      report=True)
+        want = pyckafast.cka_matrix(_acts(a, x, names), _acts(other, x, names))
+        np.testing.assert_allclose(m, want, atol=1e-6)
+        assert {(r["path"], r["state_bytes"]) for r in rep} == {("cache", 0)}
 
 
 def test_map_state_bytes_match_the_plan():
@@ -298,3 +299,31 @@ def test_everything_streams_by_default(images):
     _, _, _, rep = compare_models(net, ConvNet(16), batches, LAYERS, report=True)
     assert {r["path"] for r in rep} == {"stream"} and {r["cache_bytes"] for r in rep} == {0}
     assert rep[0]["state_bytes"] > 8 * 144 * 144 and rep[0]["device"] == "cpu"
+
+
+class Constant(torch.nn.Module):
+    def forward(self, x):
+        return x * 0 + 1
+
+
+class Probe(torch.nn.Module):
+    """A constant side output beside the path the model takes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.const, self.fc = torch.nn.Conv2d(2, 3, 3), Constant(), torch.nn.Linear(48, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        self.const(h)
+        return self.fc(h.flatten(1))
+
+
+def test_cached_layer_without_variance_has_a_nan_diagonal(images):
+    _, batches = images
+    net = Probe()
+    with pytest.warns(RuntimeWarning, match="layer 'const' of model_a has zero variance"):
+        m, _, _ = compare_models(net, net, batches, ["conv", "const", "fc"], max_state_bytes=1)
+    assert np.isnan(m[1]).all() and np.isnan(m[:, 1]).all()
+    assert m[0, 0] == m[2, 2] == 1.0 and m[0, 2] == m[2, 0]

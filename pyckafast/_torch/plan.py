@@ -4,8 +4,8 @@ A streamed layer of width p costs the state float64 moments of p^2 (its own) plu
 pair with a layer of width q, independent of the number of samples. Layers are moved to the
 cache, widest first, until the state fits ``max_state_bytes``; every pair involving a cached
 ("large") layer is then computed by the tiled sample-space pass over the cache, which needs the
-partner's rows too, so a small layer that pairs with a large one is cached as well (and still
-streams for its pairs with small layers).
+partner's rows too, so a small layer that pairs with a large one is cached as well (and streams
+for its pairs with layers that are not cached).
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ class Plan:
     cached: list[Key] = field(default_factory=list)  # layers written to the cache, in order
     cache_pairs: list[tuple[int, int]] = field(default_factory=list)  # map entries (i, j)
 
+    def bytes(self, widths: dict[Key, int]) -> int:
+        """Float64 bytes of the streamed state."""
+        if not (self.stream_a and self.stream_b):
+            return 0
+        pa = [widths[self.keys_a[i]] for i in self.stream_a]
+        return state_bytes(pa, None if self.symmetric else
+                           [widths[self.keys_b[j]] for j in self.stream_b])
+
     def state_share(self, key: Key, widths: dict[Key, int]) -> int:
         """Bytes of the state held for one layer: its own moments and half of each cross block
         it takes part in (so the shares add up to the state)."""
@@ -76,22 +84,36 @@ def plan_map(keys_a: list[Key], keys_b: list[Key], widths: dict[Key, int], symme
     """Move the widest layers to the cache until the streamed state fits ``budget`` bytes."""
     large: set[Key] = set()
     candidates = sorted(set(keys_a) | set(keys_b), key=lambda k: -widths[k])
-
-    def streamed_bytes() -> int:
-        pa = [widths[k] for k in keys_a if k not in large]
-        pb = None if symmetric else [widths[k] for k in keys_b if k not in large]
-        return state_bytes(pa, pb)
-
-    while candidates and streamed_bytes() > budget:
+    plan = _routes(keys_a, keys_b, symmetric, large)
+    while candidates and plan.bytes(widths) > budget:
         large.add(candidates.pop(0))
-    plan = Plan(keys_a, keys_b, symmetric, large)
-    plan.stream_a = [i for i, k in enumerate(keys_a) if k not in large]
-    plan.stream_b = plan.stream_a if symmetric else [j for j, k in enumerate(keys_b) if k not in large]
+        plan = _routes(keys_a, keys_b, symmetric, large)
+    return plan
+
+
+def _routes(keys_a: list[Key], keys_b: list[Key], symmetric: bool, large: set[Key]) -> Plan:
+    """The routes when ``large`` are the layers too wide to stream.
+
+    Every pair with a large layer goes through the tiled pass, so both its layers are cached.
+    A pair of two cached layers goes there too (their Gram tiles are computed anyway: the pair
+    costs only the reduction of two tiles), the other pairs stream. The streamed entries form a
+    rectangle: with large layers on model_a's side only, model_a's other layers against all of
+    model_b's (the reverse likewise); with large layers on both sides (or a map of one model
+    against itself) everything is cached.
+    """
+    plan = Plan(keys_a, keys_b, symmetric, set(large))
     entries = [(i, j) for i in range(len(keys_a)) for j in range(len(keys_b))
                if not symmetric or i < j]
-    plan.cache_pairs = [(i, j) for i, j in entries if keys_a[i] in large or keys_b[j] in large]
-    needed = {keys_a[i] for i, _ in plan.cache_pairs} | {keys_b[j] for _, j in plan.cache_pairs}
-    if symmetric:  # the diagonal of a large layer (1, or nan without variance) needs its rows
-        needed |= large
-    plan.cached = [k for k in dict.fromkeys([*keys_a, *keys_b]) if k in needed]
+    wide = [(i, j) for i, j in entries if keys_a[i] in large or keys_b[j] in large]
+    cached = {keys_a[i] for i, _ in wide} | {keys_b[j] for _, j in wide}
+    if symmetric and large:  # the diagonal of a large layer (1, or nan without variance)
+        cached |= set(keys_a)
+    plan.cache_pairs = [(i, j) for i, j in entries if keys_a[i] in cached and keys_b[j] in cached]
+    streamed = [(i, j) for i, j in entries if (i, j) not in set(plan.cache_pairs)]
+    if symmetric:  # no large layer: all stream (a lone layer too: its diagonal is the state's)
+        plan.stream_a = plan.stream_b = [] if large else list(range(len(keys_a)))
+    else:
+        plan.stream_a = sorted({i for i, _ in streamed})
+        plan.stream_b = sorted({j for _, j in streamed})
+    plan.cached = [k for k in dict.fromkeys([*keys_a, *keys_b]) if k in cached]
     return plan

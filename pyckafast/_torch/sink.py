@@ -2,8 +2,9 @@
 
 Linear kernel: the streamed layers feed ONE :class:`~pyckafast.CKAMapState` (GPU activations go
 in as they are: the state's cuda producer reduces them on the device); the cached layers are
-appended to the activation cache, and after the pass every pair involving a large layer comes
-from one tiled sample-space pass over the cache. RBF kernel: the activations are gathered on the
+appended to the activation cache, and after the pass every pair of cached layers comes from one
+tiled sample-space pass over the cache (:func:`pyckafast._cpu.tiled_map.tiled_map_terms`: each
+layer's Gram tile once per block pair). RBF kernel: the activations are gathered on the
 host and :func:`pyckafast.rbf_cka` runs per pair.
 """
 
@@ -16,11 +17,10 @@ import numpy as np
 
 from .._core import combine
 from .._core.inputs import device_of
-from .._core.progress import progress_reporter
 from .capture import host_array
 from .plan import Plan
 
-__all__ = ["LinearMapSink", "RBFSink", "cached_pair_terms"]
+__all__ = ["LinearMapSink", "RBFSink"]
 
 
 def _state_input(t):
@@ -55,43 +55,26 @@ class LinearMapSink:
         return out
 
     def _cached_entries(self, out: np.ndarray, progress, tile) -> None:
+        from .._cpu.tiled_map import tiled_map_terms
+
         plan = self.plan
         arrays = self.cache.arrays()
-        reps = [arrays[k] for k in plan.cached]
         index = {k: r for r, k in enumerate(plan.cached)}
         pairs = [(index[plan.keys_a[i]], index[plan.keys_b[j]]) for i, j in plan.cache_pairs]
-        terms, zero = cached_pair_terms(reps, pairs, progress=progress, tile=tile)
+        if plan.symmetric:  # (r, r): the zero-variance flag of every cached layer's diagonal
+            pairs += [(r, r) for r in range(len(plan.cached))]
+        names = [f"layer {k[1]!r} of {k[0]}" for k in plan.cached]
+        terms, zero = tiled_map_terms([arrays[k] for k in plan.cached], pairs, tile=tile,
+                                      progress=progress, names=names)
         for (i, j), (r, s) in zip(plan.cache_pairs, pairs):
             h = combine.kernel_hsic(terms[(r, s)], self.debiased)
             out[i, j] = combine.cka_from_hsic(h._replace(zero_x=zero[r], zero_y=zero[s]))
         if plan.symmetric:
             for i, key in enumerate(plan.keys_a):
-                if key in plan.large:
-                    out[i, i] = 1.0 if _has_variance(arrays[key]) else _nan_for(key)
+                if key in index:
+                    out[i, i] = _nan_for(key) if zero[index[key]] else 1.0
             lower = np.tril_indices(len(plan.keys_a), -1)
             out[lower] = out.T[lower]
-
-
-def cached_pair_terms(reps: list, pairs: list[tuple[int, int]], *, progress=None,
-                      tile: int | None = None):
-    """Kernel terms of the linear Grams of every wanted pair of cached representations, and
-    whether each representation has zero variance.
-
-    Every pair runs the tiled sample-space pass of :func:`pyckafast.linear_cka` (form="tiles");
-    reps are read block by block, so memmaps larger than RAM work.
-    """
-    from .._cpu.linear_tiles import tiled_sample_terms
-
-    terms, zero = {}, [False] * len(reps)
-    if not pairs:
-        return terms, zero
-    with progress_reporter(progress, len(pairs), desc="compare_models: cached pairs",
-                           unit="pair") as report:
-        for done, (r, s) in enumerate(pairs, 1):
-            terms[(r, s)], zero[r], zero[s] = tiled_sample_terms(reps[r], reps[s], tile=tile)
-            if report is not None:
-                report(done, len(pairs))
-    return terms, zero
 
 
 class RBFSink:
@@ -114,12 +97,6 @@ class RBFSink:
             for j, b in enumerate(self.keys_b):
                 out[i, j] = rbf_cka(data[a], data[b], debiased=debiased, backend=backend, **options)
         return out
-
-
-def _has_variance(a: np.ndarray, rows: int = 4096) -> bool:
-    """Whether any row differs from the first, read block by block (``a`` may be a memmap)."""
-    first = np.asarray(a[:1])
-    return any(bool((np.asarray(a[lo:lo + rows]) != first).any()) for lo in range(0, len(a), rows))
 
 
 def _nan_for(key) -> float:
