@@ -113,6 +113,11 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _log(*fields) -> None:
+    """One progress line on stderr (the parent keeps the last one if the run is stopped)."""
+    print(*fields, file=sys.stderr, flush=True)
+
+
 def run_pyckafast(n: int, batch: int, cache_dir: str | None) -> dict:
     from pyckafast.torch import compare_models
 
@@ -121,11 +126,18 @@ def run_pyckafast(n: int, batch: int, cache_dir: str | None) -> dict:
     clock = ForwardClock(a, b)
     ticks = []
     start = time.perf_counter()
-    cka, _, _, report = compare_models(
-        a, b, data, LAYERS, report=True, cache_dir=cache_dir,
-        progress=lambda done, total: ticks.append((time.perf_counter(), done, total)))
+
+    def progress(done, total):
+        now = time.perf_counter()
+        ticks.append((now, done, total))
+        what = "batches" if total == len(data) and len(ticks) <= len(data) else "tiled block pairs"
+        _log(f"{what} {done}/{total} at {now - start:.1f} s, forward {clock.seconds:.1f} s")
+
+    # debiased: the exact counterpart of torch_cka's unbiased per-batch HSIC
+    cka, _, _, report = compare_models(a, b, data, LAYERS, debiased=True, report=True,
+                                       cache_dir=cache_dir, progress=progress)
     wall = time.perf_counter() - start
-    loop_end = max(t for t, done, total in ticks if total == len(data))
+    loop_end = ticks[len(data) - 1][0]
     return {"tool": "pyckafast", "wall_s": wall, "forward_s": clock.seconds,
             "batch_loop_s": loop_end - start, "after_loop_s": wall - (loop_end - start),
             "peak_rss_bytes": peak_rss_bytes(),
@@ -166,34 +178,118 @@ def worker(tool: str, n: int, batch: int, cache_dir: str | None) -> dict:
     return {**out, "n": n, "batch": batch}
 
 
+def _watch(cmd: list[str], timeout: float, cache_dir: str) -> dict:
+    """Run one tool's worker; poll its peak RSS (VmHWM) and the cache's bytes on disk, so a run
+    stopped at ``timeout`` still says how far it got and what it held."""
+    err_path = os.path.join(cache_dir, "worker.err")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        started, hwm, disk = time.perf_counter(), 0, 0
+        while proc.poll() is None and time.perf_counter() - started < timeout:
+            hwm = max(hwm, _vm_hwm(proc.pid))
+            disk = max(disk, _tree_bytes(cache_dir))
+            time.sleep(1.0)
+        timed_out = proc.poll() is None
+        if timed_out:
+            proc.kill()
+        out = proc.communicate()[0]
+    with open(err_path) as f:
+        lines = [x for x in f.read().replace("\r", "\n").splitlines() if x.strip()]
+    watched = {"elapsed_s": time.perf_counter() - started, "watched_peak_rss_bytes": hwm,
+               "watched_cache_disk_bytes": disk}
+    if timed_out:
+        return {"timeout_s": timeout, "progress": lines[-1:], **watched}
+    if proc.returncode != 0:
+        return {"failed": "\n".join(lines[-20:]), **watched}
+    return {**json.loads(out.strip().splitlines()[-1]), **watched}
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in (f for f in files if f != "worker.err"):
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def markdown(record: dict) -> str:
+    """The README rows of a record: one line per tool, then the machine's state."""
+    def gb(b):
+        return f"{b / 1e9:.2f} GB" if b else "-"
+
+    rows = ["| tool | result | wall time | in forward passes | peak RSS | cache on disk |",
+            "|---|---|---|---|---|---|"]
+    for r in record["runs"]:
+        rss = r.get("peak_rss_bytes") or r.get("watched_peak_rss_bytes")
+        disk = r.get("cache_bytes") or r.get("watched_cache_disk_bytes")
+        if "wall_s" in r:
+            share = f"{r['forward_s']:.0f} s ({100 * r['forward_s'] / r['wall_s']:.0f} %)"
+            result = "complete"
+            if "batch_loop_s" in r:
+                result += (f": batch loop {r['batch_loop_s']:.0f} s, tiled pass of the cache "
+                           f"{r['after_loop_s']:.0f} s")
+            rows.append(f"| {r['tool']} | {result} | {r['wall_s']:.0f} s | {share} | {gb(rss)} "
+                        f"| {gb(disk)} |")
+        elif "timeout_s" in r:
+            rows.append(f"| {r['tool']} | stopped at {r['timeout_s']:.0f} s; last progress: "
+                        f"`{(r.get('progress') or ['none'])[-1].strip().replace('|', '/')}` | > {r['timeout_s']:.0f} s "
+                        f"| - | {gb(rss)} | {gb(disk)} |")
+        else:
+            rows.append(f"| {r['tool']} | failed: `{r['failed'].splitlines()[-1][:150]}` | - | - "
+                        f"| {gb(rss)} | {gb(disk)} |")
+    states = [(k, v) for k, v in record.items() if k.startswith("machine")]
+    rows.append("")
+    for k, v in states:
+        rows.append(f"* {k}: load average {tuple(round(x, 1) for x in v['loadavg'])}, "
+                    f"{v['MemAvailable'] / 2**30:.1f} of {v['MemTotal'] / 2**30:.1f} GiB available, "
+                    f"{v['cpus']} CPUs, torch {v['torch']} ({v['torch_threads']} threads)")
+    if "max_abs_diff_minibatch_vs_exact" in record:
+        rows.append(f"* largest |torch_cka minibatch CKA - exact debiased CKA| over the 8 x 8 map: "
+                    f"{record['max_abs_diff_minibatch_vs_exact']:.3f}")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--worker", choices=["pyckafast", "torch_cka"])
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool")
+    ap.add_argument("--tools", default="pyckafast,torch_cka")
+    ap.add_argument("--timeout", type=float, nargs="+", default=[3600.0],
+                    help="seconds per tool (one value, or one per tool)")
     ap.add_argument("--out", default=None, help="write the JSON record here")
+    ap.add_argument("--markdown", default=None, help="print the README rows of a JSON record")
     args = ap.parse_args()
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.batch, args.cache_dir)))
         return
     record = {"machine_before": machine(), "runs": []}
-    for tool in ("pyckafast", "torch_cka"):
-        cmd = [sys.executable, __file__, "--worker", tool, "--n", str(args.n),
-               "--batch", str(args.batch)] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
-        started = time.perf_counter()
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            if done.returncode == 0:
-                record["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            else:
-                record["runs"].append({"tool": tool, "failed": done.stderr[-2000:]})
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            record["runs"].append({"tool": tool, "timeout_s": args.timeout,
-                                   "progress": err.replace("\r", "\n").strip().splitlines()[-1:]})
-        record["runs"][-1]["elapsed_s"] = time.perf_counter() - started
+    tools = args.tools.split(",")
+    timeouts = args.timeout * len(tools) if len(args.timeout) == 1 else args.timeout
+    for tool, timeout in zip(tools, timeouts):
+        with tempfile.TemporaryDirectory(prefix="resnet_map-", dir=args.cache_dir) as where:
+            cmd = [sys.executable, __file__, "--worker", tool, "--n", str(args.n),
+                   "--batch", str(args.batch), "--cache-dir", where]
+            record["runs"].append({"tool": tool, **_watch(cmd, timeout, where)})
         record[f"machine_after_{tool}"] = machine()
     ours = next((r for r in record["runs"] if r.get("tool") == "pyckafast" and "cka" in r), None)
     theirs = next((r for r in record["runs"] if "cka" in r and r is not ours), None)
