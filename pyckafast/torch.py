@@ -109,6 +109,7 @@ def compare_models(
     kernel : {"linear", "rbf"}, default "linear"
         "linear" streams batch by batch (see ``max_state_bytes``); "rbf" gathers activations
         and calls :func:`pyckafast.rbf_cka` with ``rbf_options`` (sigma, threshold, bandwidth).
+        ``tile=`` (rows per block) also applies to the linear tiled pass of the cached layers.
     device : torch.device or str, optional
         Where inputs are moved (default: each model's first parameter's device).
     output_key : str or dict, optional
@@ -314,7 +315,7 @@ class _Route:
         if self.kernel == "rbf":
             return self.sink.result(debiased=self.debiased, backend=self.backend,
                                     options=rbf_options)
-        return self.sink.result(progress=progress)
+        return self.sink.result(progress=progress, tile=rbf_options.get("tile"))
 
     def layer_report(self) -> list[dict]:
         out = []

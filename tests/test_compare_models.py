@@ -327,3 +327,47 @@ def test_cached_layer_without_variance_has_a_nan_diagonal(images):
         m, _, _ = compare_models(net, net, batches, ["conv", "const", "fc"], max_state_bytes=1)
     assert np.isnan(m[1]).all() and np.isnan(m[:, 1]).all()
     assert m[0, 0] == m[2, 2] == 1.0 and m[0, 2] == m[2, 0]
+
+
+def test_distributed_data_parallel_is_unwrapped(images):
+    """DDP needs a process group to be built; its unwrapping only needs the type and .module."""
+    x, batches = images
+    net = ConvNet(17)
+    ddp = torch.nn.parallel.DistributedDataParallel.__new__(torch.nn.parallel.DistributedDataParallel)
+    torch.nn.Module.__init__(ddp)
+    ddp.module = net
+    m, na, _ = compare_models(ddp, net, batches, ["fc"])
+    assert na == ["fc"] and m[0, 0] == pytest.approx(1.0)
+
+
+def test_cache_removed_after_an_error_and_disk_checked(images, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    _, batches = images
+    net = ConvNet(18)
+
+    def failing():
+        yield batches[0]
+        raise RuntimeError("the loader broke")
+
+    with pytest.raises(RuntimeError, match="the loader broke"):
+        compare_models(net, net, failing(), ["stem"], max_state_bytes=1, cache_dir=tmp_path)
+    assert os.listdir(tmp_path) == []
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OSError, match="the activation cache needs about .* GiB free; pass "
+                                      "cache_dir= on a larger disk"):
+        compare_models(net, net, batches, ["stem"], max_state_bytes=1, cache_dir=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_tile_rows_of_the_cached_pass(images):
+    x, batches = images
+    a, b = ConvNet(19), ConvNet(20)
+    calls = []
+    m, _, _ = compare_models(a, b, batches, ["stem", "fc"], max_state_bytes=1, tile=16,
+                             progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (15, 15)  # 5 blocks of 16 rows (70 rows): 15 block pairs
+    want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem", "fc"]))
+    np.testing.assert_allclose(m, want, atol=1e-6)
