@@ -8,7 +8,10 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
   GPU stay there and are reduced by the cuda backend, only float64 moments reach the host);
 * wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache
   on disk (``cache_dir=``), written once; after the pass every pair involving such a layer comes
-  from a tiled sample-space pass over the cache (memory O(n + tile * p), never p x p nor n x n).
+  from one tiled sample-space pass over the cache (each layer's Gram tile once per block pair;
+  memory O(L (n + tile^2) + tile p), never p x p nor n x n). Cached activations are copied to
+  the host to be written; for a model on the GPU the tiles are computed there (CuPy), the
+  cached blocks uploaded one at a time.
 
 The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
 average per-batch HSICs, a different quantity). RBF kernel: every layer's activations are
@@ -27,6 +30,7 @@ import numpy as np
 
 from ._core import params
 from ._core.dispatch import _available_bytes
+from ._core.inputs import device_of
 from ._core.optional import require
 from ._core.params import Callables, Constraint, Strings, check_params, validate_params
 from ._core.progress import check_progress, progress_reporter
@@ -34,7 +38,7 @@ from ._torch.cache import ActivationCache, check_disk
 from ._torch.capture import Capture, layer_output
 from ._torch.layers import per_layer, select_layers, unwrap
 from ._torch.plan import default_budget, plan_map
-from ._torch.sink import LinearMapSink, RBFSink
+from ._torch.sink import LinearMapSink, RBFSink, tiles_module
 from .rbf import RBF_SPEC
 
 __all__ = ["compare_models", "layer_output"]
@@ -306,7 +310,9 @@ class _Route:
                 rows = len(next(iter(acts.values()))) * total_batches
                 check_disk(self.cache.directory, sum(rows * self.widths[k] * acts[k].element_size()
                                                      for k in self.plan.cached))
-        self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased)
+        on_device = any(device_of(acts[k]) == "cuda" for k in self.plan.cached)
+        self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
+                                  tiles_module(self.backend, on_device) if self.cache else np)
 
     def result(self, progress, rbf_options: dict) -> np.ndarray:
         if self.sink is None:

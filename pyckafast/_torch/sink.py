@@ -20,7 +20,21 @@ from .._core.inputs import device_of
 from .capture import host_array
 from .plan import Plan
 
-__all__ = ["LinearMapSink", "RBFSink"]
+__all__ = ["LinearMapSink", "RBFSink", "tiles_module"]
+
+
+def tiles_module(backend: str, on_device: bool):
+    """The array module of the cached layers' tiled pass: CuPy for a model on the GPU (backend
+    "auto" when CuPy imports, or "cuda"), else NumPy."""
+    if backend == "cuda" or (backend == "auto" and on_device):
+        try:
+            import cupy
+        except ImportError:
+            if backend == "cuda":
+                raise
+            return np
+        return cupy
+    return np
 
 
 def _state_input(t):
@@ -31,8 +45,9 @@ def _state_input(t):
 class LinearMapSink:
     """Streams the small layers into one map state and writes the cached layers to disk."""
 
-    def __init__(self, plan: Plan, state, cache, debiased: bool):
+    def __init__(self, plan: Plan, state, cache, debiased: bool, tiles_xp=np):
         self.plan, self.state, self.cache, self.debiased = plan, state, cache, debiased
+        self.tiles_xp = tiles_xp  # CuPy: the cached blocks are uploaded, the tiles made on the GPU
 
     def add(self, acts: dict) -> None:
         """One batch: ``acts`` maps (model, layer) keys to flattened tensors."""
@@ -65,7 +80,7 @@ class LinearMapSink:
             pairs += [(r, r) for r in range(len(plan.cached))]
         names = [f"layer {k[1]!r} of {k[0]}" for k in plan.cached]
         terms, zero = tiled_map_terms([arrays[k] for k in plan.cached], pairs, tile=tile,
-                                      progress=progress, names=names)
+                                      progress=progress, names=names, xp=self.tiles_xp)
         for (i, j), (r, s) in zip(plan.cache_pairs, pairs):
             h = combine.kernel_hsic(terms[(r, s)], self.debiased)
             out[i, j] = combine.cka_from_hsic(h._replace(zero_x=zero[r], zero_y=zero[s]))
