@@ -323,8 +323,11 @@ class Probe(torch.nn.Module):
 def test_cached_layer_without_variance_has_a_nan_diagonal(images):
     _, batches = images
     net = Probe()
-    with pytest.warns(RuntimeWarning, match="layer 'const' of model_a has zero variance"):
+    with pytest.warns(RuntimeWarning) as record:
         m, _, _ = compare_models(net, net, batches, ["conv", "const", "fc"], max_state_bytes=1)
+    assert [str(w.message) for w in record] == [
+        "layer 'const' of model_a has zero variance (every sample gives the same output): its "
+        "CKA entries are undefined (nan)."]
     assert np.isnan(m[1]).all() and np.isnan(m[:, 1]).all()
     assert m[0, 0] == m[2, 2] == 1.0 and m[0, 2] == m[2, 0]
 

@@ -81,13 +81,19 @@ class LinearMapSink:
         names = [f"layer {k[1]!r} of {k[0]}" for k in plan.cached]
         terms, zero = tiled_map_terms([arrays[k] for k in plan.cached], pairs, tile=tile,
                                       progress=progress, names=names, xp=self.tiles_xp)
+        for r, key in enumerate(plan.cached):
+            if zero[r] and any(r in pair for pair in pairs):
+                _warn_constant(key)
         for (i, j), (r, s) in zip(plan.cache_pairs, pairs):
+            if zero[r] or zero[s]:  # warned once per layer above
+                out[i, j] = math.nan
+                continue
             h = combine.kernel_hsic(terms[(r, s)], self.debiased)
-            out[i, j] = combine.cka_from_hsic(h._replace(zero_x=zero[r], zero_y=zero[s]))
+            out[i, j] = combine.cka_from_hsic(h)
         if plan.symmetric:
             for i, key in enumerate(plan.keys_a):
                 if key in index:
-                    out[i, i] = _nan_for(key) if zero[index[key]] else 1.0
+                    out[i, i] = math.nan if zero[index[key]] else 1.0
             lower = np.tril_indices(len(plan.keys_a), -1)
             out[lower] = out.T[lower]
 
@@ -114,7 +120,6 @@ class RBFSink:
         return out
 
 
-def _nan_for(key) -> float:
-    warnings.warn(f"layer {key[1]!r} of {key[0]} has zero variance: its CKA with itself is "
-                  "undefined (nan).", RuntimeWarning, stacklevel=4)
-    return math.nan
+def _warn_constant(key) -> None:
+    warnings.warn(f"layer {key[1]!r} of {key[0]} has zero variance (every sample gives the same "
+                  "output): its CKA entries are undefined (nan).", RuntimeWarning, stacklevel=5)
