@@ -184,9 +184,11 @@ def _watch(cmd: list[str], timeout: float, cache_dir: str) -> dict:
     err_path = os.path.join(cache_dir, "worker.err")
     with open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        started, hwm, disk = time.perf_counter(), 0, 0
+        started, hwm, anon, disk = time.perf_counter(), 0, 0, 0
         while proc.poll() is None and time.perf_counter() - started < timeout:
-            hwm = max(hwm, _vm_hwm(proc.pid))
+            status = _status(proc.pid)
+            hwm = max(hwm, status.get("VmHWM", 0))
+            anon = max(anon, status.get("RssAnon", 0))
             disk = max(disk, _tree_bytes(cache_dir))
             time.sleep(1.0)
         timed_out = proc.poll() is None
@@ -196,7 +198,7 @@ def _watch(cmd: list[str], timeout: float, cache_dir: str) -> dict:
     with open(err_path) as f:
         lines = [x for x in f.read().replace("\r", "\n").splitlines() if x.strip()]
     watched = {"elapsed_s": time.perf_counter() - started, "watched_peak_rss_bytes": hwm,
-               "watched_cache_disk_bytes": disk}
+               "watched_peak_anon_rss_bytes": anon, "watched_cache_disk_bytes": disk}
     if timed_out:
         return {"timeout_s": timeout, "progress": lines[-1:], **watched}
     if proc.returncode != 0:
@@ -204,15 +206,20 @@ def _watch(cmd: list[str], timeout: float, cache_dir: str) -> dict:
     return {**json.loads(out.strip().splitlines()[-1]), **watched}
 
 
-def _vm_hwm(pid: int) -> int:
+def _status(pid: int) -> dict:
+    """Memory fields of /proc/PID/status in bytes: VmHWM (peak RSS, which counts the pages of
+    the memory-mapped cache the tiled pass has read: reclaimable page cache) and RssAnon (the
+    process's own memory now; polled each second for its peak)."""
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "RssAnon", "RssFile"):
+                    out[key] = int(value.split()[0]) * 1024
     except OSError:
         pass
-    return 0
+    return out
 
 
 def _tree_bytes(path: str) -> int:
@@ -231,10 +238,11 @@ def markdown(record: dict) -> str:
     def gb(b):
         return f"{b / 1e9:.2f} GB" if b else "-"
 
-    rows = ["| tool | result | wall time | in forward passes | peak RSS | cache on disk |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| tool | result | wall time | in forward passes | peak RSS (of which anonymous, "
+            "polled) | cache on disk |", "|---|---|---|---|---|---|"]
     for r in record["runs"]:
-        rss = r.get("peak_rss_bytes") or r.get("watched_peak_rss_bytes")
+        rss = f"{gb(r.get('peak_rss_bytes') or r.get('watched_peak_rss_bytes'))} " \
+              f"({gb(r.get('watched_peak_anon_rss_bytes'))})"
         disk = r.get("cache_bytes") or r.get("watched_cache_disk_bytes")
         if "wall_s" in r:
             share = f"{r['forward_s']:.0f} s ({100 * r['forward_s'] / r['wall_s']:.0f} %)"
@@ -242,15 +250,15 @@ def markdown(record: dict) -> str:
             if "batch_loop_s" in r:
                 result += (f": batch loop {r['batch_loop_s']:.0f} s, tiled pass of the cache "
                            f"{r['after_loop_s']:.0f} s")
-            rows.append(f"| {r['tool']} | {result} | {r['wall_s']:.0f} s | {share} | {gb(rss)} "
+            rows.append(f"| {r['tool']} | {result} | {r['wall_s']:.0f} s | {share} | {rss} "
                         f"| {gb(disk)} |")
         elif "timeout_s" in r:
             rows.append(f"| {r['tool']} | stopped at {r['timeout_s']:.0f} s; last progress: "
                         f"`{(r.get('progress') or ['none'])[-1].strip().replace('|', '/')}` | > {r['timeout_s']:.0f} s "
-                        f"| - | {gb(rss)} | {gb(disk)} |")
+                        f"| - | {rss} | {gb(disk)} |")
         else:
             rows.append(f"| {r['tool']} | failed: `{r['failed'].splitlines()[-1][:150]}` | - | - "
-                        f"| {gb(rss)} | {gb(disk)} |")
+                        f"| {rss} | {gb(disk)} |")
     states = [(k, v) for k, v in record.items() if k.startswith("machine")]
     rows.append("")
     for k, v in states:
