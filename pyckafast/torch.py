@@ -14,8 +14,9 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
   cached blocks uploaded one at a time.
 
 The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
-average per-batch HSICs, a different quantity). RBF kernel: every layer's activations are
-gathered on the host and :func:`pyckafast.rbf_cka` runs per pair. torch is optional and
+average per-batch HSICs, a different quantity). RBF kernel: every layer goes to the cache and
+one tiled pass over it gives the map (each layer's bandwidth once, its kernel tile once per
+block pair). torch is optional and
 imported when called.
 """
 
@@ -111,8 +112,10 @@ def compare_models(
     debiased : bool, default False
         Biased HSIC (Kornblith et al. 2019) or unbiased HSIC (Song et al. 2012).
     kernel : {"linear", "rbf"}, default "linear"
-        "linear" streams batch by batch (see ``max_state_bytes``); "rbf" gathers activations
-        and calls :func:`pyckafast.rbf_cka` with ``rbf_options`` (sigma, threshold, bandwidth).
+        "linear" streams batch by batch (see ``max_state_bytes``); "rbf" caches every layer
+        and runs :func:`pyckafast.cka_matrix` (``form="tiles"``) on the cache with
+        ``rbf_options`` (sigma, threshold, bandwidth; with ``n_pairs``/``seed`` of a sampled
+        bandwidth, :func:`pyckafast.rbf_cka` per pair).
         ``tile=`` (rows per block) also applies to the linear tiled pass of the cached layers.
     device : torch.device or str, optional
         Where inputs are moved (default: each model's first parameter's device).
@@ -141,7 +144,7 @@ def compare_models(
         pass of the cached layers (``total`` is None for a loader without ``len``).
     report : bool, default False
         Also return, per layer (model_a's, then model_b's), a dict: ``model``, ``layer``, ``p``,
-        ``path`` ("stream", "cache", or "gather" for the RBF kernel), ``bytes`` (memory of the
+        ``path`` ("stream" or "cache"), ``bytes`` (memory of the
         state held for it plus its bytes on disk), ``state_bytes``, ``cache_bytes``, ``device``
         (where its activations were) and ``file`` (its cache file when kept, else None).
 
@@ -293,11 +296,11 @@ class _Route:
         run = self.run
         self.widths = {k: int(t.shape[1]) for k, t in acts.items()}
         self.devices = {k: str(t.device) for k, t in acts.items()}
-        if self.kernel == "rbf":
-            self.sink = RBFSink(run.keys_a, run.keys_b)
-            return
-        budget = self.max_state_bytes or default_budget(_available_bytes())
-        self.plan = plan_map(run.keys_a, run.keys_b, self.widths, run.symmetric, budget)
+        if self.kernel == "rbf":  # no streaming RBF: every layer to the cache
+            self.plan = plan_map(run.keys_a, run.keys_b, self.widths, run.symmetric, 0)
+        else:
+            budget = self.max_state_bytes or default_budget(_available_bytes())
+            self.plan = plan_map(run.keys_a, run.keys_b, self.widths, run.symmetric, budget)
         state = None
         if self.plan.stream_a and self.plan.stream_b:
             from .map_state import CKAMapState
@@ -310,6 +313,9 @@ class _Route:
                 rows = len(next(iter(acts.values()))) * total_batches
                 check_disk(self.cache.directory, sum(rows * self.widths[k] * acts[k].element_size()
                                                      for k in self.plan.cached))
+        if self.kernel == "rbf":
+            self.sink = RBFSink(self.plan, self.cache)
+            return
         on_device = any(device_of(acts[k]) == "cuda" for k in self.plan.cached)
         self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
                                   tiles_module(self.backend, on_device) if self.cache else np)
@@ -320,7 +326,7 @@ class _Route:
                              "of samples (an exhausted iterator or an empty dataset?).")
         if self.kernel == "rbf":
             return self.sink.result(debiased=self.debiased, backend=self.backend,
-                                    options=rbf_options)
+                                    options=rbf_options, progress=progress)
         return self.sink.result(progress=progress, tile=rbf_options.get("tile"))
 
     def layer_report(self) -> list[dict]:
@@ -332,14 +338,10 @@ class _Route:
 
     def _layer(self, model: str, key) -> dict:
         p = self.widths[key]
-        if self.kernel == "rbf":
-            gathered = sum(a.nbytes for a in self.sink.gathered[key])
-            path, state_bytes, cache_bytes = "gather", gathered, 0
-        else:
-            cached = key in self.plan.cached
-            path = "cache" if cached else "stream"
-            state_bytes = self.plan.state_share(key, self.widths)
-            cache_bytes = self.cache.nbytes(key) if cached else 0
+        cached = key in self.plan.cached
+        path = "cache" if cached else "stream"
+        state_bytes = self.plan.state_share(key, self.widths)
+        cache_bytes = self.cache.nbytes(key) if cached else 0
         kept = self.keep_cache and self.cache is not None and key in self.cache.paths
         return {"model": model, "layer": key[1], "p": p, "path": path,
                 "bytes": state_bytes + cache_bytes, "state_bytes": state_bytes,

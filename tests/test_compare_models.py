@@ -374,3 +374,23 @@ def test_tile_rows_of_the_cached_pass(images):
     assert calls[-1] == (15, 15)  # 5 blocks of 16 rows (70 rows): 15 block pairs
     want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem", "fc"]))
     np.testing.assert_allclose(m, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{"sigma": 3.0}, {"threshold": 0.7},
+                                     {"bandwidth": "sampled", "n_pairs": 500, "seed": 1}])
+def test_rbf_kernel_reads_the_cache(images, options, tmp_path):
+    x, batches = images
+    a, b = ConvNet(21), ConvNet(22)
+    names = ["stem", "fc"]
+    m, _, _, rep = compare_models(a, b, batches, names, kernel="rbf", debiased=True, report=True,
+                                  cache_dir=tmp_path, **options)
+    ra, rb = _acts(a, x, names), _acts(b, x, names)
+    for i in range(2):
+        for j in range(2):
+            want = pyckafast.rbf_cka(ra[i].astype(np.float32), rb[j].astype(np.float32),
+                                     debiased=True, **options)
+            assert m[i, j] == pytest.approx(want, abs=1e-6)
+    assert {r["path"] for r in rep} == {"cache"} and {r["state_bytes"] for r in rep} == {0}
+    assert os.listdir(tmp_path) == []
+    same, _, _ = compare_models(a, a, batches, names, kernel="rbf", **options)
+    assert same[0, 0] == same[1, 1] == 1.0 and same[0, 1] == same[1, 0]

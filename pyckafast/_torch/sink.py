@@ -4,8 +4,8 @@ Linear kernel: the streamed layers feed ONE :class:`~pyckafast.CKAMapState` (GPU
 in as they are: the state's cuda producer reduces them on the device); the cached layers are
 appended to the activation cache, and after the pass every pair of cached layers comes from one
 tiled sample-space pass over the cache (:func:`pyckafast._cpu.tiled_map.tiled_map_terms`: each
-layer's Gram tile once per block pair). RBF kernel: the activations are gathered on the
-host and :func:`pyckafast.rbf_cka` runs per pair.
+layer's Gram tile once per block pair). RBF kernel: every layer is cached and the map is one
+tiled pass over the cache.
 """
 
 from __future__ import annotations
@@ -99,24 +99,34 @@ class LinearMapSink:
 
 
 class RBFSink:
-    """Gathers every layer's activations on the host; rbf_cka runs per pair afterwards."""
+    """RBF kernel: every layer is cached; afterwards one tiled pass over the cache gives the map
+    (:func:`pyckafast.cka_matrix` with ``form="tiles"``: each layer's bandwidth once, its kernel
+    tile once per block pair), or with a sampled bandwidth's ``n_pairs``/``seed`` one
+    :func:`pyckafast.rbf_cka` per pair. The activations are read from the cache's memmaps, never
+    gathered in memory."""
 
-    def __init__(self, keys_a: list, keys_b: list):
-        self.keys_a, self.keys_b = keys_a, keys_b
-        self.gathered: dict = {k: [] for k in dict.fromkeys([*keys_a, *keys_b])}
+    def __init__(self, plan: Plan, cache):
+        self.plan, self.cache = plan, cache
 
     def add(self, acts: dict) -> None:
-        for key, parts in self.gathered.items():
-            parts.append(host_array(acts[key]))
+        for key in self.plan.cached:
+            self.cache.write(key, host_array(acts[key]))
 
-    def result(self, *, debiased: bool, backend: str, options: dict) -> np.ndarray:
+    def result(self, *, debiased: bool, backend: str, options: dict, progress=None) -> np.ndarray:
+        from ..cka_matrix import cka_matrix
         from ..rbf import rbf_cka
 
-        data = {k: np.concatenate(v) for k, v in self.gathered.items()}
-        out = np.empty((len(self.keys_a), len(self.keys_b)))
-        for i, a in enumerate(self.keys_a):
-            for j, b in enumerate(self.keys_b):
-                out[i, j] = rbf_cka(data[a], data[b], debiased=debiased, backend=backend, **options)
+        plan = self.plan
+        arrays = self.cache.arrays()
+        xs = [arrays[k] for k in plan.keys_a]
+        ys = [arrays[k] for k in plan.keys_b]
+        if not {"n_pairs", "seed"} & set(options):
+            return cka_matrix(xs, None if plan.symmetric else ys, kernel="rbf", debiased=debiased,
+                              backend=backend, form="tiles", progress=progress, **options)
+        out = np.empty((len(xs), len(ys)))
+        for i, x in enumerate(xs):
+            for j, y in enumerate(ys):
+                out[i, j] = rbf_cka(x, y, debiased=debiased, backend=backend, **options)
         return out
 
 
