@@ -254,7 +254,8 @@ def test_progress_bar(images, capsys):
     _, batches = images
     net = ConvNet(12)
     compare_models(net, net, batches, ["stem", "fc"], max_state_bytes=1, progress=True)
-    assert "compare_models: batches" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "compare_models: batches" in err and "tiled CKA map" in err
 
 
 def test_mixed_routes_stream_small_layers_and_cache_wide_ones(images):
