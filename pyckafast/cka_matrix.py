@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,15 +49,18 @@ def cka_matrix(
         As in :func:`rbf_cka` (``tile``: rows per block of the RBF pass and of the tiled linear
         pass). GPU inputs (CuPy, torch CUDA) or ``backend="cuda"``: every pair runs on the GPU.
     form : {"auto", "features", "tiles"}, default "auto"
-        Maps of host data. Linear: "features" takes every pair from p x p moments; "tiles" every
-        pair from Gram tiles in sample space (one pass over block pairs for all of them); "auto"
-        sends the layers whose own moments would not fit in memory, or cost more than their
-        n x n Gram (about p > n), to the tiled pass (every pair they are in), the others to the
-        feature pass. RBF: "tiles" computes all pairs in one pass over block pairs, each layer's
-        kernel tile once (worth it for wide layers); otherwise one pass per pair.
+        How pairs of host layers (and of wide GPU layers) are computed. Linear: "features" takes
+        every pair from p x p moments; "tiles" every pair from Gram tiles in sample space (one
+        pass over block pairs for all of them); "auto" sends the layers whose own moments would
+        not fit in memory, or cost more than their n x n Gram (about p > n), to the tiled pass
+        (every pair they are in, and every pair of two layers that pass computes anyway), the
+        other pairs to the feature pass. RBF: the pairs deeper than 1024 features (p_i + p_j;
+        "tiles": all pairs) go to one tiled pass in which each layer's kernel tile is computed
+        once per block pair; the others (and all with ``backend="numpy"``, the reference, or
+        "features") take one pass per pair.
     progress : None, bool or callable, default None
-        Linear maps of host data: True shows a tqdm bar per pass, a callable is called as
-        ``progress(done, total)`` (rows of the feature pass, block pairs of the tiled pass).
+        True shows a tqdm bar per pass, a callable is called as ``progress(done, total)`` (rows
+        of the linear feature pass, block pairs of a tiled pass).
 
     Returns
     -------
@@ -87,11 +91,15 @@ def cka_matrix(
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
-    host = dispatch.place(xs_[0].kind, backend) == "cpu"
-    extra = {"form": form, "progress": progress} if host else {}
-    pair = dispatch.producer("matrix", xs_[0].kind, backend)(
-        xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options, tile=tile,
-        **extra)
+    if dispatch.place(xs_[0].kind, backend) == "cuda":
+        from ._gpu import map as gpu_map  # wide layers: the tiled map on the device
+
+        ops = dispatch.resolve(backend, "linear_terms", "cuda")
+        produce = functools.partial(gpu_map.matrix_pairs, ops=ops)
+    else:
+        produce = dispatch.producer("matrix", xs_[0].kind, backend)
+    pair = produce(xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options,
+                   tile=tile, form=form, progress=progress)
     out = np.empty((len(xs_), len(ys_)))
     for i in range(len(xs_)):
         for j in range(len(ys_)):
@@ -116,8 +124,14 @@ def _check_same_samples(xs: list[Samples], ys: list[Samples], debiased: bool) ->
                          f"{[(s.name, s.device) for s in (*xs, *ys)]}.")
 
 
+_VARIANCE_ROWS = 4096  # rows compared at a time: no n x p boolean temporary (memmaps > RAM)
+
+
 def _has_variance(a) -> bool:
-    return bool((a != a[:1]).any())
+    """Whether any row differs from the first."""
+    first = a[:1]
+    return any(bool((a[lo:lo + _VARIANCE_ROWS] != first).any())
+               for lo in range(0, a.shape[0], _VARIANCE_ROWS))
 
 
 def _nan_for(i: int) -> float:
@@ -144,9 +158,7 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
-    wide = [form == "tiles" or (form == "auto" and _wide(s)) for s in reps]
-    tiled = [(i, j) for i, j in wanted if wide[i] or wide[j]]
-    features = [pair for pair in wanted if pair not in set(tiled)]
+    tiled, features = tiled_map.route_pairs(reps, wanted, form)
     data, names = [s.data for s in reps], [s.name for s in reps]
     triples: dict[tuple[int, int], combine.HSICTriple] = {}
     if features:
@@ -161,35 +173,35 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     return lambda i, j: triples[i, offset + j]
 
 
-def _wide(s: Samples) -> bool:
-    """Whether a layer's pairs go through the tiled sample-space pass: the linear form
-    :func:`dispatch.linear_form` picks for the layer against itself is not "features" (its
-    p x p moments do not fit, or its n x n Gram costs fewer flops)."""
-    try:
-        return dispatch.linear_form("auto", s.n, s.p, s.p, s.data.itemsize) != "features"
-    except MemoryError:  # no form fits in memory: the tiled pass needs the least
-        return True
+# RBF pairs deeper than this (p_i + p_j) run on BLAS tiles on every CPU backend (the fused
+# kernels stop at 1024): sharing each layer's tiles across its pairs then saves GEMMs.
+RBF_TILED_DEPTH = 1024
 
 
 def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
                progress=None):
-    """Each representation's bandwidth once; then a tiled pass per pair (the fused kernels for
-    narrow layers), or with ``form="tiles"`` one tiled pass for all pairs, in which every
-    layer's kernel tile comes from its Gram tile once per block pair."""
+    """Each representation's bandwidth once; the pairs of wide layers (``form="tiles"``: all)
+    in one tiled pass in which every layer's kernel tile comes from its Gram tile once per
+    block pair; the other pairs one pass each (the fused kernels for narrow layers)."""
     gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
     gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
-    if form == "tiles":
-        reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
-        wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
-                  if not symmetric or i < j]
+    reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
+    wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+              if not symmetric or i < j]
+    deep = [] if form == "features" or backend == "numpy" else [
+        (i, j) for i, j in wanted if form == "tiles" or reps[i].p + reps[j].p > RBF_TILED_DEPTH]
+    tiled, _ = tiled_map.with_free_pairs(wanted, deep)
+    terms = {}
+    if tiled:
         terms, _ = tiled_map.tiled_map_terms(
-            [s.data for s in reps], wanted, tile=tile, progress=progress, kernel="rbf",
+            [s.data for s in reps], tiled, tile=tile, progress=progress, kernel="rbf",
             gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps])
-        return lambda i, j: combine.kernel_hsic(terms[i, offset + j], debiased)
     produce = rbf_producer(backend, "cpu")
 
     def pair(i: int, j: int) -> combine.HSICTriple:
-        terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
-        return combine.kernel_hsic(terms, debiased)
+        if (i, offset + j) in terms:
+            return combine.kernel_hsic(terms[i, offset + j], debiased)
+        pair_terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
+        return combine.kernel_hsic(pair_terms, debiased)
 
     return pair

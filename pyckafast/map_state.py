@@ -204,6 +204,7 @@ class CKAMapState:
                 "cannot merge a state that tracks debiased terms with one that does not "
                 f"(self.debiased={self.debiased}, other.debiased={other.debiased}).")
         self._layout.check_state(other._layout)
+        self._layout.adopt_names(other._layout)
         self._sums.merge(other._sums)
         self._spread = [max(s, t) for s, t in zip(self._spread, other._spread)]
         return self
@@ -368,6 +369,13 @@ class _Layout:
         for names, theirs in ((self.names_a, other.names_a), (self.names_b, other.names_b)):
             if names is not None and theirs is not None and names != theirs:
                 raise ValueError(f"other must name its layers {names}; got {theirs}.")
+
+    def adopt_names(self, other: _Layout) -> None:
+        """Take the other layout's layer names where this one has none."""
+        if self.names_a is None:
+            self.names_a = other.names_a
+        if self.names_b is None:
+            self.names_b = self.names_a if self.symmetric else other.names_b
 
     def _described(self) -> str:
         if self.symmetric:

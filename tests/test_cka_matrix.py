@@ -139,3 +139,14 @@ def test_feature_pass_reads_only_the_layers_of_its_pairs():
     terms = linear_map.map_terms([layers[0], unread, layers[1]], ["a", "b", "c"], [(0, 2)], True)
     assert list(terms) == [(0, 2)]
     assert terms[0, 2].xx.shape == (7, 7) and terms[0, 2].yy.shape == (5, 5)
+
+
+def test_variance_check_goes_block_by_block(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("pyckafast.cka_matrix")  # the package exports the function
+    monkeypatch.setattr(module, "_VARIANCE_ROWS", 7)
+    a = np.ones((40, 3))
+    assert not module._has_variance(a)
+    a[39, 2] = 2.0  # in the last, partial block
+    assert module._has_variance(a)

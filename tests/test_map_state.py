@@ -102,6 +102,8 @@ def test_mapping_input_keeps_names(rng):
     two = CKAMapState().update({"a": layers[0]}, {"p": layers[1], "q": layers[2]})
     assert (two.names_a, two.names_b) == (["a"], ["p", "q"])
     assert CKAMapState().update(layers).names_a is None
+    unnamed = CKAMapState().update([v[:30] for v in layers]).merge(state)
+    assert unnamed.names_a == unnamed.names_b == ["conv1", "conv2", "fc", "out"]
     with pytest.raises(ValueError, match=r"xs must name its layers \['conv1'"):
         state.update({f"x{k}": v[:10] for k, v in enumerate(layers)})
 

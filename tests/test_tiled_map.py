@@ -3,6 +3,8 @@ pair, every wanted pair reduced from the tiles; and cka_matrix's routing of wide
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 from _reference import kernel_terms_brute, linear_cka_ref
@@ -126,11 +128,25 @@ def test_tile_rows_keep_the_stack_and_blocks_in_budget():
 
 
 # ---- cka_matrix routes wide layers through the tiled pass ---------------------------------------
+ROUTES = {  # layers (n = 120): 0: p=400 and 2: p=300 wide, 1: p=6 and 3: p=8 narrow
+    # symmetric: every layer pairs with a wide one, so all pairs share the tiled pass's tiles
+    "symmetric": (None, {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]],
+                         "features": []}),
+    # reps = xs + ys = [L0, L1, L1, L3] (pairs (i, 2 + j)): layer 1 pairs with no wide layer
+    "two-sided, mixed": ([1, 3], {"tiled": [[(0, 2), (0, 3)]], "features": [[(1, 2), (1, 3)]]}),
+    # reps = [L0, L1, L2, L3]: (1, 3) is narrow but both its layers are in the tiled pass
+    "two-sided, free pair": ([2, 3], {"tiled": [[(0, 2), (0, 3), (1, 2), (1, 3)]],
+                                      "features": []}),
+}
+
+
 @DEBIASED
-@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "two-sided"])
-def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, symmetric):
-    layers = _layers(rng, 120, (400, 6, 300, 8))  # two wide layers (p > n), two narrow
-    ys = None if symmetric else [layers[1], layers[2]]
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debiased, route):
+    layers = _layers(rng, 120, (400, 6, 300, 8))
+    picks, expected = ROUTES[route]
+    xs = layers if picks is None else layers[:2]
+    ys = None if picks is None else [layers[k] for k in picks]
     calls = {"tiled": [], "features": []}
     real_tiled, real_features = tiled_map.tiled_map_terms, linear_map.map_terms
 
@@ -144,20 +160,15 @@ def test_cka_matrix_sends_wide_layers_to_one_tiled_pass(monkeypatch, rng, debias
 
     monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
     monkeypatch.setattr(linear_map, "map_terms", features)
-    got = pyckafast.cka_matrix(layers, ys, debiased=debiased)
-    if symmetric:  # every pair with layer 0 or 2 in one tiled pass, (1, 3) in the feature pass
-        assert calls == {"tiled": [[(0, 1), (0, 2), (0, 3), (1, 2), (2, 3)]],
-                         "features": [[(1, 3)]]}
-    else:  # reps = xs + ys: ys[1] (rep 5) is wide
-        assert calls == {"tiled": [[(0, 4), (0, 5), (1, 5), (2, 4), (2, 5), (3, 5)]],
-                         "features": [[(1, 4), (3, 4)]]}
-    other = layers if symmetric else ys
-    for i in range(4):
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased)
+    assert calls == expected
+    other = xs if ys is None else ys
+    for i in range(len(xs)):
         for j in range(len(other)):
-            if symmetric and i == j:
+            if ys is None and i == j:
                 assert got[i, j] == 1.0
             else:
-                want = linear_cka_ref(layers[i], other[j], debiased)
+                want = linear_cka_ref(xs[i], other[j], debiased)
                 assert got[i, j] == pytest.approx(want, abs=1e-10)
 
 
@@ -193,3 +204,142 @@ def test_cka_matrix_rbf_form_tiles_equals_the_per_pair_passes(rng, symmetric):
         tiled = pyckafast.cka_matrix(layers, ys, form="tiles", tile=32, **kw)
         per_pair = pyckafast.cka_matrix(layers, ys, **kw)
         np.testing.assert_allclose(tiled, per_pair, rtol=0, atol=1e-9)
+
+
+# ---- the same map over Dask row chunks ----------------------------------------------------------
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_dask_map_equals_the_in_memory_map(rng, kernel):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 230, (60, 9, 140), mean=5.0)
+    layers[1] = layers[1].astype(np.float32)
+    chunked = [da.from_array(layers[0], chunks=(70, 30)), da.from_array(layers[1], chunks=(100, 9)),
+               layers[2]]  # uneven, misaligned chunks; a NumPy array beside them
+    pairs = [(0, 1), (0, 2), (1, 2), (2, 2)]
+    # gamma = 1 / (mean squared distance): kernels far from 0 and 1
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] if kernel == "rbf" \
+        else None
+    with dask.config.set(scheduler="synchronous"):
+        got, zero = dask_map_terms(chunked, pairs, tile=32, kernel=kernel, gammas=gammas)
+    want, zero_in_memory = tiled_map_terms(layers, pairs, tile=32, kernel=kernel, gammas=gammas)
+    assert zero == zero_in_memory == [False] * 3
+    for pair in pairs:
+        for debiased in (False, True):
+            assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                              abs=1e-12)
+        np.testing.assert_allclose(got[pair].row_k, want[pair].row_k, rtol=1e-9, atol=1e-6)
+
+
+def test_dask_map_names_a_bad_layer(rng):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    layers = _layers(rng, 50, (4, 5))
+    layers[1][7, 2] = np.inf
+    with dask.config.set(scheduler="synchronous"), pytest.raises(
+            ValueError, match=r"xs\[1\] must contain only finite values"):
+        dask_map_terms([da.from_array(a, chunks=20) for a in layers], [(0, 1)],
+                       names=["xs[0]", "xs[1]"])
+    with pytest.raises(ValueError, match=r"reps\[1\] must have the n = 50 rows"):
+        dask_map_terms([da.from_array(layers[0]), da.from_array(layers[1][:40])], [(0, 1)])
+
+
+# ---- the GPU route: the tiled map through the engine's array module (emulated) ------------------
+def _proxy_module() -> types.ModuleType:
+    """An array module that is not NumPy (so the tiled map takes the device code path: host rows
+    uploaded block by block with ``xp.asarray``, results brought back with ``_host``) but
+    computes with NumPy."""
+    xp = types.ModuleType("proxy_xp")
+    xp.__getattr__ = lambda name: getattr(np, name)
+    return xp
+
+
+@pytest.fixture
+def gpu_ops(monkeypatch):
+    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    from gpu_emulation import EmulatedEngine
+
+    from pyckafast._core import dispatch
+    from pyckafast._gpu import linear as gpu_linear
+
+    engine = EmulatedEngine()
+    ops = types.ModuleType("emulated_cuda")
+    ops.linear_terms = lambda x, y, *, debiased, chunk_size=None, precision="highest": (
+        gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased, chunk_size=chunk_size,
+                                precision=precision))
+    ops.array_module = _proxy_module
+    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
+    real_load = dispatch._load
+    monkeypatch.setattr(dispatch, "_load",
+                        lambda name: (ops, None) if name == "cuda" else real_load(name))
+    ops.engine = engine
+    return ops
+
+
+def test_tiled_map_through_another_array_module(rng):
+    layers = _layers(rng, 130, (200, 7), mean=50.0, dtype=np.float32)
+    for kernel, gammas in (("linear", None), ("rbf", [1e-3, 2e-2])):
+        got, zero = tiled_map_terms(layers, [(0, 1)], tile=64, xp=_proxy_module(), kernel=kernel,
+                                    gammas=gammas)
+        want, _ = tiled_map_terms(layers, [(0, 1)], tile=64, kernel=kernel, gammas=gammas)
+        # the device path sums the RBF row norms in float64 (the host path in float32)
+        assert got[0, 1].s_kl == pytest.approx(want[0, 1].s_kl, rel=0 if gammas is None else 1e-6)
+        assert zero == [False, False]
+
+
+@DEBIASED
+def test_cka_matrix_on_the_gpu_sends_wide_layers_to_the_tiled_map(gpu_ops, rng, debiased,
+                                                                   monkeypatch):
+    layers = _layers(rng, 120, (400, 6, 8))
+    xs, ys = layers[1:], [layers[0], layers[2]]  # reps [L1, L2, L0, L2]
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append((sorted(pairs), kw["xp"].__name__))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(xs, ys, debiased=debiased, backend="cuda")
+    assert seen == [([(0, 2), (1, 2)], "proxy_xp")]  # the pairs with L0; (i, L2) per pair
+    assert gpu_ops.engine.calls["moments"] > 0
+    for i in range(2):
+        for j in range(2):
+            want = linear_cka_ref(xs[i], ys[j], debiased)
+            assert got[i, j] == pytest.approx(want, abs=1e-10)
+
+
+def test_cka_matrix_of_wide_memmaps(rng, tmp_path):
+    layers = _layers(rng, 90, (150, 120, 5), mean=2.0, dtype=np.float32)
+    maps = []
+    for k, a in enumerate(layers):
+        np.save(tmp_path / f"l{k}.npy", a)
+        maps.append(np.load(tmp_path / f"l{k}.npy", mmap_mode="r"))
+    got = pyckafast.cka_matrix(maps, debiased=True, tile=32)
+    np.testing.assert_array_equal(got, pyckafast.cka_matrix(layers, debiased=True, tile=32))
+    assert got[0, 2] == pytest.approx(linear_cka_ref(layers[0], layers[2], True), abs=1e-5)
+
+
+def test_cka_matrix_rbf_sends_deep_pairs_to_the_tiled_pass(monkeypatch, rng):
+    layers = _layers(rng, 100, (900, 200, 600, 6), mean=1.0)
+    seen = []
+    real = tiled_map.tiled_map_terms
+
+    def tiled(reps, pairs, **kw):
+        seen.append(sorted(pairs))
+        return real(reps, pairs, **kw)
+
+    monkeypatch.setattr(tiled_map, "tiled_map_terms", tiled)
+    got = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True)
+    # (0, 1) and (0, 2) are deep, (1, 2) comes free; the narrow layer 3 pairs one pass each
+    assert seen == [[(0, 1), (0, 2), (1, 2)]]
+    per_pair = pyckafast.cka_matrix(layers, kernel="rbf", debiased=True, form="features")
+    assert len(seen) == 1
+    np.testing.assert_allclose(got, per_pair, rtol=0, atol=1e-9)
+    pyckafast.cka_matrix(layers, kernel="rbf", backend="numpy")  # the reference: per pair
+    assert len(seen) == 1

@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from .._core.combine import is_zero_variance
+from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
 from .._core.progress import Progress, progress_reporter
 from .._core.terms import KernelTerms
 
-__all__ = ["tiled_map_terms", "map_tile_rows"]
+__all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
+           "pair_terms", "rbf_gammas", "route_pairs", "with_free_pairs", "wide"]
 
 Pair = tuple[int, int]
 
@@ -110,35 +112,73 @@ def tiled_map_terms(
         if int(reps[r].shape[0]) != n:
             raise ValueError(f"{names[r]} must have the n = {n} rows of {names[used[0]]}; got "
                              f"{reps[r].shape[0]}.")
-    if kernel == "rbf" and (gammas is None or any(gammas[r] is None for r in used)):
-        raise ValueError("kernel='rbf' needs gammas: one gamma per representation.")
-    sides = [_Side(reps[r], names[r], xp) for r in used]
+    gamma = rbf_gammas(kernel, gammas, used)
+    sides = [Side(reps[r], names[r], xp) for r in used]
     rows = min(n, tile or map_tile_rows([s.p for s in sides], max(s.itemsize for s in sides)))
-    bounds = block_bounds(n, rows)
-    acc = _Sums(xp, len(used), n, rows, kernel == "linear")
-    scratch = _Scratch(xp, sides, rows)
-    total = len(bounds) * (len(bounds) + 1) // 2
-    gamma = [float(gammas[r]) if kernel == "rbf" else None for r in used]
+    blocks = len(block_bounds(n, rows))
+    total = blocks * (blocks + 1) // 2
     with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
-        for done, (a, b, diagonal) in enumerate(block_pairs(bounds), start=1):
-            stack = acc.stack(a, b)
-            for slot, side in enumerate(sides):
-                _tile(side, a, b, diagonal, scratch, stack[slot], gamma[slot])
-            acc.add(stack, a, b, diagonal)
-            if report is not None:
-                report(done, total)
-    return _terms(acc, sides, used, pairs, n, kernel, len(reps))
+        sums = set_pair_sums(sides, None, rows, gamma, report)
+    shifts = [_host(s.shift).astype(np.float64) for s in sides]
+    return pair_terms(_host(sums.products), _host(sums.rows_a),
+                      None if sums.diagonal is None else _host(sums.diagonal),
+                      [s.eps for s in sides], shifts, used, pairs, len(reps))
 
 
-class _Side:
-    """One representation: its rows (not copied), dtype and centring shift."""
+def route_pairs(reps: Sequence[Any], wanted: Sequence[Pair], form: str
+                ) -> tuple[list[Pair], list[Pair]]:
+    """(pairs for the tiled map, pairs for the feature-space map) of a linear map of prepared
+    representations (``Samples``). ``form="tiles"``: all tiled; "features": none; "auto": the
+    pairs with a wide layer (:func:`wide`), and every pair of two layers those pairs put in the
+    tiled pass anyway (its tiles are computed there: one more dot product of tiles costs far
+    less than the pair's moments)."""
+    if form == "features":
+        return [], list(wanted)
+    is_wide = [form == "tiles" or wide(s) for s in reps]
+    return with_free_pairs(wanted, [(i, j) for i, j in wanted if is_wide[i] or is_wide[j]])
 
-    def __init__(self, rows: Any, name: str, xp: Any):
+
+def with_free_pairs(wanted: Sequence[Pair], chosen: Sequence[Pair]
+                    ) -> tuple[list[Pair], list[Pair]]:
+    """(the wanted pairs whose two representations are both in a ``chosen`` pair, the others):
+    a tiled pass computes the tiles of every representation in it, so a pair of two of them
+    costs it only one more dot product of tiles."""
+    in_tiles = {r for pair in chosen for r in pair}
+    tiled = [(i, j) for i, j in wanted if i in in_tiles and j in in_tiles]
+    return tiled, [pair for pair in wanted if pair not in set(tiled)]
+
+
+def wide(s: Any) -> bool:
+    """Whether a layer (``Samples``) belongs in the tiled sample-space pass: the linear form
+    :func:`~pyckafast._core.dispatch.linear_form` picks for it against itself is not
+    "features" (its p x p moments do not fit in memory, or its n x n Gram costs fewer flops)."""
+    try:
+        return linear_form("auto", s.n, s.p, s.p, s.dtype.itemsize) != "features"
+    except MemoryError:  # no form fits: the tiled pass needs the least
+        return True
+
+
+def rbf_gammas(kernel: str, gammas: Sequence[float] | None, used: list[int]) -> list:
+    """The gamma of each used representation (RBF), or Nones (linear)."""
+    if kernel != "rbf":
+        return [None] * len(used)
+    if gammas is None or any(gammas[r] is None for r in used):
+        raise ValueError("kernel='rbf' needs gammas: one gamma per representation.")
+    return [float(gammas[r]) for r in used]
+
+
+class Side:
+    """One representation: its rows (not copied), dtype and centring shift (the column means
+    rounded to the dtype; given, e.g. the global one for a Dask chunk, or computed here)."""
+
+    def __init__(self, rows: Any, name: str, xp: Any = np, shift: Any = None):
         self.rows, self.name, self.xp = rows, name, xp
         self.dtype = float_dtype(rows.dtype, name)
         self.itemsize = self.dtype.itemsize
         self.p = int(rows.shape[1])
-        self.shift = centring_shift(rows, name, self.dtype, xp)  # checked finite
+        self.n = int(rows.shape[0])
+        self.shift = (centring_shift(rows, name, self.dtype, xp) if shift is None  # checked finite
+                      else xp.asarray(shift, dtype=self.dtype))
         self.eps = float(np.finfo(self.dtype).eps)
 
     def block(self, bounds: tuple[int, int], out: Any) -> Any:
@@ -149,19 +189,44 @@ class _Side:
         return self.xp.subtract(part, self.shift, out=out)
 
 
+def set_pair_sums(sides_a: list[Side], sides_b: list[Side] | None, rows: int, gamma: list,
+                  report=None) -> SetPairSums:
+    """The float64 sums of the tiles of one row set against itself (``sides_b`` None: the upper
+    triangle of its block pairs) or of two distinct row sets (every block pair), every
+    representation's tile computed once per block pair. ``report(done, total)`` per block pair."""
+    xp = sides_a[0].xp
+    n_a = sides_a[0].n
+    n_b = None if sides_b is None else sides_b[0].n
+    bounds_a = block_bounds(n_a, rows)
+    bounds_b = None if n_b is None else block_bounds(n_b, rows)
+    sums = SetPairSums(xp, len(sides_a), n_a, n_b, rows, gamma[0] is None)
+    scratch = _Scratch(xp, sides_a + (sides_b or []), rows)
+    total = len(bounds_a) * (len(bounds_a) + 1) // 2 if n_b is None else len(bounds_a) * len(
+        bounds_b)
+    for done, (a, b, diagonal) in enumerate(block_pairs(bounds_a, bounds_b), start=1):
+        stack = sums.stack(a, b)
+        for slot, side in enumerate(sides_a):
+            other = side if sides_b is None else sides_b[slot]
+            _tile(side, other, a, b, diagonal, scratch, stack[slot], gamma[slot])
+        sums.add(stack, a, b, diagonal)
+        if report is not None:
+            report(done, total)
+    return sums
+
+
 class _Scratch:
     """Reused buffers: centred blocks a and b of one representation at a time, and the Gram tile
     in the input dtype before its float64 copy (views of flat byte buffers, so representations
     of any width and dtype share them)."""
 
-    def __init__(self, xp: Any, sides: list[_Side], rows: int):
+    def __init__(self, xp: Any, sides: list[Side], rows: int):
         self.xp = xp
         widest = max(s.p * s.itemsize for s in sides)
         self.blocks = [xp.empty(rows * widest, dtype=np.uint8) for _ in range(2)]
         low = [s.itemsize for s in sides if s.dtype != np.float64]
         self.tile = xp.empty(rows * rows * max(low), dtype=np.uint8) if low else None
 
-    def block(self, k: int, side: _Side, bounds: tuple[int, int]) -> Any:
+    def block(self, k: int, side: Side, bounds: tuple[int, int]) -> Any:
         m = bounds[1] - bounds[0]
         out = self.blocks[k][: m * side.p * side.itemsize].view(side.dtype).reshape(m, side.p)
         return side.block(bounds, out)
@@ -170,18 +235,18 @@ class _Scratch:
         return self.tile[: shape[0] * shape[1] * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def _tile(side: _Side, a: tuple[int, int], b: tuple[int, int], diagonal: bool,
+def _tile(side_a: Side, side_b: Side, a: tuple[int, int], b: tuple[int, int], diagonal: bool,
           scratch: _Scratch, out: Any, gamma: float | None) -> None:
     """One representation's tile of block pair (a, b) into ``out`` (float64): the Gram of the
     centred blocks, or for RBF its entries expm1(-gamma d2)."""
-    xp = side.xp
-    block_a = scratch.block(0, side, a)
-    block_b = block_a if diagonal else scratch.block(1, side, b)
+    xp = side_a.xp
+    block_a = scratch.block(0, side_a, a)
+    block_b = block_a if diagonal else scratch.block(1, side_b, b)
     # block_a @ block_a.T on one buffer lets BLAS run SYRK (half the flops) for diagonal tiles
-    if side.dtype == np.float64:
+    if side_a.dtype == np.float64:
         xp.matmul(block_a, block_b.T, out=out)
     else:
-        out[...] = xp.matmul(block_a, block_b.T, out=scratch.gram(side.dtype, out.shape))
+        out[...] = xp.matmul(block_a, block_b.T, out=scratch.gram(side_a.dtype, out.shape))
     if gamma is not None:
         na = sq_norms(xp, block_a).astype(np.float64)
         nb = na if diagonal else sq_norms(xp, block_b).astype(np.float64)
@@ -200,16 +265,21 @@ def _rbf_entries(xp: Any, g: Any, na: Any, nb: Any, gamma: float) -> None:
     xp.expm1(g, out=g)
 
 
-class _Sums:
-    """Float64 sums of the pass: per representation its row sums, diagonal and (in the pair
-    matrix's diagonal) its squared sum; per pair of representations the sum of products."""
+class SetPairSums:
+    """Float64 sums of a set pair's tiles: per representation its row sums (and, for a row set
+    against itself, its diagonal); the pair matrix ``products`` holds every pair's sum of
+    products over all ordered row pairs (i, j) of the set pair (its diagonal: each kernel's
+    squared sum). Two distinct sets stand for (a, b) and (b, a): products count both, rows_a
+    and rows_b hold the row and column sums."""
 
-    def __init__(self, xp: Any, count: int, n: int, rows: int, keep_diagonal: bool):
-        self.xp = xp
+    def __init__(self, xp: Any, count: int, n_a: int, n_b: int | None, rows: int,
+                 keep_diagonal: bool):
+        self.xp, self.two_sets = xp, n_b is not None
         self.flat = xp.empty((count, rows * rows))
         self.products = xp.zeros((count, count))
-        self.row_sums = xp.zeros((count, n))
-        self.diagonal = xp.zeros((count, n)) if keep_diagonal else None
+        self.rows_a = xp.zeros((count, n_a))
+        self.rows_b = xp.zeros((count, n_b)) if self.two_sets else self.rows_a
+        self.diagonal = xp.zeros((count, n_a)) if keep_diagonal and not self.two_sets else None
 
     def stack(self, a: tuple[int, int], b: tuple[int, int]) -> Any:
         """The (count, |a|, |b|) tile stack for block pair (a, b): views of one flat buffer."""
@@ -222,27 +292,25 @@ class _Sums:
         # Every pair's sum of products and every tile's squared sum: one GEMM (count x count).
         # An off-diagonal block pair stands for (a, b) and (b, a).
         self.products += (1.0 if diagonal else 2.0) * (flat @ flat.T)
-        self.row_sums[:, a[0]:a[1]] += stack.sum(axis=2)
+        self.rows_a[:, a[0]:a[1]] += stack.sum(axis=2)
         if not diagonal:
-            self.row_sums[:, b[0]:b[1]] += stack.sum(axis=1)
+            self.rows_b[:, b[0]:b[1]] += stack.sum(axis=1)
         elif self.diagonal is not None:
             self.diagonal[:, a[0]:a[1]] = xp.diagonal(stack, axis1=1, axis2=2)
 
 
-def _terms(acc: _Sums, sides: list[_Side], used: list[int], pairs: Sequence[Pair], n: int,
-           kernel: str, count: int) -> tuple[dict[Pair, KernelTerms], list[bool]]:
-    """The KernelTerms of each wanted pair, and the zero-variance flags, on the host."""
-    host = _host
-    products, row_sums = host(acc.products), host(acc.row_sums)
-    diagonal = None if acc.diagonal is None else host(acc.diagonal)
+def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,
+               eps: list[float], shifts: list[np.ndarray], used: list[int],
+               pairs: Sequence[Pair], count: int) -> tuple[dict[Pair, KernelTerms], list[bool]]:
+    """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
+    by slot, i.e. position in ``used``), and the zero-variance flag of every representation."""
+    n = row_sums.shape[1]
     slot = {r: k for k, r in enumerate(used)}
     zero = [False] * count
-    for r, side in zip(used, sides):
-        k = slot[r]
-        if kernel == "linear":  # the total variance is the Gram's trace
-            shift = host(side.shift).astype(np.float64)
-            zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shift @ shift), n,
-                                       side.eps)
+    for r, k in slot.items():
+        if diagonal is not None:  # linear: the total variance is the Gram's trace
+            zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shifts[k] @ shifts[k]),
+                                       n, eps[k])
         else:  # an RBF kernel of constant rows is all ones: K - 1 is 0
             zero[r] = not np.any(row_sums[k]) and products[k, k] == 0.0
     terms = {}
@@ -252,8 +320,7 @@ def _terms(acc: _Sums, sides: list[_Side], used: list[int], pairs: Sequence[Pair
             n=n, s_kl=float(products[a, b]), s_kk=float(products[a, a]),
             s_ll=float(products[b, b]), row_k=row_sums[a], row_l=row_sums[b],
             diag_k=None if diagonal is None else diagonal[a],
-            diag_l=None if diagonal is None else diagonal[b],
-            eps=max(sides[a].eps, sides[b].eps))
+            diag_l=None if diagonal is None else diagonal[b], eps=max(eps[a], eps[b]))
     return terms, zero
 
 
