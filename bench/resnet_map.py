@@ -280,6 +280,10 @@ def main() -> None:
     ap.add_argument("--tools", default="pyckafast,torch_cka")
     ap.add_argument("--timeout", type=float, nargs="+", default=[3600.0],
                     help="seconds per tool (one value, or one per tool)")
+    ap.add_argument("--until", type=float, default=None,
+                    help="a time.time() by which every tool has stopped: each tool gets what is "
+                         "left (the first leaves --reserve seconds to the others)")
+    ap.add_argument("--reserve", type=float, default=150.0)
     ap.add_argument("--out", default=None, help="write the JSON record here")
     ap.add_argument("--markdown", default=None, help="print the README rows of a JSON record")
     args = ap.parse_args()
@@ -293,7 +297,10 @@ def main() -> None:
     record = {"machine_before": machine(), "runs": []}
     tools = args.tools.split(",")
     timeouts = args.timeout * len(tools) if len(args.timeout) == 1 else args.timeout
-    for tool, timeout in zip(tools, timeouts):
+    for k, (tool, timeout) in enumerate(zip(tools, timeouts)):
+        if args.until is not None:
+            left = args.until - time.time() - args.reserve * (len(tools) - 1 - k)
+            timeout = max(10.0, min(timeout, left))
         with tempfile.TemporaryDirectory(prefix="resnet_map-", dir=args.cache_dir) as where:
             cmd = [sys.executable, __file__, "--worker", tool, "--n", str(args.n),
                    "--batch", str(args.batch), "--cache-dir", where]
