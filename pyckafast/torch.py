@@ -195,6 +195,9 @@ def compare_models(
                        cleanup)
         with run.hooks(), torch.no_grad():
             loader_a, loader_b = _loaders(loader)
+            if loader_b is not None and same:
+                raise ValueError("model_a and model_b are the same model, run once per batch: "
+                                 "pass one loader, not a pair.")
             total = len(loader_a) if hasattr(loader_a, "__len__") else None
             with progress_reporter(progress, total, desc="compare_models: batches",
                                    unit="batch") as tick:

@@ -234,6 +234,8 @@ def test_two_loaders_feed_one_model_each(images):
     np.testing.assert_array_equal(one, two)
     with pytest.raises(ValueError, match="different numbers of batches"):
         compare_models(a, b, (iter(batches), iter(labelled[:2])), ["fc"], max_state_bytes=1)
+    with pytest.raises(ValueError, match="the same model, run once per batch: pass one loader"):
+        compare_models(a, a, (iter(batches), iter(labelled)), ["fc"])
     shifted = [x[:20], x[20:44], x[44:]]
     with pytest.raises(ValueError, match="gave 20 samples in this batch where"):
         compare_models(a, b, (iter(batches), iter(shifted)), ["fc"], max_state_bytes=1)
