@@ -73,8 +73,9 @@ def cka_matrix(
     chunked cross GEMM X'Y (the same estimator as :func:`linear_cka`; no centred copy of any
     layer is made). Wide layers go through one sample-space pass over block pairs in which
     every layer's Gram tile is computed once and shared by all of its pairs (memory
-    O(L (n + tile^2) + tile p)). RBF: each representation's bandwidth is found once; each pair is one
-    tiled O(n)-memory pass (:func:`rbf_cka`).
+    O(L (n + tile^2) + tile p)). RBF: each representation's bandwidth is found once; each pair
+    is one tiled O(n)-memory pass (:func:`rbf_cka`), or for wide layers a share of one tiled
+    pass for all of them.
 
     Examples
     --------

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
 from ._core import combine, dispatch, params
-from ._core.inputs import Samples, check_finite_sums, check_same_n, prepare_list
+from ._core.inputs import (Samples, check_finite_rows, check_finite_sums, check_same_n,
+                           prepare_list)
 from ._core.params import validate_params
 from ._core.terms import LinearTerms, RowNormTerms
 from ._cpu.linear import _rounded_shift, row_frame
@@ -135,25 +136,25 @@ class CKAMapState:
         if len({s.device for s in (*a, *b)}) > 1:
             raise ValueError("every layer of xs and ys must live on one device; got "
                              f"{[(s.name, s.device) for s in (*a, *b)]}.")
-        if self._layout is None:
-            self._layout = layout
-        else:
+        if self._layout is not None:
             self._layout.check_batch(layout)
+            layout = self._layout
         reps = a if layout.symmetric else [*a, *b]
         if dispatch.place(reps[0].kind, self.backend) == "cuda":
-            self._merge_sums(self._gpu_part(reps))
+            self._merge_sums(self._gpu_part(reps, layout))
         else:
-            self._add_host_batch(reps)
+            self._add_host_batch(reps, layout)
+        self._layout = layout  # fixed once the first batch is in
         return self
 
-    def _add_host_batch(self, reps: list[Samples]) -> None:
+    def _add_host_batch(self, reps: list[Samples], layout: _Layout) -> None:
         """Add host rows in float64 chunks about each layer's running shift; chunks far from it
         (farther than the data's spread) are accumulated about their own mean and merged."""
         data = [s.data for s in reps]
         rows = min(data[0].shape[0], max(64, _CHUNKS_BYTES // (8 * sum(a.shape[1] for a in data))))
         frames = [row_frame(a, rows) for a in data]
         eps = [float(np.finfo(s.dtype).eps) for s in reps]
-        pairs = self._layout.pairs
+        pairs = layout.pairs
         running = self._sums
         if running is None or running.scale != [f.scale for f in frames]:
             # the first batch, or data of another magnitude (power-of-two scale): a part of its own
@@ -163,21 +164,21 @@ class CKAMapState:
         else:
             base = running
             base.eps = [max(e, f) for e, f in zip(base.eps, eps)]
-            self._spread = [max(s, f.spread) for s, f in zip(self._spread, frames)]
+            self._spread = _widest(self._spread, [f.spread for f in frames])
         _feed(base, data, [s.name for s in reps], rows, self._spread, start=self.n)
         if base is not running:
             self._merge_sums(base)
 
-    def _gpu_part(self, reps: list[Samples]) -> _MapSums:
+    def _gpu_part(self, reps: list[Samples], layout: _Layout) -> _MapSums:
         """The batch's sums from the GPU linear producer, pair by pair (each layer's own
         moments from the first pair it is in): only float64 moments come to the host."""
         ops = dispatch.resolve(self.backend, "linear_terms", "cuda")
-        pairs = self._layout.pairs or [(0, 0)]  # one layer against itself: its own moments
+        pairs = layout.pairs or [(0, 0)]  # one layer against itself: its own moments
         terms = {(i, j): ops.linear_terms(reps[i], reps[j], debiased=self.debiased,
                                           chunk_size=None, precision="highest")
                  for i, j in pairs}
         eps = [float(np.finfo(s.dtype).eps) for s in reps]
-        return _MapSums.from_pair_terms(terms, len(reps), self._layout.pairs, eps, self.debiased)
+        return _MapSums.from_pair_terms(terms, len(reps), layout.pairs, eps, self.debiased)
 
     def _merge_sums(self, part: _MapSums) -> None:
         if self._sums is None:
@@ -206,7 +207,7 @@ class CKAMapState:
         self._layout.check_state(other._layout)
         self._layout.adopt_names(other._layout)
         self._sums.merge(other._sums)
-        self._spread = [max(s, t) for s, t in zip(self._spread, other._spread)]
+        self._spread = _widest(self._spread, other._spread)
         return self
 
     # ---- results -------------------------------------------------------------------------------
@@ -288,8 +289,9 @@ class CKAMapState:
         state = cls(debiased=bool(_field(arrays, "debiased", name)), backend=backend)
         state._layout = _Layout.from_arrays(arrays, name)
         state._sums = _MapSums.from_arrays(arrays, state._layout, state.debiased, name)
-        state._spread = [float(s) for s in _checked(arrays, "spread", (len(state._sums.own),),
-                                                     name)]
+        spread = _field(arrays, "spread", name)
+        state._spread = [] if spread.size == 0 else [  # empty: fed only GPU batches
+            float(s) for s in _checked(arrays, "spread", (len(state._sums.own),), name)]
         return state
 
     def __repr__(self) -> str:
@@ -299,6 +301,14 @@ class CKAMapState:
             kind = "symmetric" if self._layout.symmetric else "two-sided"
             seen = f"n={self.n}, {kind} {self._layout.shape[0]}x{self._layout.shape[1]} map"
         return f"CKAMapState({seen}, debiased={self.debiased}, backend={self.backend!r})"
+
+
+def _widest(mine: list[float], theirs: list[float]) -> list[float]:
+    """Per layer the larger spread; a side that knows none (a state fed only GPU batches, whose
+    spreads the producer does not report) takes the other's."""
+    if not mine or not theirs:
+        return list(mine or theirs)
+    return [max(a, b) for a, b in zip(mine, theirs)]
 
 
 def _undefined(name: str) -> float:
@@ -311,8 +321,12 @@ def _layers(reps, name: str) -> tuple[list[Samples], list[str] | None]:
     if isinstance(reps, Mapping):
         names = [str(k) for k in reps]
         samples = prepare_list(list(reps.values()), name)
-        return [replace(s, name=f"{name}[{k!r}]") for s, k in zip(samples, names)], names
-    return prepare_list(reps, name), None
+        samples = [replace(s, name=f"{name}[{k!r}]") for s, k in zip(samples, names)]
+    else:
+        samples, names = prepare_list(reps, name), None
+    for s in samples:  # the whole batch before any of it is added: a bad batch changes nothing
+        check_finite_rows(s)
+    return samples, names
 
 
 class _Layout:

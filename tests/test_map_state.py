@@ -120,12 +120,20 @@ def test_batches_must_match_the_first(rng):
         state.update([a[30:] for a in layers], [layers[0][30:]])
     with pytest.raises(ValueError, match="same number of samples"):
         state.update([layers[0][30:], layers[1][31:], layers[2][30:], layers[3][30:]])
-    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values; .* rows 30"):
-        bad = layers[2][30:].copy()
-        bad[0, 1] = np.nan
+    bad = layers[2][30:].copy()
+    bad[25, 1] = np.nan
+    with pytest.raises(ValueError, match=r"xs\[2\] must contain only finite values"):
         state.update([layers[0][30:], layers[1][30:], bad, layers[3][30:]])
+    assert state.n == 30  # nothing of the bad batch was added
+    np.testing.assert_allclose(state.result(), pyckafast.cka_matrix([a[:30] for a in layers]),
+                               atol=1e-12)
     with pytest.raises(TypeError, match="xs must be a non-empty list"):
         state.update(layers[0])
+    fresh = CKAMapState()
+    with pytest.raises(ValueError, match="finite"):
+        fresh.update([layers[0][30:], layers[1][30:], bad, layers[3][30:]])
+    fresh.update(layers[:2])  # a failed first batch fixed nothing
+    assert fresh.n == 60 and fresh.result().shape == (2, 2)
     other = CKAMapState().update([layers[0], layers[1]])
     with pytest.raises(ValueError, match="other must map the same layers"):
         CKAMapState().update(layers).merge(other)
@@ -254,6 +262,27 @@ def engine(monkeypatch):
     return engine
 
 
+def test_host_batches_after_device_batches_still_restart_far_chunks(engine, rng, monkeypatch,
+                                                                    tmp_path):
+    from pyckafast import map_state
+
+    layers = _drifting(rng, 150)
+    state = CKAMapState(backend="cuda").update([a[:50] for a in layers])
+    state.save(tmp_path / "gpu.npz")
+    parts = []
+    real = map_state._MapSums.merge
+    monkeypatch.setattr(map_state._MapSums, "merge",
+                        lambda self, other: parts.append(other.n) or real(self, other))
+    for s in (state, CKAMapState.load(tmp_path / "gpu.npz")):
+        s.backend = "auto"
+        parts.clear()
+        for lo in range(50, 150, 25):
+            s.update([a[lo:lo + 25] for a in layers])
+        assert parts  # the rows 100.. (another mean) were accumulated about their own mean
+        np.testing.assert_allclose(s.result(debiased=True),
+                                   pyckafast.cka_matrix(layers, debiased=True), atol=1e-12)
+
+
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_device_batches_go_through_the_cuda_producer(engine, rng, symmetric):
     layers = _drifting(rng, 150)
@@ -278,3 +307,39 @@ def test_one_layer_on_the_device(engine, rng):
     assert state.result().tolist() == [[1.0]]
     assert state.hsic()[1][0] == pytest.approx(pyckafast.linear_hsic(x, x), rel=1e-12)
     assert prepare(x, "x").p == 6
+
+
+@pytest.mark.gpu
+def test_cupy_batches_on_a_real_gpu(rng):
+    """scripts/gpu_check.sh runs ``-m gpu``; skipped without CuPy and a device."""
+    cupy = pytest.importorskip("cupy", reason="needs CuPy")
+    if dispatch.probe("cuda") is not None:
+        pytest.skip(f"no usable GPU: {dispatch.probe('cuda')}")
+    layers = _drifting(rng, 200)
+    state = CKAMapState()
+    for lo in range(0, 200, 64):
+        state.update([cupy.asarray(a[lo:lo + 64]) for a in layers])
+    for debiased in (False, True):
+        np.testing.assert_allclose(state.result(debiased=debiased),
+                                   pyckafast.cka_matrix(layers, debiased=debiased), atol=1e-10)
+
+
+def test_data_of_extreme_magnitude_are_scaled_exactly(rng):
+    """Rows near 2^170 (products would overflow float64 sums of squares of squares) are scaled
+    by powers of two; batches of another magnitude get another scale and merge exactly."""
+    layers = _layers(rng, 200)
+    for a in layers:
+        a[100:] *= 2.0 ** -9  # the later batches: another power-of-two scale
+    big = [a * 2.0 ** 170 for a in layers]  # exact
+    state = CKAMapState()
+    for lo in range(0, 200, 40):
+        state.update([a[lo:lo + 40] for a in big])
+    scales = {s for s in state._sums.scale}
+    assert scales and all(s < 2.0 ** -100 for s in scales)
+    for debiased in (False, True):
+        np.testing.assert_allclose(state.result(debiased=debiased),
+                                   pyckafast.cka_matrix(layers, debiased=debiased), atol=1e-12)
+        hxy, hxx, _ = state.hsic(debiased=debiased)
+        want = pyckafast.linear_hsic(layers[0], layers[1], debiased=debiased)
+        assert hxy[0, 1] == pytest.approx(want * 2.0 ** 680, rel=1e-10)
+        assert np.isfinite(hxx).all()

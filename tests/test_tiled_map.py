@@ -343,3 +343,66 @@ def test_cka_matrix_rbf_sends_deep_pairs_to_the_tiled_pass(monkeypatch, rng):
     np.testing.assert_allclose(got, per_pair, rtol=0, atol=1e-9)
     pyckafast.cka_matrix(layers, kernel="rbf", backend="numpy")  # the reference: per pair
     assert len(seen) == 1
+
+
+# ---- on a real GPU (scripts/gpu_check.sh runs ``-m gpu``; skipped without CuPy and a device) ----
+def _cupy():
+    from pyckafast._core import dispatch
+
+    cupy = pytest.importorskip("cupy", reason="needs CuPy")
+    if dispatch.probe("cuda") is not None:
+        pytest.skip(f"no usable GPU: {dispatch.probe('cuda')}")
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_tiled_map_on_a_gpu_equals_the_host_map(rng, kernel):
+    cupy = _cupy()
+    layers = _layers(rng, 300, (700, 40, 900), mean=1e3, dtype=np.float32)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    gammas = [1 / (2 * a.astype(np.float64).var(0).sum()) for a in layers] \
+        if kernel == "rbf" else None
+    want, _ = tiled_map_terms(layers, pairs, tile=128, kernel=kernel, gammas=gammas)
+    for reps in ([cupy.asarray(a) for a in layers], layers):  # device arrays; host rows streamed
+        got, zero = tiled_map_terms(reps, pairs, tile=128, xp=cupy, kernel=kernel, gammas=gammas)
+        assert zero == [False] * 3
+        for pair in pairs:
+            for debiased in (False, True):
+                assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased),
+                                                                  abs=1e-6)
+
+
+@pytest.mark.gpu
+def test_cka_matrix_of_wide_gpu_layers(rng):
+    cupy = _cupy()
+    layers = _layers(rng, 200, (600, 7, 500))
+    got = pyckafast.cka_matrix([cupy.asarray(a) for a in layers], debiased=True)
+    np.testing.assert_allclose(got, pyckafast.cka_matrix(layers, debiased=True), atol=1e-10)
+
+
+@pytest.mark.parametrize("magnitude", [2.0 ** 70, 2.0 ** -70], ids=["huge", "tiny"])
+def test_float32_of_extreme_magnitude_is_scaled(rng, magnitude):
+    """float32 Gram tiles of rows near 1e21 would overflow (near 1e-21 underflow): the centred
+    rows are multiplied by a power of two and HSIC scaled back through the terms' log2."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from pyckafast._dask.map import tiled_map_terms as dask_map_terms
+
+    base = _layers(rng, 120, (150, 9))
+    layers = [(a * magnitude).astype(np.float32) for a in base]
+    terms, zero = tiled_map_terms(layers, [(0, 1)], tile=64)
+    with dask.config.set(scheduler="synchronous"):
+        chunked, _ = dask_map_terms([da.from_array(a, chunks=50) for a in layers], [(0, 1)],
+                                    tile=64)
+    assert zero == [False, False]
+    for t in (terms[0, 1], chunked[0, 1]):
+        assert t.log2_k != 0 and np.isfinite(t.s_kl)
+        for debiased in (False, True):
+            want = linear_cka_ref(*layers, debiased)  # of the float32 values
+            assert _cka(t, debiased) == pytest.approx(want, abs=1e-5)
+        h = combine.kernel_hsic(t, False).unscaled()
+        assert h.xy == pytest.approx(pyckafast.linear_hsic(*layers), rel=1e-4)
+    got = pyckafast.cka_matrix(layers, form="tiles")
+    assert got[0, 1] == pytest.approx(linear_cka_ref(*layers), abs=1e-5)

@@ -6,6 +6,8 @@ chunk's mean), and its own moments and the cross products of the pass's pairs ar
 from it. The cross products of one pass are held together (the sum over its pairs of p_i p_j
 float64), so pairs are grouped into passes of at most ``MAX_CROSS_BYTES``: maps of small-p layers
 take one pass in all, wide layers one pass per pair (the own moments come with the first pass).
+The debiased row-norm terms are folded chunk by chunk (no per-row arrays), so the sums do not
+grow with n; :class:`pyckafast.CKAMapState` keeps the same sums across batches.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ Array code takes the array module ``xp`` (NumPy, or CuPy on a GPU with host or d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,11 @@ from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
 from .._core.progress import Progress, progress_reporter
 from .._core.terms import KernelTerms
+from .linear import power_of_two_scale
 
 __all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
-           "pair_terms", "rbf_gammas", "route_pairs", "with_free_pairs", "wide"]
+           "pair_terms", "rbf_gammas", "route_pairs", "with_free_pairs", "wide", "head_scale",
+           "scale_log2"]
 
 Pair = tuple[int, int]
 
@@ -113,16 +116,17 @@ def tiled_map_terms(
             raise ValueError(f"{names[r]} must have the n = {n} rows of {names[used[0]]}; got "
                              f"{reps[r].shape[0]}.")
     gamma = rbf_gammas(kernel, gammas, used)
-    sides = [Side(reps[r], names[r], xp) for r in used]
+    sides = [Side(reps[r], names[r], xp, scaled=kernel == "linear") for r in used]
     rows = min(n, tile or map_tile_rows([s.p for s in sides], max(s.itemsize for s in sides)))
     blocks = len(block_bounds(n, rows))
     total = blocks * (blocks + 1) // 2
     with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
         sums = set_pair_sums(sides, None, rows, gamma, report)
-    shifts = [_host(s.shift).astype(np.float64) for s in sides]
+    shifts = [_host(s.shift).astype(np.float64) * s.scale for s in sides]
     return pair_terms(_host(sums.products), _host(sums.rows_a),
                       None if sums.diagonal is None else _host(sums.diagonal),
-                      [s.eps for s in sides], shifts, used, pairs, len(reps))
+                      [s.eps for s in sides], shifts, [s.log2 for s in sides], used, pairs,
+                      len(reps))
 
 
 def route_pairs(reps: Sequence[Any], wanted: Sequence[Pair], form: str
@@ -168,10 +172,13 @@ def rbf_gammas(kernel: str, gammas: Sequence[float] | None, used: list[int]) -> 
 
 
 class Side:
-    """One representation: its rows (not copied), dtype and centring shift (the column means
-    rounded to the dtype; given, e.g. the global one for a Dask chunk, or computed here)."""
+    """One representation: its rows (not copied), dtype, centring shift (the column means
+    rounded to the dtype; given, e.g. the global one for a Dask chunk, or computed here) and
+    the power of two its centred rows are multiplied by (linear tiles of data of extreme
+    magnitude: see :func:`head_scale`; 1 for RBF, whose gamma is for the rows as they are)."""
 
-    def __init__(self, rows: Any, name: str, xp: Any = np, shift: Any = None):
+    def __init__(self, rows: Any, name: str, xp: Any = np, shift: Any = None,
+                 scale: float | None = None, scaled: bool = True):
         self.rows, self.name, self.xp = rows, name, xp
         self.dtype = float_dtype(rows.dtype, name)
         self.itemsize = self.dtype.itemsize
@@ -179,14 +186,47 @@ class Side:
         self.n = int(rows.shape[0])
         self.shift = (centring_shift(rows, name, self.dtype, xp) if shift is None  # checked finite
                       else xp.asarray(shift, dtype=self.dtype))
+        if scale is None:
+            scale = head_scale(self._upload(rows[:_SPREAD_ROWS]), self.shift, xp) if scaled else 1.0
+        self.scale = float(scale)
         self.eps = float(np.finfo(self.dtype).eps)
 
+    @property
+    def log2(self) -> int:
+        return scale_log2(self.scale)
+
     def block(self, bounds: tuple[int, int], out: Any) -> Any:
-        """Rows [lo, hi) minus the shift, written into ``out`` (C-contiguous, this dtype)."""
-        part = self.rows[bounds[0]:bounds[1]]
+        """Rows [lo, hi) minus the shift (times the scale), written into ``out`` (C-contiguous,
+        this dtype)."""
+        self.xp.subtract(self._upload(self.rows[bounds[0]:bounds[1]]), self.shift, out=out)
+        if self.scale != 1.0:  # a power of two: exact
+            out *= self.scale
+        return out
+
+    def _upload(self, part: Any) -> Any:
         if self.xp is not np and isinstance(part, np.ndarray):  # host rows: one upload a block
-            part = self.xp.asarray(np.ascontiguousarray(part))
-        return self.xp.subtract(part, self.shift, out=out)
+            return self.xp.asarray(np.ascontiguousarray(part))
+        return part
+
+
+# Rows whose spread about the shift sets the scale (as the feature-space producers do).
+_SPREAD_ROWS = 256
+
+
+def head_scale(head: Any, shift: Any, xp: Any = np) -> float:
+    """1.0, or for rows whose spread about ``shift`` lies outside [2^-50, 2^50] the power of two
+    that brings it near 1 (:func:`pyckafast._cpu.linear.power_of_two_scale`): Gram tiles of
+    float32 rows near 1e20 would overflow, near 1e-20 underflow. CKA does not change; HSIC is
+    scaled back through the terms' log2 (:func:`scale_log2`)."""
+    with np.errstate(all="ignore"):
+        spread = float(_host(xp.max(xp.abs(head.astype(np.float64)
+                                           - shift.astype(np.float64)))))
+    return power_of_two_scale(spread)
+
+
+def scale_log2(scale: float) -> int:
+    """The log2 of KernelTerms for Grams of rows times ``scale``: they hold K * 2^-log2."""
+    return -2 * (math.frexp(scale)[1] - 1)
 
 
 def set_pair_sums(sides_a: list[Side], sides_b: list[Side] | None, rows: int, gamma: list,
@@ -300,10 +340,11 @@ class SetPairSums:
 
 
 def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,
-               eps: list[float], shifts: list[np.ndarray], used: list[int],
+               eps: list[float], shifts: list[np.ndarray], log2: list[int], used: list[int],
                pairs: Sequence[Pair], count: int) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
-    by slot, i.e. position in ``used``), and the zero-variance flag of every representation."""
+    by slot, i.e. position in ``used``; ``shifts`` in the scaled units of the tiles, ``log2``
+    each kernel's scale), and the zero-variance flag of every representation."""
     n = row_sums.shape[1]
     slot = {r: k for k, r in enumerate(used)}
     zero = [False] * count
@@ -320,7 +361,8 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
             n=n, s_kl=float(products[a, b]), s_kk=float(products[a, a]),
             s_ll=float(products[b, b]), row_k=row_sums[a], row_l=row_sums[b],
             diag_k=None if diagonal is None else diagonal[a],
-            diag_l=None if diagonal is None else diagonal[b], eps=max(eps[a], eps[b]))
+            diag_l=None if diagonal is None else diagonal[b], eps=max(eps[a], eps[b]),
+            log2_k=log2[a], log2_l=log2[b])
     return terms, zero
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from .._core.inputs import float_dtype
 from .._core.pairs import bounds_of_sizes, shift_from_sums
 from .._core.terms import KernelTerms
-from .._cpu.tiled_map import Side, map_tile_rows, pair_terms, rbf_gammas, set_pair_sums
+from .._cpu.tiled_map import (_SPREAD_ROWS, Side, head_scale, map_tile_rows, pair_terms,
+                              rbf_gammas, scale_log2, set_pair_sums)
 
 __all__ = ["tiled_map_terms"]
 
@@ -60,6 +61,9 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
     dtypes = [float_dtype(a.dtype, names[r]) for a, r in zip(arrays, used)]
     totals = dask.compute(*[a.sum(axis=0, dtype=np.float64) for a in arrays])
     shifts = [shift_from_sums(t, n, names[r], d) for t, r, d in zip(totals, used, dtypes)]
+    # one scale per representation for all chunks, from its first rows (as in memory)
+    heads = dask.compute(*[a[:_SPREAD_ROWS] for a in arrays]) if kernel == "linear" else None
+    scales = [head_scale(h, s) for h, s in zip(heads, shifts)] if heads else [1.0] * len(used)
     rows = tile or map_tile_rows([a.shape[1] for a in arrays], max(d.itemsize for d in dtypes))
     blocks = [list(a.to_delayed().ravel()) for a in arrays]
     bounds = bounds_of_sizes([int(c) for c in arrays[0].chunks[0]])
@@ -69,13 +73,14 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
         for ib in range(ia, len(bounds)):
             chunks_b = None if ia == ib else [b[ib] for b in blocks]
             keys.append((bounds[ia], bounds[ib], ia == ib))
-            parts.append(task([b[ia] for b in blocks], chunks_b, shifts,
+            parts.append(task([b[ia] for b in blocks], chunks_b, shifts, scales,
                               [names[r] for r in used], rows, gamma))
     products, row_sums, diagonal = _scattered(keys, dask.compute(parts)[0], len(used), n,
                                               kernel == "linear")
     eps = [float(np.finfo(d).eps) for d in dtypes]
-    shifts64 = [s.astype(np.float64) for s in shifts]
-    return pair_terms(products, row_sums, diagonal, eps, shifts64, used, pairs, len(reps))
+    shifts64 = [s.astype(np.float64) * c for s, c in zip(shifts, scales)]
+    return pair_terms(products, row_sums, diagonal, eps, shifts64,
+                      [scale_log2(c) for c in scales], used, pairs, len(reps))
 
 
 def _aligned(arrays: list, names: list[str]) -> list:
@@ -99,12 +104,15 @@ def _aligned(arrays: list, names: list[str]) -> list:
 
 
 def _chunk_pair(chunks_a: list, chunks_b: list | None, shifts: list[np.ndarray],
-                names: list[str], rows: int, gamma: list):
+                scales: list[float], names: list[str], rows: int, gamma: list):
     """One task: the set-pair sums of a chunk against itself (``chunks_b`` None) or of two
     chunks, as host float64 arrays (products, row sums, column sums, diagonal)."""
-    sides_a = [Side(np.asarray(c), name, np, s) for c, name, s in zip(chunks_a, names, shifts)]
-    sides_b = None if chunks_b is None else [
-        Side(np.asarray(c), name, np, s) for c, name, s in zip(chunks_b, names, shifts)]
+    def sides(chunks):
+        return [Side(np.asarray(c), name, np, s, c_) for c, name, s, c_ in
+                zip(chunks, names, shifts, scales)]
+
+    sides_a = sides(chunks_a)
+    sides_b = None if chunks_b is None else sides(chunks_b)
     sums = set_pair_sums(sides_a, sides_b, rows, gamma)
     return (sums.products, sums.rows_a, None if chunks_b is None else sums.rows_b,
             sums.diagonal)
