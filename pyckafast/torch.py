@@ -1,29 +1,46 @@
 """Compare two torch models layer by layer: the exact full-dataset CKA map over a DataLoader.
 
-Forward hooks capture the outputs of named layers; each batch's activations are flattened per
-sample, copied once to CPU (see ``_to_numpy``) and handed without further copies to one :class:`pyckafast.LinearCKAState` per layer pair, so
-the result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
-average per-batch HSICs, a different quantity). torch is optional and imported when called.
+Forward hooks capture the outputs of the chosen layers; each batch's activations are flattened
+per sample once (one copy, on the layer's device) and go, linear kernel:
 
-Memory (linear kernel): the state of a pair (a, b) holds float64 moments of size
-``p_a^2 + p_b^2 + p_a p_b`` (8 bytes each), independent of the number of samples; for a map of
-La x Lb layers that is the sum over pairs. Layers with p in the tens of thousands (flattened
-convolution maps) make this large: pool them first (e.g. pass the pooled module's name) or use
-``kernel="rbf"``. RBF kernel: every layer's activations are gathered (n x p float32 per layer,
-n x n is never formed) and :func:`pyckafast.rbf_cka` runs per pair.
+* layers whose p x p moments fit ``max_state_bytes`` into ONE streaming
+  :class:`pyckafast.CKAMapState` (memory independent of the number of samples; activations on a
+  GPU stay there and are reduced by the cuda backend, only float64 moments reach the host);
+* wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache
+  on disk (``cache_dir=``), written once; after the pass every pair involving such a layer comes
+  from one tiled sample-space pass over the cache (each layer's Gram tile once per block pair;
+  memory O(L (n + tile^2) + tile p), never p x p nor n x n). Cached activations are copied to
+  the host to be written; for a model on the GPU the tiles are computed there (CuPy), the
+  cached blocks uploaded one at a time.
+
+The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
+average per-batch HSICs, a different quantity). RBF kernel: every layer goes to the cache and
+one tiled pass over it gives the map (each layer's bandwidth once, its kernel tile once per
+block pair). torch is optional and
+imported when called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from numbers import Integral
 
 import numpy as np
 
 from ._core import params
+from ._core.dispatch import _available_bytes
+from ._core.inputs import device_of
 from ._core.optional import require
-from ._core.params import Callables, Strings, check_params, validate_params
+from ._core.params import Callables, Constraint, Strings, check_params, validate_params
+from ._core.progress import check_progress, progress_reporter
+from ._torch.cache import ActivationCache, check_disk
+from ._torch.capture import Capture, layer_output
+from ._torch.layers import per_layer, select_layers, unwrap
+from ._torch.plan import default_budget, plan_map
+from ._torch.sink import LinearMapSink, RBFSink, tiles_module
 from .rbf import RBF_SPEC
-from .streaming import LinearCKAState
 
 __all__ = ["compare_models", "layer_output"]
 
@@ -31,43 +48,119 @@ __all__ = ["compare_models", "layer_output"]
 _RBF_OPTIONS = {k: RBF_SPEC[k] for k in ("sigma", "threshold", "bandwidth", "tile", "n_pairs", "seed")}
 
 
+class _Mappings(Constraint):
+    def is_satisfied_by(self, value: object) -> bool:
+        return isinstance(value, Mapping)
+
+    def __str__(self) -> str:
+        return "a dict layer -> value"
+
+
+class _Paths(Constraint):
+    def is_satisfied_by(self, value: object) -> bool:
+        return isinstance(value, (str, os.PathLike))
+
+    def __str__(self) -> str:
+        return "a path"
+
+
+class _Progress(Constraint):
+    def is_satisfied_by(self, value: object) -> bool:
+        return value is None or isinstance(value, bool) or callable(value)
+
+    def __str__(self) -> str:
+        return "None, a bool or a callable report(done, total)"
+
+
+_INT = params.Interval(Integral, None, None)
+
+
 @validate_params({"debiased": params.BOOLEAN, "kernel": params.KERNEL,
-                  "output_key": [params.OPTIONAL, Strings()],
-                  "inputs": [params.OPTIONAL, Callables()], "backend": params.BACKEND})
+                  "output_key": [params.OPTIONAL, Strings(), _Mappings()],
+                  "sample_dim": [_INT, _Mappings()],
+                  "inputs": [params.OPTIONAL, Callables()], "backend": params.BACKEND,
+                  "max_state_bytes": params.optional_positive_int(),
+                  "cache_dir": [params.OPTIONAL, _Paths()], "keep_cache": params.BOOLEAN,
+                  "progress": [_Progress()], "report": params.BOOLEAN})
 def compare_models(
-    model_a, model_b, loader: Iterable, layers_a: Sequence[str], layers_b: Sequence[str] | None = None,
-    *, debiased: bool = False, kernel: str = "linear", device=None, output_key: str | None = None,
-    inputs: Callable | None = None, backend: str = "auto", **rbf_options,
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Exact CKA between the named layers of two models over every sample of ``loader``.
+    model_a, model_b, loader: Iterable, layers_a: Sequence, layers_b: Sequence | None = None,
+    *, debiased: bool = False, kernel: str = "linear", device=None,
+    output_key: str | Mapping | None = None, sample_dim: int | Mapping = 0,
+    inputs: Callable | None = None, backend: str = "auto", max_state_bytes: int | None = None,
+    cache_dir=None, keep_cache: bool = False, progress=None, report: bool = False,
+    **rbf_options,
+) -> tuple:
+    """Exact CKA between the chosen layers of two models over every sample of ``loader``.
 
     Parameters
     ----------
     model_a, model_b : torch.nn.Module
         Models to compare (may be the same object: one forward pass then serves both sides).
         They are run in eval mode under ``torch.no_grad``; their training flag is restored.
-    loader : iterable
+        DataParallel / DistributedDataParallel wrappers are unwrapped (their ``.module`` runs).
+    loader : iterable, or a tuple (loader_a, loader_b)
         Yields batches: a tensor, or a tuple/list whose first item is the input tensor, or any
-        batch together with ``inputs=`` (a callable batch -> model input).
-    layers_a, layers_b : sequence of str
-        Submodule names (as in ``model.named_modules()``); ``layers_b`` defaults to ``layers_a``.
+        batch together with ``inputs=`` (a callable batch -> model input). A tuple of two
+        loaders (each a DataLoader or another iterable that is not itself a tuple, list, dict,
+        tensor or array) feeds model_a from the first and model_b from the second; they must
+        yield the same samples in the same order (batch sizes are checked, contents cannot be).
+    layers_a, layers_b : sequence of str or torch.nn.Module classes
+        Which layers: exact names (as in ``model.named_modules()``), glob patterns over names
+        (``"layer*.conv1"``) or module classes (``torch.nn.Conv2d``: every such submodule), in
+        the order given (a pattern's or class's matches in model order). ``layers_b`` defaults
+        to ``layers_a`` (looked up in model_b).
     debiased : bool, default False
         Biased HSIC (Kornblith et al. 2019) or unbiased HSIC (Song et al. 2012).
     kernel : {"linear", "rbf"}, default "linear"
-        "linear" streams batch by batch (memory independent of n); "rbf" gathers activations
-        and calls :func:`pyckafast.rbf_cka` with ``rbf_options`` (sigma, threshold, bandwidth).
+        "linear" streams batch by batch (see ``max_state_bytes``); "rbf" caches every layer
+        and runs :func:`pyckafast.cka_matrix` (``form="tiles"``) on the cache with
+        ``rbf_options`` (sigma, threshold, bandwidth; with ``n_pairs``/``seed`` of a sampled
+        bandwidth, :func:`pyckafast.rbf_cka` per pair).
+        ``tile=`` (rows per block) also applies to the linear tiled pass of the cached layers.
     device : torch.device or str, optional
-        Where inputs are moved (default: the device of ``model_a``'s first parameter).
-    output_key : str, optional
-        For layers that return a dict: the entry to use (default: the first tensor value).
-        Layers returning a tuple/list contribute their first tensor.
+        Where inputs are moved (default: each model's first parameter's device).
+    output_key : str or dict, optional
+        For layers that return a dict: the entry to use (default: the first tensor value); a
+        dict layer name -> key sets it per layer. Layers returning a tuple/list contribute their
+        first tensor.
+    sample_dim : int or dict, default 0
+        The dimension of a layer's output that indexes samples (e.g. 1 for sequence-first
+        ``(seq, batch, features)`` outputs); a dict layer name -> dim sets it per layer. The
+        other dimensions are flattened into features.
     backend : str, default "auto"
-        CPU backend of the CKA terms.
+        Backend of the CKA terms (GPU activations take "cuda" when usable).
+    max_state_bytes : int, optional
+        Bytes the streaming state may hold (float64 p x p moments per layer, p_i p_j per pair).
+        Layers are moved to the activation cache, widest first, until it fits. Default: a
+        quarter of the memory available when the first batch arrives, at most 2 GiB.
+    cache_dir : str or path, optional
+        Where the activation cache directory is made (default: the system's temporary
+        directory). It needs n * p * 4 bytes per cached layer (float32 activations).
+    keep_cache : bool, default False
+        Leave the cache files (raw rows, and ``manifest.json`` giving each file's layer, shape
+        and dtype) in place instead of removing them.
+    progress : None, bool or callable
+        A tqdm bar (True) or ``progress(done, total)`` over the batches, then over the tiled
+        pass of the cached layers (``total`` is None for a loader without ``len``).
+    report : bool, default False
+        Also return, per layer (model_a's, then model_b's), a dict: ``model``, ``layer``, ``p``,
+        ``path`` ("stream" or "cache"), ``bytes`` (memory of the
+        state held for it plus its bytes on disk), ``state_bytes``, ``cache_bytes``, ``device``
+        (where its activations were) and ``file`` (its cache file when kept, else None).
 
     Returns
     -------
-    (cka_map, names_a, names_b)
+    (cka_map, names_a, names_b) or (cka_map, names_a, names_b, layer_report)
         ``cka_map[i, j]`` = CKA(layer names_a[i] of model_a, layer names_b[j] of model_b).
+
+    Raises
+    ------
+    ValueError
+        No batches in ``loader``; unknown layers; layers whose outputs have different numbers
+        of samples (see ``sample_dim``); two loaders of different lengths or batch sizes.
+    RuntimeError
+        A hooked module that runs more than once per forward pass (a reused module has no
+        single output per sample).
 
     Examples
     --------
@@ -78,138 +171,218 @@ def compare_models(
     >>> m, a, b = compare_models(net, net, data, ["0", "2"])
     >>> m.shape, a
     ((2, 2), ['0', '2'])
+    >>> m, a, b = compare_models(net, net, data, [torch.nn.Linear], max_state_bytes=1000)
+    >>> a, bool(abs(m[0, 0] - 1) < 1e-9)
+    (['0', '2'], True)
     """
-    _torch = require("torch", "pyckafast.torch")
+    torch = require("torch", "pyckafast.torch")
 
-    names_a, names_b = list(layers_a), list(layers_a if layers_b is None else layers_b)
     unknown = sorted(set(rbf_options) - set(_RBF_OPTIONS))
     if unknown:
         raise TypeError(f"compare_models got options {unknown} it does not take; "
                         f"kernel='rbf' takes {sorted(_RBF_OPTIONS)}.")
     check_params("compare_models", _RBF_OPTIONS, rbf_options)
-    if not names_a or not names_b:
-        raise ValueError("layers_a and layers_b must name at least one layer each.")
-    device = device if device is not None else _model_device(model_a)
-    sink = _Sink(names_a, names_b, kernel, debiased, backend)
-    with _Capture(model_a, names_a, "model_a", output_key) as cap_a, \
-         _Capture(model_b, names_b, "model_b", output_key) as cap_b, _torch.no_grad():
-        for batch in loader:
-            x = inputs(batch) if inputs is not None else _first_item(batch)
-            x = x.to(device) if hasattr(x, "to") else x
-            model_a(x)
-            if model_b is not model_a:
-                model_b(x)
-            sink.add(cap_a.take(), cap_b.take())
-    return sink.result(rbf_options), names_a, names_b
+    check_progress(progress)
+    same = unwrap(model_a) is unwrap(model_b)
+    model_a, model_b = unwrap(model_a), unwrap(model_b)
+    names_a = select_layers(model_a, layers_a, "model_a")
+    names_b = select_layers(model_b, layers_a if layers_b is None else layers_b, "model_b")
+    every = list(dict.fromkeys([*names_a, *names_b]))
+    keys = per_layer(output_key, every, "output_key"), per_layer(sample_dim, every, "sample_dim", 0)
+    run = _Run(model_a, model_b, same, names_a, names_b, keys, device, inputs)
+    with ExitStack() as cleanup:
+        route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir, keep_cache,
+                       cleanup)
+        with run.hooks(), torch.no_grad():
+            loader_a, loader_b = _loaders(loader)
+            if loader_b is not None and same:
+                raise ValueError("model_a and model_b are the same model, run once per batch: "
+                                 "pass one loader, not a pair.")
+            total = len(loader_a) if hasattr(loader_a, "__len__") else None
+            with progress_reporter(progress, total, desc="compare_models: batches",
+                                   unit="batch") as tick:
+                for step, (batch_a, batch_b) in enumerate(_batches(loader_a, loader_b), 1):
+                    route.add(run.forward(batch_a, batch_b), total)
+                    if tick is not None:
+                        tick(step, total)
+        cka = route.result(progress, rbf_options)
+        out = (cka, names_a, names_b)
+        return (*out, route.layer_report()) if report else out
 
 
-def layer_output(output, output_key: str | None = None):
-    """The tensor a hook records for a layer's output: itself, a tuple's first tensor, or a dict's
-    ``output_key`` entry (default: its first tensor value)."""
-    _torch = require("torch", "pyckafast.torch")
+class _Run:
+    """The models, their hooks and one forward pass per batch."""
 
-    if isinstance(output, _torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        if output_key is not None:
-            if output_key not in output:
-                raise KeyError(f"output_key {output_key!r} not in the layer's dict output {list(output)}.")
-            return layer_output(output[output_key])
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, _torch.Tensor):
-                return item
-    raise TypeError(f"a hooked layer must output a tensor, tuple/list or dict of tensors; got {type(output).__name__}.")
+    def __init__(self, model_a, model_b, same, names_a, names_b, per_layer_keys, device, inputs):
+        self.model_a, self.model_b, self.same, self.inputs = model_a, model_b, same, inputs
+        self.src_b = "model_a" if same else "model_b"
+        self.keys_a = [("model_a", n) for n in names_a]
+        self.keys_b = [(self.src_b, n) for n in names_b]
+        self.symmetric = same and names_a == names_b
+        self.output_keys, self.sample_dims = per_layer_keys
+        self.device_a = device if device is not None else _model_device(model_a)
+        self.device_b = device if device is not None else _model_device(model_b)
+        self.captures: list[tuple[str, Capture]] = []
 
+    def hooks(self) -> ExitStack:
+        stack = ExitStack()
+        names_a = [n for _, n in self.keys_a]
+        names_b = [n for _, n in self.keys_b]
+        if self.same:  # one capture: a layer on both sides is flattened once per batch
+            both = list(dict.fromkeys([*names_a, *names_b]))
+            self.captures = [("model_a", self._capture(self.model_a, both, "model_a"))]
+        else:
+            self.captures = [("model_a", self._capture(self.model_a, names_a, "model_a")),
+                             ("model_b", self._capture(self.model_b, names_b, "model_b"))]
+        for _, cap in self.captures:
+            stack.enter_context(cap)
+        return stack
 
-def _to_numpy(t) -> np.ndarray:
-    """One copy of the output, flattened per sample, viewed as numpy without a second copy.
+    def _capture(self, model, names, what) -> Capture:
+        return Capture(model, names, what, {n: self.output_keys[n] for n in names},
+                       {n: self.sample_dims[n] for n in names})
 
-    The copy is needed: a later in-place layer (``ReLU(inplace=True)``) would otherwise change
-    the recorded output before the batch reaches the CKA states.
-    """
-    _torch = require("torch", "pyckafast.torch")
+    def forward(self, batch_a, batch_b) -> dict:
+        """Run the models on one batch; (model, layer) -> flattened activations."""
+        x = self._input(batch_a)
+        self.model_a(x.to(self.device_a) if hasattr(x, "to") else x)
+        if not self.same:
+            xb = x if batch_b is None else self._input(batch_b)
+            self.model_b(xb.to(self.device_b) if hasattr(xb, "to") else xb)
+        acts = {}
+        for side, cap in self.captures:
+            acts.update({(side, n): t for n, t in cap.take().items()})
+        self._check_rows(acts)
+        return acts
 
-    t = t.detach()
-    dtype = t.dtype if t.dtype in (_torch.float32, _torch.float64) else _torch.float32
-    flat = t.reshape(t.shape[0], -1)
-    copy = flat.to(device="cpu", dtype=dtype, copy=True, memory_format=_torch.contiguous_format)
-    return copy.numpy()
+    def _input(self, batch):
+        return self.inputs(batch) if self.inputs is not None else _first_item(batch)
 
-
-class _Capture:
-    """Forward hooks on named submodules that keep the latest output of each."""
-
-    def __init__(self, model, names: list[str], what: str, output_key: str | None):
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f"{what} has no layers named {missing}; some of its layers: {list(modules)[1:12]}.")
-        self.model, self.output_key, self.latest = model, output_key, {}
-        self.modules = {n: modules[n] for n in names}
-        self.handles = []
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-        for name, module in self.modules.items():
-            self.handles.append(module.register_forward_hook(self._hook(name)))
-        return self
-
-    def _hook(self, name):
-        def hook(module, args, output):
-            self.latest[name] = _to_numpy(layer_output(output, self.output_key))
-        return hook
-
-    def take(self) -> dict:
-        latest, self.latest = self.latest, {}
-        return latest
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.model.train(self.was_training)
-        return False
+    def _check_rows(self, acts: dict) -> None:
+        (side0, first), rows = next(iter(acts)), len(next(iter(acts.values())))
+        for (side, name), t in acts.items():
+            if len(t) != rows:
+                raise ValueError(
+                    f"layer {name!r} of {side} gave {len(t)} samples in this batch where layer "
+                    f"{first!r} of {side0} gave {rows}: every layer's samples must lie along "
+                    f"sample_dim (here {self.sample_dims[name]}) and two loaders must yield the "
+                    "same batches; pass sample_dim= (an int or a dict layer -> dim, e.g. 1 for "
+                    "sequence-first outputs).")
 
 
-class _Sink:
-    """Where batches of activations go: per-pair streaming states, or gathered for RBF."""
+class _Route:
+    """Created empty; the first batch fixes the widths, the plan and where each layer goes."""
 
-    def __init__(self, names_a, names_b, kernel, debiased, backend):
-        self.names_a, self.names_b, self.kernel, self.debiased = names_a, names_b, kernel, debiased
-        self.backend = backend
-        self.states = {(a, b): LinearCKAState(debiased=debiased, backend=backend)
-                       for a in names_a for b in names_b} if kernel == "linear" else {}
-        self.gathered = ({n: [] for n in names_a}, {n: [] for n in names_b})
+    def __init__(self, run: _Run, kernel, debiased, backend, max_state_bytes, cache_dir,
+                 keep_cache, cleanup: ExitStack):
+        self.run, self.kernel, self.debiased, self.backend = run, kernel, debiased, backend
+        self.max_state_bytes, self.cache_dir, self.keep_cache = max_state_bytes, cache_dir, keep_cache
+        self.cleanup = cleanup
+        self.sink = self.plan = self.cache = None
+        self.widths: dict = {}
+        self.devices: dict = {}
 
-    def add(self, acts_a: dict, acts_b: dict) -> None:
-        for side, acts, names in ((0, acts_a, self.names_a), (1, acts_b, self.names_b)):
-            absent = [n for n in names if n not in acts]
-            if absent:
-                raise RuntimeError(f"layers {absent} produced no output in this forward pass.")
-            if self.kernel == "rbf":
-                for n in names:
-                    self.gathered[side][n].append(np.array(acts[n]))
-        for (a, b), state in self.states.items():
-            state.update(acts_a[a], acts_b[b])
+    def add(self, acts: dict, total_batches: int | None) -> None:
+        if self.sink is None:
+            self._start(acts, total_batches)
+        for key, t in acts.items():
+            if t.shape[1] != self.widths[key]:
+                raise ValueError(
+                    f"layer {key[1]!r} of {key[0]} gave {t.shape[1]} features per sample in this "
+                    f"batch and {self.widths[key]} in the first: a flattened dimension changes "
+                    f"with the batch, so its samples are not along sample_dim (here "
+                    f"{self.run.sample_dims[key[1]]}); pass sample_dim= (an int or a dict layer "
+                    "-> dim, e.g. 1 for sequence-first outputs).")
+        self.sink.add(acts)
 
-    def result(self, rbf_options: dict) -> np.ndarray:
-        out = np.empty((len(self.names_a), len(self.names_b)))
-        if self.kernel == "linear":
-            for (i, a) in enumerate(self.names_a):
-                for (j, b) in enumerate(self.names_b):
-                    out[i, j] = self.states[(a, b)].result(debiased=self.debiased)
-            return out
-        from . import rbf_cka
+    def _start(self, acts: dict, total_batches) -> None:
+        run = self.run
+        self.widths = {k: int(t.shape[1]) for k, t in acts.items()}
+        self.devices = {k: str(t.device) for k, t in acts.items()}
+        if self.kernel == "rbf":  # no streaming RBF: every layer to the cache
+            self.plan = plan_map(run.keys_a, run.keys_b, self.widths, run.symmetric, 0)
+        else:
+            budget = self.max_state_bytes or default_budget(_available_bytes())
+            self.plan = plan_map(run.keys_a, run.keys_b, self.widths, run.symmetric, budget)
+        state = None
+        if self.plan.stream_a and self.plan.stream_b:
+            from .map_state import CKAMapState
 
-        xa = {n: np.concatenate(v) for n, v in self.gathered[0].items()}
-        xb = {n: np.concatenate(v) for n, v in self.gathered[1].items()}
-        for i, a in enumerate(self.names_a):
-            for j, b in enumerate(self.names_b):
-                out[i, j] = rbf_cka(xa[a], xb[b], debiased=self.debiased, backend=self.backend,
-                                    **rbf_options)
+            state = CKAMapState(debiased=self.debiased, backend=self.backend)
+        if self.plan.cached:
+            self.cache = ActivationCache(self.plan.cached, self.cache_dir, self.keep_cache)
+            self.cleanup.callback(self.cache.close)
+            if total_batches:
+                rows = len(next(iter(acts.values()))) * total_batches
+                check_disk(self.cache.directory, sum(rows * self.widths[k] * acts[k].element_size()
+                                                     for k in self.plan.cached))
+        if self.kernel == "rbf":
+            self.sink = RBFSink(self.plan, self.cache)
+            return
+        on_device = any(device_of(acts[k]) == "cuda" for k in self.plan.cached)
+        self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
+                                  tiles_module(self.backend, on_device) if self.cache else np)
+
+    def result(self, progress, rbf_options: dict) -> np.ndarray:
+        if self.sink is None:
+            raise ValueError("loader yielded no batches: compare_models needs at least one batch "
+                             "of samples (an exhausted iterator or an empty dataset?).")
+        if self.kernel == "rbf":
+            return self.sink.result(debiased=self.debiased, backend=self.backend,
+                                    options=rbf_options, progress=progress)
+        return self.sink.result(progress=progress, tile=rbf_options.get("tile"))
+
+    def layer_report(self) -> list[dict]:
+        out = []
+        for model, keys in (("model_a", self.run.keys_a), ("model_b", self.run.keys_b)):
+            for key in keys:
+                out.append(self._layer(model, key))
         return out
+
+    def _layer(self, model: str, key) -> dict:
+        p = self.widths[key]
+        cached = key in self.plan.cached
+        path = "cache" if cached else "stream"
+        state_bytes = self.plan.state_share(key, self.widths)
+        cache_bytes = self.cache.nbytes(key) if cached else 0
+        kept = self.keep_cache and self.cache is not None and key in self.cache.paths
+        return {"model": model, "layer": key[1], "p": p, "path": path,
+                "bytes": state_bytes + cache_bytes, "state_bytes": state_bytes,
+                "cache_bytes": cache_bytes, "device": self.devices[key],
+                "file": self.cache.paths[key] if kept else None}
+
+
+def _looks_like_batch(obj) -> bool:
+    return (isinstance(obj, (tuple, list, dict, np.ndarray)) or hasattr(obj, "__dlpack__")
+            or type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "shape"))
+
+
+def _loaders(loader):
+    """(loader_a, loader_b): a tuple of two loaders (neither looking like a batch), else
+    (loader, None)."""
+    if isinstance(loader, tuple) and len(loader) == 2 and not any(map(_looks_like_batch, loader)):
+        return loader
+    return loader, None
+
+
+def _batches(loader_a, loader_b):
+    """(batch_a, batch_b) pairs; batch_b is None with one loader."""
+    if loader_b is None:
+        for batch in loader_a:
+            yield batch, None
+        return
+    ia, ib = iter(loader_a), iter(loader_b)
+    end = object()
+    while True:
+        a, b = next(ia, end), next(ib, end)
+        if a is end and b is end:
+            return
+        if a is end or b is end:
+            raise ValueError("the two loaders yield different numbers of batches: loader_a "
+                             f"{'ended' if a is end else 'continues'} where loader_b "
+                             f"{'ended' if b is end else 'continues'}; they must yield the "
+                             "same samples in the same order.")
+        yield a, b
 
 
 def _first_item(batch):

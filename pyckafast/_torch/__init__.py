@@ -1,0 +1,8 @@
+"""The parts of :func:`pyckafast.torch.compare_models` (torch is imported inside functions only):
+
+* ``layers``: which submodules are hooked (names, glob patterns, module types; wrappers unwrapped)
+* ``capture``: forward hooks that flatten each layer's output once per batch, on its device
+* ``plan``: which layers stream into one :class:`~pyckafast.CKAMapState` and which are cached
+* ``cache``: the on-disk activation cache (one raw file per layer, read back as memmaps)
+* ``sink``: where the batches go, and the CKA map made from the state and the cache
+"""
