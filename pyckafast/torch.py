@@ -127,6 +127,9 @@ def compare_models(
         The dimension of a layer's output that indexes samples (e.g. 1 for sequence-first
         ``(seq, batch, features)`` outputs); a dict layer name -> dim sets it per layer. The
         other dimensions are flattened into features.
+    inputs : callable, optional
+        ``inputs(batch)`` -> the model input, for batches that are not a tensor or a
+        tuple/list whose first item is the input.
     backend : str, default "auto"
         Backend of the CKA terms (GPU activations take "cuda" when usable).
     max_state_bytes : int, optional
@@ -147,6 +150,10 @@ def compare_models(
         ``path`` ("stream" or "cache"), ``bytes`` (memory of the
         state held for it plus its bytes on disk), ``state_bytes``, ``cache_bytes``, ``device``
         (where its activations were) and ``file`` (its cache file when kept, else None).
+    **rbf_options
+        ``kernel="rbf"`` only: ``sigma``, ``threshold``, ``bandwidth``, ``tile``, ``n_pairs``
+        and ``seed`` as in :func:`pyckafast.rbf_cka` (``tile`` also sets the block rows of the
+        linear tiled pass); checked before the first batch.
 
     Returns
     -------

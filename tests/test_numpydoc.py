@@ -143,10 +143,7 @@ def failures(name: str) -> list[tuple[str, str]]:
 # Callables whose modules other engineers were rewriting while this checker was written: they
 # fail today, and the lead fixes them after merging. Strict xfail: once a docstring passes, its
 # entry must go (an XPASS fails the run), so the list can only shrink.
-PENDING = {
-    "pyckafast.torch.compare_models": "torch.py",
-    "pyckafast.torch.layer_output": "torch.py",
-}
+PENDING: dict[str, str] = {}
 
 
 def _cases(pending=PENDING) -> list:
@@ -179,7 +176,7 @@ def test_numpydoc_validation(name):
     assert not report, "\n".join(report)
 
 
-@pytest.mark.parametrize("name", _cases(pending={"pyckafast.torch.layer_output": "torch.py"}))
+@pytest.mark.parametrize("name", _cases())
 def test_examples_are_doctests(name):
     """The Examples section holds ``>>>`` lines that doctest collects (test_docs.py runs them)."""
     import doctest

@@ -15,8 +15,35 @@ __all__ = ["layer_output", "flatten", "Capture", "host_array"]
 
 
 def layer_output(output, output_key: str | None = None):
-    """The tensor a hook records for a layer's output: itself, a tuple's first tensor, or a dict's
-    ``output_key`` entry (default: its first tensor value)."""
+    """The tensor a hook records for a layer's output.
+
+    Parameters
+    ----------
+    output : torch.Tensor, tuple, list or dict
+        What the layer's ``forward`` returned.
+    output_key : str, optional
+        For a dict output: the entry to use (default: its first tensor value).
+
+    Returns
+    -------
+    torch.Tensor
+        The output itself, a tuple's or list's first tensor, or the dict entry.
+
+    Raises
+    ------
+    KeyError
+        ``output_key`` is not in the dict output.
+    TypeError
+        The output holds no tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyckafast.torch import layer_output
+    >>> t = torch.zeros(2, 3)
+    >>> layer_output((t, "aux")) is t, layer_output({"logits": t, "h": t + 1}, "h").sum().item()
+    (True, 6.0)
+    """
     torch = require("torch", "pyckafast.torch")
 
     if isinstance(output, torch.Tensor):
