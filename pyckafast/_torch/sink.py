@@ -126,7 +126,13 @@ class RBFSink:
         out = np.empty((len(xs), len(ys)))
         for i, x in enumerate(xs):
             for j, y in enumerate(ys):
-                out[i, j] = rbf_cka(x, y, debiased=debiased, backend=backend, **options)
+                if plan.symmetric and j < i:  # one model against itself: the map is symmetric
+                    out[i, j] = out[j, i]
+                    continue
+                value = rbf_cka(x, y, debiased=debiased, backend=backend, **options)
+                # a layer against itself is exactly 1 (nan, with rbf_cka's warning, without
+                # variance), as in cka_matrix, not 1 up to the pass's rounding
+                out[i, j] = 1.0 if plan.symmetric and i == j and np.isfinite(value) else value
         return out
 
 
