@@ -169,3 +169,31 @@ def test_rbf_non_finite_names_the_argument_and_global_row(client, bad, side):
     with pytest.raises(ValueError, match=f"^d{side} must contain only finite values; found NaN "
                                          "or Inf in row 217"):
         pdask.rbf_cka(dx, dy, sigma=1.0)
+
+
+# ---- wide layers: the tiled sample-space pass over pairs of row chunks (issue 11) -----------
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_wide_linear_takes_the_tiled_pass_over_chunk_pairs(debiased, dtype, monkeypatch):
+    """p much larger than n: a p x p feature form is never built (forced here by leaving it too
+    little memory), and the chunk-pair pass gives the in-memory value."""
+    import dask.array as da
+
+    from pyckafast._core import dispatch
+    from pyckafast._cpu import linear as cpu_linear
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(150, 600)) + 1e3).astype(dtype)
+    y = (np.tanh(x[:, :300] - 1e3) + rng.normal(size=(150, 300))).astype(dtype)
+    want = pyckafast.linear_cka(x.astype(np.float64), y.astype(np.float64), debiased=debiased)
+    feature_calls = []
+    monkeypatch.setattr(cpu_linear, "feature_terms",
+                        lambda *a, **k: feature_calls.append(1) or pytest.fail("feature form"))
+    monkeypatch.setattr(dispatch, "_available_bytes", lambda: 64 * 2**20)  # p x p won't fit
+    dx, dy = da.from_array(x, chunks=(40, -1)), da.from_array(y, chunks=(40, -1))
+    got = pyckafast.dask.linear_cka(dx, dy, debiased=debiased)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    assert got == pytest.approx(want, rel=tol, abs=tol) and not feature_calls
+    assert pyckafast.linear_cka(dx, dy, debiased=debiased, form="tiles") == pytest.approx(
+        want, rel=tol, abs=tol)

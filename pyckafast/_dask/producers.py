@@ -43,12 +43,25 @@ def linear_terms(x: Samples, y: Samples, *, debiased: bool, backend: str):
 def linear_triple(x: Samples, y: Samples, *, backend: str, debiased: bool,
                   chunk_size: int | None = None, form: str = "auto",
                   precision: str = "highest") -> combine.HSICTriple:
-    """The linear HSIC triple of two Dask arrays: one ``compute`` of the tree-reduced terms.
-    ``chunk_size`` and ``form`` have no effect here: a row chunk of the Dask array is one
-    chunk of the feature form."""
+    """The linear HSIC triple of two Dask arrays.
+
+    Feature form (``form="features"``, or "auto" when the p x p moments fit): one ``compute``
+    of the tree-reduced terms, a row chunk of the Dask array being one chunk. Otherwise (wide
+    layers, ``form="tiles"``/"samples"): the tiled sample-space pass over pairs of row chunks
+    (:func:`pyckafast._dask.map.tiled_map_terms`), O(n + chunk^2) memory per task.
+    ``chunk_size`` has no effect here."""
     cpu_linear.check_cpu_precision(precision)
-    terms = linear_terms(x, y, debiased=debiased, backend=backend).compute()
-    return combine.linear_hsic(terms, debiased)
+    n, p1, p2 = x.n, x.data.shape[1], y.data.shape[1]
+    itemsize = max(x.data.dtype.itemsize, y.data.dtype.itemsize)
+    # "samples" (n x n Grams in memory) is not a Dask producer: its sums come from the tiles.
+    if dispatch.linear_form(form, n, p1, p2, itemsize) == "features":
+        terms = linear_terms(x, y, debiased=debiased, backend=backend).compute()
+        return combine.linear_hsic(terms, debiased)
+    from .map import tiled_map_terms
+
+    kernel_terms, zero = tiled_map_terms([x.data, y.data], [(0, 1)], names=[x.name, y.name])
+    return combine.kernel_hsic(kernel_terms[0, 1], debiased)._replace(zero_x=zero[0],
+                                                                      zero_y=zero[1])
 
 
 def _chunk_terms(x, y, debiased: bool, backend: str, start: int,
