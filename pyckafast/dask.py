@@ -132,7 +132,7 @@ def rbf_cka(
     dx: ArrayLike, dy: ArrayLike, *, sigma: float | None = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: CPUBackend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
+    n_pairs: int = 100_000, seed: int | None = 0, progress: Progress = None,
 ) -> float:
     """Exact RBF-kernel CKA of two Dask arrays chunked by rows, in O(n) memory per worker.
 
@@ -159,7 +159,7 @@ def rbf_cka(
         Rows per tile inside a chunk pair (bounds each task's temporaries to tile^2 floats).
     n_pairs : int, default 100000
         Pairs drawn by ``bandwidth="sampled"`` (an error with another rule or with ``sigma``).
-    seed : int, default 0
+    seed : int or None, default 0
         Seed of ``bandwidth="sampled"`` (likewise).
     progress : None, bool or callable, optional
         As in :func:`linear_cka`: tasks of each Dask computation (the bandwidth passes and the

@@ -48,7 +48,7 @@ class RBFOptions:
         Which median of the squared distances (see :func:`rbf_cka`).
     n_pairs : int, default 100000
         Pairs drawn by ``bandwidth="sampled"``.
-    seed : int, default 0
+    seed : int or None, default 0
         Seed of ``bandwidth="sampled"``.
 
     Examples
@@ -63,11 +63,11 @@ class RBFOptions:
     threshold: float = 1.0
     bandwidth: str = "kornblith"
     n_pairs: int = 100_000
-    seed: int = 0
+    seed: int | None = 0
 
     @classmethod
     def of(cls, sigma: Sigma = None, threshold: float = 1.0, bandwidth: Bandwidth = "kornblith",
-           n_pairs: int = 100_000, seed: int = 0) -> RBFOptions:
+           n_pairs: int = 100_000, seed: int | None = 0) -> RBFOptions:
         """Build options from values the public function's spec (``RBF_OPTIONS_SPEC``) checked.
 
         Parameters
@@ -80,7 +80,7 @@ class RBFOptions:
             Which median of the squared distances (see :func:`rbf_cka`).
         n_pairs : int, default 100000
             Pairs drawn by ``bandwidth="sampled"``.
-        seed : int, default 0
+        seed : int or None, default 0
             Seed of ``bandwidth="sampled"``.
 
         Returns
@@ -94,7 +94,8 @@ class RBFOptions:
         >>> RBFOptions.of(sigma=1).sigma
         (1.0, 1.0)
         """
-        return cls(_sigma_pair(sigma), float(threshold), bandwidth, int(n_pairs), int(seed))
+        return cls(_sigma_pair(sigma), float(threshold), bandwidth, int(n_pairs),
+                   None if seed is None else int(seed))
 
     def gammas(self, x: np.ndarray, y: np.ndarray, tile: int | None = None,
                backend: Backend = "auto") -> tuple[float, float]:
@@ -233,7 +234,7 @@ def rbf_cka(
     x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
+    n_pairs: int = 100_000, seed: int | None = 0, progress: Progress = None,
 ) -> float:
     """Exact CKA with Gaussian (RBF) kernels, in one tiled pass and O(n) memory.
 
@@ -266,8 +267,11 @@ def rbf_cka(
     tile : int, optional
         Rows per tile (default 1024 for float64, 2048 for float32). The result does not depend
         on it beyond float64 rounding.
-    n_pairs, seed : int
-        Sample size and seed of ``bandwidth="sampled"`` (an error with another rule).
+    n_pairs : int
+        Sample size of ``bandwidth="sampled"`` (an error with another rule).
+    seed : int or None
+        Seed of ``bandwidth="sampled"`` (None: fresh entropy from the OS, numpy's convention;
+        None is accepted, and ignored, with the other rules).
     progress : None, bool or callable, optional
         None/False: silent (default). True: a tqdm bar on stderr (``pip install
         pyckafast[cli]``). A callable: ``progress(done, total)`` after each block pair of the
@@ -327,7 +331,7 @@ def rbf_hsic(
     x: ArrayLike, y: ArrayLike, *, sigma: Sigma = None, threshold: float = 1.0,
     bandwidth: Bandwidth = "kornblith", debiased: bool = False, backend: Backend = "auto",
     tile: int | None = None,
-    n_pairs: int = 100_000, seed: int = 0, progress: Progress = None,
+    n_pairs: int = 100_000, seed: int | None = 0, progress: Progress = None,
 ) -> float:
     """HSIC with RBF kernels: biased tr(KHLH)/(n-1)^2 or unbiased (Song et al. 2012).
 
@@ -351,7 +355,7 @@ def rbf_hsic(
         Rows per tile (default 1024 for float64, 2048 for float32).
     n_pairs : int, default 100000
         Pairs drawn by ``bandwidth="sampled"`` (an error with another rule or with ``sigma``).
-    seed : int, default 0
+    seed : int or None, default 0
         Seed of ``bandwidth="sampled"`` (likewise).
     progress : None, bool or callable, optional
         Progress of the pass, as in :func:`rbf_cka`.
@@ -385,7 +389,7 @@ def cka(
     x: ArrayLike, y: ArrayLike, kernel: Kernel = "linear", *, debiased: bool = False,
     backend: Backend = "auto", chunk_size: int | None = None, form: Form = "auto",
     precision: Precision = "highest", sigma: Sigma = None, threshold: float = 1.0,
-    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int = 0,
+    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int | None = 0,
     tile: int | None = None, progress: Progress = None,
 ) -> float:
     """CKA with a linear or RBF kernel: :func:`linear_cka` or :func:`rbf_cka`.
@@ -417,7 +421,7 @@ def cka(
         RBF kernel only: which median, as in :func:`rbf_cka`.
     n_pairs : int, default 100000
         RBF kernel only: pairs of the sampled median.
-    seed : int, default 0
+    seed : int or None, default 0
         RBF kernel only: seed of the sampled median.
     tile : int, optional
         RBF kernel only: rows per tile.
@@ -454,7 +458,7 @@ def hsic(
     x: ArrayLike, y: ArrayLike, kernel: Kernel = "linear", *, debiased: bool = False,
     backend: Backend = "auto", chunk_size: int | None = None, form: Form = "auto",
     precision: Precision = "highest", sigma: Sigma = None, threshold: float = 1.0,
-    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int = 0,
+    bandwidth: Bandwidth = "kornblith", n_pairs: int = 100_000, seed: int | None = 0,
     tile: int | None = None, progress: Progress = None,
 ) -> float:
     """HSIC with a linear or RBF kernel: :func:`linear_hsic` or :func:`rbf_hsic`.
@@ -486,7 +490,7 @@ def hsic(
         RBF kernel only: which median, as in :func:`rbf_cka`.
     n_pairs : int, default 100000
         RBF kernel only: pairs of the sampled median.
-    seed : int, default 0
+    seed : int or None, default 0
         RBF kernel only: seed of the sampled median.
     tile : int, optional
         RBF kernel only: rows per tile.

@@ -309,3 +309,17 @@ def test_cka_and_hsic_have_explicit_keywords():
         assert inspect.Parameter.VAR_KEYWORD not in kinds
         with pytest.raises(TypeError, match="unexpected keyword"):
             fn(_X, _Y, chunksize=10)
+
+
+def test_seed_none_means_not_given():
+    """issue 12: ``seed=None`` raised when the seed was unused. None is numpy's "no seed": no
+    contradiction with a rule that does not sample, and fresh pairs with the sampled median."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 4))
+    y = np.tanh(x)
+    assert pyckafast.rbf_cka(x, y, seed=None) == pyckafast.rbf_cka(x, y)
+    assert pyckafast.rbf_cka(x, y, sigma=2.0, seed=None) == pyckafast.rbf_cka(x, y, sigma=2.0)
+    sampled = pyckafast.rbf_cka(x, y, bandwidth="sampled", n_pairs=2000, seed=None)
+    assert 0.0 < sampled <= 1.0
+    with pytest.raises(pyckafast._core.params.InvalidParameterError, match="'seed'"):
+        pyckafast.rbf_cka(x, y, seed=1)  # a real seed the median rule would ignore

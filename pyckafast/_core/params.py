@@ -290,7 +290,9 @@ class Ignored(Rule):
 
     def violation(self, values, defaults):
         default = defaults[self.param]
-        if not self.when(values) or _same(values[self.param], default):
+        value = values[self.param]
+        # None says "not given" (numpy's convention for seeds): never a contradiction
+        if not self.when(values) or value is None or _same(value, default):
             return None
         why = f" ({self.why})" if self.why else ""
         return self.param, f"left at its default {default!r} when {self.when.phrase}{why}"
@@ -335,7 +337,7 @@ KERNEL: list[Constraint] = [StrOptions(("linear", "rbf"))]
 PRECISION: list[Constraint] = [StrOptions(("highest", "tf32"))]
 FORM: list[Constraint] = [StrOptions(("auto", "features", "samples", "tiles"))]
 ROWS = optional_positive_int()  # chunk_size, tile: rows per chunk or tile, None for the default
-SEED: list[Constraint] = [Interval(Integral, 0, None)]
+SEED: list[Constraint] = [OPTIONAL, Interval(Integral, 0, None)]  # None: fresh OS entropy
 SIGMA: list[Constraint] = [OPTIONAL, positive_real(), PositivePair()]
 PROGRESS: list[Constraint] = [OPTIONAL, Boolean(), Callables()]
 
