@@ -179,3 +179,22 @@ def test_hsic_matrix_checks():
         _gpu_minibatch.hsic_matrix(np, [np.ones((5, 2)), np.ones((6, 2))])
     with pytest.raises(ValueError, match="one gamma per representation"):
         _gpu_minibatch.hsic_matrix(np, [np.ones((5, 2))], kernel="rbf")
+
+
+def test_default_bandwidth_medians_of_both_sides_share_each_histogram_launch():
+    """issue 14: the exact medians of x and y run in the same launches of the distance-histogram
+    kernel (both sides per launch), and the value is the host one."""
+    from pyckafast.rbf import RBFOptions
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 6))
+    y = np.tanh(x[:, :3]) + rng.normal(size=(300, 3))
+    engine = EmulatedEngine()
+    launches = []
+    real = engine.d2_hist
+    engine.d2_hist = lambda sides, same_block: launches.append(len(sides)) or real(sides, same_block)
+    terms = _gpu_rbf.rbf_terms_under(engine, _samples(x, True), _samples(y, True),
+                                     options=RBFOptions.of(None, 1.0, "kornblith"), tile=64)
+    assert launches and set(launches) == {2}
+    got = _combine.cka_from_hsic(_combine.kernel_hsic(terms, False))
+    assert got == pytest.approx(pyckafast.rbf_cka(x, y, backend="numpy"), rel=1e-10)

@@ -74,7 +74,10 @@ def rbf_terms_under(engine, x, y, *, options: Any, tile: int | None) -> KernelTe
     """Kernel terms with the bandwidths ``options`` choose (an ``RBFOptions``), selected on the
     device from the same centred sides as the pass."""
     (side_x, kx), (side_y, ky) = scaled_device_sides(engine, x, y, resident=options.sigma is None)
-    gamma_x, gamma_y = _gamma(options, side_x, 0, kx, tile), _gamma(options, side_y, 1, ky, tile)
+    if options.sigma is not None:
+        gamma_x, gamma_y = _gamma(options, side_x, 0, kx, tile), _gamma(options, side_y, 1, ky, tile)
+    else:  # both exact medians in the same launches of the distance-histogram kernel
+        gamma_x, gamma_y = gpu_bandwidth.side_gammas(engine, options, side_x, side_y, tile)
     kernels = side_kernels((side_x, side_y), gamma_x, gamma_y, options)
     return _pass(engine, side_x, side_y, *kernels, tile)
 
