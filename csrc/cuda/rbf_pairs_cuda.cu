@@ -1,15 +1,16 @@
 // Fused RBF-HSIC tile kernel (FlashAttention-like): one thread block takes a BM x BM tile of
 // sample pairs (i in block a, j in block b), computes the dot products x_i.x_j and y_i.y_j in
 // registers from shared-memory slices of the rows (a register-tiled GEMM, TM x TM pairs per
-// thread), turns them into E = 2^m_x exp(-gamma_x d2x) - c_x and F likewise (rbf_pair.h) and accumulates them in
-// double: the pair sums E F, E^2, F^2 and the row sums of E and F. No n x n (or tile-sized) matrix
-// is ever written to memory.
+// thread), turns them into E = 2^m_x exp(-gamma_x d2x) - c_x and F likewise (rbf_pair.h) and
+// accumulates them in double: the pair sums E F, E^2, F^2 and the row sums of E and F. No n x n
+// (or tile-sized) matrix is ever written to memory.
 //
 // The per-pair body (entry, mask, accumulator) is csrc/common/rbf_pair.h, the one the host kernel
 // csrc/cpu/rbf_pairs_cpu.cpp runs on vector lanes. The tile decomposition (tile sizes, thread
 // ownership, slices, slots, epilogue rows) is csrc/common/rbf_pairs_grid.h, shared with this
 // kernel's host twin csrc/cpu/rbf_pairs_twin.cpp: this file keeps only the barriers, shuffles and
-// atomics, which the twin emulates.
+// atomics, which the twin emulates; the register-tiled dot products are csrc/cuda/dot_tile.cuh,
+// shared with the distance-histogram kernel.
 //
 // Symmetry (rbf_pair.h's diagonal convention): every evaluated pair stands for itself and its
 // mirror image, so the pair sums count twice and the column sums of a tile are the row sums of its
@@ -20,54 +21,8 @@
 // Rows must be centred by one common shift (precision of |a|^2 + |b|^2 - 2 a.b); the squared
 // norms nx*, ny* are of the centred rows, rounded to T. Inputs are C-contiguous.
 #include "common/rbf_pairs_grid.h"
+#include "cuda/dot_tile.cuh"
 #include "cuda/reduce.cuh"
-
-namespace pcf {
-namespace rbf_cuda {
-
-using namespace pcf::rbf_grid;
-
-// acc[r][c] = a_i . b_j for the thread's TM x TM pairs, i = i0 + ty + 16 r, j = j0 + tx + 16 c.
-// Double-buffered: the next slice is read from global memory while the current one is used, with
-// one barrier per slice.
-template <typename T, int TM>
-__device__ __forceinline__ void dot_tile(const T* __restrict__ a, long long ma,
-                                         const T* __restrict__ b, long long mb, long long d,
-                                         long long i0, long long j0, Smem<T, TM>& sm,
-                                         T (&acc)[TM][TM]) {
-  constexpr int BM = kSide * TM;
-  constexpr int LOADS = BM * kBK / kThreads;
-  const int tid = threadIdx.x, tx = thread_x(tid), ty = thread_y(tid);
-#pragma unroll
-  for (int r = 0; r < TM; ++r)
-#pragma unroll
-    for (int c = 0; c < TM; ++c) acc[r][c] = T(0);
-  T pa[LOADS], pb[LOADS];
-  __syncthreads();  // the previous user of the slices is done
-  fetch<T, BM, LOADS>(a, ma, d, i0, 0, tid, pa);
-  fetch<T, BM, LOADS>(b, mb, d, j0, 0, tid, pb);
-  store<T, BM, LOADS>(pa, sm.a[0], tid);
-  store<T, BM, LOADS>(pb, sm.b[0], tid);
-  __syncthreads();
-  int cur = 0;
-  for (long long k0 = 0; k0 < d; k0 += kBK) {
-    const bool more = k0 + kBK < d;
-    if (more) {
-      fetch<T, BM, LOADS>(a, ma, d, i0, k0 + kBK, tid, pa);
-      fetch<T, BM, LOADS>(b, mb, d, j0, k0 + kBK, tid, pb);
-    }
-    dot_slice<T, TM>(sm.a[cur], sm.b[cur], tx, ty, acc);
-    if (more) {  // the other buffer was last read before the previous barrier
-      store<T, BM, LOADS>(pa, sm.a[cur ^ 1], tid);
-      store<T, BM, LOADS>(pb, sm.b[cur ^ 1], tid);
-    }
-    __syncthreads();
-    cur ^= 1;
-  }
-}
-
-}  // namespace rbf_cuda
-}  // namespace pcf
 
 // Grid: (ceil(mb / BM), ceil(ma / BM)) blocks of 256 threads, BM = 16 TM. Adds the row sums of E
 // and F for the a rows to row_k_a / row_l_a and the column sums to row_k_b / row_l_b (the same
@@ -78,8 +33,8 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
     const T* __restrict__ xa, const T* __restrict__ ya, const T* __restrict__ nxa,
     const T* __restrict__ nya, long long ma, const T* __restrict__ xb, const T* __restrict__ yb,
     const T* __restrict__ nxb, const T* __restrict__ nyb, long long mb, long long dx, long long dy,
-    T gamma_x, T c_x, int m_x, T gamma_y, T c_y, int m_y, int same_block, double* row_k_a, double* row_l_a, double* row_k_b,
-    double* row_l_b, double* sums, int nslots) {
+    T gamma_x, T c_x, int m_x, T gamma_y, T c_y, int m_y, int same_block, double* row_k_a,
+    double* row_l_a, double* row_k_b, double* row_l_b, double* sums, int nslots) {
   using namespace pcf::rbf_grid;
   constexpr int BM = kSide * TM;
   if (!tile_runs(blockIdx.x, blockIdx.y, same_block)) return;  // block-uniform, before any barrier
@@ -90,8 +45,8 @@ __global__ void __launch_bounds__(256) pcf_rbf_tiles(
   const bool diagonal = diagonal_tile(blockIdx.x, blockIdx.y, same_block);
 
   T gx[TM][TM], gy[TM][TM];
-  pcf::rbf_cuda::dot_tile<T, TM>(xa, ma, xb, mb, dx, i0, j0, sm, gx);
-  pcf::rbf_cuda::dot_tile<T, TM>(ya, ma, yb, mb, dy, i0, j0, sm, gy);
+  pcf::tiles::dot_tile<T, TM>(xa, ma, xb, mb, dx, i0, j0, sm, gx);
+  pcf::tiles::dot_tile<T, TM>(ya, ma, yb, mb, dy, i0, j0, sm, gy);
 
   T nxj[TM], nyj[TM];
   column_norms<T, TM>(nxb, mb, j0, tx, nxj);
