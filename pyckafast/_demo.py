@@ -17,10 +17,10 @@ Only the core dependencies (NumPy, Numba) are used: no torch, no peer library is
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
+from ._cli_tools import _positive, _timed
 from ._core import dispatch
 from .linear import linear_cka
 from .minibatch import minibatch_cka
@@ -192,18 +192,6 @@ def _minibatch(x: np.ndarray, y: np.ndarray, b: int, batches: int) -> None:
 
 def _row(label: str, value: float, rest: str) -> None:
     print(f"  {label:<46} CKA = {value:<13.10f} {rest}")
-
-
-def _timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
-def _positive(value: int, flag: str) -> int:
-    if value < 1:
-        raise ValueError(f"{flag} must be a positive integer; got {value}.")
-    return value
 
 
 def _duration(seconds: float) -> str:
