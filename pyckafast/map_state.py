@@ -26,7 +26,7 @@ from ._core.params import validate_params
 from ._core.terms import LinearTerms, RowNormTerms
 from ._core.types import ArrayLike, Backend
 from ._cpu.linear import _rounded_shift, row_frame
-from ._cpu.linear_map import _Cross, _Moments, _Own
+from ._cpu.linear_map import _Cross, _Moments, _Own, gemm_dtype
 from .streaming import _checked, _field, read_state_archive
 
 __all__ = ["CKAMapState"]
@@ -57,8 +57,9 @@ class CKAMapState:
         ``result(debiased=False)`` is available.
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         Where GPU batches go ("auto" or "cuda": CuPy arrays and torch CUDA tensors are reduced on
-        their device; only the float64 moments come to the host). Host batches run float64 BLAS
-        chunks whatever the backend.
+        their device; only the float64 moments come to the host). Host batches run BLAS on
+        chunks in their own dtype (float32 GEMMs for float32 data) whatever the backend; every
+        sum is float64.
 
     Attributes
     ----------
@@ -167,7 +168,7 @@ class CKAMapState:
         return self
 
     def _add_host_batch(self, reps: list[Samples], layout: _Layout) -> None:
-        """Add host rows in float64 chunks about each layer's running shift; chunks far from it
+        """Add host rows in chunks (input dtype) about each layer's running shift; chunks far from it
         (farther than the data's spread) are accumulated about their own mean and merged."""
         data = [s.data for s in reps]
         rows = min(data[0].shape[0], max(64, _CHUNKS_BYTES // (8 * sum(a.shape[1] for a in data))))
@@ -757,19 +758,20 @@ def _power_of_two(value: float, key: str, name: str) -> float:
 
 def _feed(base: _MapSums, data: list[np.ndarray], names: list[str], rows: int,
           spread: list[float], *, start: int) -> None:
-    """Add the rows of every layer to ``base``, ``rows`` at a time, in float64 chunks.
+    """Add the rows of every layer to ``base``, ``rows`` at a time, in chunks of their dtype.
 
     A chunk of some layer whose mean lies farther than that layer's ``spread`` from the frame's
     shift starts a part about the chunk's own mean (the chunks that follow stay in it while they
     are near), merged into ``base`` exactly: the sums always see data near 0, whatever the order
     of the rows. ``start`` offsets row numbers in errors.
     """
-    buffers = [np.empty((min(rows, a.shape[0]), a.shape[1])) for a in data]
+    # chunks in the input dtype (float32 GEMMs for float32 data); every sum is float64
+    buffers = [np.empty((min(rows, a.shape[0]), a.shape[1]), gemm_dtype(a.dtype)) for a in data]
     current = base
     for lo in range(0, data[0].shape[0], rows):
         hi = min(lo + rows, data[0].shape[0])
         chunks = _chunks(current, data, buffers, lo, hi)
-        sums = [c.sum(axis=0) for c in chunks]
+        sums = [c.sum(axis=0, dtype=np.float64) for c in chunks]
         for s, name in zip(sums, names):
             check_finite_sums(s, name, start + lo, start + hi)
         if any(float(np.max(np.abs(s))) > w * (hi - lo) for s, w in zip(sums, spread)):
@@ -786,7 +788,8 @@ def _feed(base: _MapSums, data: list[np.ndarray], names: list[str], rows: int,
 
 def _chunks(sums: _MapSums, data: list[np.ndarray], buffers: list[np.ndarray], lo: int,
             hi: int) -> list[np.ndarray]:
-    """Rows [lo, hi) of every layer in the frame of ``sums``, in float64 buffers."""
+    """Rows [lo, hi) of every layer in the frame of ``sums``, in ``buffers`` (input dtype: the
+    shift is rounded to it, so the subtraction near the mean is exact)."""
     out = []
     for a, buf, shift, scale in zip(data, buffers, sums.shift, sums.scale):
         b = buf[: hi - lo]

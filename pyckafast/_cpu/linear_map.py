@@ -64,7 +64,8 @@ def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, i
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
     shifts = [first_chunk_mean(a, rows) for a in reps]
     own = [_Own(w, debiased) for w in widths]
-    buffers = [np.empty((rows, w)) for w in widths]
+    # the chunks in the input dtype: float32 data run float32 GEMMs (the sums stay float64)
+    buffers = [np.empty((rows, a.shape[1]), gemm_dtype(a.dtype)) for a in reps]
     terms: dict[tuple[int, int], LinearTerms] = {}
     for k, group in enumerate(groups):
         cross = {pair: _Cross(widths[pair[0]], widths[pair[1]], debiased) for pair in group}
@@ -87,6 +88,16 @@ def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, i
         terms.update({(i, j): acc.terms(moments[i], moments[j], n)
                       for (i, j), acc in cross.items()})
     return terms
+
+
+def gemm_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype of the chunks and their GEMMs: float32 for float32 data, else float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def _row_norms(c: np.ndarray) -> np.ndarray:
+    """Squared row norms of a chunk, summed in float64 (the debiased terms square them again)."""
+    return np.einsum("ij,ij->i", c, c, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -119,12 +130,12 @@ class _Own:
         self.qb = np.zeros(p) if debiased else None
 
     def add(self, c: np.ndarray, lo: int, hi: int, name: str) -> None:
-        sums = c.sum(axis=0)
+        sums = c.sum(axis=0, dtype=np.float64)
         check_finite_sums(sums, name, lo, hi)
         self.total += sums
-        self.gram += c.T @ c  # one buffer: SYRK
+        self.gram += c.T @ c  # one buffer: SYRK, in the chunk's dtype, added in float64
         if self.qb is not None:
-            self.q = np.einsum("ij,ij->i", c, c)
+            self.q = _row_norms(c)
             self.sum_q += float(self.q.sum())
             self.sum_qq += float(self.q @ self.q)
             self.qb += self.q @ c
@@ -132,7 +143,7 @@ class _Own:
     def see(self, c: np.ndarray) -> None:
         """Take a chunk's squared row norms for the crosses, without adding it (later passes)."""
         if self.qb is not None:
-            self.q = np.einsum("ij,ij->i", c, c)
+            self.q = _row_norms(c)
 
     def moments(self, shift: np.ndarray, eps: float, scale: float = 1.0) -> _Moments:
         return _Moments(shift, self.total, self.gram, self.sum_q, self.sum_qq, self.qb, eps, scale)
