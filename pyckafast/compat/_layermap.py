@@ -3,9 +3,10 @@
 Narrow layers stream into :class:`pyckafast.CKAMapState` (float64 moments: per layer p_i^2, per
 pair p_i p_j; nothing grows with n). When those moments would exceed ``state_budget`` bytes
 (wide convolutional outputs: p = 64 x 56 x 56 would need 8 p^2 = 300 GB), the layers' outputs
-are gathered on the host instead (n x p_i values each) and every pair is one
-:func:`pyckafast.linear_cka` call, whose "auto" form for p >> n is the tiled sample-space pass
-(O(tile^2) memory beyond the inputs). Both give the same exact values.
+are gathered on the host instead (n x p_i values each) and the map is one
+:func:`pyckafast.cka_matrix` call, whose wide layers share one tiled sample-space pass (each
+layer's Gram tile once per block pair; O(tile^2) memory beyond the inputs). Both give the same
+exact values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..linear import linear_cka
+from ..cka_matrix import cka_matrix
 from ..map_state import CKAMapState
 
 __all__ = ["LayerMap", "STATE_BUDGET"]
@@ -91,17 +92,10 @@ class LayerMap:
         if self._state is not None:
             return np.asarray(self._state.result(debiased=self.debiased), dtype=np.float64)
         a = [np.concatenate(h) for h in self._gathered[0]]
-        symmetric = self._gathered[1] is None
-        b = a if symmetric else [np.concatenate(h) for h in self._gathered[1]]
-        out = np.empty((len(a), len(b)))
-        for i in range(len(a)):
-            for j in range(len(b)):
-                if symmetric and j <= i:
-                    out[i, j] = 1.0 if i == j else out[j, i]
-                else:
-                    out[i, j] = linear_cka(a[i], b[j], debiased=self.debiased,
-                                           backend=self.backend)
-        return out
+        b = None if self._gathered[1] is None else [np.concatenate(h) for h in self._gathered[1]]
+        # one map: the wide layers go through one tiled pass that computes each layer's Gram
+        # tile once per block pair for all its pairs (not one pass per pair)
+        return cka_matrix(a, b, debiased=self.debiased, backend=self.backend)
 
 
 def on_reachable_device(a):
