@@ -38,9 +38,11 @@ class OptionalBuildExt(build_ext):
         # README command, CI, a reinstall) takes seconds instead of a full compile.
         launcher = shutil.which("ccache") if os.environ.get("PYCKAFAST_CCACHE", "1") != "0" else None
         if launcher and self.compiler.compiler_type == "unix":
-            command = list(self.compiler.compiler_so)
-            if os.path.basename(command[0]) != "ccache":
-                self.compiler.set_executable("compiler_so", [launcher, *command])
+            # compiler_so_cxx: the C++ compile command of newer setuptools (distutils) releases
+            for name in ("compiler_so", "compiler_so_cxx"):
+                command = list(getattr(self.compiler, name, None) or [])
+                if command and os.path.basename(command[0]) != "ccache":
+                    self.compiler.set_executable(name, [launcher, *command])
         super().build_extensions()
 
     def build_extension(self, ext):
