@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RbfKernel", "typical_exponent", "sampled_typical", "side_kernel", "pass_dtype",
+__all__ = ["RbfKernel", "shifted_exp", "typical_exponent", "sampled_typical", "side_kernel", "pass_dtype",
            "kernel_args", "spread_exponent", "peak_exponent", "scaled_side", "scaled_gamma",
            "FLOAT32_MAX_EXPONENT", "TYPICAL_PAIRS"]
 
@@ -185,3 +185,27 @@ def scaled_side(side: Any) -> tuple[Any, int]:
 def scaled_gamma(gamma: float, k: int) -> float:
     """gamma of the data multiplied by 2^k: gamma * 2^-2k (gamma d2 unchanged)."""
     return math.ldexp(float(gamma), -2 * k)
+
+
+# Below this exponent x, exp(x) < 0.71 and 2^m exp(x) - c is formed from exp; above, from expm1
+# (2^m expm1(x) + (2^m - c): no cancellation when K is near 1 and c near 2^m). Either way the
+# error is that of csrc/common/rbf_pair.h's rbf_exp_shifted: ~4 eps (2^m K + |E|).
+_EXPM1_ABOVE = -0.34657359027997264  # -ln(2) / 2
+
+
+def shifted_exp(xp: Any, x: Any, kernel: Any) -> Any:
+    """In place, for any array module ``xp``: float64 exponents x = -gamma d2 <= 0 -> the
+    entries E = 2^m exp(x) - c of ``kernel`` (its (gamma, c, m); gamma is not used here), the
+    host-array form of csrc/common/rbf_pair.h's ``rbf_exp_shifted`` (NumPy reference tiles, the
+    tiled map, CuPy tiles). Multiplying by 2^m is exact. Returns ``x``."""
+    _, c, m = kernel_args(kernel)
+    scale = math.ldexp(1.0, m)
+    near = x > _EXPM1_ABOVE
+    from_expm1 = xp.expm1(x)  # one tile of scratch
+    from_expm1 *= scale
+    from_expm1 += scale - c
+    xp.exp(x, out=x)
+    x *= scale
+    x -= c
+    xp.copyto(x, from_expm1, where=near)
+    return x

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.bandwidth import tile_histogram
-from .._core.rbf_entry import kernel_args
+from .._core.rbf_entry import kernel_args, shifted_exp
 from .._core.terms import RowNormTerms
 
 GEMM_DTYPE = np.float64  # this backend upcasts every chunk; its GEMMs run in float64
@@ -64,20 +64,12 @@ def _diagonal_tile(gx, gy, nx, ny, kernel_x, kernel_y):
             row_k, row_l, np.zeros(m), np.zeros(m))
 
 
-# Below this exponent x, exp(x) < 0.71 and 2^m exp(x) - c is formed from exp; above, from expm1
-# (2^m expm1(x) + (2^m - c): no cancellation when K is near 1 and c near 2^m). Either way the
-# error is that of csrc/common/rbf_pair.h's rbf_exp_shifted: ~4 eps (2^m K + |E|).
-_EXPM1_ABOVE = -0.34657359027997264  # -ln(2) / 2
-
-
 def _rbf_entries(g, na, nb, kernel):
     """E = 2^m exp(-gamma |a_i - b_j|^2) - c from dot products and squared norms, in float64."""
-    gamma, c, m = kernel
+    gamma = kernel_args(kernel)[0]
     x = -gamma * np.maximum(np.asarray(na, np.float64) + nb - 2.0 * np.asarray(g, np.float64),
                             0.0)
-    scale = np.ldexp(1.0, m)
-    near = x > _EXPM1_ABOVE
-    return np.where(near, np.ldexp(np.expm1(x), m) + (scale - c), np.ldexp(np.exp(x), m) - c)
+    return shifted_exp(np, x, kernel)
 
 
 def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):

@@ -34,10 +34,10 @@ from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
 from .._core.progress import Progress, progress_reporter
-from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype, typical_exponent
+from .._core.rbf_entry import (TYPICAL_PAIRS, RbfKernel, pass_dtype, shifted_exp,
+                                typical_exponent)
 from .._core.terms import KernelTerms
 from .linear import power_of_two_scale
-from .ops_numpy import _EXPM1_ABOVE
 
 __all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
            "pair_terms", "rbf_gammas", "rbf_kernels", "typical_sq_distance", "rbf_entries",
@@ -367,25 +367,14 @@ def _tile(side_a: Side, side_b: Side, a: tuple[int, int], b: tuple[int, int], di
 
 def rbf_entries(xp: Any, g: Any, na: Any, nb: Any, kernel: RbfKernel) -> None:
     """In place, for any array module ``xp``: float64 dot products g -> the entries
-    E = 2^m exp(x) - c, x = -gamma max(na + nb - 2 g, 0), as
-    :func:`pyckafast._cpu.ops_numpy._rbf_entries` forms them (from expm1 where exp(x) > 0.71:
-    2^m expm1(x) + (2^m - c) does not cancel when K is near 1 and c near 2^m; from exp below).
-    Scaling by 2^m is a multiplication by a power of two: exact, as ldexp."""
-    gamma, c, m = kernel.args()
+    E = 2^m exp(x) - c, x = -gamma max(na + nb - 2 g, 0) (:func:`~pyckafast._core.rbf_entry.
+    shifted_exp`, the formula every host producer shares)."""
     g *= -2.0
     g += na[:, None]
     g += nb[None, :]
     xp.maximum(g, 0.0, out=g)
-    g *= -gamma
-    scale = math.ldexp(1.0, m)
-    near = g > _EXPM1_ABOVE
-    from_expm1 = xp.expm1(g)  # one tile of scratch
-    from_expm1 *= scale
-    from_expm1 += scale - c
-    xp.exp(g, out=g)
-    g *= scale
-    g -= c
-    xp.copyto(g, from_expm1, where=near)
+    g *= -kernel.gamma
+    shifted_exp(xp, g, kernel)
 
 
 class SetPairSums:
