@@ -21,6 +21,7 @@ from .._core.combine import is_zero_variance
 from .._core.dispatch import tile_rows
 from .._core.pairs import PairTerms, PairTermsSum, block_bounds, centring_shift, reduce_pairs
 from .._core.terms import KernelTerms
+from . import pass_progress
 
 __all__ = ["tiled_sample_terms"]
 
@@ -70,9 +71,9 @@ def tiled_sample_terms(x: np.ndarray, y: np.ndarray, *, tile: int | None = None,
             diag_k[lo:hi], diag_l[lo:hi] = np.diagonal(k), np.diagonal(l)
         return _pair_terms(k, l, diagonal)
 
-    into = _Progress(PairTermsSum(n), progress, len(bounds) * (len(bounds) + 1) // 2)
-    off = reduce_pairs(body, bounds, load_a=lambda b: loader.block(b, "a"),
-                       load_b=lambda b: loader.block(b, "b"), into=into)
+    with pass_progress.counted(PairTermsSum(n), progress, bounds, None, desc="linear tiles") as into:
+        off = reduce_pairs(body, bounds, load_a=lambda b: loader.block(b, "a"),
+                           load_b=lambda b: loader.block(b, "b"), into=into)
     dtype_eps = max(float(np.finfo(x.dtype).eps), float(np.finfo(y.dtype).eps))
     terms = KernelTerms(
         n=n, s_kl=off.s_kl + float(diag_k @ diag_l), s_kk=off.s_kk + float(diag_k @ diag_k),
@@ -106,19 +107,3 @@ def _vdot(a: np.ndarray, b: np.ndarray) -> float:
 def _sq(v: np.ndarray) -> float:
     v = np.asarray(v, dtype=np.float64)
     return float(v @ v)
-
-
-class _Progress:
-    """A pass-through accumulator that reports each block pair to ``progress``."""
-
-    def __init__(self, inner: PairTermsSum, progress, total: int):
-        self.inner, self.progress, self.total, self.done = inner, progress, total, 0
-
-    def add(self, part, a, b, diagonal) -> None:
-        self.inner.add(part, a, b, diagonal)
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-    def result(self) -> PairTerms:
-        return self.inner.result()
