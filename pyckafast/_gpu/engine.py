@@ -214,7 +214,7 @@ class CudaEngine:
         dict holds its blocks ``a``, ``b`` ((rows, norms) of device arrays), window ``lo``,
         ``hi``, ``bins`` (0: collect into ``values`` up to ``capacity``) and the uint64
         counters ``below``, ``counts``, ``nvalues`` the kernel adds to."""
-        (xa, na), (xb, nb) = sides[0]["a"], sides[0]["b"]
+        (xa, _), (xb, _) = sides[0]["a"], sides[0]["b"]  # the first side sets the grid
         dtype = np.dtype(xa.dtype)
         tm = _RBF_TM[dtype]
         bm = 16 * tm
