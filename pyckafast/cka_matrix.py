@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -110,13 +109,7 @@ def cka_matrix(
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
-    if dispatch.place(xs_[0].kind, backend) == "cuda":
-        from ._gpu import map as gpu_map  # wide layers: the tiled map on the device
-
-        ops = dispatch.resolve(backend, "linear_terms", "cuda")
-        produce = functools.partial(gpu_map.matrix_pairs, ops=ops)
-    else:
-        produce = dispatch.producer("matrix", xs_[0].kind, backend)
+    produce = dispatch.producer("matrix", xs_[0].kind, backend)
     pair = produce(xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options,
                    tile=tile, form=form, progress=progress)
     out = np.empty((len(xs_), len(ys_)))

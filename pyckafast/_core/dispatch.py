@@ -262,7 +262,7 @@ PRODUCERS: dict[tuple[str, str], Producer] = {
     ("minibatch", "cpu"): Producer("pyckafast.minibatch:host_batch_triples", "linear_moments", False),
     ("minibatch", "cuda"): Producer("pyckafast._gpu.producers:batch_triples", "hsic_matrix", True),
     ("matrix", "cpu"): Producer("pyckafast.cka_matrix:host_pairs", "linear_moments", False),
-    ("matrix", "cuda"): Producer("pyckafast._gpu.producers:matrix_pairs", "linear_terms", True),
+    ("matrix", "cuda"): Producer("pyckafast._gpu.map:matrix_pairs", "linear_terms", True),
 }
 
 
