@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ._core import combine, dispatch, params
-from ._core.inputs import Samples, check_same_n, prepare_list
+from ._core.inputs import Samples, check_same_n, into_dask, prepare_list
 from ._core.params import Callables, Boolean, StrOptions, validate_params
 from ._core.progress import Progress
 from ._core.validation import min_samples
@@ -41,7 +41,9 @@ def cka_matrix(
     Parameters
     ----------
     xs : sequence of array_like, each (n, p_i)
-        Representations of the same n samples.
+        Representations of the same n samples: host arrays, GPU arrays, or Dask arrays chunked
+        by rows (host arrays beside Dask ones join them; the passes then run as Dask tasks on
+        the active scheduler, e.g. a ``dask.distributed`` cluster, and nothing is read before).
     ys : sequence of array_like, optional
         A second list (same n). None: ``xs`` against itself; the result is then symmetric with a
         unit diagonal (nan for a representation without variance) and only pairs i < j are
@@ -92,7 +94,9 @@ def cka_matrix(
     every layer's Gram tile is computed once and shared by all of its pairs (memory
     O(L (n + tile^2) + tile p)). RBF: each representation's bandwidth is found once; each pair
     is one tiled O(n)-memory pass (:func:`rbf_cka`), or for wide layers a share of one tiled
-    pass for all of them.
+    pass for all of them. Dask: the narrow layers' moments are made per row chunk where it
+    lives and merged exactly in a tree; the wide layers (and RBF maps) take the tiled pass over
+    pairs of row chunks; the result equals the in-memory map.
 
     Examples
     --------
@@ -107,18 +111,22 @@ def cka_matrix(
     symmetric = ys is None
     xs_ = prepare_list(xs, "xs", finite=True)
     ys_ = xs_ if symmetric else prepare_list(ys, "ys", finite=True)
+    if not symmetric and "dask" in (xs_[0].kind, ys_[0].kind):  # host layers join Dask ones
+        xs_, ys_ = into_dask(xs_), into_dask(ys_)
     _check_same_samples(xs_, ys_, debiased)
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
     produce = dispatch.producer("matrix", xs_[0].kind, backend)
     pair = produce(xs_, ys_, symmetric, kernel=kernel, debiased=debiased, options=options,
                    tile=tile, form=form, progress=progress)
+    # a producer that knows which layers vary (Dask: from its own pass) says so
+    has_variance = getattr(pair, "has_variance", lambda i: _has_variance(xs_[i].data))
     out = np.empty((len(xs_), len(ys_)))
     for i in range(len(xs_)):
         for j in range(len(ys_)):
             if symmetric and j < i:
                 out[i, j] = out[j, i]
             elif symmetric and i == j:
-                out[i, j] = 1.0 if _has_variance(xs_[i].data) else _nan_for(i)
+                out[i, j] = 1.0 if has_variance(i) else _nan_for(i)
             else:
                 out[i, j] = combine.cka_from_hsic(pair(i, j))
     return out

@@ -32,7 +32,7 @@ from ._core.params import validate_params
 from ._core.types import ArrayLike, Bandwidth, CPUBackend
 from ._core.validation import min_samples
 from ._core.progress import Progress
-from ._passes import dask_progress
+from ._core.passes import dask_progress
 from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
 __all__ = ["linear_cka", "rbf_cka", "linear_terms"]

@@ -8,7 +8,7 @@ from ._core.params import validate_params
 from ._core.types import ArrayLike, Backend, Form, Precision
 from ._core.progress import Progress
 from ._core.validation import min_samples
-from ._passes import run_producer
+from ._core.passes import run_producer
 
 __all__ = ["linear_cka", "linear_hsic"]
 

@@ -14,8 +14,8 @@ from ._core.types import ArrayLike, Backend, Bandwidth, Form, Kernel, Precision,
 from ._core.validation import min_samples
 from ._core.progress import Progress
 from ._cpu import rbf as cpu_rbf
-from ._kernel_checks import warn_degenerate_kernels
-from ._passes import run_producer
+from ._core.kernel_checks import warn_degenerate_kernels
+from ._core.passes import run_producer
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
 

@@ -104,7 +104,7 @@ def test_sensible_bandwidths_and_the_median_rule_do_not_warn():
 
 
 def test_kernel_degeneracy_rule():
-    from pyckafast._kernel_checks import kernel_degeneracy
+    from pyckafast._core.kernel_checks import kernel_degeneracy
 
     n = 5
     assert kernel_degeneracy(np.full(n, -(n - 1.0)), n * (n - 1.0), n, 2e-16) == "identity"

@@ -197,3 +197,101 @@ def test_wide_linear_takes_the_tiled_pass_over_chunk_pairs(debiased, dtype, monk
     assert got == pytest.approx(want, rel=tol, abs=tol) and not feature_calls
     assert pyckafast.linear_cka(dx, dy, debiased=debiased, form="tiles") == pytest.approx(
         want, rel=tol, abs=tol)
+
+
+# ---- layer maps: cka_matrix on Dask arrays (issue 21) ---------------------------------------
+
+def _layers(n, seed=3):
+    """Layers of 8 to 2,600 features of the same n samples (the widest one wide: p > n)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 8))
+    return [base + 5.0, np.tanh(base @ rng.normal(size=(8, 100))),
+            (base @ rng.normal(size=(8, 2600))) ** 2 + rng.normal(size=(n, 2600)),
+            np.abs(base[:, :3]) + 0.5 * rng.normal(size=(n, 3))]
+
+
+@pytest.fixture
+def path_spy(monkeypatch):
+    """Which passes a Dask map ran (the routing runs on the client)."""
+    from pyckafast._dask import matrix as dask_matrix
+
+    calls = []
+    for name in ("tiled_map_terms", "linear_map_terms"):
+        real = getattr(dask_matrix, name)
+        monkeypatch.setattr(dask_matrix, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append((_name, sorted({r for pair in a[2 if _name == "linear_map_terms"
+                                                         else 1] for r in pair}))),
+            _real(*a, **k))[1])
+    return calls
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_matrix_on_a_cluster_equals_the_in_memory_map(client, path_spy, debiased):
+    """n = 1,003 in row chunks of 250 (not a multiple): symmetric and cross maps of layers of 8
+    to 2,600 features; the wide layer's pairs take the tiled chunk-pair pass, the others the
+    tree-reduced moments, and both equal the in-memory map."""
+    xs = _layers(1003)
+    dxs = [da.from_array(a, chunks=(250, -1)) for a in xs]
+    got = pyckafast.cka_matrix(dxs, debiased=debiased)
+    want = pyckafast.cka_matrix(xs, debiased=debiased)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    assert np.all(np.diag(got) == 1.0) and np.array_equal(got, got.T)
+    # cross: xs = (8, 100), ys = (2600, 3); (i, ys[0]) tiled, (i, ys[1]) from moments
+    ys = [xs[2], xs[3]]
+    dys = [da.from_array(a, chunks=(300, -1)) for a in ys]  # other chunks: aligned to xs[0]
+    path_spy.clear()
+    got = pyckafast.cka_matrix(dxs[:2], dys, debiased=debiased)
+    np.testing.assert_allclose(got, pyckafast.cka_matrix(xs[:2], ys, debiased=debiased),
+                               rtol=0, atol=1e-10)
+    assert path_spy == [("tiled_map_terms", [0, 1, 2]), ("linear_map_terms", [0, 1, 3])]
+    # every pair from moments (the narrow layers)
+    narrow, dnarrow = [xs[0], xs[1], xs[3]], [dxs[0], dxs[1], dxs[3]]
+    np.testing.assert_allclose(pyckafast.cka_matrix(dnarrow, debiased=debiased, form="features"),
+                               pyckafast.cka_matrix(narrow, debiased=debiased), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("debiased, options", [
+    (False, {}), (True, {"bandwidth": "offdiag", "threshold": 0.7}), (True, {"sigma": 2.0})])
+def test_cka_matrix_rbf_on_a_cluster_equals_the_in_memory_map(client, debiased, options):
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(301, 6)), rng.normal(size=(301, 40)), rng.normal(size=(301, 3))]
+    xs[1][:, :6] += 2 * xs[0]
+    dxs = [da.from_array(a, chunks=(90, -1)) for a in xs]
+    for kwargs in (options,):
+        np.testing.assert_allclose(
+            pyckafast.cka_matrix(dxs, kernel="rbf", debiased=debiased, **kwargs),
+            pyckafast.cka_matrix(xs, kernel="rbf", debiased=debiased, **kwargs),
+            rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        pyckafast.cka_matrix(dxs[:1], dxs[1:], kernel="rbf", debiased=debiased, **options),
+        pyckafast.cka_matrix(xs[:1], xs[1:], kernel="rbf", debiased=debiased, **options),
+        rtol=0, atol=1e-10)
+
+
+def test_cka_matrix_float32_large_mean_and_host_layers_beside_dask(client):
+    """float32 layers with a large mean equal the float64 map; a host layer joins the Dask
+    ones (both in one list and as the other list); nothing is read before the map runs."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(700, 12))
+    xs = [x + 1e4, np.tanh(x) @ rng.normal(size=(12, 30)) - 3e3]
+    want = pyckafast.cka_matrix(xs, debiased=True)
+    dxs = [da.from_array(a.astype(np.float32), chunks=(128, -1)) for a in xs]
+    np.testing.assert_allclose(pyckafast.cka_matrix(dxs, debiased=True), want, atol=1e-5)
+    np.testing.assert_allclose(pyckafast.cka_matrix([dxs[0], xs[1]], debiased=True), want,
+                               atol=1e-5)
+    np.testing.assert_allclose(pyckafast.cka_matrix([xs[0]], [dxs[1]], debiased=True),
+                               want[:1, 1:], atol=1e-5)
+
+
+def test_cka_matrix_dask_constant_layer_and_non_finite(client):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5))
+    dxs = [da.from_array(x, chunks=70), da.from_array(np.ones((300, 2)), chunks=70)]
+    with pytest.warns(RuntimeWarning, match=r"xs\[1\] has zero variance"):
+        m = pyckafast.cka_matrix(dxs)
+    assert m[0, 0] == 1.0 and np.isnan(m[1, 1])
+    bad = x.copy()
+    bad[217, 3] = np.nan
+    with pytest.raises(ValueError, match=r"xs\[1\] must contain only finite values; found "
+                                         r"NaN or Inf in row 217"):
+        pyckafast.cka_matrix([dxs[0], da.from_array(bad, chunks=70)])

@@ -263,6 +263,7 @@ PRODUCERS: dict[tuple[str, str], Producer] = {
     ("minibatch", "cuda"): Producer("pyckafast._gpu.producers:batch_triples", "hsic_matrix", True),
     ("matrix", "cpu"): Producer("pyckafast.cka_matrix:host_pairs", "linear_moments", False),
     ("matrix", "cuda"): Producer("pyckafast._gpu.map:matrix_pairs", "linear_terms", True),
+    ("matrix", "dask"): Producer("pyckafast._dask.matrix:matrix_pairs", "linear_moments", False),
 }
 
 

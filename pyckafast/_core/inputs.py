@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["Samples", "Kind", "array_kind", "device_of", "common_device", "host_view",
            "float_dtype", "as_samples", "prepare", "prepare_pair", "prepare_list",
-           "check_same_n", "check_finite_sums", "check_finite_rows"]
+           "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows"]
 
 Kind = Literal["numpy", "cupy", "dask"]
 
@@ -257,18 +257,27 @@ def _dask_samples(a: object, name: str) -> Samples:
 
 def prepare_list(reps: object, name: str, *, finite: bool = False) -> list[Samples]:
     """A non-empty list of representations of the same samples, each prepared, named
-    ``name[i]``, all on one device."""
+    ``name[i]``, all on one device; if any is a Dask array, all are (host arrays wrapped)."""
     if isinstance(reps, (np.ndarray, str)) or not isinstance(reps, Sequence) or len(reps) == 0:
         raise TypeError(f"{name} must be a non-empty list of 2-D arrays; got {type(reps).__name__}.")
-    samples = [prepare(r, f"{name}[{i}]") for i, r in enumerate(reps)]
-    devices = {s.device for s in samples}
-    if len(devices) > 1 or any(s.kind == "dask" for s in samples):
-        raise ValueError(f"every representation in {name} must be a NumPy or a GPU array, all on "
-                         f"one device; got {[f'{s.name}: {s.kind}' for s in samples]}.")
+    names = [f"{name}[{i}]" for i in range(len(reps))]
+    if any(array_kind(r) == "dask" for r in reps):  # host arrays beside Dask ones go into Dask
+        samples = [_dask_samples(r, n) for r, n in zip(reps, names)]
+    else:
+        samples = [prepare(r, n) for r, n in zip(reps, names)]
+    if len({s.device for s in samples}) > 1:
+        raise ValueError(f"every representation in {name} must live on one device; got "
+                         f"{[f'{s.name}: {s.device}' for s in samples]}.")
     if finite:
         for s in samples:
             check_finite_rows(s)
     return samples
+
+
+def into_dask(samples: list[Samples]) -> list[Samples]:
+    """``samples`` with host inputs wrapped into Dask arrays (lazily; GPU data raise), for a call
+    whose other inputs are Dask arrays."""
+    return [s if s.kind == "dask" else _dask_samples(s.data, s.name) for s in samples]
 
 
 def check_finite_sums(sums: np.ndarray, name: str, start: int, stop: int) -> None:

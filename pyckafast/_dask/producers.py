@@ -86,7 +86,7 @@ def _tree(parts: list, merge):
 def rbf_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options,
                tile: int | None = None) -> combine.HSICTriple:
     """The RBF HSIC triple of two Dask arrays (``options``: a :class:`pyckafast.rbf.RBFOptions`)."""
-    from .._kernel_checks import warn_degenerate_kernels
+    from .._core.kernel_checks import warn_degenerate_kernels
     from . import rbf as dask_rbf
 
     sigma = None

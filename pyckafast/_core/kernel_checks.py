@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 
-from ._core.terms import KernelTerms
+from .terms import KernelTerms
 
 __all__ = ["kernel_degeneracy", "warn_degenerate_kernels"]
 

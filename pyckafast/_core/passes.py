@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._core.progress import Progress, progress_reporter
+from .progress import Progress, progress_reporter
 
 __all__ = ["run_producer", "dask_progress"]
 
