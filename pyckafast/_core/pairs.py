@@ -1,15 +1,35 @@
-"""One block-pair scheduler for every O(n^2) pass (RBF terms, exact-median passes; in memory, on a
-GPU, over Dask chunks): the CPU twin of the GPU tiling.
+"""One block-pair scheduler for every O(n^2) pass (RBF terms, exact-median passes, tiled linear
+and RBF maps; in memory, on a GPU, over Dask chunks): the CPU twin of the GPU tiling.
 
 A pass visits every unordered pair of rows once by cutting the rows into blocks
 (:func:`block_bounds`) and visiting the upper triangle of block pairs (:func:`block_pairs`).
-One diagonal convention holds everywhere: for a *diagonal* pair (a block against itself) only the
-pairs i < j are evaluated, their sums are doubled and the column sums go into the same rows, so
-that the pair stands for all ordered pairs of the block; an *off-diagonal* pair (a, b) stands for
-(a, b) and (b, a). :func:`reduce_pairs` runs a body (an entry function and its reduction: the RBF
-sums of :class:`PairTerms`, or a distance histogram) over those pairs and combines the parts:
-with ``+`` (histograms, candidate lists) or, for :class:`PairTerms`, with the one scatter into
-row sums (:class:`PairTermsSum`).
+:func:`reduce_pairs` runs a body (an entry function and its reduction: the RBF sums of
+:class:`PairTerms`, a distance histogram, a stack of Gram tiles) over those pairs and combines
+the parts: with ``+`` (histograms, candidate lists) or with the one scatter of block sums into
+row sums (:class:`ScatteredSums`; :class:`PairTermsSum` for :class:`PairTerms`).
+
+**Diagonal conventions.** A block pair is *diagonal* when it is a block against itself.
+
+* The scatter has one rule for every pass whose sums run over ordered pairs (kernel terms,
+  tiled maps): a diagonal part stands for all ordered pairs (i, j) of its block, so it has
+  weight 1 and its row sums are full row sums (its column sums are in them); an off-diagonal
+  part (a, b) holds one direction and stands for (a, b) and (b, a): weight 2, row sums into
+  a's rows, column sums into b's rows.
+* How a diagonal part is evaluated differs, by design:
+  - the kernel passes (:mod:`pyckafast._cpu.rbf`, the C++, Numba and CUDA RBF kernels,
+    ``csrc/common/rbf_pair.h``) evaluate the pairs i < j only and double them, adding the
+    column sums into the same rows (the kernel is symmetric): half the entries;
+  - the tiled maps (:mod:`pyckafast._cpu.tiled_map`, the linear tiles of
+    :mod:`pyckafast._cpu.linear_tiles`) compute the full square tile, one SYRK/GEMM in the
+    input dtype (a triangle mask would cost more than the half it saves, and one GEMM of the
+    tile stack gives every pair's sums at once); RBF tiles zero their diagonal, whose constant
+    the terms carry as ``const_diag``.
+* Distance histograms and candidate lists (the exact-median passes) count each unordered pair
+  once: i < j of a diagonal pair, every pair of an off-diagonal one; they add with ``+``.
+* Off-diagonal parts are doubled by the scatter, except on the GPU: the CUDA RBF kernel doubles
+  its tiles itself and scatters its row and column sums in place into the device row sums while
+  it runs (``_gpu/rbf.py``): gathering per-block-pair parts there would cost an allocation and a
+  host round trip per block pair for nothing.
 
 Every input is prepared once per call as a :class:`CentredSide` (one shift per input, checked
 finite): the squared distances come from |a|^2 + |b|^2 - 2 a.b, accurate only for data near the
@@ -30,7 +50,7 @@ import numpy as np
 from .validation import check_finite_sums
 
 __all__ = ["Bounds", "default_tile", "block_bounds", "bounds_of_sizes", "block_pairs",
-           "reduce_pairs", "Summed", "PairTerms", "PairTermsSum", "CentredSide", "CentredBlock",
+           "reduce_pairs", "Summed", "BlockSums", "ScatteredSums", "PairTerms", "PairTermsSum", "CentredSide", "CentredBlock",
            "compute_dtype", "centring_shift", "shift_from_sums", "centre", "sq_norms",
            "retry_out_of_memory"]
 
@@ -164,44 +184,77 @@ class PairTerms:
     row_l_b: np.ndarray
 
 
-@dataclass
-class PairTermsSum:
-    """The one scatter of :class:`PairTerms` of block pairs into the terms of a whole set pair:
-    a row set against itself (``n_b`` None; the result is a diagonal pair) or two distinct sets.
+@dataclass(frozen=True)
+class BlockSums:
+    """The sums of one block pair (a, b), as every pass over ordered pairs scatters them.
 
-    The sums are kept over ordered pairs: an off-diagonal part counts twice, (a, b) and (b, a);
-    a diagonal part is already symmetric. Row sums go to block a's rows, column sums to block
-    b's rows (the same rows when both blocks come from one set).
+    ``sums``: sums over the part's entries (any shape: the 3 RBF sums, an L x L matrix of a tile
+    stack); ``rows[..., i]``: for row i of block a, the sum of its entries; ``cols[..., j]``:
+    for row j of block b, the sum of its entries (None for a diagonal part: they are in
+    ``rows``); ``diag``: the entries (i, i) of a diagonal part, where they are kept.
     """
 
-    n_a: int
-    n_b: int | None = None
-    sums: np.ndarray = field(init=False)
-    rows_a: tuple[np.ndarray, np.ndarray] = field(init=False)
-    rows_b: tuple[np.ndarray, np.ndarray] = field(init=False)
+    sums: Any
+    rows: Any
+    cols: Any = None
+    diag: Any = None
 
-    def __post_init__(self) -> None:
-        self.sums = np.zeros(3)
-        self.rows_a = (np.zeros(self.n_a), np.zeros(self.n_a))
-        self.rows_b = self.rows_a if self.n_b is None else (np.zeros(self.n_b), np.zeros(self.n_b))
+
+class ScatteredSums:
+    """The one scatter of :class:`BlockSums` into the sums of a whole set pair: a row set
+    against itself (``n_b`` None) or two distinct sets (the rule is in the module docstring:
+    diagonal parts weight 1, off-diagonal parts weight 2, rows to a, columns to b).
+
+    ``lead`` is the shape in front of the row axis of ``rows`` (``(2,)`` for the two kernels of
+    a pair, ``(L,)`` for L representations); ``keep_diagonal`` keeps the diagonal entries of a
+    set against itself (``diagonal``). Arrays of module ``xp``.
+    """
+
+    def __init__(self, sums_shape: tuple[int, ...], lead: tuple[int, ...], n_a: int,
+                 n_b: int | None = None, *, keep_diagonal: bool = False, xp: Any = np):
+        self.sums = xp.zeros(sums_shape)
+        self.rows_a = xp.zeros((*lead, n_a))
+        self.rows_b = self.rows_a if n_b is None else xp.zeros((*lead, n_b))
+        self.diagonal = xp.zeros((*lead, n_a)) if keep_diagonal and n_b is None else None
+
+    def add(self, part: BlockSums, a: Bounds, b: Bounds, diagonal: bool) -> None:
+        if diagonal:
+            self.sums += part.sums
+        else:
+            self.sums += 2.0 * part.sums  # (a, b) and (b, a)
+        self.rows_a[..., a[0]:a[1]] += part.rows
+        if not diagonal:  # a diagonal part's column sums are already in its rows
+            self.rows_b[..., b[0]:b[1]] += part.cols
+        elif self.diagonal is not None:
+            self.diagonal[..., a[0]:a[1]] = part.diag
+
+    def result(self) -> ScatteredSums:
+        return self
+
+
+class PairTermsSum:
+    """:class:`ScatteredSums` of :class:`PairTerms` of block pairs: the terms of a whole set
+    pair, a row set against itself (``n_b`` None; the result is a diagonal pair) or two distinct
+    sets. The sums are kept over ordered pairs."""
+
+    def __init__(self, n_a: int, n_b: int | None = None):
+        self.n_a, self.n_b = n_a, n_b
+        self.scatter = ScatteredSums((3,), (2,), n_a, n_b)
 
     def add(self, part: PairTerms, a: Bounds, b: Bounds, diagonal: bool) -> None:
-        weight = 1.0 if diagonal else 2.0
-        self.sums += weight * np.array([part.s_kl, part.s_kk, part.s_ll])
-        (row_k, row_l), (col_k, col_l) = self.rows_a, self.rows_b
-        row_k[a[0]:a[1]] += part.row_k_a
-        row_l[a[0]:a[1]] += part.row_l_a
-        if not diagonal:  # a diagonal part's column sums are already in its rows
-            col_k[b[0]:b[1]] += part.row_k_b
-            col_l[b[0]:b[1]] += part.row_l_b
+        sums = np.array([part.s_kl, part.s_kk, part.s_ll])
+        cols = None if diagonal else np.stack([part.row_k_b, part.row_l_b])
+        self.scatter.add(BlockSums(sums, np.stack([part.row_k_a, part.row_l_a]), cols),
+                         a, b, diagonal)
 
     def result(self) -> PairTerms:
+        s = self.scatter
         if self.n_b is None:
             empty = np.zeros(self.n_a)
-            return PairTerms(*map(float, self.sums), *self.rows_a, empty, empty)
+            return PairTerms(*map(float, s.sums), *s.rows_a, empty, empty)
         # Two distinct sets are one off-diagonal pair: one direction, i.e. half the ordered
         # sums (exact in binary floating point), which the caller's scatter doubles again.
-        return PairTerms(*map(float, 0.5 * self.sums), *self.rows_a, *self.rows_b)
+        return PairTerms(*map(float, 0.5 * s.sums), *s.rows_a, *s.rows_b)
 
 
 # ---- centred inputs ------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import numpy as np
 from .._core.combine import is_zero_variance
 from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
-from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
+from .._core.pairs import (BlockSums, ScatteredSums, block_bounds, block_pairs, centring_shift,
+                           sq_norms)
 from .._core.progress import Progress, progress_reporter
 from .._core.rbf_entry import (TYPICAL_PAIRS, RbfKernel, pass_dtype, shifted_exp,
                                 typical_exponent)
@@ -388,10 +389,10 @@ class SetPairSums:
                  keep_diagonal: bool):
         self.xp, self.two_sets = xp, n_b is not None
         self.flat = xp.empty((count, rows * rows))
-        self.products = xp.zeros((count, count))
-        self.rows_a = xp.zeros((count, n_a))
-        self.rows_b = xp.zeros((count, n_b)) if self.two_sets else self.rows_a
-        self.diagonal = xp.zeros((count, n_a)) if keep_diagonal and not self.two_sets else None
+        self.scatter = ScatteredSums((count, count), (count,), n_a, n_b,
+                                     keep_diagonal=keep_diagonal, xp=xp)
+        self.products, self.rows_a = self.scatter.sums, self.scatter.rows_a
+        self.rows_b, self.diagonal = self.scatter.rows_b, self.scatter.diagonal
 
     def stack(self, a: tuple[int, int], b: tuple[int, int]) -> Any:
         """The (count, |a|, |b|) tile stack for block pair (a, b): views of one flat buffer."""
@@ -399,16 +400,13 @@ class SetPairSums:
         return self.flat[:, : ma * mb].reshape(self.flat.shape[0], ma, mb)
 
     def add(self, stack: Any, a: tuple[int, int], b: tuple[int, int], diagonal: bool) -> None:
-        xp, count = self.xp, stack.shape[0]
-        flat = stack.reshape(count, -1)
-        # Every pair's sum of products and every tile's squared sum: one GEMM (count x count).
-        # An off-diagonal block pair stands for (a, b) and (b, a).
-        self.products += (1.0 if diagonal else 2.0) * (flat @ flat.T)
-        self.rows_a[:, a[0]:a[1]] += stack.sum(axis=2)
-        if not diagonal:
-            self.rows_b[:, b[0]:b[1]] += stack.sum(axis=1)
-        elif self.diagonal is not None:
-            self.diagonal[:, a[0]:a[1]] = xp.diagonal(stack, axis1=1, axis2=2)
+        flat = stack.reshape(stack.shape[0], -1)
+        # Every pair's sum of products and every tile's squared sum: one GEMM (count x count),
+        # scattered by the rule of _core/pairs (a full square diagonal tile has weight 1).
+        self.scatter.add(BlockSums(flat @ flat.T, stack.sum(axis=2),
+                                   None if diagonal else stack.sum(axis=1),
+                                   self.xp.diagonal(stack, axis1=1, axis2=2) if diagonal
+                                   else None), a, b, diagonal)
 
 
 def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,

@@ -3,9 +3,11 @@
 Every representation is shifted by its global column means (rounded to its dtype; one Dask
 reduction for all of them), then one task per pair of row chunks (i <= j) runs the in-memory
 set-pair pass over that chunk pair: every representation's tile once per block pair inside the
-chunk pair, every wanted pair's sum of products from one GEMM of the tile stack. The tasks return
-float64 sums only (an L x L matrix and row sums of the chunk pair's rows), which are added and
-scattered to their rows here; the result equals the in-memory map.
+chunk pair, every wanted pair's sum of products from one GEMM of the tile stack. The chunk pairs
+come from :func:`pyckafast._core.pairs.reduce_pairs`; the tasks return float64
+:class:`~pyckafast._core.pairs.BlockSums` only (an L x L matrix and row sums of the chunk pair's
+rows), which the one scatter of :mod:`pyckafast._core.pairs` adds into their rows; the result
+equals the in-memory map.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._core.inputs import float_dtype
-from .._core.pairs import bounds_of_sizes, shift_from_sums
+from .._core.pairs import BlockSums, ScatteredSums, bounds_of_sizes, reduce_pairs, shift_from_sums
 from .._core.terms import KernelTerms
 from .._cpu.tiled_map import (_SPREAD_ROWS, Side, head_scale, map_tile_rows, pair_terms,
                               rbf_gammas, rbf_kernels, scale_log2, set_pair_sums)
@@ -72,15 +74,16 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
     blocks = [list(a.to_delayed().ravel()) for a in arrays]
     bounds = bounds_of_sizes([int(c) for c in arrays[0].chunks[0]])
     task = dask.delayed(_chunk_pair, pure=True)
-    keys, parts = [], []
-    for ia in range(len(bounds)):
-        for ib in range(ia, len(bounds)):
-            chunks_b = None if ia == ib else [b[ib] for b in blocks]
-            keys.append((bounds[ia], bounds[ib], ia == ib))
-            parts.append(task([b[ia] for b in blocks], chunks_b, shifts, scales,
-                              [names[r] for r in used], rows, kernels, wider))
-    products, row_sums, diagonal = _scattered(keys, dask.compute(parts)[0], len(used), n,
-                                              kernel == "linear")
+    chunk = dict(zip(bounds, zip(*blocks))).__getitem__  # bounds -> that chunk of every array
+
+    def body(chunks_a, chunks_b, diagonal: bool):
+        return task(list(chunks_a), None if diagonal else list(chunks_b), shifts, scales,
+                    [names[r] for r in used], rows, kernels, wider)
+
+    sums = reduce_pairs(body, bounds, load_a=chunk, gather=lambda parts: dask.compute(parts)[0],
+                        into=ScatteredSums((len(used), len(used)), (len(used),), n,
+                                           keep_diagonal=kernel == "linear"))
+    products, row_sums, diagonal = sums.sums, sums.rows_a, sums.diagonal
     eps = [float(np.finfo(d).eps) for d in dtypes]
     shifts64 = [s.astype(np.float64) * c for s, c in zip(shifts, scales)]
     return pair_terms(products, row_sums, diagonal, eps, shifts64,
@@ -109,9 +112,10 @@ def _aligned(arrays: list, names: list[str]) -> list:
 
 def _chunk_pair(chunks_a: list, chunks_b: list | None, shifts: list[np.ndarray],
                 scales: list[float], names: list[str], rows: int, kernels: list,
-                dtypes: list):
+                dtypes: list) -> BlockSums:
     """One task: the set-pair sums of a chunk against itself (``chunks_b`` None) or of two
-    chunks, as host float64 arrays (products, row sums, column sums, diagonal)."""
+    chunks, as host float64 :class:`BlockSums` (two chunks: one direction, as the scatter of
+    :mod:`pyckafast._core.pairs` takes an off-diagonal part)."""
     def sides(chunks):
         return [Side(np.asarray(c), name, np, s, c_, dtype=d) for c, name, s, c_, d in
                 zip(chunks, names, shifts, scales, dtypes)]
@@ -119,20 +123,7 @@ def _chunk_pair(chunks_a: list, chunks_b: list | None, shifts: list[np.ndarray],
     sides_a = sides(chunks_a)
     sides_b = None if chunks_b is None else sides(chunks_b)
     sums = set_pair_sums(sides_a, sides_b, rows, kernels)
-    return (sums.products, sums.rows_a, None if chunks_b is None else sums.rows_b,
-            sums.diagonal)
-
-
-def _scattered(keys: list, parts: list, count: int, n: int, keep_diagonal: bool):
-    """The chunk pairs' sums added, their row sums scattered to their rows."""
-    products = np.zeros((count, count))
-    row_sums = np.zeros((count, n))
-    diagonal = np.zeros((count, n)) if keep_diagonal else None
-    for (a, b, same), (part, rows_a, rows_b, diag) in zip(keys, parts):
-        products += part
-        row_sums[:, a[0]:a[1]] += rows_a
-        if not same:
-            row_sums[:, b[0]:b[1]] += rows_b
-        elif diagonal is not None:
-            diagonal[:, a[0]:a[1]] = diag
-    return products, row_sums, diagonal
+    if chunks_b is None:
+        return BlockSums(sums.products, sums.rows_a, None, sums.diagonal)
+    # two sets' products count (a, b) and (b, a); halving is exact in binary floating point
+    return BlockSums(0.5 * sums.products, sums.rows_a, sums.rows_b)

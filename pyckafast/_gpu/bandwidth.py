@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._core import bandwidth as bw
-from .._core.pairs import CentredSide, centre
+from .._core.pairs import CentredSide, block_pairs, centre
 
 __all__ = ["median_sq_distance", "gamma", "side_gamma", "side_gammas", "exact_median", "exact_medians"]
 
@@ -135,12 +135,11 @@ class _DevicePasses:
                          "below": xp.zeros(1, np.uint64), "counts": xp.zeros(max(bins, 1), np.uint64),
                          "values": xp.empty(max(cap, 1)), "capacity": cap,
                          "nvalues": xp.zeros(1, np.uint64)})
-        nb = len(self.bounds)
-        for ia in range(nb):
-            for ib in range(ia, nb):
-                launch = [{**o, "a": self.blocks[o["side"]][ia], "b": self.blocks[o["side"]][ib]}
-                          for o in outs]
-                self.engine.d2_hist(launch, same_block=ia == ib)
+        index = {bounds: k for k, bounds in enumerate(self.bounds)}
+        for a, b, diagonal in block_pairs(self.bounds):  # the upper triangle, as every pass
+            launch = [{**o, "a": self.blocks[o["side"]][index[a]],
+                       "b": self.blocks[o["side"]][index[b]]} for o in outs]
+            self.engine.d2_hist(launch, same_block=diagonal)
         answers: list = [None] * len(requests)
         for o in outs:
             below = int(_host(o["below"])[0])
