@@ -23,7 +23,7 @@ import pytest
 import pyckafast
 from pyckafast._core import bandwidth as _bandwidth
 from pyckafast._core import pairs as _pairs
-from pyckafast.rbf import rbf_producer
+from pyckafast._cpu.producers import rbf_producer
 
 SIZES = [10_000, 30_000, 100_000]
 D = 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -14,9 +14,8 @@ from ._core.inputs import Samples, check_same_n, into_dask, prepare_list
 from ._core.params import Callables, Boolean, StrOptions, validate_params
 from ._core.progress import Progress
 from ._core.validation import min_samples
-from ._cpu import linear_map, tiled_map
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
-from .rbf import RBF_OPTIONS_SPEC, RBFOptions, rbf_producer
+from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
 __all__ = ["cka_matrix"]
 
@@ -158,71 +157,3 @@ def _nan_for(i: int) -> float:
     warnings.warn(f"xs[{i}] has zero variance: its CKA with itself is undefined (nan).",
                   RuntimeWarning, stacklevel=3)
     return math.nan
-
-
-def host_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backend: str,
-               kernel: str, debiased: bool, options: RBFOptions | None = None,
-               tile: int | None = None, form: str = "auto",
-               progress: Progress = None) -> Callable[[int, int], combine.HSICTriple]:
-    """The producer for host data: ``pair(i, j)`` -> the HSIC triple of xs[i] and ys[j]."""
-    if kernel == "linear":
-        return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress)
-    return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile, form, progress)
-
-
-def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
-    """Pairs with a wide layer (or all, ``form="tiles"``) from one tiled sample-space pass, the
-    others from one chunked feature-space pass (float64 BLAS chunks whatever ``backend`` says:
-    it chooses the RBF tiles)."""
-    reps = xs if symmetric else [*xs, *ys]
-    offset = 0 if symmetric else len(xs)
-    wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
-              if not symmetric or i < j]
-    tiled, features = tiled_map.route_pairs(reps, wanted, form)
-    data, names = [s.data for s in reps], [s.name for s in reps]
-    triples: dict[tuple[int, int], combine.HSICTriple] = {}
-    if features:
-        terms = linear_map.map_terms(data, names, features, debiased, progress=progress)
-        triples.update({pair: combine.linear_hsic(t, debiased) for pair, t in terms.items()})
-    if tiled:
-        kernel_terms, zero = tiled_map.tiled_map_terms(data, tiled, tile=tile, progress=progress,
-                                                       names=names)
-        triples.update({(i, j): combine.kernel_hsic(t, debiased)._replace(zero_x=zero[i],
-                                                                          zero_y=zero[j])
-                        for (i, j), t in kernel_terms.items()})
-    return lambda i, j: triples[i, offset + j]
-
-
-# RBF pairs deeper than this (p_i + p_j) run on BLAS tiles on every CPU backend (the fused
-# kernels stop at 1024): sharing each layer's tiles across its pairs then saves GEMMs.
-RBF_TILED_DEPTH = 1024
-
-
-def _rbf_pairs(xs, ys, symmetric, debiased, options: RBFOptions, backend, tile, form="auto",
-               progress=None):
-    """Each representation's bandwidth once; the pairs of wide layers (``form="tiles"``: all)
-    in one tiled pass in which every layer's kernel tile comes from its Gram tile once per
-    block pair; the other pairs one pass each (the fused kernels for narrow layers)."""
-    gx = [options.gamma(s.data, s.name, 0, tile, backend) for s in xs]
-    gy = gx if symmetric else [options.gamma(s.data, s.name, 1, tile, backend) for s in ys]
-    reps, offset = (xs, 0) if symmetric else ([*xs, *ys], len(xs))
-    wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
-              if not symmetric or i < j]
-    deep = [] if form == "features" or backend == "numpy" else [
-        (i, j) for i, j in wanted if form == "tiles" or reps[i].p + reps[j].p > RBF_TILED_DEPTH]
-    tiled, _ = tiled_map.with_free_pairs(wanted, deep)
-    terms = {}
-    if tiled:
-        terms, _ = tiled_map.tiled_map_terms(
-            [s.data for s in reps], tiled, tile=tile, progress=progress, kernel="rbf",
-            gammas=gx if symmetric else [*gx, *gy], names=[s.name for s in reps],
-            options=options)
-    produce = rbf_producer(backend, "cpu")
-
-    def pair(i: int, j: int) -> combine.HSICTriple:
-        if (i, offset + j) in terms:
-            return combine.kernel_hsic(terms[i, offset + j], debiased)
-        pair_terms = produce(xs[i].data, ys[j].data, gamma_x=gx[i], gamma_y=gy[j], tile=tile)
-        return combine.kernel_hsic(pair_terms, debiased)
-
-    return pair

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from ._core import combine, dispatch, params
-from ._core.inputs import Samples, prepare_pair
+from ._core.inputs import prepare_pair
 from ._core.params import validate_params
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
@@ -156,18 +154,3 @@ def batch_triples(
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
     produce = dispatch.producer("minibatch", sx.kind, backend)
     return produce(sx, sy, batches, kernel=kernel, debiased=debiased, options=options)
-
-
-def host_batch_triples(x: Samples, y: Samples, batches: Sequence[np.ndarray], *, backend: str,
-                       kernel: str, debiased: bool, options: RBFOptions | None = None,
-                       ) -> list[combine.HSICTriple]:
-    """The producer for host data: every batch through the CPU pair producer of ``kernel``."""
-    produce = dispatch.producer(kernel, "numpy", backend)
-    # Linear: the cheaper form per batch, so wide layers (p >> batch) work on the batch's B x B
-    # Grams instead of p x p moments (p = 32768 would need 25 GB of those).
-    extra = {"options": options} if kernel == "rbf" else {"form": "auto"}
-    return [produce(_rows(x, idx), _rows(y, idx), debiased=debiased, **extra) for idx in batches]
-
-
-def _rows(s: Samples, idx: np.ndarray) -> Samples:
-    return Samples(s.data[idx], s.dtype, s.on_device, s.name, s.kind)

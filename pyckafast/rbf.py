@@ -7,14 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._core import dispatch, bandwidth as bw, combine, params
-from ._core.inputs import Samples, prepare_pair
-from ._core.rbf_entry import scaled_gamma
+from ._core.inputs import prepare_pair
 from ._core.params import StrOptions, positive_int, positive_real, validate_params
 from ._core.types import ArrayLike, Backend, Bandwidth, Form, Kernel, Precision, Sigma
 from ._core.validation import min_samples
 from ._core.progress import Progress
 from ._cpu import rbf as cpu_rbf
-from ._core.kernel_checks import warn_degenerate_kernels
 from ._core.passes import run_producer
 
 __all__ = ["rbf_cka", "rbf_hsic", "cka", "hsic", "RBFOptions", "RBF_OPTIONS_SPEC"]
@@ -169,54 +167,6 @@ def _sigma_pair(sigma: Sigma) -> tuple[float, float] | None:
     if np.ndim(sigma) == 0:
         return float(sigma), float(sigma)  # type: ignore[arg-type]
     return float(sigma[0]), float(sigma[1])  # type: ignore[index]
-
-
-def _check_tile(tile: int | None) -> int | None:
-    """Rows per tile as a plain int (the spec checked it is a positive integer or None)."""
-    return None if tile is None else int(tile)
-
-
-def rbf_producer(backend: str, device: str = "cpu"):
-    """The ``rbf_terms(x, y, *, gamma_x, gamma_y, tile) -> KernelTerms`` of ``backend`` for data
-    on ``device`` (CPU backends tile through BLAS or run their fused pass; a GPU backend brings
-    its own). The backend is resolved here, once."""
-    if device != "cpu":
-        return dispatch.resolve(backend, "rbf_terms", device).rbf_terms
-    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
-
-    def rbf_terms(x, y, *, gamma_x: float, gamma_y: float, tile: int | None = None):
-        (side_x, kx), (side_y, ky) = cpu_rbf.prepared(x, "x", ops), cpu_rbf.prepared(y, "y", ops)
-        return cpu_rbf.rbf_terms((side_x, side_y), gamma_x=scaled_gamma(gamma_x, kx),
-                                 gamma_y=scaled_gamma(gamma_y, ky), ops=ops, tile=tile)
-
-    return rbf_terms
-
-
-def rbf_triple(x, y, *, debiased: bool, options: RBFOptions, backend: str = "auto",
-               tile: int | None = None, progress=None) -> combine.HSICTriple:
-    """HSIC(x, y), HSIC(x, x), HSIC(y, y) with RBF kernels (validated numpy inputs)."""
-    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
-    terms = cpu_rbf.rbf_terms_under(x, y, options=options, ops=ops, tile=tile, progress=progress)
-    warn_degenerate_kernels(terms, debiased=debiased)
-    return combine.kernel_hsic(terms, debiased)
-
-
-def host_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
-                tile: int | None = None, progress=None) -> combine.HSICTriple:
-    """The producer for host data (see :data:`pyckafast._core.dispatch.PRODUCERS`);
-    ``progress(done, total)`` per block pair of the RBF pass."""
-    return rbf_triple(x.data, y.data, debiased=debiased, options=options, backend=backend,
-                      tile=_check_tile(tile), progress=progress)
-
-
-def device_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options: RBFOptions,
-                  tile: int | None = None) -> combine.HSICTriple:
-    """The producer for GPU data, or host data with ``backend="cuda"``: the prepared inputs go
-    to the device producer as they are (bandwidths selected there, on the same centred rows)."""
-    gpu = dispatch.resolve(backend, "rbf_terms", "cuda")  # raises with the reason if it cannot run
-    terms = gpu.rbf_terms_under(x, y, options=options, tile=_check_tile(tile))
-    warn_degenerate_kernels(terms, debiased=debiased)
-    return combine.kernel_hsic(terms, debiased)
 
 
 def _hsic_triple(x, y, *, debiased: bool, backend: str, tile: int | None,

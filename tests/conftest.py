@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pyckafast._core import dispatch as _backends
+from pyckafast._core import dispatch as _dispatch
 
 CPU_BACKENDS = ["numpy", "numba", "cpp"]
 BACKENDS = {"cpu": CPU_BACKENDS, "cuda": ["cuda"]}
-DEVICES = ["cpu"] + (["cuda"] if _backends.probe("cuda") is None else [])
+DEVICES = ["cpu"] + (["cuda"] if _dispatch.probe("cuda") is None else [])
 DTYPES = [np.float64, np.float32]
 TARGETS = [(device, backend) for device in DEVICES for backend in BACKENDS[device]]
 
@@ -37,7 +37,7 @@ def array_on(device: str, a):
 def _require(backend: str) -> None:
     """The compiled CPU backends must be present: a missing build is a failure, not a skip,
     unless PYCKAFAST_ALLOW_NO_EXT=1 says this environment has no compiler."""
-    why = _backends.probe(backend)
+    why = _dispatch.probe(backend)
     if why is not None:
         if os.environ.get("PYCKAFAST_ALLOW_NO_EXT") == "1":
             pytest.skip(f"backend {backend} unavailable: {why}")

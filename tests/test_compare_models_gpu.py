@@ -15,7 +15,8 @@ pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ h
 
 import pyckafast  # noqa: E402
 from pyckafast._core import dispatch  # noqa: E402
-from pyckafast._gpu import inputs as gpu_inputs, linear as gpu_linear  # noqa: E402
+from pyckafast._core import inputs as core_inputs  # noqa: E402
+from pyckafast._gpu import linear as gpu_linear  # noqa: E402
 from pyckafast.torch import compare_models  # noqa: E402
 from gpu_emulation import EmulatedEngine  # noqa: E402
 
@@ -59,7 +60,7 @@ def emulated(monkeypatch):
         seen.append(a)
         return torch.Tensor.numpy(a.as_subclass(torch.Tensor))  # a view: the "device" array
 
-    monkeypatch.setattr(gpu_inputs, "as_cupy", as_device_array)
+    monkeypatch.setattr(core_inputs, "as_cupy", as_device_array)
     return engine, seen
 
 

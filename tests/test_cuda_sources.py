@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyckafast._gpu import kernels as _cuda_kernels
+from pyckafast._gpu import kernels as gpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -23,7 +23,7 @@ NVCC = shutil.which("nvcc") or next(
 
 
 def test_every_source_has_kernels_registered():
-    assert {p.name for p in CU_FILES} == set(_cuda_kernels.NAME_EXPRESSIONS)
+    assert {p.name for p in CU_FILES} == set(gpu_kernels.NAME_EXPRESSIONS)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
@@ -35,7 +35,7 @@ def test_compiles_to_ptx(source, arch, tmp_path):
                           "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     entries = re.findall(r"\.entry\s+(\w+)", out.read_text())
-    for expression in _cuda_kernels.NAME_EXPRESSIONS[source.name]:
+    for expression in gpu_kernels.NAME_EXPRESSIONS[source.name]:
         base = expression.split("<")[0]
         assert any(base in e for e in entries), f"{expression} not compiled in {source.name}"
 
@@ -71,7 +71,7 @@ def test_nvrtc_sees_no_host_headers(source):
 
 
 def test_name_expressions_are_instantiated_in_the_sources():
-    for source, expressions in _cuda_kernels.NAME_EXPRESSIONS.items():
+    for source, expressions in gpu_kernels.NAME_EXPRESSIONS.items():
         text = (CSRC / "cuda" / source).read_text()
         for expression in expressions:
             name, _, args = expression.partition("<")
@@ -87,11 +87,12 @@ def test_source_root_finds_the_sources():
     """An installed package finds the kernel sources shipped inside it; a source checkout
     without a build falls back to the repository's csrc/."""
     import pyckafast
+    from pyckafast._core.sources import source_root
 
     shipped = Path(pyckafast.__file__).parent / "_csrc"
-    assert _cuda_kernels.source_root() in (shipped, CSRC)
+    assert source_root() in (shipped, CSRC)
     for path in [*CU_FILES, *(CSRC / "common").glob("*.h")]:
-        assert (_cuda_kernels.source_root() / path.parent.name / path.name).is_file()
+        assert (source_root() / path.parent.name / path.name).is_file()
 
 
 @pytest.mark.parametrize("edited", ["common/rbf_pair.h", "common/pcf_common.h", "cuda/reduce.cuh",
@@ -102,17 +103,17 @@ def test_a_source_edit_changes_the_kernel_cache_key(tmp_path, edited):
     root = tmp_path / "csrc"
     for sub in ("common", "cuda"):
         shutil.copytree(CSRC / sub, root / sub)
-    before = _cuda_kernels.compile_options(root)
-    assert before == _cuda_kernels.compile_options(root)  # deterministic
+    before = gpu_kernels.compile_options(root)
+    assert before == gpu_kernels.compile_options(root)  # deterministic
     assert any(o.startswith("-DPCF_SOURCE_HASH=") for o in before)
     with open(root / edited, "a") as f:
         f.write("\n// edited\n")
-    assert _cuda_kernels.compile_options(root) != before
+    assert gpu_kernels.compile_options(root) != before
 
 
 def test_the_shipped_sources_are_hashed():
-    options = _cuda_kernels.compile_options(CSRC)
-    assert f"-DPCF_SOURCE_HASH={_cuda_kernels.source_hash(CSRC)}" in options
+    options = gpu_kernels.compile_options(CSRC)
+    assert f"-DPCF_SOURCE_HASH={gpu_kernels.source_hash(CSRC)}" in options
     assert f"-I{CSRC}" in options
 
 

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast._core import dispatch as _backends
+from pyckafast._core import dispatch as _dispatch
 from _reference import (correlated_tanh, hsic, kernel_terms_brute, linear_cka_feature_space,
                         linear_gram)
 
 cupy = pytest.importorskip("cupy", reason="the cuda backend needs CuPy")
-if _backends.probe("cuda") is not None:
-    pytest.skip(f"no usable GPU: {_backends.probe('cuda')}", allow_module_level=True)
+if _dispatch.probe("cuda") is not None:
+    pytest.skip(f"no usable GPU: {_dispatch.probe('cuda')}", allow_module_level=True)
 
-from pyckafast._gpu import kernels as _cuda_kernels  # noqa: E402
+from pyckafast._gpu import kernels as gpu_kernels  # noqa: E402
 from pyckafast._gpu import ops_cuda as _cuda  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -77,7 +77,7 @@ def test_linear_numpy_and_memmap_stream_through_the_gpu(tmp_path):
     with _Ran("pcf_shift_columns") as ran:
         got = pyckafast.linear_cka(xm, y, backend="cuda", chunk_size=999, debiased=True)
     assert ran.count == 2 * 6
-    assert (cupy.cuda.Device().id, "linear_moments.cu") in _cuda_kernels.loaded_modules()
+    assert (cupy.cuda.Device().id, "linear_moments.cu") in gpu_kernels.loaded_modules()
     assert abs(got - _reference(x, y, True)) < 2e-5
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast._core import combine as _combine, gram as _gpu_minibatch
+from pyckafast._core import combine as _combine, gram as core_gram
 from pyckafast._gpu import linear as _gpu_linear, rbf as _gpu_rbf
 from pyckafast._core.inputs import Samples, float_dtype
 from pyckafast._core.terms import KernelTerms
@@ -157,7 +157,7 @@ def test_hsic_matrix_matches_kernel_terms(kernel, debiased):
     reps = [rng.normal(size=(30, 4)), rng.normal(size=(30, 2)) + 7.0, rng.normal(size=(30, 6))]
     reps[2][:, :2] += 0.5 * reps[0][:, :2]
     gammas = [0.2, 0.5, 0.1]
-    got = _gpu_minibatch.hsic_matrix(np, reps, kernel=kernel, gammas=gammas, debiased=debiased)
+    got = core_gram.hsic_matrix(np, reps, kernel=kernel, gammas=gammas, debiased=debiased)
 
     def gram(a, g):
         a = a - a.mean(0)
@@ -176,9 +176,9 @@ def test_hsic_matrix_matches_kernel_terms(kernel, debiased):
 
 def test_hsic_matrix_checks():
     with pytest.raises(ValueError, match="batch's 5 rows"):
-        _gpu_minibatch.hsic_matrix(np, [np.ones((5, 2)), np.ones((6, 2))])
+        core_gram.hsic_matrix(np, [np.ones((5, 2)), np.ones((6, 2))])
     with pytest.raises(ValueError, match="one gamma per representation"):
-        _gpu_minibatch.hsic_matrix(np, [np.ones((5, 2))], kernel="rbf")
+        core_gram.hsic_matrix(np, [np.ones((5, 2))], kernel="rbf")
 
 
 def test_default_bandwidth_medians_of_both_sides_share_each_histogram_launch():

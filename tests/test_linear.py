@@ -195,9 +195,9 @@ def test_non_finite_values_are_reported(target, bad, form, rng):
 
 
 def test_explicit_unavailable_backend_raises_with_reason(monkeypatch):
-    from pyckafast._core import dispatch as _backends
+    from pyckafast._core import dispatch as _dispatch
 
-    monkeypatch.setattr(_backends, "_load", lambda name: (None, "no compiler here"))
+    monkeypatch.setattr(_dispatch, "_load", lambda name: (None, "no compiler here"))
     with pytest.raises(pyckafast.BackendUnavailable, match="backend='cpp' cannot run here: no compiler here"):
         pyckafast.linear_cka(np.ones((4, 2)), np.ones((4, 2)), backend="cpp")
 

@@ -14,7 +14,7 @@ import pyckafast
 from pyckafast._core import dispatch, pairs
 from pyckafast._core.pairs import PairTerms, PairTermsSum
 from pyckafast._core.terms import KernelTerms
-from pyckafast.rbf import rbf_producer
+from pyckafast._cpu.producers import rbf_producer
 from conftest import CPU_BACKENDS
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast._core import dispatch as _backends, combine as _combine
+from pyckafast._core import dispatch as _dispatch, combine as _combine
 from pyckafast._core.pairs import CentredSide
 from pyckafast._core.rbf_entry import RbfKernel
-from pyckafast._cpu import rbf as _rbf_engine
-from pyckafast.rbf import rbf_producer
+from pyckafast._cpu import rbf as cpu_rbf
+from pyckafast._cpu.producers import rbf_producer
 from _reference import correlated_tanh, cka_from_grams, hsic, rbf_cka_ref, rbf_gram
 
 THRESHOLDS = [0.2, 0.5, 1.0, 2.0, 5.0]
@@ -121,17 +121,17 @@ def test_block_pair_contract(data, backend):
     xa, ya, xb, yb = x[:30], y[:30], x[30:75], y[30:75]
     gx, gy = 0.04, 0.3
     kx = RbfKernel(gx, 0.3, 5)
-    ops = _backends.resolve(backend, "rbf_tile")
+    ops = _dispatch.resolve(backend, "rbf_tile")
     e = np.ldexp(np.exp(-gx * ((xa[:, None] - xb[None]) ** 2).sum(-1)), 5) - 0.3
     f = np.expm1(-gy * ((ya[:, None] - yb[None]) ** 2).sum(-1))
-    p = _rbf_engine.set_pair_terms(_sides(xa, ya), _sides(xb, yb), kernel_x=kx, kernel_y=gy,
+    p = cpu_rbf.set_pair_terms(_sides(xa, ya), _sides(xb, yb), kernel_x=kx, kernel_y=gy,
                                    ops=ops, tile=7)
     assert _rel(p.s_kl, (e * f).sum()) <= 1e-10 and _rel(p.s_ll, (f * f).sum()) <= 1e-10
     np.testing.assert_allclose(p.row_k_a, e.sum(1), rtol=1e-10)
     np.testing.assert_allclose(p.row_l_b, f.sum(0), rtol=1e-10)
     e = np.ldexp(np.exp(-gx * ((xa[:, None] - xa[None]) ** 2).sum(-1)), 5) - 0.3
     np.fill_diagonal(e, 0.0)  # the diagonal 2^m - c is the host's, never summed
-    d = _rbf_engine.set_pair_terms(_sides(xa, ya), None, kernel_x=kx, kernel_y=gy, ops=ops,
+    d = cpu_rbf.set_pair_terms(_sides(xa, ya), None, kernel_x=kx, kernel_y=gy, ops=ops,
                                    tile=7)
     assert _rel(d.s_kk, (e * e).sum()) <= 1e-10
     np.testing.assert_allclose(d.row_k_a, e.sum(1), rtol=1e-10)
@@ -143,7 +143,7 @@ def test_expm1_kernel_accuracy():
     d2 = np.concatenate([[0.0], np.geomspace(1e-12, 800.0, 4000)])
     g = np.zeros((1, d2.size))
     for name in ("cpp", "numba"):
-        ops = _backends.resolve(name, "rbf_tile")
+        ops = _dispatch.resolve(name, "rbf_tile")
         _, _, _, _, _, col_k, _ = ops.rbf_tile(g, g, np.zeros(1), np.zeros(1), d2, d2, 1.0, 1.0,
                                                False)
         np.testing.assert_allclose(col_k, np.expm1(-d2), rtol=4e-16, atol=0)
@@ -156,7 +156,7 @@ def test_numba_epilogue_runs_the_cpp_expm1():
     ext = pytest.importorskip("pyckafast._ext")
     d2 = np.concatenate([[0.0], np.geomspace(1e-14, 750.0, 20000)])
     g = np.zeros((1, d2.size))
-    ops = _backends.resolve("numba", "rbf_tile")
+    ops = _dispatch.resolve("numba", "rbf_tile")
     _, _, _, _, _, col_k, _ = ops.rbf_tile(g, g, np.zeros(1), np.zeros(1), d2, d2, 1.0, 1.0, False)
     np.testing.assert_array_equal(col_k, ext.expm1_neg_f64(-d2, False))
 
@@ -274,6 +274,6 @@ def test_shifted_entry_error_bound(dtype, c, m):
     bound = 4 * eps * (k + np.abs(want)) + 2.0 * np.exp(-87.0 if dtype == np.float32 else -708.0)
     g, zero = np.zeros((1, d2.size), dtype), np.zeros(1, dtype)
     for name in ("cpp", "numba") if dtype == np.float64 else ("cpp",):
-        ops = _backends.resolve(name, "rbf_tile")
+        ops = _dispatch.resolve(name, "rbf_tile")
         col = ops.rbf_tile(g, g, zero, zero, d2, d2, (1.0, c, m), (1.0, c, m), False)[5]
         assert np.all(np.abs(col - want) <= bound), name

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyckafast.rbf import rbf_producer
+from pyckafast._cpu.producers import rbf_producer
 
 try:
     from pyckafast import _ext

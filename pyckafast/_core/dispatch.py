@@ -255,13 +255,13 @@ PRODUCERS: dict[tuple[str, str], Producer] = {
     ("linear", "cpu"): Producer("pyckafast._cpu.linear:hsic_triple", "linear_moments", True),
     ("linear", "cuda"): Producer("pyckafast._gpu.producers:linear_triple", "linear_terms", True),
     ("linear", "dask"): Producer("pyckafast._dask.producers:linear_triple", "linear_moments", False),
-    ("rbf", "cpu"): Producer("pyckafast.rbf:host_triple", "rbf_tile", False),
-    ("rbf", "cuda"): Producer("pyckafast.rbf:device_triple", "rbf_terms", False),
+    ("rbf", "cpu"): Producer("pyckafast._cpu.producers:rbf_triple", "rbf_tile", False),
+    ("rbf", "cuda"): Producer("pyckafast._gpu.producers:rbf_triple", "rbf_terms", False),
     ("rbf", "dask"): Producer("pyckafast._dask.producers:rbf_triple", "rbf_tile", False),
     # Minibatch CKA: the triples of every batch. CKA maps: a pair(i, j) -> triple function.
-    ("minibatch", "cpu"): Producer("pyckafast.minibatch:host_batch_triples", "linear_moments", False),
+    ("minibatch", "cpu"): Producer("pyckafast._cpu.producers:batch_triples", "linear_moments", False),
     ("minibatch", "cuda"): Producer("pyckafast._gpu.producers:batch_triples", "hsic_matrix", True),
-    ("matrix", "cpu"): Producer("pyckafast.cka_matrix:host_pairs", "linear_moments", False),
+    ("matrix", "cpu"): Producer("pyckafast._cpu.maps:matrix_pairs", "linear_moments", False),
     ("matrix", "cuda"): Producer("pyckafast._gpu.map:matrix_pairs", "linear_terms", True),
     ("matrix", "dask"): Producer("pyckafast._dask.matrix:matrix_pairs", "linear_moments", False),
 }

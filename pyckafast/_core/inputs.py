@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["Samples", "Kind", "array_kind", "device_of", "common_device", "host_view",
-           "float_dtype", "as_samples", "prepare", "prepare_pair", "prepare_list",
+           "float_dtype", "as_samples", "as_cupy", "prepare", "prepare_pair", "prepare_list",
            "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows"]
 
 Kind = Literal["numpy", "cupy", "dask"]
@@ -196,10 +196,18 @@ def prepare(a: object, name: str) -> Samples:
             raise ValueError(f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() "
                              "first.")
         return Samples(_without_empty_chunks(_as_2d(a, name)), dtype, False, name, "dask")
-    from .._gpu.inputs import as_cupy  # data on a GPU: CuPy is needed (and importable) now
-
-    data = as_cupy(a)
+    data = as_cupy(a)  # data on a GPU: CuPy is needed (and importable) now
     return Samples(_as_2d(data, name), float_dtype(data.dtype, name), True, name, "cupy")
+
+
+def as_cupy(a: object) -> Any:
+    """A CuPy view of data on a CUDA device (torch CUDA tensors and other DLPack producers are
+    taken through DLPack, without a copy)."""
+    import cupy
+
+    if isinstance(a, cupy.ndarray):
+        return a
+    return cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
 
 
 def _without_empty_chunks(a: Any) -> Any:

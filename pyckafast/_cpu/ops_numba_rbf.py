@@ -6,7 +6,7 @@ csrc/common/rbf_pair.h (round-to-nearest shifter, Taylor polynomial, 2^(k+m) fro
 c = 1, m = 0 is expm1) written as three short loops over a row buffer, so that LLVM
 vectorises each of them (``math.expm1`` is a scalar libm call per entry: measured +28 % per pair
 in this epilogue). Its constants are not copied here: they are read at import from the
-``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``pyckafast._gpu.kernels.source_root``),
+``ExpM1Table<double>`` of rbf_pair.h (shipped in the package, see ``pyckafast._core.sources.source_root``),
 the table the C++ and CUDA kernels compile, and the Taylor coefficients are 1/k! as there. Rows
 are split into fixed chunks of 64 with their own column partials, reduced in chunk order: the
 result does not depend on the thread count.
@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from .._core.rbf_entry import kernel_args
 from .._core.threads import sync_numba
-from .._gpu.kernels import source_root
+from .._core.sources import source_root
 
 _CHUNK_ROWS = 64
 

@@ -1,5 +1,6 @@
-"""The part of input preparation that needs CuPy (imported inside each function): DLPack views
-of device data, the device the inputs live on, and whole inputs copied to the device.
+"""The part of input preparation that needs CuPy (imported inside each function): the device the
+inputs live on, and whole inputs copied to the device (the DLPack view of device data,
+``as_cupy``, is in :mod:`pyckafast._core.inputs`: preparing any input needs it).
 
 Everything else about inputs (kinds, shapes, dtypes, n, finiteness) is in
 :mod:`pyckafast._core.inputs`, the same for every device.
@@ -9,17 +10,7 @@ from __future__ import annotations
 
 from .._core.inputs import Samples, check_finite_rows
 
-__all__ = ["as_cupy", "device_id", "device_array"]
-
-
-def as_cupy(a: object):
-    """A CuPy view of data on a CUDA device (torch CUDA tensors and other DLPack producers are
-    taken through DLPack, without a copy)."""
-    import cupy
-
-    if isinstance(a, cupy.ndarray):
-        return a
-    return cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
+__all__ = ["device_id", "device_array"]
 
 
 def device_id(*samples: Samples) -> int:

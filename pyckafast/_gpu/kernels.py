@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["source_root", "source_hash", "compile_options", "launch", "launches", "loaded_modules",
+from .._core.sources import source_root
+
+__all__ = ["source_hash", "compile_options", "launch", "launches", "loaded_modules",
            "NAME_EXPRESSIONS"]
 
 # Kernels each source file provides, as CuPy name expressions (template instantiations).
@@ -35,18 +37,6 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
 
 _MODULES: dict[tuple[int, str], object] = {}  # (device id, source) -> cupy.RawModule
 _LAUNCHES: Counter = Counter()
-
-
-def source_root() -> Path:
-    """The directory holding ``common/`` and ``cuda/``: the installed copy, else the checkout's."""
-    here = Path(__file__).resolve().parents[1]  # the package directory
-    for root in (here / "_csrc", here.parent / "csrc"):
-        if (root / "cuda" / "linear_moments_cuda.cu").is_file():
-            return root
-    raise FileNotFoundError(
-        f"the CUDA kernel sources are missing: neither {here / '_csrc'} (installed package) nor "
-        f"{here.parent / 'csrc'} (source checkout) holds cuda/linear_moments_cuda.cu; reinstall pyckafast."
-    )
 
 
 def source_hash(root: Path) -> str:

@@ -11,10 +11,11 @@ from types import ModuleType
 
 import numpy as np
 
-from .._core import combine
+from .._core import combine, dispatch
+from .._core.kernel_checks import warn_degenerate_kernels
 from .._core.inputs import Samples
 
-__all__ = ["linear_triple", "batch_triples", "matrix_pairs"]
+__all__ = ["linear_triple", "rbf_triple", "batch_triples", "matrix_pairs"]
 
 
 def linear_triple(x: Samples, y: Samples, *, ops: ModuleType, debiased: bool,
@@ -69,3 +70,13 @@ def matrix_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, ops: 
         return combine.kernel_hsic(terms, debiased)
 
     return pair
+
+
+def rbf_triple(x: Samples, y: Samples, *, backend: str, debiased: bool, options,
+               tile: int | None = None) -> combine.HSICTriple:
+    """The producer for GPU data, or host data with ``backend="cuda"``: the prepared inputs go
+    to the device producer as they are (bandwidths selected there, on the same centred rows)."""
+    gpu = dispatch.resolve(backend, "rbf_terms", "cuda")  # raises with the reason if it cannot run
+    terms = gpu.rbf_terms_under(x, y, options=options, tile=None if tile is None else int(tile))
+    warn_degenerate_kernels(terms, debiased=debiased)
+    return combine.kernel_hsic(terms, debiased)
