@@ -105,7 +105,7 @@ struct Lanes<double> {
 // r^kDegree (|r| <= 0.347: truncation < 1e-17 relative in double, < 3e-9 in float). Max relative
 // error about 2 ulp (checked against expm1 in the tests, scalar and vector lanes).
 //
-// The constants, one table per scalar type. pyckafast/_backends/_numba_rbf.py reads the double
+// The constants, one table per scalar type. pyckafast/_cpu/ops_numba_rbf.py reads the double
 // table from this file (the Numba epilogue evaluates the same function), so every entry stays a
 // plain literal, one `static constexpr <type> kName = <literal>;` per line.
 template <typename S>

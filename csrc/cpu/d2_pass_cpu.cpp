@@ -35,7 +35,7 @@ struct Distances : MicroTile<T, Bytes, MR> {
 
   // Every pair (i in block a, j in block b; j > i on a same-block item) of one work item. The dot
   // products come from the micro-kernel; the distance of each pair is formed in double, exactly
-  // as the BLAS-tile histogram of pyckafast/_backends/_numba_rbf.py forms it.
+  // as the BLAS-tile histogram of pyckafast/_cpu/ops_numba_rbf.py forms it.
   static void item(const View2D<T>& v, const T* shift, const Item& it, D2Scratch<T>& s,
                    const D2Visitor& visit) {
     const std::int64_t ma = it.a_hi - it.a_lo, mb = it.b_hi - it.b_lo, d = v.cols;

@@ -1,5 +1,5 @@
 // Squared distances of all pairs i < j of one set of rows, for the exact median bandwidth:
-// histogram and candidate passes of the selection in pyckafast/_bandwidth.py, with the distances
+// histogram and candidate passes of the selection in pyckafast/_core/bandwidth.py, with the distances
 // computed by the register-tiled micro-kernel (micro_tile.h) and never stored.
 #pragma once
 #include <cstdint>

@@ -10,7 +10,7 @@ namespace {
 using namespace rbf_grid;
 
 template <typename T>
-struct KernelTM;  // the instantiations of rbf_pairs_cuda.cu that pyckafast/_gpu_engine.py launches
+struct KernelTM;  // the instantiations of rbf_pairs_cuda.cu that pyckafast/_gpu/engine.py launches
 template <>
 struct KernelTM<float> {
   static constexpr int value = 8;

@@ -5,7 +5,8 @@ translation invariant, and shifting by a vector close to the mean before accumul
 moments free of the catastrophic cancellation of ``X'X - n mu mu'`` on raw float32 data.
 Changing the shift is exact algebra (:meth:`LinearTerms.reshift`), so terms computed with any
 shifts merge by re-expressing one in the other's shift and adding. Chunks, streams, GPU blocks
-and Dask partitions are all just producers of these terms; ``_combine`` turns them into HSIC/CKA.
+and Dask partitions are all just producers of these terms; :mod:`pyckafast._core.combine` turns
+them into HSIC/CKA.
 
 Kernel terms (:class:`KernelTerms`) are the pair sums of two n x n kernel matrices K and L and
 their row sums, accumulated tile by tile without ever holding K or L.

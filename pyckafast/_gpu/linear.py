@@ -75,7 +75,7 @@ def default_rows(n: int, p1: int, p2: int, itemsize: int, host: bool, free: int)
 
 def linear_terms(engine, x, y, n: int, *, debiased: bool, chunk_size: int | None,
                  precision: str = "highest", gram: str | None = None) -> LinearTerms:
-    """Exact linear terms of all n rows of x and y (``_gpu_inputs.Samples``) on ``engine``;
+    """Exact linear terms of all n rows of x and y (``_core.inputs.Samples``) on ``engine``;
     ``gram`` is the chunk Gram shape (see :func:`gram_shape`)."""
     shape = gram_shape(gram)
     wide = np.promote_types(x.dtype, y.dtype)
