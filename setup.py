@@ -7,6 +7,9 @@
   still installs and runs on its NumPy and Numba backends, and ``pyckafast.show_config()`` says
   why the "cpp" backend is missing; ``PYCKAFAST_REQUIRE_EXT=1`` makes that an error instead
   (for wheels and CI).
+* ``pyckafast._twins``: a second, test-only extension from csrc/cpu/twins (the host twins of
+  the CUDA kernels that the tests run; nothing in the package imports it), so that ``_ext``
+  holds production code only. ``PYCKAFAST_TWINS=0`` leaves it out (e.g. for release wheels).
 * The CUDA sources (csrc/cuda, csrc/common) are copied into the package as ``pyckafast/_csrc`` so
   that an installed wheel can compile them at run time through CuPy.
 """
@@ -49,14 +52,15 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
-            self._skip(exc)
+            self._skip(exc, ext.name)
 
     @staticmethod
-    def _skip(exc):
+    def _skip(exc, name="pyckafast._ext"):
         if os.environ.get("PYCKAFAST_REQUIRE_EXT") == "1":
             raise exc
-        print(f"WARNING: pyckafast._ext was not built ({exc}); the 'cpp' backend is unavailable.",
-              file=sys.stderr)
+        what = ("the tests of the CUDA kernels' host twins skip" if name == "pyckafast._twins"
+                else "the 'cpp' backend is unavailable")
+        print(f"WARNING: {name} was not built ({exc}); {what}.", file=sys.stderr)
 
 
 class BuildPyWithCudaSources(build_py):
@@ -73,16 +77,20 @@ class BuildPyWithCudaSources(build_py):
 
 # One compiler process per source file, all cores by default (pybind11's helper).
 ParallelCompile("PYCKAFAST_BUILD_JOBS", default=0).install()
-ext = Pybind11Extension(
-    "pyckafast._ext",
-    sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp")),
-    include_dirs=[str(ROOT / "csrc")],
-    cxx_std=17,
-    # -fopenmp-simd: the `omp simd` reduction pragmas only; nothing links an OpenMP runtime.
-    extra_compile_args=["-O3", "-fopenmp-simd", "-DPCF_OPENMP_SIMD"],
-)
+CPP = {"include_dirs": [str(ROOT / "csrc")], "cxx_std": 17,
+       # -fopenmp-simd: the `omp simd` reduction pragmas only; nothing links an OpenMP runtime.
+       "extra_compile_args": ["-O3", "-fopenmp-simd", "-DPCF_OPENMP_SIMD"]}
+
+
+def _sources(folder: str) -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / folder).glob("*.cpp"))
+
+
+extensions = [Pybind11Extension("pyckafast._ext", _sources("cpu"), **CPP)]
+if os.environ.get("PYCKAFAST_TWINS", "1") != "0":
+    extensions.append(Pybind11Extension("pyckafast._twins", _sources("cpu/twins"), **CPP))
 
 setup(
-    ext_modules=[ext],
+    ext_modules=extensions,
     cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithCudaSources},
 )

@@ -3,7 +3,7 @@
 Its linear kernels are the C++ host twin of csrc/cuda/linear_moments_cuda.cu (the same loops of
 csrc/common/linear_rows.h in the kernels' decomposition); its Grams fill one triangle, as cuBLAS
 SYRK does; its RBF pair is the host twin of csrc/cuda/rbf_pairs_cuda.cu (the kernel's grid, block
-and thread loops run serially, csrc/cpu/rbf_pairs_twin.cpp). The GPU drivers
+and thread loops run serially, csrc/cpu/twins/rbf_pairs_twin.cpp). The GPU drivers
 (_gpu_linear, _gpu_rbf) run on it unchanged, staging path and out-of-memory retries included.
 """
 
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from pyckafast import _ext
+from pyckafast import _twins
 
 
 class FakeOutOfMemory(MemoryError):
@@ -97,7 +97,7 @@ class EmulatedEngine:
         m = cx.shape[0]
         if self.oom_above_rows is not None and m > self.oom_above_rows:
             raise FakeOutOfMemory(f"emulated: no memory for {m} rows")
-        kernel = _ext.linear_moments_columns_f32 if bx.dtype == np.float32 else _ext.linear_moments_columns_f64
+        kernel = _twins.linear_moments_columns_f32 if bx.dtype == np.float32 else _twins.linear_moments_columns_f64
         sum_x, sum_y, qx, rx, qy, ry, s = kernel(cx, cy, sx, sy, bx, by, norms is not None, self.slab)
         csx += sum_x
         csy += sum_y
@@ -125,11 +125,11 @@ class EmulatedEngine:
 
     def rbf_pair(self, a, b, kernel_x, kernel_y, same_block, row_k_a, row_l_a, row_k_b, row_l_b,
                  sums) -> None:
-        """One launch of the CUDA RBF kernel, run by its host twin (csrc/cpu/rbf_pairs_twin.cpp)."""
+        """One launch of the CUDA RBF kernel, run by its host twin (csrc/cpu/twins/rbf_pairs_twin.cpp)."""
         self._count("rbf_pair")
         if self.oom_above_rows is not None and a.x.shape[0] > self.oom_above_rows:
             raise FakeOutOfMemory("emulated: block too large")
-        twin = _ext.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _ext.rbf_pairs_twin_f64
+        twin = _twins.rbf_pairs_twin_f32 if a.x.dtype == np.float32 else _twins.rbf_pairs_twin_f64
         twin(a.x, a.y, a.nx, a.ny, b.x, b.y, b.nx, b.ny, tuple(kernel_x), tuple(kernel_y),
              bool(same_block),
              row_k_a, row_l_a, row_k_b, row_l_b, sums)
@@ -140,6 +140,6 @@ class EmulatedEngine:
         self._count("d2_hist")
         for s in sides:
             (a, na), (b, nb) = s["a"], s["b"]
-            twin = _ext.d2_hist_twin_f32 if a.dtype == np.float32 else _ext.d2_hist_twin_f64
+            twin = _twins.d2_hist_twin_f32 if a.dtype == np.float32 else _twins.d2_hist_twin_f64
             twin(a, b, na, nb, bool(same_block), s["lo"], s["hi"], s["bins"], s["below"],
                  s["counts"], s["values"], s["nvalues"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
 
 import pyckafast  # noqa: E402
 from pyckafast._core import dispatch  # noqa: E402

@@ -117,6 +117,7 @@ def test_the_shipped_sources_are_hashed():
     assert f"-I{CSRC}" in options
 
 
+@pytest.mark.slow  # a full wheel build: recompiles both extensions
 def test_wheel_contains_the_kernel_sources(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                           "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
@@ -128,14 +129,25 @@ def test_wheel_contains_the_kernel_sources(tmp_path):
         assert f"pyckafast/_csrc/{path.parent.name}/{path.name}" in names
 
 
-_ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the compiled extension")
+def test_the_shipped_extension_holds_no_twin():
+    """The host twins are test code: they live in the test-only pyckafast._twins, and the
+    package never imports it."""
+    ext = pytest.importorskip("pyckafast._ext", reason="needs the compiled extension")
+    assert not [name for name in dir(ext) if "twin" in name or "columns" in name]
+    run = subprocess.run([sys.executable, "-c", "import sys, pyckafast, pyckafast._cpu.ops_cpp; "
+                          "print('pyckafast._twins' in sys.modules)"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.stdout.strip() == "False", run.stderr[-2000:]
+
+
+_twins = pytest.importorskip("pyckafast._twins", reason="the host twins need the test-only extension")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("slab", [1, 3, 64, 10_000])
 @pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
 def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
-    """The CUDA kernels' loops (csrc/cpu/linear_moments_twin.cpp) against float64 NumPy."""
+    """The CUDA kernels' loops (csrc/cpu/twins/linear_moments_twin.cpp) against float64 NumPy."""
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(157, 13)) * 3 + 1e3).astype(dtype)
     y = (rng.normal(size=(157, 5)) - 40).astype(dtype)
@@ -145,7 +157,7 @@ def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
         x, y = x[:, ::3], y[:, ::2]
     sx, sy = x[:20].mean(0).astype(dtype), y[:20].mean(0).astype(dtype)
     ox, oy = np.empty(x.shape, dtype), np.empty(y.shape, dtype)
-    kernel = _ext.linear_moments_columns_f32 if dtype == np.float32 else _ext.linear_moments_columns_f64
+    kernel = _twins.linear_moments_columns_f32 if dtype == np.float32 else _twins.linear_moments_columns_f64
     sum_x, sum_y, qx, rx, qy, ry, s = kernel(x, y, sx, sy, ox, oy, True, slab)
     bx, by = x.astype(float) - sx, y.astype(float) - sy  # exact in float64
     np.testing.assert_array_equal(ox, (x - sx))  # the shift itself is done in the input dtype
@@ -161,10 +173,10 @@ def test_host_twin_of_the_moment_kernels(dtype, slab, layout):
 def test_host_twin_checks_arguments():
     x = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match="out_x"):
-        _ext.linear_moments_columns_f32(x, x, x[0], x[0], np.empty((4, 2), np.float32),
+        _twins.linear_moments_columns_f32(x, x, x[0], x[0], np.empty((4, 2), np.float32),
                                         np.empty((4, 3), np.float32), False, 2)
     with pytest.raises(ValueError, match="slab"):
-        _ext.linear_moments_columns_f32(x, x, x[0], x[0], np.empty_like(x), np.empty_like(x), False, 0)
+        _twins.linear_moments_columns_f32(x, x, x[0], x[0], np.empty_like(x), np.empty_like(x), False, 0)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")

@@ -44,8 +44,8 @@ def test_gamma_follows_options():
 
 
 # ---- the fused distance-histogram kernel (csrc/cuda/d2_hist_cuda.cu) through its host twin ------
-_ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the compiled extension")
-if not hasattr(_ext, "d2_hist_twin_f32"):
+_twins = pytest.importorskip("pyckafast._twins", reason="the host twins need the test-only extension")
+if not hasattr(_twins, "d2_hist_twin_f32"):
     pytest.skip("the extension predates the distance-histogram twin: rebuild it",
                 allow_module_level=True)
 from gpu_emulation import EmulatedEngine  # noqa: E402
@@ -54,7 +54,7 @@ from pyckafast._core.pairs import centre  # noqa: E402
 
 
 def _twin(a, b, same, lo, hi, bins, capacity=1000):
-    kernel = _ext.d2_hist_twin_f32 if a.dtype == np.float32 else _ext.d2_hist_twin_f64
+    kernel = _twins.d2_hist_twin_f32 if a.dtype == np.float32 else _twins.d2_hist_twin_f64
     na, nb = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
     below, counts = np.zeros(1, np.uint64), np.zeros(max(bins, 1), np.uint64)
     values, nvalues = np.zeros(capacity), np.zeros(1, np.uint64)

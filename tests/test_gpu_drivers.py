@@ -12,7 +12,7 @@ from pyckafast._gpu import linear as _gpu_linear, rbf as _gpu_rbf
 from pyckafast._core.inputs import Samples, float_dtype
 from pyckafast._core.terms import KernelTerms
 
-pytest.importorskip("pyckafast._ext", reason="the C++ host twins need the compiled extension")
+pytest.importorskip("pyckafast._twins", reason="the C++ host twins need the compiled extension")
 from gpu_emulation import EmulatedEngine  # noqa: E402
 from _reference import kernel_terms_brute  # noqa: E402
 

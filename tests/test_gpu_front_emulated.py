@@ -16,7 +16,7 @@ from pyckafast._core.inputs import Samples, prepare
 from pyckafast._core.params import InvalidParameterError
 from pyckafast._gpu import linear as gpu_linear, rbf as gpu_rbf
 
-pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
 from gpu_emulation import EmulatedEngine  # noqa: E402
 
 

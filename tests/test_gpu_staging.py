@@ -9,7 +9,7 @@ import pytest
 from pyckafast._core.inputs import Samples
 from pyckafast._gpu import linear
 
-pytest.importorskip("pyckafast._ext", reason="the C++ host twins need the compiled extension")
+pytest.importorskip("pyckafast._twins", reason="the C++ host twins need the compiled extension")
 from gpu_emulation import EmulatedEngine  # noqa: E402
 
 

@@ -113,7 +113,7 @@ def test_rbf_cka_of_extreme_magnitudes(rbf_data, dtype, scale, debiased, cpu_bac
 
 @pytest.mark.parametrize("dtype, scale", RBF_CASES, ids=RBF_IDS)
 def test_rbf_cka_of_extreme_magnitudes_gpu_and_dask(rbf_data, dtype, scale):
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
     da = pytest.importorskip("dask.array")
     import pyckafast.dask
     from gpu_emulation import EmulatedEngine

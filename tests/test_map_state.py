@@ -244,7 +244,7 @@ def test_torch_cpu_batches(rng):
 # ---- device batches through the GPU linear producer (emulated engine) --------------------------
 @pytest.fixture
 def engine(monkeypatch):
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
     from gpu_emulation import EmulatedEngine
 
     engine = EmulatedEngine()

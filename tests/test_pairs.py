@@ -206,7 +206,7 @@ def _gpu_samples(a, on_device=True):
 
 
 def _emulated_engine():
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine needs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine needs the C++ host twins")
     from gpu_emulation import EmulatedEngine
 
     return EmulatedEngine()

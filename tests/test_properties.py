@@ -290,7 +290,7 @@ def test_narrow_bandwidth_matches_the_reference(target, dtype, debiased):
 def emulated_cuda(monkeypatch):
     """``backend="cuda"`` runs the real GPU drivers on tests/gpu_emulation.py's engine (its
     kernels are the C++ host twins of the CUDA kernels)."""
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
     from gpu_emulation import EmulatedEngine
     from pyckafast._core import dispatch
     from pyckafast._core.inputs import Samples, prepare

@@ -60,7 +60,7 @@ def test_every_bandwidth_matches_reference(data, references, cpu_backend, dtype,
 @pytest.mark.parametrize("threshold", [0.05, 0.1, 20.0])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_emulated_gpu_matches_reference(data, references, dtype, threshold, debiased):
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
     from gpu_emulation import EmulatedEngine
     from pyckafast._gpu import rbf as gpu_rbf
 

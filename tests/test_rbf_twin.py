@@ -1,4 +1,4 @@
-"""The host twin of the CUDA RBF kernel (csrc/cpu/rbf_pairs_twin.cpp, sharing the kernel's index
+"""The host twin of the CUDA RBF kernel (csrc/cpu/twins/rbf_pairs_twin.cpp, sharing the kernel's index
 math in csrc/common/rbf_pairs_grid.h) against float64 brute force: ragged blocks, dx != dy, same
 and different blocks, float32 and float64, tile by tile down to the pair-sum slots."""
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_ext = pytest.importorskip("pyckafast._ext", reason="the host twin needs the compiled extension")
+_twins = pytest.importorskip("pyckafast._twins", reason="the host twins need the test-only extension")
 
 from gpu_emulation import EmulatedEngine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TWIN = {np.float32: _ext.rbf_pairs_twin_f32, np.float64: _ext.rbf_pairs_twin_f64}
-TILE = {np.float32: _ext.rbf_twin_tile_rows_f32(), np.float64: _ext.rbf_twin_tile_rows_f64()}
+TWIN = {np.float32: _twins.rbf_pairs_twin_f32, np.float64: _twins.rbf_pairs_twin_f64}
+TILE = {np.float32: _twins.rbf_twin_tile_rows_f32(), np.float64: _twins.rbf_twin_tile_rows_f64()}
 GAMMA_X, GAMMA_Y = 0.04, 0.3
 # (gamma, c, m) of E = 2^m exp(-gamma d2) - c: x a shifted and scaled kernel, y the expm1 form.
 KX, KY = (GAMMA_X, 3.1, 2), (GAMMA_Y, 1.0, 0)

@@ -284,7 +284,7 @@ def _proxy_module() -> types.ModuleType:
 
 @pytest.fixture
 def gpu_ops(monkeypatch):
-    pytest.importorskip("pyckafast._ext", reason="the emulated engine runs the C++ host twins")
+    pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
     from gpu_emulation import EmulatedEngine
 
     from pyckafast._core import dispatch

@@ -7,7 +7,7 @@
 //  * by columns (shift_column, weighted_column) and strided row norms (row_sq_norm): the CUDA
 //    kernel, where one thread owns a column and walks down the rows (coalesced across threads),
 //    and one warp shares a row for its norm. The host twin of the CUDA kernel
-//    (csrc/cpu/linear_moments_twin.cpp) runs these same loops in the kernel's decomposition.
+//    (csrc/cpu/twins/linear_moments_twin.cpp) runs these same loops in the kernel's decomposition.
 #pragma once
 #include "pcf_common.h"
 

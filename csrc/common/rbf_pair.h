@@ -1,6 +1,6 @@
 // The RBF per-pair body, written once for every fused RBF pass: the C++ host kernel
 // (csrc/cpu/rbf_pairs_cpu.cpp, on GCC vector lanes), the CUDA kernel (csrc/cuda/rbf_pairs_cuda.cu,
-// one scalar pair per thread) and the CUDA kernel's host twin (csrc/cpu/rbf_pairs_twin.cpp).
+// one scalar pair per thread) and the CUDA kernel's host twin (csrc/cpu/twins/rbf_pairs_twin.cpp).
 // Compiles with g++, nvcc and NVRTC (no headers, no std:: calls).
 //
 // Every kernel computes the dot products x_i . x_j and y_i . y_j of a tile of sample pairs in

@@ -1,5 +1,5 @@
 // The tile decomposition of the CUDA RBF kernel (csrc/cuda/rbf_pairs_cuda.cu), shared with its
-// host twin (csrc/cpu/rbf_pairs_twin.cpp), which runs the kernel's grid, block and thread loops
+// host twin (csrc/cpu/twins/rbf_pairs_twin.cpp), which runs the kernel's grid, block and thread loops
 // serially. Every index, tile size, mask, slot and shared-memory position is computed here, by the
 // same lines on both sides, so that CI (no GPU) executes the kernel's indexing; only what has no
 // host meaning (barriers, shuffles, atomics) stays in the .cu file, and the twin emulates it.

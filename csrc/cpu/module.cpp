@@ -10,7 +10,6 @@
 #include "linear_moments_cpu.h"
 
 namespace py = pybind11;
-void bind_twins(py::module_& m);  // twin_bind.cpp: host twins of the CUDA kernels, for CI
 void bind_rbf(py::module_& m);             // rbf_bind.cpp: the fused RBF pass
 
 namespace {
@@ -46,8 +45,7 @@ py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& s
 }  // namespace
 
 PYBIND11_MODULE(_ext, m) {
-  m.doc() = "pyckafast host kernels (C++17, std::thread): the CPU twins of the CUDA kernels";
-  bind_twins(m);
+  m.doc() = "pyckafast host kernels (C++17, std::thread): the CPU producers of the terms";
   m.def("linear_moments_f32", &linear_moments<float>, py::arg("x"), py::arg("y"),
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"));

@@ -1,4 +1,4 @@
-// CUDA kernels of the linear-CKA moment pass (host twin: csrc/cpu/linear_moments_twin.cpp, which runs
+// CUDA kernels of the linear-CKA moment pass (host twin: csrc/cpu/twins/linear_moments_twin.cpp, which runs
 // the same loops of csrc/common/linear_rows.h in the same decomposition). Compiled at run time by
 // CuPy (NVRTC); T = float or double. Launched on one row chunk at a time; every sum goes to a
 // double array with atomicAdd (one atomic per thread per slab of rows, not per element).

@@ -8,7 +8,7 @@
 // The per-pair body (entry, mask, accumulator) is csrc/common/rbf_pair.h, the one the host kernel
 // csrc/cpu/rbf_pairs_cpu.cpp runs on vector lanes. The tile decomposition (tile sizes, thread
 // ownership, slices, slots, epilogue rows) is csrc/common/rbf_pairs_grid.h, shared with this
-// kernel's host twin csrc/cpu/rbf_pairs_twin.cpp: this file keeps only the barriers, shuffles and
+// kernel's host twin csrc/cpu/twins/rbf_pairs_twin.cpp: this file keeps only the barriers, shuffles and
 // atomics, which the twin emulates; the register-tiled dot products are csrc/cuda/dot_tile.cuh,
 // shared with the distance-histogram kernel.
 //

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../common/linear_rows.h"
+#include "../../common/linear_rows.h"
 
 namespace pcf {
 namespace {

@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#include "linear_moments_cpu.h"
+#include "../linear_moments_cpu.h"
 
 namespace pcf {
 

@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "../common/rbf_pairs_grid.h"
+#include "../../common/rbf_pairs_grid.h"
 
 namespace pcf {
 namespace {

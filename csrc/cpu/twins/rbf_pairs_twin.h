@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#include "../common/rbf_pair.h"
+#include "../../common/rbf_pair.h"
 
 namespace pcf {
 

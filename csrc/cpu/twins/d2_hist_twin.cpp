@@ -2,8 +2,8 @@
 
 #include <memory>
 
-#include "../common/d2_hist.h"
-#include "../common/rbf_pairs_grid.h"
+#include "../../common/d2_hist.h"
+#include "../../common/rbf_pairs_grid.h"
 
 namespace pcf {
 namespace {

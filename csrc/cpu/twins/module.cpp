@@ -1,14 +1,15 @@
-// Python bindings of the host twins of the CUDA kernels (linear_moments_twin.cpp:
-// linear_moments_columns_f32/f64; rbf_pairs_twin.cpp: rbf_pairs_twin_f32/f64). Kept out of
-// module.cpp: these exist to test the CUDA kernels' loops in CI and to emulate the GPU driver on
-// the CPU, not as backends.
+// pybind11 module pyckafast._twins, test-only (never imported by the package): the host twins
+// of the CUDA kernels (linear_moments_twin.cpp: linear_moments_columns_f32/f64;
+// rbf_pairs_twin.cpp: rbf_pairs_twin_f32/f64; d2_hist_twin.cpp: d2_hist_twin_f32/f64). They
+// exist to run the CUDA kernels' loops in CI and to emulate the GPU driver on the CPU
+// (tests/gpu_emulation.py), not as backends, so the shipped pyckafast._ext does not hold them.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <string>
 
-#include "bind_util.h"
+#include "../bind_util.h"
 #include "d2_hist_twin.h"
 #include "linear_moments_twin.h"
 #include "rbf_pairs_twin.h"
@@ -168,7 +169,8 @@ void def_d2_hist_twin(py::module_& m, const std::string& suffix) {
 
 }  // namespace
 
-void bind_twins(py::module_& m) {
+PYBIND11_MODULE(_twins, m) {
+  m.doc() = "pyckafast._twins (test-only): host twins of the CUDA kernels, run by the tests";
   def_d2_hist_twin<float>(m, "_f32");
   def_d2_hist_twin<double>(m, "_f64");
   def_rbf_twin<float>(m, "_f32");
