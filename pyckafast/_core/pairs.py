@@ -19,11 +19,13 @@ row sums (:class:`ScatteredSums`; :class:`PairTermsSum` for :class:`PairTerms`).
   - the kernel passes (:mod:`pyckafast._cpu.rbf`, the C++, Numba and CUDA RBF kernels,
     ``csrc/common/rbf_pair.h``) evaluate the pairs i < j only and double them, adding the
     column sums into the same rows (the kernel is symmetric): half the entries;
-  - the tiled maps (:mod:`pyckafast._cpu.tiled_map`, the linear tiles of
-    :mod:`pyckafast._cpu.linear_tiles`) compute the full square tile, one SYRK/GEMM in the
-    input dtype (a triangle mask would cost more than the half it saves, and one GEMM of the
-    tile stack gives every pair's sums at once); RBF tiles zero their diagonal, whose constant
-    the terms carry as ``const_diag``.
+  - the tiled maps (:mod:`pyckafast._cpu.tiled_map`) compute the full square tile, one
+    SYRK/GEMM in the input dtype (a triangle mask would cost more than the half it saves, and
+    one GEMM of the tile stack gives every pair's sums at once); RBF tiles zero their diagonal,
+    whose constant the terms carry as ``const_diag``; linear tiles keep it (their ``diagonal``);
+  - the linear tiles of :mod:`pyckafast._cpu.linear_tiles` also compute the full square (SYRK)
+    and then subtract its diagonal, so their part is that of the kernel passes (pairs i != j),
+    the diagonal kept apart.
 * Distance histograms and candidate lists (the exact-median passes) count each unordered pair
   once: i < j of a diagonal pair, every pair of an off-diagonal one; they add with ``+``.
 * Off-diagonal parts are doubled by the scatter, except on the GPU: the CUDA RBF kernel doubles
