@@ -295,3 +295,30 @@ def test_cka_matrix_dask_constant_layer_and_non_finite(client):
     with pytest.raises(ValueError, match=r"xs\[1\] must contain only finite values; found "
                                          r"NaN or Inf in row 217"):
         pyckafast.cka_matrix([dxs[0], da.from_array(bad, chunks=70)])
+
+
+@pytest.mark.parametrize("form, computations", [("features", 1), ("tiles", None)])
+def test_cka_matrix_dask_stays_lazy_until_its_passes(form, computations, monkeypatch):
+    """No Dask array is pulled into memory; a map of narrow layers is one Dask computation
+    (every chunk's terms, the tree and the variance flags together)."""
+    import dask
+    from dask.local import get_sync
+
+    rng = np.random.default_rng(4)
+    xs = [rng.normal(size=(230, 6)), rng.normal(size=(230, 4)) ** 2, rng.normal(size=(230, 9))]
+    want = pyckafast.cka_matrix(xs, debiased=True, form=form)
+    graphs = []
+
+    def counting_scheduler(dsk, keys, **options):
+        graphs.append(keys)
+        return get_sync(dsk, keys, **options)
+
+    def no_asarray(self, *args, **kw):
+        raise AssertionError("the Dask array was pulled into memory by np.asarray")
+
+    dxs = [da.from_array(a, chunks=(60, -1)) for a in xs]
+    monkeypatch.setattr(da.Array, "__array__", no_asarray)
+    with dask.config.set(scheduler=counting_scheduler):
+        got = pyckafast.cka_matrix(dxs, debiased=True, form=form)
+    assert graphs and (computations is None or len(graphs) == computations), len(graphs)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
