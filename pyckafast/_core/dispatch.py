@@ -263,7 +263,8 @@ PRODUCERS: dict[tuple[str, str], Producer] = {
     ("minibatch", "cuda"): Producer("pyckafast._gpu.producers:batch_triples", "hsic_matrix", True),
     ("matrix", "cpu"): Producer("pyckafast._cpu.maps:matrix_pairs", "linear_moments", False),
     ("matrix", "cuda"): Producer("pyckafast._gpu.map:matrix_pairs", "linear_terms", True),
-    ("matrix", "dask"): Producer("pyckafast._dask.matrix:matrix_pairs", "linear_moments", False),
+    ("matrix", "dask"): Producer("pyckafast._dask.matrix:matrix_pairs", "linear_moments",
+                                 False),
 }
 
 

@@ -52,7 +52,8 @@ import numpy as np
 from .validation import check_finite_sums
 
 __all__ = ["Bounds", "default_tile", "block_bounds", "bounds_of_sizes", "block_pairs",
-           "reduce_pairs", "Summed", "BlockSums", "ScatteredSums", "PairTerms", "PairTermsSum", "CentredSide", "CentredBlock",
+           "reduce_pairs", "Summed", "BlockSums", "ScatteredSums", "PairTerms", "PairTermsSum",
+           "CentredSide", "CentredBlock",
            "compute_dtype", "centring_shift", "shift_from_sums", "centre", "sq_norms",
            "retry_out_of_memory"]
 

@@ -24,7 +24,7 @@ from .._core.terms import KernelTerms
 from .._cpu.tiled_map import (_SPREAD_ROWS, Side, head_scale, map_tile_rows, pair_terms,
                               rbf_gammas, rbf_kernels, scale_log2, set_pair_sums)
 
-__all__ = ["tiled_map_terms"]
+__all__ = ["tiled_map_terms", "aligned"]
 
 Pair = tuple[int, int]
 
@@ -60,7 +60,7 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
         return {}, [False] * len(reps)
     names = list(names) if names is not None else [f"reps[{r}]" for r in range(len(reps))]
     gamma = rbf_gammas(kernel, gammas, used)
-    arrays = _aligned([da.asarray(reps[r]) for r in used], [names[r] for r in used])
+    arrays = aligned([da.asarray(reps[r]) for r in used], [names[r] for r in used])
     n = int(arrays[0].shape[0])
     dtypes = [float_dtype(a.dtype, names[r]) for a, r in zip(arrays, used)]
     kernels, wider = rbf_kernels(gamma, options, arrays, dtypes)
@@ -90,7 +90,7 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
                       [scale_log2(c) for c in scales], used, pairs, len(reps), kernels)
 
 
-def _aligned(arrays: list, names: list[str]) -> list:
+def aligned(arrays: list, names: list[str]) -> list:
     """2-D arrays with the row chunks of the first and one column chunk, checked."""
     out = []
     for a, name in zip(arrays, names):

@@ -20,21 +20,20 @@ the layers' variance flags are one ``dask.compute``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import accumulate
 
 import numpy as np
 
-from .._core import bandwidth as bw
-from .._core import combine, dispatch
+from .._core import combine
 from .._core.inputs import Samples, check_finite_sums, float_dtype
 from .._core.progress import Progress
 from .._core.terms import LinearTerms, RowNormTerms
 from .._cpu import linear_map, tiled_map
 from .._cpu.linear import first_chunk_mean
 from .._cpu.linear_map import gemm_dtype
-from .map import _aligned, tiled_map_terms
+from . import rbf as dask_rbf
+from .map import aligned, tiled_map_terms
 
 __all__ = ["matrix_pairs", "MapPairs"]
 
@@ -71,11 +70,12 @@ def matrix_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backe
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
               if not symmetric or i < j]
     names = [s.name for s in reps]
-    arrays = _aligned([s.data for s in reps], names)
+    arrays = aligned([s.data for s in reps], names)
     with dask_progress(progress, desc="dask CKA map"):
         if kernel == "rbf":
-            gammas = [layer_gamma(a, name, options, 0 if r < len(xs) or symmetric else 1,
-                                  tile, backend) for r, (a, name) in enumerate(zip(arrays, names))]
+            gammas = [dask_rbf.layer_gamma(a, name, options, 0 if r < len(xs) or symmetric else 1,
+                                           tile, backend)
+                      for r, (a, name) in enumerate(zip(arrays, names))]
             tiled, features = list(wanted), []
         else:
             gammas = None
@@ -207,21 +207,3 @@ def _pair_terms(trees: list[dict], shifts: list[np.ndarray], eps: list[float], n
 def _varies(a):
     """A lazy flag: whether any row of ``a`` differs from its first."""
     return (a != a[:1]).any()
-
-
-def layer_gamma(a, name: str, options, side: int, tile: int | None, backend: str) -> float:
-    """One Dask layer's RBF gamma, equal to :meth:`pyckafast.rbf.RBFOptions.gamma` of its rows
-    in memory (the exact selection of :mod:`pyckafast._dask.rbf` over its chunk pairs)."""
-    from . import rbf as dask_rbf
-
-    if options.sigma is not None:
-        return bw.gamma_from_sigma(options.sigma[side])
-    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
-    a = dask_rbf._coarse_rows(a)
-    blocks = list(a.to_delayed().ravel())
-    sizes = [int(c) for c in a.chunks[0]]
-    (chunks,) = dask_rbf._centred_chunks((a,), (blocks,), (name,), sizes, ops)
-    gamma = dask_rbf._gamma(blocks, chunks, name, sizes, options.bandwidth, options.threshold,
-                            tile, options.n_pairs, options.seed, ops)
-    # the selection ran on rows times 2^log2 (data of extreme magnitude): distances 4^log2 x
-    return math.ldexp(gamma, 2 * chunks.log2)

@@ -29,7 +29,7 @@ from .._core.validation import check_positive_scalar, float_dtype, min_samples
 from .._core.rbf_entry import TYPICAL_PAIRS, RbfKernel, pass_dtype, peak_exponent
 from .._cpu.rbf import kernel_terms, set_pair_terms
 
-__all__ = ["aligned_blocks", "rbf_kernel_terms", "exact_median", "BANDWIDTHS"]
+__all__ = ["aligned_blocks", "rbf_kernel_terms", "layer_gamma", "exact_median", "BANDWIDTHS"]
 
 BANDWIDTHS = bw.RULES
 
@@ -191,6 +191,22 @@ def _gamma(blocks, chunks: _Chunks, name, sizes, rule, threshold, tile, n_pairs,
     else:
         median = _exact_median_of_chunks(chunks, sizes, rule, tile, ops)
     return bw.gamma_from_median(median, threshold, name, rule)
+
+
+def layer_gamma(a, name: str, options, side: int, tile: int | None, backend: str) -> float:
+    """One Dask layer's RBF gamma, equal to :meth:`pyckafast.rbf.RBFOptions.gamma` of its rows
+    in memory (the exact selection over its chunk pairs, or the sampled rule's pairs)."""
+    if options.sigma is not None:
+        return bw.gamma_from_sigma(options.sigma[side])
+    ops = dispatch.resolve(backend, "rbf_tile", "cpu")
+    a = _coarse_rows(a)
+    blocks = list(a.to_delayed().ravel())
+    sizes = [int(c) for c in a.chunks[0]]
+    (chunks,) = _centred_chunks((a,), (blocks,), (name,), sizes, ops)
+    gamma = _gamma(blocks, chunks, name, sizes, options.bandwidth, options.threshold,
+                            tile, options.n_pairs, options.seed, ops)
+    # the selection ran on rows times 2^log2 (data of extreme magnitude): distances 4^log2 x
+    return math.ldexp(gamma, 2 * chunks.log2)
 
 
 # ---- RBF pair terms ------------------------------------------------------------------------------
