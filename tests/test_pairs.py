@@ -375,3 +375,37 @@ def test_the_no_compiled_code_check_can_fail(no_compiled_code):
         assert sum(no_compiled_code.values()) > 0
     with pytest.raises(AssertionError, match="Numba kernel"):
         pyckafast.rbf_cka(x, y, backend="numba")
+
+
+@pytest.mark.parametrize("tile", [1, 4, 13, 40])
+def test_one_scatter_gives_the_sums_of_the_whole_matrix(tile):
+    """ScatteredSums over block_pairs: full square diagonal parts (weight 1) and one-direction
+    off-diagonal parts (weight 2, rows to a, columns to b) give the whole symmetric matrix's
+    sums, row sums and diagonal, for a stack of L matrices; two distinct sets give the sums of
+    the rectangle counted in both directions."""
+    rng = np.random.default_rng(tile)
+    a = rng.normal(size=(3, 13, 13))
+    k = a + a.transpose(0, 2, 1)  # three symmetric "kernels"
+    flat = k.reshape(3, -1)
+
+    def body(ba, bb, diagonal):
+        part = k[:, ba[0]:ba[1], bb[0]:bb[1]]
+        f = part.reshape(3, -1)
+        return pairs.BlockSums(f @ f.T, part.sum(axis=2), None if diagonal else part.sum(axis=1),
+                               np.diagonal(part, axis1=1, axis2=2) if diagonal else None)
+
+    bounds = pairs.block_bounds(13, tile)
+    got = pairs.reduce_pairs(body, bounds, into=pairs.ScatteredSums((3, 3), (3,), 13,
+                                                                    keep_diagonal=True))
+    np.testing.assert_allclose(got.sums, flat @ flat.T, rtol=1e-12)
+    np.testing.assert_allclose(got.rows_a, k.sum(axis=2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got.diagonal, np.diagonal(k, axis1=1, axis2=2))
+    rect = k[:, :5, 5:]  # rows 0..4 against rows 5..12: two sets
+    two = pairs.reduce_pairs(lambda ba, bb, diagonal: body((ba[0], ba[1]), (5 + bb[0], 5 + bb[1]),
+                                                           False),
+                             pairs.block_bounds(5, tile), pairs.block_bounds(8, tile),
+                             into=pairs.ScatteredSums((3, 3), (3,), 5, 8))
+    r = rect.reshape(3, -1)
+    np.testing.assert_allclose(two.sums, 2 * r @ r.T, rtol=1e-12)
+    np.testing.assert_allclose(two.rows_a, rect.sum(axis=2), atol=1e-12)
+    np.testing.assert_allclose(two.rows_b, rect.sum(axis=1), atol=1e-12)
