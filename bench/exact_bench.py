@@ -46,12 +46,18 @@ def _parse() -> argparse.Namespace:
                    help="the checkout to import pyckafast from (default: this script's)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--skip-peer", action="store_true", help="time pyckafast only")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch's intra-op threads (and BLAS's: OPENBLAS/OMP_NUM_THREADS), e.g. 1 "
+                        "on a machine that other jobs keep busy (default: torch's own)")
     return p.parse_args()
 
 
 ARGS = _parse() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.pyckafast:
     sys.path.insert(0, os.path.abspath(ARGS.pyckafast))
+if ARGS is not None and ARGS.threads:  # before numpy / torch start their pools
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYCKAFAST_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -242,22 +248,25 @@ def main() -> None:
             for name, fn in methods:
                 loads[job].append(load())
                 a, b = (copy.deepcopy(m) for m in base)
+                cpu = time.process_time()
                 results[job, name].append(fn(job, a, b, data))
+                results[job, name][-1]["cpu"] = time.process_time() - cpu
                 print(f"round {r + 1} {job} {name}: {results[job, name][-1]['wall']:.2f} s "
                       f"(load {loads[job][-1]:.2f})", file=sys.stderr, flush=True)
     med = statistics.median
     print(f"\npyckafast from {os.path.dirname(os.path.dirname(pyckafast.__file__))}; "
           f"n = {ARGS.n}, batch {ARGS.batch}, {ARGS.rounds} interleaved rounds, medians; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
           f"{os.cpu_count()} cpus\n")
-    print("| job | forward alone s | torch_cka s | exact s | exact / torch_cka (per round) | "
-          "forward in exact s (/ alone) | batch loop s | tiled pass s | disk s | "
+    print("| job | forward alone s | torch_cka s (CPU s) | exact s (CPU s) | exact / torch_cka "
+          "(per round) | forward in exact s (/ alone) | batch loop s | tiled pass s | disk s | "
           "max abs(exact - torch_cka) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for job in jobs:
         alone = med(x["wall"] for x in results[job, "forward alone"])
         ex = results[job, "exact"]
         t_ex = med(x["wall"] for x in ex)
+        c_ex = med(x["cpu"] for x in ex)
         split = {k: med(x["split"][k] for x in ex) for k in ("forward", "batch_loop",
                                                              "tiled_pass", "disk")}
         if ARGS.skip_peer:
@@ -266,10 +275,10 @@ def main() -> None:
             tc = results[job, "torch_cka"]
             t_tc = med(x["wall"] for x in tc)
             rounds = [e["wall"] / p["wall"] for e, p in zip(ex, tc)]
-            peer = f"{t_tc:.2f}"
+            peer = f"{t_tc:.2f} ({med(x['cpu'] for x in tc):.1f})"
             ratio = f"**{med(rounds):.2f}** ({', '.join(f'{q:.2f}' for q in rounds)})"
             diff = f"{np.max(np.abs(ex[-1]['cka'] - tc[-1]['cka'])):.1e}"
-        print(f"| {job} | {alone:.2f} | {peer} | {t_ex:.2f} | {ratio} | {split['forward']:.2f} "
+        print(f"| {job} | {alone:.2f} | {peer} | {t_ex:.2f} ({c_ex:.1f}) | {ratio} | {split['forward']:.2f} "
               f"({split['forward'] / alone:.2f}) | {split['batch_loop']:.2f} | "
               f"{split['tiled_pass']:.2f} | {split['disk']:.2f} | {diff} | "
               f"{min(loads[job]):.1f}-{max(loads[job]):.1f} |")
