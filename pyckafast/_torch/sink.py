@@ -15,6 +15,7 @@ Both sinks keep the time split of the report (:meth:`LinearMapSink.timings`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -49,15 +50,28 @@ def _state_input(t):
     return t if device_of(t) == "cuda" else t.numpy()
 
 
-def _beside_torch():
+class _BesideTorch:
     """BLAS threads for the state's host GEMMs that do not sit on torch's intra-op threads:
     the cores torch does not use, at least one. OpenBLAS's workers spin for a while after each
     call, so with both pools on every core each slows the other down (the forward passes ran
-    2.2x slower inside the loop than alone)."""
-    from .._core.threads import available_cores, blas_threads
+    2.2x slower inside the loop than alone). One threadpoolctl controller per comparison (made
+    at the first batch: finding the BLAS libraries costs milliseconds, too much per batch)."""
 
-    torch = require("torch", "pyckafast.torch")
-    return blas_threads(max(1, available_cores() - torch.get_num_threads()))
+    def __init__(self):
+        from .._core.threads import available_cores
+
+        torch = require("torch", "pyckafast.torch")
+        self.limit = max(1, available_cores() - torch.get_num_threads())
+        self.controller = None
+        if self.limit < available_cores():
+            from threadpoolctl import ThreadpoolController
+
+            self.controller = ThreadpoolController()
+
+    def __call__(self):
+        if self.controller is None:
+            return contextlib.nullcontext()
+        return self.controller.limit(limits=self.limit, user_api="blas")
 
 
 class Clock:
@@ -97,6 +111,7 @@ class LinearMapSink:
         self.tiles_xp = tiles_xp  # CuPy: the cached blocks are uploaded, the tiles made on the GPU
         self.clock = Clock(started)
         self.tile, self.streamed, self.batches = tile, None, 0
+        self._beside_torch = None
 
     def _stream_tiles(self, acts: dict) -> None:
         """At the first batch: host activations of cached layers get the tiled pass that runs
@@ -124,7 +139,9 @@ class LinearMapSink:
         if self.state is not None:
             xs = {plan.keys_a[i][1]: _state_input(acts[plan.keys_a[i]]) for i in plan.stream_a}
             ys = None if plan.symmetric else [_state_input(acts[plan.keys_b[j]]) for j in plan.stream_b]
-            with _beside_torch():
+            if self._beside_torch is None:
+                self._beside_torch = _BesideTorch()
+            with self._beside_torch():
                 self.state.update(xs, ys)
         for key in plan.cached:
             self.cache.write(key, host_array(acts[key]))
