@@ -498,3 +498,37 @@ def test_full_disk_on_a_small_tmpfs(tmp_path):
         assert [(d, f) for d, _, f in os.walk(small) if f or d != str(small)] == []
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_sink_timings_split_the_comparison(images, tmp_path):
+    """sink.timings(): the report's time split (forward, batch loop, tiled pass, disk), the
+    tiled pass of the cached layers done as the batches arrive."""
+    from pyckafast._torch.cache import ActivationCache
+    from pyckafast._torch.plan import plan_map
+    from pyckafast._torch.sink import LinearMapSink
+
+    x, batches = images
+    a, b = ConvNet(25), ConvNet(26)
+    keys_a, keys_b = [("model_a", "stem"), ("model_a", "fc")], [("model_b", "stem")]
+    acts = [dict(zip(keys_a + keys_b, [torch.from_numpy(v.astype(np.float32)) for v in
+                                       _acts(a, xb, ["stem", "fc"]) + _acts(b, xb, ["stem"])]))
+            for xb in batches]
+    widths = {k: v.shape[1] for k, v in acts[0].items()}
+    plan = plan_map(keys_a, keys_b, widths, False, 1)
+    cache = ActivationCache(plan.cached, tmp_path)
+    try:
+        sink = LinearMapSink(plan, None, cache, True)
+        for batch in acts:
+            sink.add(batch, forward_seconds=0.25)
+        loop = sink.timings()
+        m = sink.result()
+        done = sink.timings()
+    finally:
+        cache.close()
+    assert set(done) == {"forward", "batch_loop", "tiled_pass", "disk"}
+    assert done["forward"] == loop["forward"] == 0.75
+    assert 0 < loop["tiled_pass"] <= done["tiled_pass"] and loop["batch_loop"] >= 0.75
+    assert done["batch_loop"] == loop["batch_loop"] and done["disk"] > 0
+    want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem"]), debiased=True)
+    np.testing.assert_allclose(m, want, atol=1e-6)
+    assert os.listdir(tmp_path) == []
