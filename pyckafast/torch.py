@@ -7,11 +7,12 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
   :class:`pyckafast.CKAMapState` (memory independent of the number of samples; activations on a
   GPU stay there and are reduced by the cuda backend, only float64 moments reach the host);
 * wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache
-  on disk (``cache_dir=``), written once; after the pass every pair involving such a layer comes
-  from one tiled sample-space pass over the cache (each layer's Gram tile once per block pair;
-  memory O(L (n + tile^2) + tile p), never p x p nor n x n). Cached activations are copied to
-  the host to be written; for a model on the GPU the tiles are computed there (CuPy), the
-  cached blocks uploaded one at a time.
+  on disk (``cache_dir=``), written once; every pair involving such a layer comes from one
+  tiled sample-space pass (each layer's Gram tile once per block pair; memory O(L (n + tile^2)
+  + tile p), never p x p nor n x n), run while the batches arrive: each batch's tiles against
+  the earlier rows, with torch on its own threads (``_torch/tiles.py``). Cached activations are
+  copied to the host to be written; for a model on the GPU the tiles are computed there (CuPy)
+  after the loop, the cached blocks uploaded one at a time.
 
 The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
 average per-batch HSICs, a different quantity). RBF kernel: every layer goes to the cache and
