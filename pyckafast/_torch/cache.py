@@ -8,7 +8,9 @@ removed when the comparison ends unless ``keep_cache=True``; a kept directory ho
 
 On every error path the directory and its files are removed (unless kept): a full disk
 (ENOSPC) raises again when a file with buffered rows is closed, so closing never stops the
-removal. ``seconds`` counts the time spent writing, flushing and reading (the report's "disk").
+removal. Writes run on one background thread (in order), so the batch loop does not wait on
+the disk; ``seconds`` counts the time spent writing (there), flushing and reading (the report's
+"disk": mostly hidden behind the loop's work).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import time
 import numpy as np
 
 __all__ = ["ActivationCache", "check_disk"]
+
+# Writes in flight at most (each holds its batch of one layer's rows).
+_PENDING = 16
 
 
 class ActivationCache:
@@ -49,6 +54,8 @@ class ActivationCache:
         self.files: dict = {}
         self.readers: dict = {}
         self.unflushed: set = set()  # layers with rows written since their last flush
+        self.executor = None
+        self.pending: list = []  # writes in flight, oldest first
         self.shapes: dict = {key: None for key in keys}
         self.dtypes: dict = {}
         try:
@@ -67,13 +74,33 @@ class ActivationCache:
         elif rows.dtype != self.dtypes[key] or p != shape[1]:
             raise ValueError(f"layer {key[1]!r} of {key[0]} gave {p} features of {rows.dtype} in "
                              f"a later batch; its first batch had {shape[1]} of {self.dtypes[key]}.")
-        start = time.perf_counter()
-        try:
-            self.files[key].write(memoryview(np.ascontiguousarray(rows)).cast("B"))
-        finally:
-            self.seconds += time.perf_counter() - start
+        self._settle(_PENDING)  # a failed earlier write raises here; few batches in flight
+        data = memoryview(np.ascontiguousarray(rows)).cast("B")  # holds the rows until written
+        self.pending.append(self._writer().submit(self._write, key, data))
         self.unflushed.add(key)
         self.shapes[key] = (n + (shape[0] if shape else 0), p)
+
+    def _writer(self):
+        """The one thread that writes: a write waits on the disk (page allocation, writeback)
+        more than on a core, so the batch loop goes on meanwhile; one thread keeps each file's
+        rows in order."""
+        if self.executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix="pyckafast-cache")
+        return self.executor
+
+    def _write(self, key, data) -> None:
+        start = time.perf_counter()
+        try:
+            self.files[key].write(data)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _settle(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` writes are in flight; re-raise the first that failed."""
+        while len(self.pending) > keep:
+            self.pending.pop(0).result()
 
     def read(self, key: tuple[str, str], start: int, out: np.ndarray) -> np.ndarray:
         """Rows [start, start + len(out)) of one layer, as written so far, into ``out`` (a
@@ -81,6 +108,7 @@ class ActivationCache:
         runs while the batches arrive."""
         began = time.perf_counter()
         try:
+            self._settle()
             if key in self.unflushed:
                 self.files[key].flush()
                 self.unflushed.discard(key)
@@ -110,6 +138,7 @@ class ActivationCache:
         last buffered rows go out), and write the manifest of a kept cache."""
         start = time.perf_counter()
         try:
+            self._settle()
             for f in self.files.values():
                 f.close()
             self.unflushed.clear()
@@ -136,6 +165,10 @@ class ActivationCache:
         """Close the files and remove the directory (unless kept). Runs on every path out of a
         comparison, errors included: a file that fails to close (its buffered rows hit a full
         disk again) is still closed and the directory still removed."""
+        if self.executor is not None:  # no write may run while the files close
+            self.executor.shutdown(wait=True)
+            self.executor = None
+        self.pending.clear()  # their errors: the error being handled, or a later one
         for fd in self.readers.values():
             _quietly(os.close, fd)
         self.readers.clear()

@@ -47,7 +47,7 @@ __all__ = ["StreamedTiles"]
 
 # Centred rows of the recent batches of every cached layer kept in RAM: a bigger window reads
 # the cache back fewer times (once per window: n^2 / (2 window) rows in all).
-_WINDOW_BYTES = 384 * 2**20
+_WINDOW_BYTES = 512 * 2**20
 _MAX_WINDOW_ROWS = 2048
 # The float64 tiles of one block pair of all layers, and one layer's read-back chunk.
 _STACK_BYTES = 128 * 2**20
