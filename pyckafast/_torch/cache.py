@@ -8,9 +8,10 @@ removed when the comparison ends unless ``keep_cache=True``; a kept directory ho
 
 On every error path the directory and its files are removed (unless kept): a full disk
 (ENOSPC) raises again when a file with buffered rows is closed, so closing never stops the
-removal. Writes run on one background thread (in order), so the batch loop does not wait on
-the disk; ``seconds`` counts the time spent writing (there), flushing and reading (the report's
-"disk": mostly hidden behind the loop's work).
+removal. Where torch's intra-op threads leave a core free, writes run on one background thread
+(in order), so the batch loop does not wait on the disk; ``seconds`` counts the time spent
+writing, flushing and reading (the report's "disk"; with the writer thread, mostly hidden behind
+the loop's work).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ActivationCache:
         self.unflushed: set = set()  # layers with rows written since their last flush
         self.executor = None
         self.pending: list = []  # writes in flight, oldest first
+        self.background = _spare_core()
         self.shapes: dict = {key: None for key in keys}
         self.dtypes: dict = {}
         try:
@@ -74,9 +76,12 @@ class ActivationCache:
         elif rows.dtype != self.dtypes[key] or p != shape[1]:
             raise ValueError(f"layer {key[1]!r} of {key[0]} gave {p} features of {rows.dtype} in "
                              f"a later batch; its first batch had {shape[1]} of {self.dtypes[key]}.")
-        self._settle(_PENDING)  # a failed earlier write raises here; few batches in flight
         data = memoryview(np.ascontiguousarray(rows)).cast("B")  # holds the rows until written
-        self.pending.append(self._writer().submit(self._write, key, data))
+        if self.background:
+            self._settle(_PENDING)  # a failed earlier write raises here; few batches in flight
+            self.pending.append(self._writer().submit(self._write, key, data))
+        else:
+            self._write(key, data)
         self.unflushed.add(key)
         self.shapes[key] = (n + (shape[0] if shape else 0), p)
 
@@ -186,6 +191,18 @@ class ActivationCache:
             _add_note(error, f"The activation cache is kept in {self.directory} "
                              "(keep_cache=True); remove it when done.")
         return False
+
+
+def _spare_core() -> bool:
+    """Whether a core is left beside torch's intra-op threads for the writer thread (else the
+    writes run in the loop: a thread on top of torch's would slow its parallel regions)."""
+    from .._core.threads import available_cores
+
+    try:
+        import torch
+    except ImportError:
+        return available_cores() > 1
+    return available_cores() > torch.get_num_threads()
 
 
 def _quietly(fn, *args) -> bool:
