@@ -24,9 +24,10 @@ Each layer is centred by a fixed shift, its first batch's column means rounded t
 large mean accurate, as in the tiled pass), times the power of two
 :func:`~pyckafast._cpu.tiled_map.head_scale` picks for its first rows.
 
-Memory beyond the cache: the window (at most ``_WINDOW_BYTES`` of centred rows of all cached
-layers, at least one batch), one read-back chunk of one layer, the float64 tile stack
-(``_STACK_BYTES``) and O(L n) row sums and diagonals: O(n + tile p).
+Memory beyond the cache: the window (centred rows of all cached layers: at most
+``_WINDOW_BYTES`` or an eighth of the memory available, at least one batch), one read-back chunk
+of one layer, the float64 tile stack (``_STACK_BYTES``) and O(L n) row sums and diagonals:
+O(n + tile p).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ __all__ = ["StreamedTiles"]
 
 # Centred rows of the recent batches of every cached layer kept in RAM: a bigger window reads
 # the cache back fewer times (once per window: n^2 / (2 window) rows in all).
+# At most an eighth of the memory available when the first batch arrives (at least 64 MiB).
 _WINDOW_BYTES = 512 * 2**20
+_MIN_WINDOW_BYTES = 64 * 2**20
 _MAX_WINDOW_ROWS = 2048
 # The float64 tiles of one block pair of all layers, and one layer's read-back chunk.
 _STACK_BYTES = 128 * 2**20
@@ -211,7 +214,10 @@ class StreamedTiles:
         if self.rows_option:
             rows = int(self.rows_option)
         else:
-            rows = min(_MAX_WINDOW_ROWS, max(1, _WINDOW_BYTES // max(1, row_bytes)))
+            from .._core.dispatch import _available_bytes
+
+            budget = min(_WINDOW_BYTES, max(_MIN_WINDOW_BYTES, _available_bytes() // 8))
+            rows = min(_MAX_WINDOW_ROWS, max(1, budget // max(1, row_bytes)))
         self.capacity = max(b, rows // b * b) if not self.rows_option else max(b, rows)
         self.window = [torch.empty(self.capacity, p, dtype=t.dtype) for p, t in zip(widths, batch)]
         count = len(batch)
