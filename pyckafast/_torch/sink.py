@@ -157,7 +157,9 @@ class LinearMapSink:
         return self.clock.as_dict(self.cache.seconds if self.cache is not None else 0.0)
 
     def result(self, *, progress=None, tile: int | None = None) -> np.ndarray:
-        """The (La, Lb) map: streamed entries from the state, the rest from the cache."""
+        """The (La, Lb) map: streamed entries from the state, the rest from the cache.
+        ``tile``: rows per block of the pass over the cache after the loop (device
+        activations); the pass run during the loop took its rows (``tile=``) at construction."""
         plan = self.plan
         out = np.full((len(plan.keys_a), len(plan.keys_b)), np.nan)
         if self.state is not None and plan.stream_a and plan.stream_b:
