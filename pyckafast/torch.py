@@ -7,11 +7,12 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
   :class:`pyckafast.CKAMapState` (memory independent of the number of samples; activations on a
   GPU stay there and are reduced by the cuda backend, only float64 moments reach the host);
 * wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache
-  on disk (``cache_dir=``), written once; after the pass every pair involving such a layer comes
-  from one tiled sample-space pass over the cache (each layer's Gram tile once per block pair;
-  memory O(L (n + tile^2) + tile p), never p x p nor n x n). Cached activations are copied to
-  the host to be written; for a model on the GPU the tiles are computed there (CuPy), the
-  cached blocks uploaded one at a time.
+  on disk (``cache_dir=``), written once; every pair involving such a layer comes from one
+  tiled sample-space pass (each layer's Gram tile once per block pair; memory O(L (n + tile^2)
+  + tile p), never p x p nor n x n), run while the batches arrive: each batch's tiles against
+  the earlier rows, with torch on its own threads (``_torch/tiles.py``). Cached activations are
+  copied to the host to be written; for a model on the GPU the tiles are computed there (CuPy)
+  after the loop, the cached blocks uploaded one at a time.
 
 The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
 average per-batch HSICs, a different quantity). RBF kernel: every layer goes to the cache and
@@ -23,6 +24,7 @@ imported when called.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from numbers import Integral
@@ -199,7 +201,7 @@ def compare_models(
     run = _Run(model_a, model_b, same, names_a, names_b, keys, device, inputs)
     with ExitStack() as cleanup:
         route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir, keep_cache,
-                       cleanup)
+                       cleanup, rbf_options.get("tile"))
         with run.hooks(), torch.no_grad():
             loader_a, loader_b = _loaders(loader)
             if loader_b is not None and same:
@@ -209,7 +211,9 @@ def compare_models(
             with progress_reporter(progress, total, desc="compare_models: batches",
                                    unit="batch") as tick:
                 for step, (batch_a, batch_b) in enumerate(_batches(loader_a, loader_b), 1):
-                    route.add(run.forward(batch_a, batch_b), total)
+                    began = time.perf_counter()
+                    acts = run.forward(batch_a, batch_b)
+                    route.add(acts, total, time.perf_counter() - began)
                     if tick is not None:
                         tick(step, total)
         cka = route.result(progress, rbf_options)
@@ -281,15 +285,17 @@ class _Route:
     """Created empty; the first batch fixes the widths, the plan and where each layer goes."""
 
     def __init__(self, run: _Run, kernel, debiased, backend, max_state_bytes, cache_dir,
-                 keep_cache, cleanup: ExitStack):
+                 keep_cache, cleanup: ExitStack, tile=None):
+        self.started = time.perf_counter()  # the batch loop's start, for the time split
         self.run, self.kernel, self.debiased, self.backend = run, kernel, debiased, backend
+        self.tile = tile
         self.max_state_bytes, self.cache_dir, self.keep_cache = max_state_bytes, cache_dir, keep_cache
         self.cleanup = cleanup
         self.sink = self.plan = self.cache = None
         self.widths: dict = {}
         self.devices: dict = {}
 
-    def add(self, acts: dict, total_batches: int | None) -> None:
+    def add(self, acts: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
         if self.sink is None:
             self._start(acts, total_batches)
         for key, t in acts.items():
@@ -300,7 +306,7 @@ class _Route:
                     f"with the batch, so its samples are not along sample_dim (here "
                     f"{self.run.sample_dims[key[1]]}); pass sample_dim= (an int or a dict layer "
                     "-> dim, e.g. 1 for sequence-first outputs).")
-        self.sink.add(acts)
+        self.sink.add(acts, forward_seconds)
 
     def _start(self, acts: dict, total_batches) -> None:
         run = self.run
@@ -318,17 +324,18 @@ class _Route:
             state = CKAMapState(debiased=self.debiased, backend=self.backend)
         if self.plan.cached:
             self.cache = ActivationCache(self.plan.cached, self.cache_dir, self.keep_cache)
-            self.cleanup.callback(self.cache.close)
+            self.cleanup.push(self.cache.__exit__)  # removed on every path out, errors too
             if total_batches:
                 rows = len(next(iter(acts.values()))) * total_batches
                 check_disk(self.cache.directory, sum(rows * self.widths[k] * acts[k].element_size()
                                                      for k in self.plan.cached))
         if self.kernel == "rbf":
-            self.sink = RBFSink(self.plan, self.cache)
+            self.sink = RBFSink(self.plan, self.cache, started=self.started)
             return
         on_device = any(device_of(acts[k]) == "cuda" for k in self.plan.cached)
         self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
-                                  tiles_module(self.backend, on_device) if self.cache else np)
+                                  tiles_module(self.backend, on_device) if self.cache else np,
+                                  tile=self.tile, started=self.started)
 
     def result(self, progress, rbf_options: dict) -> np.ndarray:
         if self.sink is None:

@@ -374,7 +374,10 @@ def test_tile_rows_of_the_cached_pass(images):
     calls = []
     m, _, _ = compare_models(a, b, batches, ["stem", "fc"], max_state_bytes=1, tile=16,
                              progress=lambda done, total: calls.append((done, total)))
-    assert calls[-1] == (15, 15)  # 5 blocks of 16 rows (70 rows): 15 block pairs
+    # tile= sets the rows of the window of recent batches (at least a batch: 24) and of the
+    # read-back chunks: after the loop the last batch (22 rows) against the 48 older rows is left,
+    # read back in 3 chunks of 16 rows
+    assert calls[3:] == [(1, 3), (2, 3), (3, 3)]
     want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem", "fc"]))
     np.testing.assert_allclose(m, want, atol=1e-6)
 
@@ -397,3 +400,136 @@ def test_rbf_kernel_reads_the_cache(images, options, tmp_path):
     assert os.listdir(tmp_path) == []
     same, _, _ = compare_models(a, a, batches, names, kernel="rbf", **options)
     assert same[0, 0] == same[1, 1] == 1.0 and same[0, 1] == same[1, 0]
+
+
+class _FullDisk:
+    """A cache file on a disk that fills up: ``write`` (or, with ``at="flush"``, the flush of
+    the buffered rows) raises ENOSPC; rows that did not go out stay pending, so ``flush`` and
+    ``close`` raise again (as a BufferedWriter's do), and ``close`` still closes the file."""
+
+    def __init__(self, f, at: str, budget: int):
+        self.f, self.at, self.budget, self.pending = f, at, budget, False
+
+    def _full(self):
+        import errno
+
+        self.pending = True
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if self.at == "write" and size > self.budget:
+            raise self._full()
+        self.budget -= size
+        self.pending = self.pending or self.at == "flush"
+        return self.f.write(data)
+
+    def flush(self):
+        if self.pending:
+            raise self._full()
+        self.f.flush()
+
+    def close(self):
+        if self.f.closed:
+            return
+        self.f.close()
+        if self.pending:
+            raise self._full()
+
+    def fileno(self):
+        return self.f.fileno()
+
+    @property
+    def closed(self):
+        return self.f.closed
+
+
+@pytest.mark.parametrize("at", ["write", "flush"])
+def test_full_disk_removes_the_cache(images, tmp_path, monkeypatch, at):
+    """Issue 22 item 4: a write or flush that hits a full disk raises ENOSPC, and closing the
+    files raises it again; the cache's files and directory are removed all the same."""
+    import builtins
+
+    import pyckafast._torch.cache as cache
+
+    _, batches = images
+    real_open = builtins.open
+    monkeypatch.setattr(cache, "open", lambda path, mode="r", *a, **k: _FullDisk(
+        real_open(path, mode, *a, **k), at, 24 * 144 * 4 + 1) if "w" in mode and path.endswith(
+            ".raw") else real_open(path, mode, *a, **k), raising=False)
+    gen = (b for b in batches)  # no len: no disk check before the first write
+    with pytest.raises(OSError, match="No space left on device"):
+        compare_models(ConvNet(23), ConvNet(24), gen, ["stem", "fc"], max_state_bytes=1,
+                       cache_dir=tmp_path)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OSError, match="No space left on device") as error:  # kept: it says where
+        compare_models(ConvNet(23), ConvNet(24), iter(batches), ["stem", "fc"],
+                       max_state_bytes=1, cache_dir=tmp_path, keep_cache=True)
+    (kept,) = os.listdir(tmp_path)
+    assert any(str(tmp_path / kept) in note and "keep_cache=True" in note
+               for note in getattr(error.value, "__notes__", [str(error.value)]))
+    assert sorted(os.listdir(tmp_path / kept))[:2] == ["000-model_a-stem.raw", "001-model_a-fc.raw"]
+
+
+def test_full_disk_on_a_small_tmpfs(tmp_path):
+    """The same on a real full disk: a 2 MiB tmpfs (root only; skipped where mounting is not
+    permitted). Every file is removed, the ENOSPC raised on closing a file with buffered rows
+    included."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                                 capture_output=True).returncode == 0
+    except OSError:
+        mounted = False
+    if not mounted:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        torch.manual_seed(0)
+        wide = torch.nn.Sequential(torch.nn.Linear(12, 3000)).eval()
+        other = torch.nn.Sequential(torch.nn.Linear(12, 6)).eval()
+        batches = (torch.randn(20, 12) for _ in range(10))  # no len: no disk check up front
+        with pytest.raises(OSError) as error:
+            compare_models(wide, other, batches, ["0"], ["0"], max_state_bytes=1,
+                           cache_dir=small)
+        assert error.value.errno == 28  # ENOSPC
+        assert [(d, f) for d, _, f in os.walk(small) if f or d != str(small)] == []
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_sink_timings_split_the_comparison(images, tmp_path):
+    """sink.timings(): the report's time split (forward, batch loop, tiled pass, disk), the
+    tiled pass of the cached layers done as the batches arrive."""
+    from pyckafast._torch.cache import ActivationCache
+    from pyckafast._torch.plan import plan_map
+    from pyckafast._torch.sink import LinearMapSink
+
+    x, batches = images
+    a, b = ConvNet(25), ConvNet(26)
+    keys_a, keys_b = [("model_a", "stem"), ("model_a", "fc")], [("model_b", "stem")]
+    acts = [dict(zip(keys_a + keys_b, [torch.from_numpy(v.astype(np.float32)) for v in
+                                       _acts(a, xb, ["stem", "fc"]) + _acts(b, xb, ["stem"])]))
+            for xb in batches]
+    widths = {k: v.shape[1] for k, v in acts[0].items()}
+    plan = plan_map(keys_a, keys_b, widths, False, 1)
+    cache = ActivationCache(plan.cached, tmp_path)
+    try:
+        sink = LinearMapSink(plan, None, cache, True)
+        for batch in acts:
+            sink.add(batch, forward_seconds=0.25)
+        loop = sink.timings()
+        m = sink.result()
+        done = sink.timings()
+    finally:
+        cache.close()
+    assert set(done) == {"forward", "batch_loop", "tiled_pass", "disk"}
+    assert done["forward"] == loop["forward"] == 0.75
+    # no start given: the loop began with the first forward pass (0.25 s before its add)
+    assert 0 < loop["tiled_pass"] <= done["tiled_pass"] and loop["batch_loop"] >= 0.25
+    assert done["batch_loop"] == loop["batch_loop"] and done["disk"] > 0
+    want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem"]), debiased=True)
+    np.testing.assert_allclose(m, want, atol=1e-6)
+    assert os.listdir(tmp_path) == []

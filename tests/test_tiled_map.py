@@ -477,3 +477,74 @@ def test_tiled_map_rbf_narrow_explicit_sigma_matches_reference(narrow_layers):
                                tile=64)[0, 0]
     want = rbf_cka_ref(x, y, sigma=sigma, debiased=True)
     assert abs(got - want) <= 1e-10 * abs(want)
+
+
+# ---- the same pass run as batches arrive (pyckafast._torch.tiles.StreamedTiles) -------------
+def _streamed(layers, sizes, rows=None):
+    torch = pytest.importorskip("torch")
+    from pyckafast._torch.tiles import StreamedTiles
+
+    def read(r, start, out):
+        np.copyto(out, layers[r][start:start + len(out)])
+        return out
+
+    tiles = StreamedTiles([f"layers[{r}]" for r in range(len(layers))], read, rows=rows)
+    lo = 0
+    for size in sizes:
+        tiles.add([torch.from_numpy(np.ascontiguousarray(a[lo:lo + size])) for a in layers])
+        lo += size
+    assert lo == len(layers[0])
+    return tiles
+
+
+@DEBIASED
+@pytest.mark.parametrize("sizes, rows", [
+    ([40] * 5 + [3], None),  # every batch in one window
+    ([40] * 5 + [3], 80),  # windows of two batches: older rows read back
+    ([17, 50, 9, 60, 30, 37], 64),  # uneven batches, one larger than the window
+    ([203], 32),  # one batch, cut into sub-blocks
+], ids=["one-window", "windows", "uneven", "one-batch"])
+def test_streamed_tiles_equal_the_tiled_pass(rng, debiased, sizes, rows):
+    """Batch by batch, the block pairs (t, s), s <= t, give the tiled pass's terms: the same
+    sums (pair products, row sums, diagonal) up to rounding, whatever the batches and windows."""
+    layers = _layers(rng, 203, (300, 40, 7), mean=3.0)
+    layers[1] = layers[1].astype(np.float32)
+    pairs = [(0, 1), (0, 2), (1, 2), (1, 1), (2, 0)]
+    got, zero = _streamed(layers, sizes, rows).terms(pairs)
+    want, zero_want = tiled_map_terms(layers, pairs, tile=64)
+    assert zero == zero_want == [False] * 3
+    for pair in pairs:
+        ref = linear_cka_ref(layers[pair[0]].astype(np.float64),
+                             layers[pair[1]].astype(np.float64), debiased)
+        tol = 1e-6 if 1 in pair else 1e-11  # float32 Gram tiles
+        assert _cka(got[pair], debiased) == pytest.approx(ref, abs=tol)
+        assert _cka(got[pair], debiased) == pytest.approx(_cka(want[pair], debiased), abs=tol)
+        g, w = got[pair], want[pair]
+        assert g.n == w.n and g.log2_k == w.log2_k
+
+
+def test_streamed_tiles_float32_with_a_large_mean(rng):
+    """The shift (the first batch's means, rounded) keeps float32 tiles of data far from the
+    origin accurate, as the tiled pass's global means do."""
+    x = _layers(rng, 300, (60, 20), mean=0.0)
+    layers = [(a + 1e4).astype(np.float32) for a in x]
+    got, _ = _streamed(layers, [64] * 4 + [44], rows=128).terms([(0, 1)])
+    ref = linear_cka_ref(*(a.astype(np.float64) for a in layers), True)
+    assert _cka(got[0, 1], True) == pytest.approx(ref, abs=1e-6)
+
+
+def test_streamed_tiles_reject_non_finite_rows_by_layer_and_row(rng):
+    torch = pytest.importorskip("torch")
+    from pyckafast._torch.tiles import StreamedTiles
+
+    tiles = StreamedTiles(["layer 'a'", "layer 'b'"], lambda r, s, out: out)
+    a, b = torch.randn(30, 5), torch.randn(30, 3)
+    tiles.add([a[:10], b[:10]])
+    bad = b[10:].clone()
+    bad[7, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"layer 'b' must contain only finite values; found NaN "
+                                         r"or Inf in row 17\."):
+        tiles.add([a[10:], bad])
+    assert tiles.n == 10  # the rejected batch changed nothing
+    with pytest.raises(ValueError, match="layer 'a' gave 4 features of torch.float32 in a later"):
+        tiles.add([a[10:, :4], b[10:]])

@@ -2,25 +2,33 @@
 
 Linear kernel: the streamed layers feed ONE :class:`~pyckafast.CKAMapState` (GPU activations go
 in as they are: the state's cuda producer reduces them on the device); the cached layers are
-appended to the activation cache, and after the pass every pair of cached layers comes from one
-tiled sample-space pass over the cache (:func:`pyckafast._cpu.tiled_map.tiled_map_terms`: each
-layer's Gram tile once per block pair). RBF kernel: every layer is cached and the map is one
-tiled pass over the cache.
+appended to the activation cache. On the host, every pair of cached layers comes from the tiled
+sample-space pass run while the batches arrive (:class:`~pyckafast._torch.tiles.StreamedTiles`:
+each batch's Gram tiles against the earlier rows, with torch, on the same threads as the forward
+passes; what is left after the last batch is the last window against the older rows). For a
+model on the GPU the cache is read after the pass by
+:func:`pyckafast._cpu.tiled_map.tiled_map_terms` with CuPy (each layer's Gram tile once per block
+pair). RBF kernel: every layer is cached and the map is one tiled pass over the cache.
+
+Both sinks keep the time split of the report (:meth:`LinearMapSink.timings`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 import warnings
 
 import numpy as np
 
 from .._core import combine
 from .._core.inputs import device_of
+from .._core.optional import require
 from .capture import host_array
 from .plan import Plan
 
-__all__ = ["LinearMapSink", "RBFSink", "tiles_module"]
+__all__ = ["LinearMapSink", "RBFSink", "tiles_module", "Clock"]
 
 
 def tiles_module(backend: str, on_device: bool):
@@ -42,25 +50,116 @@ def _state_input(t):
     return t if device_of(t) == "cuda" else t.numpy()
 
 
-class LinearMapSink:
-    """Streams the small layers into one map state and writes the cached layers to disk."""
+class _BesideTorch:
+    """BLAS threads for the state's host GEMMs that do not sit on torch's intra-op threads:
+    the cores torch does not use, at least one. OpenBLAS's workers spin for a while after each
+    call, so with both pools on every core each slows the other down (the forward passes ran
+    2.2x slower inside the loop than alone). One threadpoolctl controller per comparison (made
+    at the first batch: finding the BLAS libraries costs milliseconds, too much per batch)."""
 
-    def __init__(self, plan: Plan, state, cache, debiased: bool, tiles_xp=np):
+    def __init__(self):
+        from .._core.threads import available_cores
+
+        torch = require("torch", "pyckafast.torch")
+        self.limit = max(1, available_cores() - torch.get_num_threads())
+        self.controller = None
+        if self.limit < available_cores():
+            from threadpoolctl import ThreadpoolController
+
+            self.controller = ThreadpoolController()
+
+    def __call__(self):
+        if self.controller is None:
+            return contextlib.nullcontext()
+        return self.controller.limit(limits=self.limit, user_api="blas")
+
+
+class Clock:
+    """The time split of one comparison (seconds): ``forward`` (the models' forward passes,
+    capture hooks included), ``batch_loop`` (the loop's wall time: forward passes, the state's
+    updates, the cache writes and the tile work done as batches arrive), ``tiled_pass`` (all
+    Gram tile work of the cached layers, in the loop and after it), ``disk`` (the cache's
+    writes, flushes and read-backs)."""
+
+    def __init__(self, started: float | None = None):
+        self.started = started
+        self.forward = self.tiles = 0.0
+        self.loop_end = None
+
+    def batch(self, forward_seconds: float) -> None:
+        if self.started is None:  # no start given: the loop began with this batch's forward
+            self.started = time.perf_counter() - forward_seconds
+        self.forward += forward_seconds
+
+    def as_dict(self, disk: float) -> dict:
+        loop = 0.0 if self.loop_end is None else self.loop_end - self.started
+        return {"forward": self.forward, "batch_loop": loop, "tiled_pass": self.tiles,
+                "disk": disk}
+
+
+class LinearMapSink:
+    """Streams the small layers into one map state, writes the cached layers to disk and, for
+    host activations, runs their tiled pass as the batches arrive.
+
+    ``started`` (a ``time.perf_counter()`` value) is when the batch loop began, for
+    :meth:`timings`; ``add``'s ``forward_seconds`` the time of the batch's forward passes.
+    """
+
+    def __init__(self, plan: Plan, state, cache, debiased: bool, tiles_xp=np, *,
+                 tile: int | None = None, started: float | None = None):
         self.plan, self.state, self.cache, self.debiased = plan, state, cache, debiased
         self.tiles_xp = tiles_xp  # CuPy: the cached blocks are uploaded, the tiles made on the GPU
+        self.clock = Clock(started)
+        self.tile, self.streamed, self.batches = tile, None, 0
+        self._beside_torch = None
 
-    def add(self, acts: dict) -> None:
+    def _stream_tiles(self, acts: dict) -> None:
+        """At the first batch: host activations of cached layers get the tiled pass that runs
+        as the batches arrive; device ones (CuPy tiles) the pass over the cache afterwards."""
+        keys, cache = self.plan.cached, self.cache
+        if cache is None or self.tiles_xp is not np or any(
+                device_of(acts[k]) == "cuda" for k in keys):
+            return
+        from .tiles import StreamedTiles
+
+        self.streamed = StreamedTiles([f"layer {k[1]!r} of {k[0]}" for k in keys],
+                                      lambda r, start, out: cache.read(keys[r], start, out),
+                                      rows=self.tile)
+
+    def add(self, acts: dict, forward_seconds: float = 0.0) -> None:
         """One batch: ``acts`` maps (model, layer) keys to flattened tensors."""
+        self.clock.batch(forward_seconds)
+        if not self.batches:
+            self._stream_tiles(acts)
+        self.batches += 1
         plan = self.plan
+        if self.streamed is not None:  # checked (finite) before anything is written
+            cached = [acts[key] for key in plan.cached]
+            self.streamed.check(cached)
         if self.state is not None:
             xs = {plan.keys_a[i][1]: _state_input(acts[plan.keys_a[i]]) for i in plan.stream_a}
             ys = None if plan.symmetric else [_state_input(acts[plan.keys_b[j]]) for j in plan.stream_b]
-            self.state.update(xs, ys)
+            if self._beside_torch is None:
+                self._beside_torch = _BesideTorch()
+            with self._beside_torch():
+                self.state.update(xs, ys)
         for key in plan.cached:
             self.cache.write(key, host_array(acts[key]))
+        if self.streamed is not None:
+            before = self.streamed.seconds
+            self.streamed.add(cached, checked=True)
+            self.clock.tiles += self.streamed.seconds - before
+        self.clock.loop_end = time.perf_counter()
+
+    def timings(self) -> dict:
+        """Seconds of the comparison so far: ``forward``, ``batch_loop``, ``tiled_pass``,
+        ``disk`` (see :class:`Clock`)."""
+        return self.clock.as_dict(self.cache.seconds if self.cache is not None else 0.0)
 
     def result(self, *, progress=None, tile: int | None = None) -> np.ndarray:
-        """The (La, Lb) map: streamed entries from the state, the rest from the cache."""
+        """The (La, Lb) map: streamed entries from the state, the rest from the cache.
+        ``tile``: rows per block of the pass over the cache after the loop (device
+        activations); the pass run during the loop took its rows (``tile=``) at construction."""
         plan = self.plan
         out = np.full((len(plan.keys_a), len(plan.keys_b)), np.nan)
         if self.state is not None and plan.stream_a and plan.stream_b:
@@ -69,18 +168,49 @@ class LinearMapSink:
             self._cached_entries(out, progress, tile)
         return out
 
-    def _cached_entries(self, out: np.ndarray, progress, tile) -> None:
-        from .._cpu.tiled_map import tiled_map_terms
-
+    def _cached_pairs(self) -> list[tuple[int, int]]:
         plan = self.plan
-        arrays = self.cache.arrays()
         index = {k: r for r, k in enumerate(plan.cached)}
         pairs = [(index[plan.keys_a[i]], index[plan.keys_b[j]]) for i, j in plan.cache_pairs]
         if plan.symmetric:  # (r, r): the zero-variance flag of every cached layer's diagonal
             pairs += [(r, r) for r in range(len(plan.cached))]
-        names = [f"layer {k[1]!r} of {k[0]}" for k in plan.cached]
-        terms, zero = tiled_map_terms([arrays[k] for k in plan.cached], pairs, tile=tile,
-                                      progress=progress, names=names, xp=self.tiles_xp)
+        return pairs
+
+    def _cached_terms(self, pairs, progress, tile):
+        """(terms, zero) of the cached pairs: what the streamed pass has left, or the tiled pass
+        over the whole cache (device activations)."""
+        from .._core.progress import progress_reporter
+
+        plan = self.plan
+        began = time.perf_counter()
+        try:
+            if self.streamed is not None:
+                self.cache.finish()  # the last rows go out (a full disk raises here)
+                left = self.streamed.remaining()  # read-back chunks of the last window
+                with progress_reporter(progress, max(1, left), desc="tiled CKA map",
+                                       unit="chunk") as report:
+                    self.streamed.finish(report)
+                    if report is not None and not left:
+                        report(1, 1)  # nothing was left after the loop: the pass is done
+                return self.streamed.terms(pairs)
+            from .._cpu.tiled_map import tiled_map_terms
+
+            arrays = self.cache.arrays()
+            names = [f"layer {k[1]!r} of {k[0]}" for k in plan.cached]
+            return tiled_map_terms([arrays[k] for k in plan.cached], pairs, tile=tile,
+                                   progress=progress, names=names, xp=self.tiles_xp)
+        finally:
+            if self.streamed is None:
+                self.clock.tiles += time.perf_counter() - began
+
+    def _cached_entries(self, out: np.ndarray, progress, tile) -> None:
+        plan = self.plan
+        index = {k: r for r, k in enumerate(plan.cached)}
+        pairs = self._cached_pairs()
+        before = self.streamed.seconds if self.streamed is not None else 0.0
+        terms, zero = self._cached_terms(pairs, progress, tile)
+        if self.streamed is not None:
+            self.clock.tiles += self.streamed.seconds - before
         for r, key in enumerate(plan.cached):
             if zero[r] and any(r in pair for pair in pairs):
                 _warn_constant(key)
@@ -105,14 +235,29 @@ class RBFSink:
     :func:`pyckafast.rbf_cka` per pair. The activations are read from the cache's memmaps, never
     gathered in memory."""
 
-    def __init__(self, plan: Plan, cache):
+    def __init__(self, plan: Plan, cache, *, started: float | None = None):
         self.plan, self.cache = plan, cache
+        self.clock = Clock(started)
 
-    def add(self, acts: dict) -> None:
+    def add(self, acts: dict, forward_seconds: float = 0.0) -> None:
+        self.clock.batch(forward_seconds)
         for key in self.plan.cached:
             self.cache.write(key, host_array(acts[key]))
+        self.clock.loop_end = time.perf_counter()
+
+    def timings(self) -> dict:
+        """Seconds of the comparison so far (see :class:`Clock`; ``tiled_pass``: the RBF pass
+        over the cache after the loop)."""
+        return self.clock.as_dict(self.cache.seconds)
 
     def result(self, *, debiased: bool, backend: str, options: dict, progress=None) -> np.ndarray:
+        began = time.perf_counter()
+        try:
+            return self._result(debiased, backend, options, progress)
+        finally:
+            self.clock.tiles += time.perf_counter() - began
+
+    def _result(self, debiased: bool, backend: str, options: dict, progress) -> np.ndarray:
         from ..cka_matrix import cka_matrix
         from ..rbf import rbf_cka
 
