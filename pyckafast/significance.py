@@ -26,7 +26,8 @@ from ._core.progress import Progress, progress_reporter
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 
-__all__ = ["CKATestResult", "cka_test", "MatrixTestResult", "cka_matrix_test", "METHODS"]
+__all__ = ["CKATestResult", "cka_test", "MatrixTestResult", "cka_matrix_test", "METHODS",
+           "test_from_terms"]
 
 METHODS = ("auto", "moments", "permutation", "exact")
 EXACT_MAX_N = 10  # 10! = 3.6e6 permutations
@@ -147,7 +148,8 @@ def cka_test(
     third_moment : bool or "auto", default "auto"
         Whether ``method="moments"`` computes the exact third moment. Linear kernel: a second
         pass builds the third-order moment tensor of each side, O(n p^3) time and O(p^3)
-        memory; "auto" does it when that costs at most 4x the CKA pass (small p). RBF: from the
+        memory; "auto" does it when that costs at most 4x the CKA pass (small p) and the data
+        are on the host (Dask and GPU inputs: two moments). RBF: from the
         dense Grams, O(n^3) time and O(n^2) memory; "auto" does it for n <= 2500. Without it
         the p-value of biased CKA fits a gamma law to the two exact moments and that of
         debiased CKA a normal law (see ``approximation``).
@@ -262,7 +264,9 @@ class LinearSide:
 
     def moments_test(self, third_moment) -> CKATestResult:
         ix, iy = self.base
-        if _want_linear_third(third_moment, self.n, self.sx.p, self.sy.p, self.debiased):
+        on_host = all(s.kind == "numpy" and not s.on_device for s in (self.sx, self.sy))
+        if third_moment is True or (on_host and _want_linear_third(
+                third_moment, self.n, self.sx.p, self.sy.p, self.debiased)):
             from ._cpu.null_pass import linear_third_invariants
 
             c = self.terms.centred()
@@ -356,6 +360,14 @@ def _rbf_gram(a: np.ndarray, gamma: float) -> np.ndarray:
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * a @ a.T, 0.0)
     np.fill_diagonal(d2, 0.0)
     return np.exp(-gamma * d2)
+
+
+def test_from_terms(terms, debiased: bool) -> CKATestResult:
+    """The two-moment test of linear terms with row norms (streamed or merged data)."""
+    triple = combine.linear_hsic(terms, debiased)
+    ix, iy = linear_pair(terms, triple, debiased)
+    scale = math.sqrt(ix.frob) * math.sqrt(iy.frob)
+    return _moments_result(combine.cka_from_hsic(triple), null_moments(ix, iy), scale, debiased)
 
 
 def _want_linear_third(third_moment, n: int, p1: int, p2: int, debiased: bool) -> bool:
