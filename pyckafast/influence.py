@@ -34,7 +34,7 @@ INFLUENCE_SPEC = {
 class InfluenceResult:
     """Leave-one-out CKA of every sample (:func:`cka_influence`).
 
-    Attributes
+    Parameters
     ----------
     cka : float
         CKA of all n samples.

@@ -26,8 +26,7 @@ from ._core.progress import Progress, progress_reporter
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 
-__all__ = ["CKATestResult", "cka_test", "MatrixTestResult", "cka_matrix_test", "METHODS",
-           "test_from_terms"]
+__all__ = ["CKATestResult", "cka_test", "MatrixTestResult", "cka_matrix_test", "METHODS"]
 
 METHODS = ("auto", "moments", "permutation", "exact")
 EXACT_MAX_N = 10  # 10! = 3.6e6 permutations
@@ -54,16 +53,20 @@ TEST_SPEC = {
 class CKATestResult:
     """The outcome of :func:`cka_test`.
 
-    Attributes
+    Parameters
     ----------
     cka : float
         The observed CKA.
     pvalue : float
         One-sided p-value: the probability, under permutation of the samples of y, of a CKA at
         least as large as the one observed.
-    null_mean, null_var, null_skew : float
-        Mean, variance and skewness of CKA under permutation: exact for "moments" and "exact"
-        (skewness nan when it was not computed), sample moments of the draws for "permutation".
+    null_mean : float
+        Mean of CKA under permutation (exact for "moments" and "exact"; the mean of the draws
+        for "permutation").
+    null_var : float
+        Variance of CKA under permutation (likewise).
+    null_skew : float
+        Skewness of CKA under permutation (likewise; nan when "moments" did not compute it).
     zscore : float
         ``(cka - null_mean) / sqrt(null_var)``.
     method : str
@@ -123,7 +126,7 @@ def cka_test(
     n_pairs: int = 100_000, bandwidth_seed: int | None = 0, tile: int | None = None,
     progress: Progress = None,
 ) -> CKATestResult:
-    """Permutation test of CKA: is the similarity of x and y above chance?
+    """Test whether the CKA of x and y is above chance, by permuting the samples of y.
 
     Parameters
     ----------
@@ -478,7 +481,7 @@ def _with_cka(result: CKATestResult, cka: float) -> CKATestResult:
 class MatrixTestResult:
     """CKA and p-values of every pair of a layer map (:func:`cka_matrix_test`).
 
-    Attributes
+    Parameters
     ----------
     cka : numpy.ndarray, shape (L, M)
         CKA of each pair.
