@@ -365,7 +365,7 @@ def _rbf_gram(a: np.ndarray, gamma: float) -> np.ndarray:
     return np.exp(-gamma * d2)
 
 
-def test_from_terms(terms, debiased: bool) -> CKATestResult:
+def moments_from_terms(terms, debiased: bool) -> CKATestResult:
     """The two-moment test of linear terms with row norms (streamed or merged data)."""
     triple = combine.linear_hsic(terms, debiased)
     ix, iy = linear_pair(terms, triple, debiased)

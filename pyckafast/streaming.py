@@ -405,11 +405,11 @@ class LinearCKAState:
         >>> state.test().pvalue < 1e-6
         True
         """
-        from .significance import test_from_terms
+        from .significance import moments_from_terms
 
         if self.terms is None:
             raise ValueError("the state has seen no samples yet; call update() first.")
-        return test_from_terms(self.terms, debiased)
+        return moments_from_terms(self.terms, debiased)
 
 
 def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
