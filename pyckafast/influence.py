@@ -184,7 +184,7 @@ def cka_influence(
         from ._cpu.loo_rows import linear_rows
         from .significance import _linear_terms
 
-        terms = _linear_terms(sx, sy, backend, chunk_size, None)
+        terms = _linear_terms(sx, sy, backend, chunk_size, None, norms=debiased)
         cka = combine.cka_from_hsic(combine.linear_hsic(terms, debiased))
         loo = linear_loo(linear_rows(sx.data, sy.data, terms, debiased), debiased)
     else:

@@ -385,22 +385,23 @@ def _want_linear_third(third_moment, n: int, p1: int, p2: int, debiased: bool) -
     return tensor <= THIRD_MOMENT_COST_RATIO * pass_flops
 
 
-def _linear_terms(sx: Samples, sy: Samples, backend: str, chunk_size, progress):
-    """Linear terms with the row norms (the variance needs sum |x_i|^4), from any producer."""
+def _linear_terms(sx: Samples, sy: Samples, backend: str, chunk_size, progress, norms=True):
+    """Linear terms, by default with the row norms (the variance of biased CKA needs
+    sum |x_i|^4), from any producer."""
     where = dispatch.place(sx.kind, backend)
     if where == "cuda":
         ops = dispatch.resolve(backend, "linear_terms", "cuda")
-        return ops.linear_terms(sx, sy, debiased=True, chunk_size=chunk_size)
+        return ops.linear_terms(sx, sy, debiased=norms, chunk_size=chunk_size)
     if where == "dask":
         from ._dask.producers import linear_terms
 
-        return linear_terms(sx, sy, debiased=True, backend=backend).compute()
+        return linear_terms(sx, sy, debiased=norms, backend=backend).compute()
     from ._core import progress as pass_progress
     from ._cpu.linear import feature_terms
 
     ops = dispatch.resolve(backend, "linear_moments", "cpu")
     with pass_progress.progress_reporter(progress, sx.n, desc="linear", unit="rows") as report:
-        return feature_terms(sx.data, sy.data, ops=ops, debiased=True, chunk_size=chunk_size,
+        return feature_terms(sx.data, sy.data, ops=ops, debiased=norms, chunk_size=chunk_size,
                              report=report)
 
 
@@ -445,7 +446,6 @@ def _enumeration_test(side) -> CKATestResult:
     return _with_cka(_values_result(observed, values, side.tolerance(True), "exact"), side.cka)
 
 
-_PERM_BATCH = 64
 
 
 def _permutation_test(side, b: int, seed, progress) -> CKATestResult:
@@ -453,7 +453,8 @@ def _permutation_test(side, b: int, seed, progress) -> CKATestResult:
     n = side.n
     values = np.empty(b)
     linear = isinstance(side, LinearSide)
-    step = _PERM_BATCH if linear else 1
+    # Permutations drawn per step (then evaluated in parallel): about 32 MB of indices.
+    step = max(2, min(256, 4_000_000 // n)) if linear else 1
     with progress_reporter(progress, b, desc="permutations", unit="perm") as report:
         observed = (float(side.numerators(np.arange(n)[None, :])[0]) if linear
                     else side.cka)

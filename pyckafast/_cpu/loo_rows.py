@@ -1,10 +1,10 @@
 """Host passes that give the per-row sums of the leave-one-out formulas
 (:mod:`pyckafast._core.leave_one_out`).
 
-Linear: one pass over row chunks after the terms: each chunk is centred exactly (float64
-``x * scale - mean``), rounded to the input dtype for the GEMMs ``X~_c [C_xx | C_xy]`` and
-``Y~_c C_yy`` (as the terms' own pass runs its GEMMs), and reduced to row dot products; chunks
-run on the thread budget. O(n) output, O(chunk p) scratch.
+Linear: one pass over row chunks after the terms: each chunk is shifted in the input dtype by
+the mean rounded to it (as the terms' own pass shifts), runs the GEMMs ``U_c [C_xx | C_xy]``
+and ``V_c C_yy`` in that dtype, and is reduced to row dot products, the rounding of the mean
+corrected in float64; chunks run on the thread budget. O(n) output, O(chunk p) scratch.
 
 RBF: two passes over tiles of K and L (float64, from centred data): the first the row sums, the
 second the products with them; every other sum is a row sum of the same tiles. O(n + tile^2).
@@ -18,7 +18,7 @@ import numpy as np
 
 from .._core.leave_one_out import KernelRows, LinearRows
 from .._core.terms import LinearTerms
-from .._core.threads import get_num_threads
+from .._core.threads import get_num_threads, single_threaded_blas
 
 __all__ = ["linear_rows", "rbf_rows"]
 
@@ -32,38 +32,46 @@ def linear_rows(x: np.ndarray, y: np.ndarray, terms: LinearTerms, debiased: bool
     dtype = np.result_type(x.dtype, y.dtype, np.float32)
     wx = np.hstack([c.xx, c.xy]).astype(dtype)
     wy = c.yy.astype(dtype)
-    extra_x = extra_y = None
-    if debiased:
-        t = c.norms
-        extra_x, extra_y = np.column_stack([t.qx, t.rx]), np.column_stack([t.qy, t.ry])
+    t = c.norms
     keys = ("a", "b", "kxy", "kxx", "kyy", "x_qx", "x_rx", "y_qy", "y_ry")
     out = {k: np.empty(n) for k in keys[:5]}
     if debiased:
         out.update({k: np.empty(n) for k in keys[5:]})
 
+    frame_x = _Frame(c.shift_x, c.scale_x, dtype)
+    frame_y = _Frame(c.shift_y, c.scale_y, dtype)
+    # x~ = u - dx with u the rows shifted in the GEMM dtype: the corrections of dx, dy (tiny:
+    # the rounding of the mean to that dtype) are matrix-vector products, exact in float64.
+    dx, dy = frame_x.residual, frame_y.residual
+    cxx_dx, cxy_dy, cyx_dx, cyy_dy = c.xx @ dx, c.xy @ dy, c.xy.T @ dx, c.yy @ dy
+    vx = np.column_stack([dx, cxx_dx, cxy_dy] + ([t.qx, t.rx] if debiased else []))
+    vy = np.column_stack([dy, cyx_dx, cyy_dy] + ([t.qy, t.ry] if debiased else []))
+    const_xx, const_yy, const_xy = dx @ cxx_dx, dy @ cyy_dy, dx @ cxy_dy
+    vx32, vy32 = vx.astype(dtype), vy.astype(dtype)
+
     def chunk(lo: int) -> None:
         hi = min(lo + _ROWS, n)
-        x64 = np.asarray(x[lo:hi], dtype=np.float64) * c.scale_x - c.shift_x
-        y64 = np.asarray(y[lo:hi], dtype=np.float64) * c.scale_y - c.shift_y
-        out["a"][lo:hi] = np.einsum("ij,ij->i", x64, x64)
-        out["b"][lo:hi] = np.einsum("ij,ij->i", y64, y64)
-        xc, yc = x64.astype(dtype, copy=False), y64.astype(dtype, copy=False)
-        gx, gy = xc @ wx, yc @ wy
-        out["kxx"][lo:hi] = np.einsum("ij,ij->i", gx[:, :p], xc)
-        out["kxy"][lo:hi] = np.einsum("ij,ij->i", gx[:, p:], yc)
-        out["kyy"][lo:hi] = np.einsum("ij,ij->i", gy, yc)
+        u, v = frame_x.rows(x[lo:hi]), frame_y.rows(y[lo:hi])
+        gx, gy = u @ wx, v @ wy
+        mx, my = (u @ vx32).T, (v @ vy32).T  # rows: u.dx, u.Cxx dx, u.Cxy dy, ...
+        out["a"][lo:hi] = _rowdot(u, u) - 2 * mx[0] + dx @ dx
+        out["b"][lo:hi] = _rowdot(v, v) - 2 * my[0] + dy @ dy
+        out["kxx"][lo:hi] = _rowdot(gx[:, :p], u) - 2 * mx[1] + const_xx
+        out["kxy"][lo:hi] = _rowdot(gx[:, p:], v) - mx[2] - my[1] + const_xy
+        out["kyy"][lo:hi] = _rowdot(gy, v) - 2 * my[2] + const_yy
         if debiased:
-            ex, ey = x64 @ extra_x, y64 @ extra_y
-            out["x_qx"][lo:hi], out["x_rx"][lo:hi] = ex[:, 0], ex[:, 1]
-            out["y_qy"][lo:hi], out["y_ry"][lo:hi] = ey[:, 0], ey[:, 1]
+            out["x_qx"][lo:hi] = mx[3] - dx @ t.qx
+            out["x_rx"][lo:hi] = mx[4] - dx @ t.rx
+            out["y_qy"][lo:hi] = my[3] - dy @ t.qy
+            out["y_ry"][lo:hi] = my[4] - dy @ t.ry
 
     starts = range(0, n, _ROWS)
     workers = max(1, min(get_num_threads(), len(starts)))
     if workers == 1:
         for lo in starts:
             chunk(lo)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
+    else:  # one BLAS thread per worker: the workers are the parallelism
+        with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
             list(pool.map(chunk, starts))
     a, b = out["a"], out["b"]
     return LinearRows(
@@ -119,6 +127,28 @@ def rbf_rows(x: np.ndarray, y: np.ndarray, gamma_x: float, gamma_y: float, *, de
         if report is not None:
             report(done, total)
     return KernelRows(k=k_sum, l=l_sum, dk=diag_k, dl=diag_l, **sums)
+
+
+class _Frame:
+    """Rows ``a * scale - shift`` presented in the GEMM dtype as ``u = a * scale - s`` with s
+    the shift rounded to that dtype: the subtraction of two floats of that dtype is correctly
+    rounded, so u carries the precision of the centred value, not of the large mean; the
+    float64 ``residual = shift - s`` is corrected for by the caller."""
+
+    def __init__(self, shift: np.ndarray, scale: float, dtype: np.dtype):
+        self.dtype, self.scale = dtype, scale
+        self.shift = shift.astype(dtype)
+        self.residual = shift - self.shift.astype(np.float64)
+
+    def rows(self, a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        if self.scale != 1.0 or a.dtype != self.dtype:
+            a = (np.asarray(a, dtype=np.float64) * self.scale).astype(self.dtype)
+        return np.subtract(a, self.shift, dtype=self.dtype)
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b).astype(np.float64, copy=False)
 
 
 def _centred(a: np.ndarray) -> np.ndarray:

@@ -124,21 +124,33 @@ def linear_numerators(xc: np.ndarray, yc: np.ndarray, perms: np.ndarray, *,
                       debiased_coef: float = 0.0, rows: int = 16384) -> np.ndarray:
     """``|X~' Y~[perm]|^2 - c sum_i a_i b_perm(i)`` for each row of ``perms`` (B x n).
 
-    The GEMMs run in the dtype of the centred inputs over row chunks, summed in float64; the
-    permutations of a batch are stacked into one wide GEMM ``X~_c' [Y~_c[perm_1], ...]``, which
-    BLAS runs far more efficiently than B products with q columns."""
+    Per permutation: the rows of y gathered into a reused buffer, then GEMMs in the dtype of
+    the centred inputs over row chunks, summed in float64. Permutations are independent, so
+    they run on the thread budget, one BLAS thread each: the gathers (as costly as the GEMMs,
+    and single-threaded in NumPy) then run in parallel too. Each result depends only on its
+    permutation, never on the number of threads."""
+    from .._core.threads import get_num_threads, single_threaded_blas
+
     n, p = xc.shape
-    q = yc.shape[1]
-    out = np.zeros(len(perms))
-    batch = max(1, min(len(perms), 4096 // max(q, 1)))
-    for lo in range(0, len(perms), batch):
-        block = perms[lo:lo + batch]
-        cross = np.zeros((p, len(block) * q))
-        for r0 in range(0, n, rows):
-            idx = block[:, r0:r0 + rows]
-            gathered = yc[idx.T.ravel()].reshape(idx.shape[1], len(block) * q)
-            cross += xc[r0:r0 + rows].T @ gathered
-        out[lo:lo + len(block)] = np.einsum("pbq,pbq->b", *(cross.reshape(p, len(block), q),) * 2)
-        if debiased_coef:
-            out[lo:lo + len(block)] -= debiased_coef * (norms_y[block] @ norms_x)
+    out = np.empty(len(perms))
+    workers = max(1, min(get_num_threads(), len(perms)))
+
+    def work(start: int) -> None:
+        buf = np.empty_like(yc)
+        for b in range(start, len(perms), workers):
+            np.take(yc, perms[b], axis=0, out=buf)
+            cross = np.zeros((p, yc.shape[1]))
+            for r0 in range(0, n, rows):
+                cross += xc[r0:r0 + rows].T @ buf[r0:r0 + rows]
+            out[b] = float(np.vdot(cross, cross))
+            if debiased_coef:
+                out[b] -= debiased_coef * float(norms_y[perms[b]] @ norms_x)
+
+    if workers == 1:
+        work(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(workers)))
     return out
