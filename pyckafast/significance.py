@@ -76,7 +76,8 @@ class CKATestResult:
     approximation : str
         How the p-value was obtained: "pearson3" (three exact moments), "gamma2" (a gamma law
         on [0, inf) fitted to the two exact moments; biased CKA without the third moment),
-        "normal" (debiased CKA without the third moment), "permutation" or "enumeration".
+        "normal" (debiased CKA without the third moment), "permutation", "enumeration", or
+        "undefined" (CKA is nan: x or y has zero variance; every value is nan).
 
     Examples
     --------
@@ -169,7 +170,8 @@ def cka_test(
         RBF kernel: rows per tile.
     progress : None, bool or callable, optional
         None/False: silent; True: a tqdm bar; a callable: ``progress(done, total)`` per batch
-        of permutations (RBF: per permutation, each one pass over all pairs).
+        of permutations (RBF: per permutation, each one pass over all pairs, costing what
+        :func:`pyckafast.estimate_cost` says of one ``rbf_cka``).
 
     Returns
     -------
@@ -217,6 +219,9 @@ def cka_test(
         _reject_options("rbf", chunk_size=chunk_size)
         side = RBFSide(sx, sy, debiased, backend, tile,
                        _rbf_options(sigma, threshold, bandwidth, n_pairs, bandwidth_seed))
+    if math.isnan(side.cka):  # zero variance: CKA warned that it is undefined; so is its test
+        return CKATestResult(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan,
+                             method, 0, "undefined")
     if method == "moments":
         return side.moments_test(third_moment)
     if method == "exact":

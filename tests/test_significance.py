@@ -331,3 +331,12 @@ def test_streaming_state_test_equals_the_two_moment_test(debiased):
     assert r.null_var == pytest.approx(ref.null_var, rel=1e-10)
     with pytest.raises(ValueError, match="no samples"):
         pyckafast.LinearCKAState().test()
+
+
+@pytest.mark.parametrize("method", ["moments", "permutation", "exact"])
+def test_zero_variance_gives_an_undefined_test_with_the_cka_warning(method):
+    x = np.ones((8, 2))
+    y = np.random.default_rng(0).normal(size=(8, 2))
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        r = pyckafast.cka_test(x, y, method=method, n_permutations=9)
+    assert math.isnan(r.cka) and math.isnan(r.pvalue) and r.approximation == "undefined"
