@@ -21,7 +21,7 @@ from ._core.inputs import Samples, prepare_pair
 from ._core.null_invariants import (dense_invariants, double_centred, kernel_pair, linear_pair,
                                     u_centred)
 from ._core.params import StrOptions, positive_int, validate_params
-from ._core.permutation_moments import Invariants, NullMoments, null_moments, pearson3_upper
+from ._core.permutation_moments import NullMoments, null_moments, pearson3_upper
 from ._core.progress import Progress, progress_reporter
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
@@ -29,7 +29,7 @@ from ._core.validation import min_samples
 __all__ = ["CKATestResult", "cka_test", "MatrixTestResult", "cka_matrix_test", "METHODS"]
 
 METHODS = ("auto", "moments", "permutation", "exact")
-EXACT_MAX_N = 10  # 10! = 3.6e6 permutations
+EXACT_MAX_N = 9  # 9! = 362880 permutations
 AUTO_EXACT_N = 8
 # The RBF third moment comes from the dense n x n Grams (O(n^3)); beyond this n it is skipped.
 RBF_DENSE_MAX_N = 2500
@@ -142,7 +142,7 @@ def cka_test(
     method : {"auto", "moments", "permutation", "exact"}, default "auto"
         "moments": the exact permutation mean, variance and skewness of CKA and a Pearson
         type III p-value. "permutation": ``n_permutations`` random permutations,
-        p = (1 + #{CKA_b >= CKA}) / (1 + B). "exact": all n! permutations (n <= 10).
+        p = (1 + #{CKA_b >= CKA}) / (1 + B). "exact": all n! permutations (n <= 9).
         "auto": "exact" for n <= 8, "moments" otherwise.
     n_permutations : int, default 9999
         Permutations of ``method="permutation"``.
@@ -296,6 +296,15 @@ class LinearSide:
             num += float(a.sum()) * float(b.sum()) / ((n - 1) * (n - 2))
         return num / self.scale
 
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """The permuted matrices (centred or U-centred linear Grams), float64, n x n."""
+        centre = u_centred if self.debiased else double_centred
+        grams = []
+        for s in (self.sx, self.sy):
+            c, _ = self._centred(s, True)
+            grams.append(centre(c @ c.T))
+        return grams[0], grams[1]
+
     def _centred(self, s: Samples, exact: bool):
         if getattr(self, "_cache", None) is None:
             self._cache = {}
@@ -441,16 +450,15 @@ def _values_result(cka: float, values: np.ndarray, tol: float, method: str) -> C
 def _enumeration_test(side) -> CKATestResult:
     n = side.n
     perms = np.array(list(itertools.permutations(range(n))), dtype=np.intp)
-    if isinstance(side, LinearSide):
-        values = side.numerators(perms, exact=True)
-    else:
-        a, b = side.dense()
-        scale = math.sqrt(float(np.vdot(a, a))) * math.sqrt(float(np.vdot(b, b)))
-        values = np.einsum("ij,bij->b", a, b[perms[:, :, None], perms[:, None, :]]) / scale
+    a, b = side.dense()
+    scale = math.sqrt(float(np.vdot(a, a))) * math.sqrt(float(np.vdot(b, b)))
+    values = np.empty(len(perms))
+    for lo in range(0, len(perms), 8192):  # 8192 permuted n x n copies at a time
+        p = perms[lo:lo + 8192]
+        values[lo:lo + len(p)] = np.einsum("ij,bij->b", a, b[p[:, :, None], p[:, None, :]])
+    values /= scale
     observed = float(values[0])  # the identity comes first: the same arithmetic as the others
     return _with_cka(_values_result(observed, values, side.tolerance(True), "exact"), side.cka)
-
-
 
 
 def _permutation_test(side, b: int, seed, progress) -> CKATestResult:

@@ -229,8 +229,8 @@ def test_exact_equals_full_enumeration(kernel, debiased, n):
 
 
 def test_exact_refuses_large_n():
-    x, y = data(11)
-    with pytest.raises(ValueError, match="n <= 10"):
+    x, y = data(10)
+    with pytest.raises(ValueError, match="n <= 9"):
         pyckafast.cka_test(x, y, method="exact")
 
 

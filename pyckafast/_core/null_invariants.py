@@ -12,8 +12,6 @@ All values are in the units of the held (possibly power-of-two scaled) kernels, 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .combine import HSICTriple
@@ -104,7 +102,3 @@ def dense_invariants(a: np.ndarray) -> Invariants:
         diag_sq=float(d @ np.diag(a2)), diag_form=float(d @ a @ d),
     )
 
-
-def describe_scale(frob_x: float, frob_y: float) -> float:
-    """The CKA denominator sqrt(|A|^2 |B|^2) (two square roots: the product may overflow)."""
-    return math.sqrt(frob_x) * math.sqrt(frob_y)
