@@ -14,6 +14,8 @@ from .map_state import CKAMapState
 from .rbf import cka, hsic, rbf_cka, rbf_hsic
 from .linear import linear_cka, linear_hsic
 from .minibatch import minibatch_cka
+from .significance import CKATestResult, MatrixTestResult, cka_matrix_test, cka_test
+from .influence import InfluenceResult, cka_influence
 from . import robustness, theory, transforms
 from .robustness import manipulate
 from .streaming import LinearCKAState, stream_npy
@@ -23,10 +25,16 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable",
     "CKAMapState",
+    "CKATestResult",
     "CostEstimate",
+    "InfluenceResult",
     "LinearCKAState",
+    "MatrixTestResult",
     "cka",
+    "cka_influence",
     "cka_matrix",
+    "cka_matrix_test",
+    "cka_test",
     "estimate_cost",
     "get_num_threads",
     "hsic",

@@ -158,9 +158,11 @@ def _register_optional_commands(sub) -> None:
     """Subcommands that live in their own modules (layer maps, robustness) register themselves."""
     from .map_cli import add_map_parser
     from .robustness_cli import add_robustness_parser
+    from .significance_cli import add_significance_parsers
 
     add_map_parser(sub)
     add_robustness_parser(sub)
+    add_significance_parsers(sub)
 
 
 def parse_sigma(text: str) -> tuple[float, ...]:

@@ -15,7 +15,8 @@ from ._core.optional import require
 from ._core.types import ArrayLike
 
 __all__ = ["cka_heatmap", "robustness_curve", "shorten_name", "shorten_names", "series_style",
-           "annotate_cells", "legend_outside", "FIGURE_DPI"]
+           "annotate_cells", "legend_outside", "FIGURE_DPI", "significance_marks",
+           "cka_test_heatmap", "null_distribution", "influence_plot", "SIGNIFICANCE_MARKS"]
 
 #: dpi of the figures this module creates: a 6.4 inch wide figure is 1024 pixels wide.
 FIGURE_DPI = 160
@@ -432,4 +433,218 @@ def robustness_curve(
         legend_outside(ax)
     if title:
         ax.set_title(title)
+    return ax
+
+
+# --- significance and influence ----------------------------------------------------------------
+
+#: p-value thresholds of the significance marks and their symbols.
+SIGNIFICANCE_MARKS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+
+
+def significance_marks(pvalue: ArrayLike) -> np.ndarray:
+    """The mark of each p-value: "***" below 0.001, "**" below 0.01, "*" below 0.05, else "".
+
+    Parameters
+    ----------
+    pvalue : array_like
+        The p-values (nan: no mark).
+
+    Returns
+    -------
+    numpy.ndarray of str
+        The marks, in the shape of ``pvalue``.
+
+    Examples
+    --------
+    >>> from pyckafast.plot import significance_marks
+    >>> significance_marks([0.2, 0.04, 0.0001]).tolist()
+    ['', '*', '***']
+    """
+    p = np.asarray(pvalue, dtype=np.float64)
+    out = np.full(p.shape, "", dtype=object)
+    for threshold, mark in reversed(SIGNIFICANCE_MARKS):
+        out[p < threshold] = mark
+    return out.astype(str)
+
+
+def cka_test_heatmap(result, names_x: Sequence[str] | None = None,
+                     names_y: Sequence[str] | None = None, ax=None, **heatmap_options):
+    """Draw the CKA heatmap of :func:`pyckafast.cka_matrix_test` with significance marks.
+
+    Each cell shows its CKA and the mark of its p-value (see :func:`significance_marks`).
+
+    Parameters
+    ----------
+    result : MatrixTestResult
+        With ``.cka`` and ``.pvalue`` of shape (L, M).
+    names_x, names_y : sequence of str, optional
+        Row and column names, as :func:`cka_heatmap`.
+    ax : matplotlib.axes.Axes, optional
+        Draw here; default: a new figure.
+    **heatmap_options
+        Any other option of :func:`cka_heatmap` (``annotate`` is decided here).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The heatmap's axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import pyckafast
+    >>> from pyckafast.plot import cka_test_heatmap
+    >>> x = np.random.default_rng(0).normal(size=(60, 3))
+    >>> r = pyckafast.cka_matrix_test([x, x ** 3, np.random.default_rng(1).normal(size=(60, 2))])
+    >>> ax = cka_test_heatmap(r)
+    >>> ax.texts[0].get_text()
+    '1.00\\n***'
+    """
+    heatmap_options.pop("annotate", None)
+    ax = cka_heatmap(result.cka, names_x, names_y, ax, annotate=False, **heatmap_options)
+    m = np.asarray(result.cka, dtype=np.float64)
+    marks = significance_marks(result.pvalue)
+    image = ax.get_images()[0]
+    fontsize = 9 if max(m.shape) <= 8 else 7
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if np.isnan(m[i, j]):
+                text, dark = "n/a", False
+            else:
+                r, g, b, _ = image.cmap(image.norm(m[i, j]))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                text = f"{m[i, j]:.2f}\n{marks[i, j]}" if marks[i, j] else f"{m[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black")
+    return ax
+
+
+def null_distribution(result, ax=None, *, values: ArrayLike | None = None,
+                      title: str | None = None):
+    """Draw the permutation null law of CKA and the observed value.
+
+    Parameters
+    ----------
+    result : CKATestResult
+        From :func:`pyckafast.cka_test`; its null moments define the drawn density (Pearson
+        type III with the exact skewness, or the fitted gamma / normal law it used).
+    ax : matplotlib.axes.Axes, optional
+        Draw here; default: a new figure.
+    values : array_like, optional
+        Permuted CKA values to draw as a histogram beside the density.
+    title : str, optional
+        Title of the axes (default: the p-value and how it was obtained).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import pyckafast
+    >>> from pyckafast.plot import null_distribution
+    >>> x = np.random.default_rng(0).normal(size=(80, 3))
+    >>> ax = null_distribution(pyckafast.cka_test(x, x[::-1] + x))
+    >>> len(ax.lines) >= 2
+    True
+    """
+    plt = require("matplotlib.pyplot", "pyckafast.plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6), dpi=FIGURE_DPI, layout="constrained")
+    mean, sd = result.null_mean, float(np.sqrt(result.null_var))
+    skew = _drawn_skew(result)
+    lo = min(mean - 4 * sd, result.cka - sd)
+    hi = max(mean + 5 * sd, result.cka + sd)
+    if values is not None:
+        v = np.asarray(values, dtype=np.float64)
+        ax.hist(v, bins=50, density=True, color=_PALETTE[5], alpha=0.5, label="permutations")
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    grid = np.linspace(lo, hi, 400)
+    if sd > 0:
+        ax.plot(grid, _pearson3_density((grid - mean) / sd, skew) / sd, color=_PALETTE[0],
+                label=f"null ({result.approximation})")
+    ax.axvline(result.cka, color=_PALETTE[1], linestyle="--", label=f"observed {result.cka:.3g}")
+    ax.set_xlabel("CKA")
+    ax.set_ylabel("density")
+    ax.set_title(title if title is not None else
+                 f"p = {result.pvalue:.3g} ({result.method}, z = {result.zscore:.3g})")
+    ax.legend(frameon=False)
+    return ax
+
+
+def _drawn_skew(result) -> float:
+    if np.isfinite(result.null_skew):
+        return float(result.null_skew)
+    if result.approximation == "gamma2" and result.null_mean > 0:
+        return 2 * float(np.sqrt(result.null_var)) / result.null_mean
+    return 0.0
+
+
+def _pearson3_density(z: np.ndarray, skew: float) -> np.ndarray:
+    """Density of the standardized Pearson type III law (normal for |skew| < 1e-6)."""
+    import math
+
+    if abs(skew) < 1e-6:
+        return np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    k = 4.0 / skew ** 2
+    g = k + np.sign(skew) * z * math.sqrt(k)
+    out = np.zeros_like(z)
+    pos = g > 0
+    out[pos] = np.exp((k - 1) * np.log(g[pos]) - g[pos] - math.lgamma(k)) * math.sqrt(k)
+    return out
+
+
+def influence_plot(result, ax=None, *, top: int = 5, title: str | None = None):
+    """Draw the leave-one-out change of CKA of every sample, the top ones labelled.
+
+    Parameters
+    ----------
+    result : InfluenceResult
+        From :func:`pyckafast.cka_influence`.
+    ax : matplotlib.axes.Axes, optional
+        Draw here; default: a new figure.
+    top : int, default 5
+        How many of the most influential samples to label with their index.
+    title : str, optional
+        Title of the axes (default: CKA and its jackknife standard error).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import pyckafast
+    >>> from pyckafast.plot import influence_plot
+    >>> x = np.random.default_rng(0).normal(size=(50, 2))
+    >>> y = x.copy(); y[4] += 20
+    >>> ax = influence_plot(pyckafast.cka_influence(x, y), top=1)
+    >>> ax.texts[0].get_text()
+    '4'
+    """
+    plt = require("matplotlib.pyplot", "pyckafast.plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6), dpi=FIGURE_DPI, layout="constrained")
+    delta = np.asarray(result.delta)
+    ax.scatter(np.arange(delta.size), delta, s=6, color=_PALETTE[0], linewidths=0)
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    if top:
+        for i, d in zip(*result.top(top)):
+            ax.annotate(str(int(i)), (int(i), float(d)), textcoords="offset points",
+                        xytext=(3, 3), fontsize=8, color=_PALETTE[1])
+    ax.set_xlabel("sample")
+    ax.set_ylabel("CKA without the sample - CKA")
+    ax.set_title(title if title is not None else
+                 f"CKA = {result.cka:.4g}, jackknife se = {result.se:.2g}")
     return ax

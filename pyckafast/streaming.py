@@ -379,6 +379,38 @@ class LinearCKAState:
                 return t.sum_x.size, t.sum_y.size
         return None
 
+    def test(self, *, debiased: bool = False):
+        """Permutation test of the CKA of all samples seen, from the streamed terms.
+
+        Parameters
+        ----------
+        debiased : bool, default False
+            Test biased or debiased CKA.
+
+        Returns
+        -------
+        CKATestResult
+            As :func:`pyckafast.cka_test` with ``method="moments"``: the two exact moments
+            come from the terms (a state created with ``debiased=True``, the default, holds
+            the row norms biased CKA's variance needs); the third needs the rows again, so
+            the p-value fits a gamma (biased) or normal (debiased) law to the two moments;
+            for the third, run :func:`pyckafast.cka_test` on data that can be read again.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pyckafast
+        >>> x = np.random.default_rng(0).normal(size=(500, 3))
+        >>> state = pyckafast.LinearCKAState().update(x, x ** 3)
+        >>> state.test().pvalue < 1e-6
+        True
+        """
+        from .significance import moments_from_terms
+
+        if self.terms is None:
+            raise ValueError("the state has seen no samples yet; call update() first.")
+        return moments_from_terms(self.terms, debiased)
+
 
 def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of a LinearCKAState file, or a ValueError naming the file and what it is."""

@@ -418,3 +418,43 @@ def test_library_warnings_are_one_line_each(files, capsys, monkeypatch):
     code, out, err = _run(capsys, "cka", paths["x"], paths["y"], "--kernel", "rbf", "--sigma", "1")
     assert code == 0 and out == "0.5\n"
     assert err == "pyckafast: warning: sigma makes the kernel numerically the identity\n"
+
+
+def test_significance_test_command_matches_cka_test(files, capsys):
+    paths, x, y = files
+    code, out, _ = _run(capsys, "test", paths["x"], paths["y"], "--json", "--method", "moments")
+    assert code == 0
+    report = json.loads(out)
+    ref = pyckafast.cka_test(x, y, method="moments")
+    for key in ("cka", "pvalue", "null_mean", "null_var", "zscore", "method", "approximation",
+                "n_permutations"):
+        assert report[key] == pytest.approx(getattr(ref, key)) if isinstance(report[key], float) \
+            else report[key] == getattr(ref, key)
+    code, out, _ = _run(capsys, "test", paths["x"], paths["y"], "--method", "permutation",
+                        "--permutations", "19", "--seed", "3")
+    assert code == 0 and out.startswith("cka=") and "pvalue=0.05 (permutation" in out
+
+
+def test_significance_test_command_rejects_bad_options(files, capsys):
+    paths, _, _ = files
+    code, _, err = _run(capsys, "test", paths["x"], paths["y"], "--sigma", "1")
+    assert code == 2 and "--sigma applies to --kernel rbf only" in err
+    code, _, err = _run(capsys, "test", paths["x"], paths["x1d"][:-4] + "_missing.npy")
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_influence_command_lists_the_top_samples(files, capsys, tmp_path):
+    paths, x, y = files
+    y2 = np.array(y)
+    y2[17] += 500.0
+    np.save(tmp_path / "y2.npy", y2)
+    code, out, _ = _run(capsys, "influence", paths["x"], tmp_path / "y2.npy", "--top", "3",
+                        "--json")
+    assert code == 0
+    report = json.loads(out)
+    ref = pyckafast.cka_influence(x, y2)
+    assert report["top"][0]["index"] == 17 == int(ref.top(1)[0][0])
+    assert report["se"] == pytest.approx(ref.se, rel=1e-9)
+    assert len(report["top"]) == 3
+    code, out, _ = _run(capsys, "influence", paths["x"], tmp_path / "y2.npy", "--top", "2")
+    assert code == 0 and out.splitlines()[1].startswith("17 loo=")

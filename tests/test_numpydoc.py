@@ -56,6 +56,7 @@ PUBLIC_MODULES = (
     "pyckafast.compat.kornblith", "pyckafast.compat.pytorch_cka", "pyckafast.compat.torch_cka",
     "pyckafast.compat.similarity", "pyckafast.torchmetrics", "pyckafast.cost",
     "pyckafast.map_state", "pyckafast.cli", "pyckafast.map_cli", "pyckafast.robustness_cli",
+    "pyckafast.significance", "pyckafast.influence", "pyckafast.significance_cli",
 )
 
 # Modules that import an optional package at import time: imported only when it is installed.

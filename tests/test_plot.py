@@ -140,3 +140,39 @@ def test_robustness_curve_series_distinct_and_legend_outside(tmp_path):
     assert box.x0 >= axes_box.x1  # to the right of the curves, never over them
     width, _ = _png_size(ax.figure, tmp_path / "c.png")
     assert width >= 1000
+
+
+def test_significance_heatmap_marks_only_significant_cells():
+    import pyckafast
+    from pyckafast.plot import cka_test_heatmap, significance_marks
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    r = pyckafast.cka_matrix_test([x, rng.normal(size=(60, 2))], [x ** 3, rng.normal(size=(60, 2))])
+    ax = cka_test_heatmap(r, ["a", "b"], ["c", "d"])
+    texts = [t.get_text() for t in ax.texts]
+    marks = significance_marks(r.pvalue).ravel()
+    assert texts[0].endswith("***")
+    assert all(t.endswith(m) for t, m in zip(texts, marks))
+    assert significance_marks([[0.049, 0.0099], [0.5, np.nan]]).tolist() == [["*", "**"], ["", ""]]
+
+
+def test_null_distribution_and_influence_plots():
+    import pyckafast
+    from pyckafast.plot import _pearson3_density, influence_plot, null_distribution
+
+    z = np.linspace(-6, 12, 20001)
+    for skew in (0.0, 0.5, 1.5):  # a density of mean 0 and variance 1
+        f = _pearson3_density(z, skew)
+        dz = z[1] - z[0]
+        assert np.sum(f) * dz == pytest.approx(1.0, abs=1e-3)
+        assert np.sum(z * f) * dz == pytest.approx(0.0, abs=1e-3)
+        assert np.sum(z * z * f) * dz == pytest.approx(1.0, abs=2e-3)
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    r = pyckafast.cka_test(x, x + np.random.default_rng(2).normal(size=(40, 2)))
+    ax = null_distribution(r, values=np.random.default_rng(3).normal(r.null_mean, 0.01, 100))
+    assert ax.lines[-1].get_xdata()[0] == r.cka
+    y = x.copy()
+    y[9] += 15
+    ax = influence_plot(pyckafast.cka_influence(x, y), top=2)
+    assert [t.get_text() for t in ax.texts][0] == "9"
