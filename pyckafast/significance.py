@@ -331,7 +331,7 @@ class RBFSide:
 
     def __init__(self, sx: Samples, sy: Samples, debiased: bool, backend: str,
                  tile: int | None, options):
-        from .rbf import rbf_producer
+        from ._cpu.producers import rbf_producer
 
         self.x, self.y = _host(sx, "the RBF test"), _host(sy, "the RBF test")
         self.n, self.debiased, self.tile = sx.n, debiased, tile
