@@ -1,19 +1,31 @@
-"""Minibatch CKA (Nguyen, Raghu and Kornblith 2021): a different estimator from full-sample CKA."""
+"""Minibatch CKA (Nguyen, Raghu and Kornblith 2021): a different estimator from full-sample CKA.
+
+:func:`minibatch_cka` estimates one pair from two arrays. :class:`MinibatchMap` is the layer-map
+form that torch_cka and pytorch-cka compute inside a model loop (``compat.torch_cka`` and
+``compat.pytorch_cka`` with ``minibatch=True``, ``compare_models(estimator="minibatch")``): per
+batch, each layer's b x b Gram once (:func:`batch_gram`, a GEMM in the activations' own float
+dtype, in torch's own thread pool or on its GPU for torch tensors), then every layer pair's
+unbiased HSIC from one GEMM of the stacked Grams (``_core.minibatch_terms``), summed in float64.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from ._core import combine, dispatch, params
+from ._core import minibatch_terms as terms
+from ._core.threads import blas_threads, torch_aware_threads
 from ._core.inputs import Samples, prepare_pair
 from ._core.params import validate_params
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
-__all__ = ["minibatch_cka", "batch_triples"]
+__all__ = ["minibatch_cka", "batch_triples", "batch_gram", "MinibatchMap"]
 
 MINIBATCH_SPEC = {
     "batch_size": [params.positive_int()], "kernel": params.KERNEL, "debiased": params.BOOLEAN,
@@ -171,3 +183,157 @@ def host_batch_triples(x: Samples, y: Samples, batches: Sequence[np.ndarray], *,
 
 def _rows(s: Samples, idx: np.ndarray) -> Samples:
     return Samples(s.data[idx], s.dtype, s.on_device, s.name, s.kind)
+
+
+def _module(a) -> str:
+    return type(a).__module__.split(".")[0]
+
+
+def batch_gram(x):
+    """Return one batch's zero-diagonal linear Gram, the only thing the estimate needs of it.
+
+    The rows are first shifted (by the first row, then by the mean of the shifted rows: a
+    layer that is constant in the batch gives exactly 0, and the Gram of rows about their mean
+    loses nothing to a large common offset); the unbiased HSIC is unchanged by any common
+    shift. The GEMM runs in the input's float dtype (float16/bfloat16/integers: float32, or
+    float64 for NumPy integers), on its device and in its library's thread pool (torch, CuPy or
+    NumPy's BLAS); the b x b result is float64 with its diagonal set to zero.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, torch.Tensor or cupy.ndarray, shape (b, ...)
+        One batch of one layer's activations; the dimensions after the first are flattened.
+
+    Returns
+    -------
+    array, shape (b, b)
+        Float64, of the same library and device as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.minibatch import batch_gram
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0], [0.0, 1.0]], dtype=np.float32)
+    >>> g = batch_gram(x)
+    >>> g.dtype, g.shape, float(g[0, 0])
+    (dtype('float64'), (4, 4), 0.0)
+    """
+    if _module(x) == "torch":
+        torch = sys.modules["torch"]
+        x = x.detach().reshape(x.shape[0], -1)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        xc = x - x[0]
+        xc -= xc.mean(0)
+        g = (xc @ xc.T).double()
+        g.fill_diagonal_(0)
+        return g
+    if _module(x) == "cupy":
+        xp = sys.modules["cupy"]
+    else:
+        xp, x = np, np.asarray(x)
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32 if x.dtype.kind == "f" else np.float64)
+    xc = x - x[0]
+    xc -= xc.mean(axis=0)
+    with blas_threads(torch_aware_threads()) if xp is np else contextlib.nullcontext():
+        g = (xc @ xc.T).astype(np.float64)
+    xp.fill_diagonal(g, 0.0)
+    return g
+
+
+def _stack(grams: list):
+    first = grams[0]
+    lib = _module(first)
+    if lib == "torch":
+        return sys.modules["torch"].stack(grams)
+    return (sys.modules["cupy"] if lib == "cupy" else np).stack(grams)
+
+
+def _host(a):
+    lib = _module(a)
+    if lib == "torch":
+        return lambda t: t.cpu().numpy()
+    if lib == "cupy":
+        return lambda t: t.get()
+    return np.asarray
+
+
+class MinibatchMap:
+    """The minibatch CKA map of Nguyen et al. (2021), as torch_cka and pytorch-cka estimate it.
+
+    Per batch of b >= 4 samples the unbiased HSIC (Song et al. 2012) of every pair of layers,
+    summed over the batches in float64:
+    ``CKA[i, j] = sum_b HSIC_1(K_i, L_j) / sqrt(sum_b HSIC_1(K_i, K_i) sum_b HSIC_1(L_j, L_j))``.
+    The estimate depends on the batches (their size and order), unlike the exact CKA.
+
+    Parameters
+    ----------
+    symmetric : bool, default False
+        Side b is side a (``update(xs)`` with no ``ys``): the map of the layers among
+        themselves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.minibatch import MinibatchMap
+    >>> rng = np.random.default_rng(0)
+    >>> acc = MinibatchMap()
+    >>> for _ in range(4):
+    ...     x = rng.normal(size=(64, 5)).astype(np.float32)
+    ...     acc.update([x, x ** 2], [3 * x])
+    >>> m = acc.result()
+    >>> m.shape, round(float(m[0, 0]), 6)
+    ((2, 1), 1.0)
+    """
+
+    def __init__(self, symmetric: bool = False) -> None:
+        self.symmetric = bool(symmetric)
+        self.sums = terms.MinibatchSums()
+
+    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
+        """Add one batch: each layer's activations (b, ...) on side a and side b.
+
+        A tensor given on both sides (the same object) has its Gram formed once.
+        """
+        grams: dict[int, object] = {}
+
+        def gram(a):
+            if id(a) not in grams:
+                grams[id(a)] = batch_gram(a)
+            return grams[id(a)]
+
+        ga = [gram(x) for x in xs]
+        gb = None if ys is None else [gram(y) for y in ys]
+        self.update_grams(ga, gb)
+
+    def update_grams(self, grams_a: Sequence, grams_b: Sequence | None = None) -> None:
+        """Add one batch from its Grams (:func:`batch_gram` of each layer)."""
+        if (grams_b is None) != self.symmetric:
+            raise ValueError("a symmetric map takes one list of layers per batch (ys=None), a "
+                             "two-sided map two lists; got "
+                             f"{'one' if grams_b is None else 'two'}.")
+        if not grams_a or (grams_b is not None and not grams_b):
+            raise ValueError("each side needs at least one layer; got an empty list.")
+        sizes = {int(g.shape[0]) for g in [*grams_a, *(grams_b or [])]}
+        if len(sizes) != 1:
+            raise ValueError(f"every layer of a batch must have the same samples; got batch "
+                             f"sizes {sorted(sizes)}.")
+        (b,) = sizes
+        if b < 4:
+            raise ValueError(f"the minibatch estimate needs batches of at least 4 samples (the "
+                             f"unbiased HSIC divides by b(b-3)); got a batch of {b}.")
+        sa = _stack(list(grams_a))
+        sb = None if grams_b is None else _stack(list(grams_b))
+        hxy, hxx, hyy = terms.batch_hsic_terms(sa, sb, host=_host(sa))
+        self.sums.add(hxy, hxx, hyy, b)
+
+    def hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The float64 sums over the batches: (hxy (La, Lb), hxx (La,), hyy (Lb,))."""
+        return self.sums.totals()
+
+    def result(self) -> np.ndarray:
+        """The CKA map, float64 (La, Lb); nan with a RuntimeWarning for a layer whose summed
+        self-HSIC is not positive (no variance in any batch)."""
+        return terms.cka_map(*self.hsic())
