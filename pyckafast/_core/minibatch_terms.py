@@ -99,7 +99,7 @@ class MinibatchSums:
 
     def add(self, hxy: np.ndarray, hxx: np.ndarray, hyy: np.ndarray, b: int) -> None:
         """Add one batch's values (float64)."""
-        parts = [np.asarray(v, dtype=np.float64) for v in (hxy, hxx, hyy)]
+        parts = [np.array(v, dtype=np.float64) for v in (hxy, hxx, hyy)]  # own copies
         if self.hxy is None:
             self.hxy, self.hxx, self.hyy = parts
         else:
