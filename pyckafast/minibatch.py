@@ -190,14 +190,13 @@ def _module(a) -> str:
 
 
 def batch_gram(x):
-    """Return one batch's zero-diagonal linear Gram, the only thing the estimate needs of it.
+    """Return one batch's linear Gram of its rows about their mean, in the input's float dtype.
 
-    The rows are first shifted (by the first row, then by the mean of the shifted rows: a
-    layer that is constant in the batch gives exactly 0, and the Gram of rows about their mean
-    loses nothing to a large common offset); the unbiased HSIC is unchanged by any common
-    shift. The GEMM runs in the input's float dtype (float16/bfloat16/integers: float32, or
-    float64 for NumPy integers), on its device and in its library's thread pool (torch, CuPy or
-    NumPy's BLAS); the b x b result is float64 with its diagonal set to zero.
+    Centring first keeps a float32 Gram accurate when the rows share a large offset (the
+    unbiased HSIC does not change when every row is shifted by the same vector). The GEMM runs
+    in the input's float dtype (float16/bfloat16/integers: float32; NumPy integers: float64),
+    on its device and in its library's thread pool (torch, CuPy or NumPy's BLAS). The estimate
+    takes these (:meth:`MinibatchMap.update_grams`) and does the rest in float64 on the stack.
 
     Parameters
     ----------
@@ -207,7 +206,7 @@ def batch_gram(x):
     Returns
     -------
     array, shape (b, b)
-        Float64, of the same library and device as ``x``.
+        Of the same library, device and float dtype as the (upcast) input.
 
     Examples
     --------
@@ -215,40 +214,40 @@ def batch_gram(x):
     >>> from pyckafast.minibatch import batch_gram
     >>> x = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0], [0.0, 1.0]], dtype=np.float32)
     >>> g = batch_gram(x)
-    >>> g.dtype, g.shape, float(g[0, 0])
-    (dtype('float64'), (4, 4), 0.0)
+    >>> g.dtype, g.shape, bool(np.allclose(g.sum(axis=1), 0, atol=1e-5))
+    (dtype('float32'), (4, 4), True)
     """
     if _module(x) == "torch":
         torch = sys.modules["torch"]
         x = x.detach().reshape(x.shape[0], -1)
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        xc = x - x[0]
-        xc -= xc.mean(0)
-        g = (xc @ xc.T).double()
-        g.fill_diagonal_(0)
-        return g
-    if _module(x) == "cupy":
-        xp = sys.modules["cupy"]
-    else:
-        xp, x = np, np.asarray(x)
+        xc = x - x.mean(0)
+        return xc @ xc.T
+    xp = sys.modules["cupy"] if _module(x) == "cupy" else np
+    x = xp.asarray(x)
     x = x.reshape(x.shape[0], -1)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32 if x.dtype.kind == "f" else np.float64)
-    xc = x - x[0]
-    xc -= xc.mean(axis=0)
+    xc = x - x.mean(axis=0)
     with blas_threads(torch_aware_threads()) if xp is np else contextlib.nullcontext():
-        g = (xc @ xc.T).astype(np.float64)
-    xp.fill_diagonal(g, 0.0)
-    return g
+        return xc @ xc.T
 
 
-def _stack(grams: list):
+def _float64_zero_diagonal(grams: list):
+    """The Grams as one float64 (L, b, b) stack with zero diagonals: a few batched operations
+    for all layers (every operation is a wait for the thread pool on a loaded machine)."""
     first = grams[0]
-    lib = _module(first)
-    if lib == "torch":
-        return sys.modules["torch"].stack(grams)
-    return (sys.modules["cupy"] if lib == "cupy" else np).stack(grams)
+    if _module(first) == "torch":
+        torch = sys.modules["torch"]
+        stack = torch.stack(grams).to(torch.float64)
+        stack.diagonal(dim1=1, dim2=2).zero_()
+        return stack
+    xp = sys.modules["cupy"] if _module(first) == "cupy" else np
+    stack = xp.stack(grams).astype(np.float64)
+    idx = xp.arange(stack.shape[1])
+    stack[:, idx, idx] = 0.0
+    return stack
 
 
 def _host(a):
@@ -324,16 +323,16 @@ class MinibatchMap:
         if b < 4:
             raise ValueError(f"the minibatch estimate needs batches of at least 4 samples (the "
                              f"unbiased HSIC divides by b(b-3)); got a batch of {b}.")
-        sa = _stack(list(grams_a))
-        sb = None if grams_b is None else _stack(list(grams_b))
-        hxy, hxx, hyy = terms.batch_hsic_terms(sa, sb, host=_host(sa))
-        self.sums.add(hxy, hxx, hyy, b)
+        sa = _float64_zero_diagonal(list(grams_a))
+        sb = None if grams_b is None else _float64_zero_diagonal(list(grams_b))
+        self.sums.add(terms.batch_hsic_terms(sa, sb, host=_host(sa)), b)
 
     def hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The float64 sums over the batches: (hxy (La, Lb), hxx (La,), hyy (Lb,))."""
         return self.sums.totals()
 
     def result(self) -> np.ndarray:
-        """The CKA map, float64 (La, Lb); nan with a RuntimeWarning for a layer whose summed
-        self-HSIC is not positive (no variance in any batch)."""
+        """The CKA map, float64 (La, Lb); nan with a RuntimeWarning for a layer without
+        variance in every batch (its summed self-HSIC is rounding residue of its own scale,
+        ``_core.minibatch_terms.ZERO_VARIANCE``)."""
         return terms.cka_map(*self.hsic())

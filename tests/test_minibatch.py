@@ -114,6 +114,8 @@ def test_minibatch_map_torch_tensors_take_torch_gemms():
     grams = [batch_gram(torch.from_numpy(x)) for x in a[0]]
     assert all(isinstance(g, torch.Tensor) and g.dtype == torch.float64 for g in grams)
     np.testing.assert_allclose(grams[1].numpy(), batch_gram(a[0][1]), rtol=0, atol=1e-12)
+    g32 = batch_gram(torch.from_numpy(a[0][1].astype(np.float32)))
+    assert g32.dtype == torch.float32  # the GEMM in the input's dtype
     ta = [[torch.from_numpy(x) for x in xs] for xs in a]
     tb = [[torch.from_numpy(y) for y in ys] for ys in b]
     np.testing.assert_allclose(_run(ta, tb).result(), _run(a, b).result(), rtol=0, atol=1e-12)
@@ -124,16 +126,36 @@ def test_minibatch_map_torch_tensors_take_torch_gemms():
         np.testing.assert_array_equal(_run(ha).result(), _run(up).result())
 
 
-def test_minibatch_map_a_constant_layer():
-    """A layer constant in a batch adds exactly 0 (its Gram is exactly zero); constant in every
-    batch, its CKA is undefined: nan with a warning, the other entries unharmed."""
+@pytest.mark.parametrize("value", [0.0, 1e4 / 3, -7.1, 1e30])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_minibatch_map_a_constant_layer(value, dtype):
+    """A layer constant in every batch has an undefined CKA: nan with a warning, the other
+    entries unharmed (decided from its own rounding residue, whatever its value)."""
     a, b = _layer_batches(7), _layer_batches(8, widths=(3,))
-    const = np.full((40, 4), 1e4 / 3, dtype=np.float32)
-    assert not batch_gram(const).any()
+    const = np.full((40, 4), value, dtype=dtype)
     with pytest.warns(RuntimeWarning, match="without variance"):
         got = _run([[*xs, const] for xs in a], b).result()
     assert np.isnan(got[-1]).all() and not np.isnan(got[:-1]).any()
     np.testing.assert_allclose(got[:-1], _run(a, b).result(), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("mean, std", [(1e6, 1.0), (1e4, 0.01), (3.0, 1e-6)])
+def test_minibatch_map_small_spread_is_not_constant(mean, std):
+    """float32 data with a small spread next to its mean (issue 22 item 1's class) has
+    variance: its value, not nan."""
+    import warnings
+
+    rng = np.random.default_rng(9)
+    xs, ys = [], []
+    for _ in range(4):
+        z = rng.normal(size=(64, 3))
+        xs.append([(mean + std * z).astype(np.float32)])
+        ys.append([(z[:, :2] + 0.5 * rng.normal(size=(64, 2))).astype(np.float32)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _run(xs, ys).result()
+    want = torch_cka_minibatch([[x.astype(np.float64) - mean for x in b] for b in xs], ys)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
 def test_minibatch_map_bad_batches():

@@ -21,10 +21,30 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["batch_hsic_terms", "unbiased_hsic", "MinibatchSums", "cka_map", "pytorch_cka_map"]
+__all__ = ["batch_hsic_terms", "unbiased_hsic", "BatchHSIC", "MinibatchSums", "cka_map",
+           "pytorch_cka_map", "ZERO_VARIANCE"]
+
+# A layer's summed HSIC_1(K, K) at or below this fraction of its summed tr(K~K~) / (b(b-3))
+# is the rounding residue of a layer without variance. Rows are centred before the Gram, so for
+# a layer with any spread the two are about equal (both estimate ||Cov||_F^2); for a constant
+# layer the centred rows are equal up to rounding, its Gram's entries equal to a few ulps, and
+# the ratio is about 1e-14 or below.
+ZERO_VARIANCE = 1e-9
+
+
+class BatchHSIC(NamedTuple):
+    """One batch's values: HSIC_1 of every pair and of each layer with itself, and each layer's
+    tr(K~K~) / (b(b-3)), the scale its self-HSIC is judged against."""
+
+    xy: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    scale_x: np.ndarray
+    scale_y: np.ndarray
 
 
 def unbiased_hsic(b: int, trace, total_x, total_y, rows):
@@ -33,8 +53,7 @@ def unbiased_hsic(b: int, trace, total_x, total_y, rows):
     return (trace + total_x * total_y / ((b - 1) * (b - 2)) - 2.0 / (b - 2) * rows) / (b * (b - 3))
 
 
-def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray) -> BatchHSIC:
     """Every pair's unbiased HSIC for one batch, from two stacks of zero-diagonal Grams.
 
     Parameters
@@ -48,12 +67,9 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray
 
     Returns
     -------
-    hxy : ndarray, shape (La, Lb)
-        HSIC_1(K_i, L_j).
-    hxx : ndarray, shape (La,)
-        HSIC_1(K_i, K_i).
-    hyy : ndarray, shape (Lb,)
-        HSIC_1(L_j, L_j).
+    BatchHSIC
+        ``xy`` (La, Lb): HSIC_1(K_i, L_j); ``xx`` (La,), ``yy`` (Lb,): each layer's HSIC_1
+        with itself; ``scale_x``, ``scale_y``: tr(K~K~) / (b(b-3)) per layer.
 
     Examples
     --------
@@ -62,7 +78,7 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray
     >>> x = np.random.default_rng(0).normal(size=(16, 3))
     >>> k = x @ x.T
     >>> np.fill_diagonal(k, 0)
-    >>> hxy, hxx, hyy = batch_hsic_terms(k[None], (4 * k)[None])
+    >>> hxy, hxx, hyy, _, _ = batch_hsic_terms(k[None], (4 * k)[None])
     >>> bool(np.isclose(hxy[0, 0], 4 * hxx[0])) and bool(np.isclose(hyy[0], 16 * hxx[0]))
     True
     """
@@ -76,15 +92,17 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray
         total = rows_total = host(ra.sum(1))
         h = unbiased_hsic(b, trace, total[:, None], rows_total[None, :], rows)
         d = np.diagonal(h).copy()
-        return h, d, d
+        scale = np.diagonal(trace) / (b * (b - 3))
+        return BatchHSIC(h, d, d, scale, scale)
     vb = grams_b.reshape(grams_b.shape[0], -1)
     rb = grams_b.sum(1)
     trace, rows = host(va @ vb.T), host(ra @ rb.T)
     ta, tb = host(ra.sum(1)), host(rb.sum(1))
     hxy = unbiased_hsic(b, trace, ta[:, None], tb[None, :], rows)
-    hxx = unbiased_hsic(b, host((va * va).sum(1)), ta, ta, host((ra * ra).sum(1)))
-    hyy = unbiased_hsic(b, host((vb * vb).sum(1)), tb, tb, host((rb * rb).sum(1)))
-    return hxy, hxx, hyy
+    sa, sb = host((va * va).sum(1)), host((vb * vb).sum(1))
+    hxx = unbiased_hsic(b, sa, ta, ta, host((ra * ra).sum(1)))
+    hyy = unbiased_hsic(b, sb, tb, tb, host((rb * rb).sum(1)))
+    return BatchHSIC(hxy, hxx, hyy, sa / (b * (b - 3)), sb / (b * (b - 3)))
 
 
 @dataclass
@@ -94,27 +112,36 @@ class MinibatchSums:
     hxy: np.ndarray | None = None
     hxx: np.ndarray | None = None
     hyy: np.ndarray | None = None
+    scale_x: np.ndarray | None = None
+    scale_y: np.ndarray | None = None
     batches: int = 0
     samples: list[int] = field(default_factory=list)
 
-    def add(self, hxy: np.ndarray, hxx: np.ndarray, hyy: np.ndarray, b: int) -> None:
+    def add(self, batch: BatchHSIC, b: int) -> None:
         """Add one batch's values (float64)."""
-        parts = [np.array(v, dtype=np.float64) for v in (hxy, hxx, hyy)]  # own copies
+        parts = [np.array(v, dtype=np.float64) for v in batch]  # own copies
+        names = ("hxy", "hxx", "hyy", "scale_x", "scale_y")
         if self.hxy is None:
-            self.hxy, self.hxx, self.hyy = parts
+            for name, v in zip(names, parts):
+                setattr(self, name, v)
         else:
-            self.hxy += parts[0]
-            self.hxx += parts[1]
-            self.hyy += parts[2]
+            for name, v in zip(names, parts):
+                getattr(self, name).__iadd__(v)
         self.batches += 1
         self.samples.append(int(b))
 
     def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sum hxy, sum hxx, sum hyy); ValueError before the first batch."""
+        """(sum hxy, sum hxx, sum hyy), with the self-HSIC of a layer without variance (see
+        ``ZERO_VARIANCE``) and its pairs' HSIC set to exactly 0; ValueError before the first
+        batch."""
         if self.hxy is None:
             raise ValueError("no batch was given: the minibatch estimate needs at least one "
                              "batch of samples (an exhausted iterator or an empty dataset?).")
-        return self.hxy, self.hxx, self.hyy
+        zero_x = self.hxx <= ZERO_VARIANCE * self.scale_x
+        zero_y = self.hyy <= ZERO_VARIANCE * self.scale_y
+        hxy = np.where(np.multiply.outer(zero_x, np.ones(len(zero_y), bool))
+                       | np.multiply.outer(np.ones(len(zero_x), bool), zero_y), 0.0, self.hxy)
+        return hxy, np.where(zero_x, 0.0, self.hxx), np.where(zero_y, 0.0, self.hyy)
 
 
 def cka_map(hxy: np.ndarray, hxx: np.ndarray, hyy: np.ndarray, *, warn: bool = True
