@@ -209,7 +209,7 @@ def start_busy(k: int, seconds: float = 3600.0) -> list[subprocess.Popen]:
 
 # --- driver -------------------------------------------------------------------------------
 
-def bench(kinds, n, batch, rounds, methods):
+def bench(kinds, n, batch, rounds, methods, after_round=None):
     import cka  # noqa: F401  (imports outside the timings: pytorch-cka pulls in matplotlib)
     import torch_cka  # noqa: F401
 
@@ -230,6 +230,8 @@ def bench(kinds, n, batch, rounds, methods):
                      "value": None if value is None else np.asarray(value).tolist()})
                 print(f"[{kind} round {r + 1}] {name}: {dt:.2f} s (load {load:.1f})",
                       file=sys.stderr, flush=True)
+            if after_round is not None:
+                after_round(rows)
     return rows
 
 
@@ -279,20 +281,27 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    start = os.getloadavg()[0]
     procs = start_busy(args.busy) if args.busy else []
+
+    def report(rows, final=False):
+        """The tables so far (after every round: a run cut short still tells something)."""
+        if args.json:
+            args.json.write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in rows.items()}))
+        if not final:
+            print(table(rows, args.models, args.methods), file=sys.stderr, flush=True)
+
     try:
-        start = os.getloadavg()[0]
-        rows = bench(args.models, args.n, args.batch, args.rounds, args.methods)
+        rows = bench(args.models, args.n, args.batch, args.rounds, args.methods, report)
     finally:
         for proc in procs:
             proc.terminate()
     print(f"## job_bench: n = {args.n}, batch {args.batch}, {args.rounds} rounds, busy "
-          f"{args.busy}, torch threads {torch.get_num_threads()}, cores "
-          f"{len(os.sched_getaffinity(0))}, load at start {start:.1f}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{args.busy} (GEMM processes), torch threads {torch.get_num_threads()}, cores "
+          f"{len(os.sched_getaffinity(0))}, 1-min load at start {start:.1f} / end "
+          f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(table(rows, args.models, args.methods))
-    if args.json:
-        args.json.write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in rows.items()}))
+    report(rows, final=True)
 
 
 if __name__ == "__main__":
