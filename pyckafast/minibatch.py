@@ -292,9 +292,26 @@ class MinibatchMap:
         self.sums = terms.MinibatchSums()
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        """Add one batch: each layer's activations (b, ...) on side a and side b.
+        """Add one batch: each layer's activations on side a and side b.
 
         A tensor given on both sides (the same object) has its Gram formed once.
+
+        Parameters
+        ----------
+        xs : sequence of array
+            Side a's layers for this batch, each (b, ...) (NumPy, torch or CuPy).
+        ys : sequence of array, optional
+            Side b's layers (the same b samples); None for a symmetric map.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> acc = MinibatchMap(symmetric=True)
+        >>> x = np.random.default_rng(1).normal(size=(8, 3))
+        >>> acc.update([x, -x])
+        >>> acc.result().round(6).tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
         """
         grams: dict[int, object] = {}
 
@@ -308,7 +325,31 @@ class MinibatchMap:
         self.update_grams(ga, gb)
 
     def update_grams(self, grams_a: Sequence, grams_b: Sequence | None = None) -> None:
-        """Add one batch from its Grams (:func:`batch_gram` of each layer)."""
+        """Add one batch from its Grams (:func:`batch_gram` of each layer).
+
+        Parameters
+        ----------
+        grams_a : sequence of array
+            Side a's (b, b) Grams of rows about their batch mean, of one library and device.
+        grams_b : sequence of array, optional
+            Side b's; None for a symmetric map.
+
+        Raises
+        ------
+        ValueError
+            Batches of fewer than 4 samples, Grams of different sizes, an empty side, or one
+            side given to a two-sided map (two to a symmetric one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap, batch_gram
+        >>> x = np.random.default_rng(2).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update_grams([batch_gram(x)], [batch_gram(2 * x)])
+        >>> round(float(acc.result()[0, 0]), 9)
+        1.0
+        """
         if (grams_b is None) != self.symmetric:
             raise ValueError("a symmetric map takes one list of layers per batch (ys=None), a "
                              "two-sided map two lists; got "
@@ -328,11 +369,53 @@ class MinibatchMap:
         self.sums.add(terms.batch_hsic_terms(sa, sb, host=_host(sa)), b)
 
     def hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The float64 sums over the batches: (hxy (La, Lb), hxx (La,), hyy (Lb,))."""
+        """Return the float64 sums of the per-batch unbiased HSIC values.
+
+        Returns
+        -------
+        hxy : ndarray, shape (La, Lb)
+            Summed HSIC_1 of every pair.
+        hxx : ndarray, shape (La,)
+            Side a's summed self-HSIC (0 for a layer without variance).
+        hyy : ndarray, shape (Lb,)
+            Side b's.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> x = np.random.default_rng(3).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update([x], [x])
+        >>> hxy, hxx, hyy = acc.hsic()
+        >>> bool(np.isclose(hxy[0, 0], hxx[0]))
+        True
+        """
         return self.sums.totals()
 
     def result(self) -> np.ndarray:
-        """The CKA map, float64 (La, Lb); nan with a RuntimeWarning for a layer without
-        variance in every batch (its summed self-HSIC is rounding residue of its own scale,
-        ``_core.minibatch_terms.ZERO_VARIANCE``)."""
+        """Return the minibatch CKA map.
+
+        Returns
+        -------
+        ndarray, shape (La, Lb)
+            Float64; nan with a RuntimeWarning for a layer without variance in every batch
+            (its summed self-HSIC is rounding residue of its own scale,
+            ``_core.minibatch_terms.ZERO_VARIANCE``).
+
+        Raises
+        ------
+        ValueError
+            Before the first batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> x = np.random.default_rng(4).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update([x], [x + 5])
+        >>> round(float(acc.result()[0, 0]), 9)
+        1.0
+        """
         return terms.cka_map(*self.hsic())

@@ -75,8 +75,8 @@ class CKA:
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         The pyckafast backend of the per-batch terms.
     minibatch : bool, default False
-        pytorch-cka's own estimate (per-batch unbiased HSIC summed over batches, clamped to
-        [0, 1]) instead of the exact full-dataset CKA.
+        Give pytorch-cka's own estimate (per-batch unbiased HSIC summed over batches, clamped
+        to [0, 1]) instead of the exact full-dataset CKA.
 
     Examples
     --------
@@ -346,8 +346,8 @@ def compute_cka(model1: Any, model2: Any, *dataloaders: Iterable,
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         The pyckafast backend of the per-batch terms.
     minibatch : bool, default False
-        pytorch-cka's own estimate (per-batch unbiased HSIC summed over the batches, clamped to
-        [0, 1]; batches of at least 4 samples) instead of the exact full-dataset CKA.
+        Give pytorch-cka's own estimate (per-batch unbiased HSIC summed over the batches,
+        clamped to [0, 1]; batches of at least 4 samples) instead of the exact CKA.
 
     Returns
     -------
