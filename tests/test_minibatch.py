@@ -95,10 +95,11 @@ def test_minibatch_map_symmetric_is_the_two_sided_map():
     np.testing.assert_allclose(sym, torch_cka_minibatch(a, a), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("mean", [1e3, 1e5])
+@pytest.mark.parametrize("mean", [0.0, 0.5, 1.0, 1e3, 1e5])
 def test_minibatch_map_float32_with_a_large_mean(mean):
-    """float32 Grams of rows with a large common offset: shifted first, so the float32 GEMM
-    keeps the estimate to float32 rounding of the data (the peers, uncentred, do not)."""
+    """float32 Grams of rows with a common offset: a large one is centred away first, a small
+    one kept (the Gram of the rows as they are), and either way the float32 GEMM keeps the
+    estimate to float32 rounding of the data (the peers, uncentred, do not)."""
     a64, b64 = _layer_batches(3), _layer_batches(4, widths=(5, 11))
     a32 = [[(x + mean).astype(np.float32) for x in xs] for xs in a64]
     b32 = [[(y - mean).astype(np.float32) for y in ys] for ys in b64]
