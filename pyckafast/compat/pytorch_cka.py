@@ -37,10 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .._core import combine
-from .._core.minibatch_terms import pytorch_cka_map
+from .._core.minibatch_terms import batch_hsic_terms, pytorch_cka_map
 from .._core.optional import require
-from .._core.terms import KernelTerms
 from .._core.threads import model_loop
 from .._core.types import Backend
 from ..minibatch import MinibatchMap, batch_gram
@@ -465,22 +463,15 @@ def _check_grams(grams_x, grams_y, what: str) -> int:
     return n
 
 
-class _GramSide:
+def _zero_diagonal_stack(grams) -> np.ndarray:
     """One stack of Grams as float64 NumPy, each shifted by its mean entry (unbiased HSIC is
-    unchanged by a constant added to every entry, and the sums then do not cancel)."""
-
-    def __init__(self, grams):
-        g = grams.detach().to("cpu", dtype=_torch().float64).numpy()
-        self.g = g - g.mean(axis=(1, 2), keepdims=True)
-        self.col = self.g.sum(axis=1)  # column sums, as pytorch-cka (sum over dim -2)
-        self.diag = np.diagonal(self.g, axis1=1, axis2=2).copy()
-        self.flat = self.g.reshape(len(self.g), -1)
-
-
-def _pair_hsic(a: _GramSide, i: int, b: _GramSide, j: int) -> float:
-    terms = KernelTerms(a.g.shape[1], float(a.flat[i] @ b.flat[j]), float(a.flat[i] @ a.flat[i]),
-                        float(b.flat[j] @ b.flat[j]), a.col[i], b.col[j], a.diag[i], b.diag[j])
-    return combine.kernel_hsic(terms, True).xy
+    unchanged by a constant added to every entry, and the sums then do not cancel), with its
+    diagonal set to zero: what ``_core.minibatch_terms.batch_hsic_terms`` takes."""
+    g = grams.detach().to("cpu", dtype=_torch().float64).numpy()
+    g = g - g.mean(axis=(1, 2), keepdims=True)
+    idx = np.arange(g.shape[1])
+    g[:, idx, idx] = 0.0
+    return g
 
 
 def hsic(grams_x: Any, grams_y: Any) -> tuple[Any, Any, Any]:
@@ -519,11 +510,9 @@ def hsic(grams_x: Any, grams_y: Any) -> tuple[Any, Any, Any]:
     True
     """
     _check_grams(grams_x, grams_y, "hsic_all")
-    a, b = _GramSide(grams_x), _GramSide(grams_y)
-    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
-    xx = np.array([_pair_hsic(a, i, a, i) for i in range(len(a.g))])
-    yy = np.array([_pair_hsic(b, j, b, j) for j in range(len(b.g))])
-    return tuple(_like(v, grams_x) for v in (xy, xx, yy))
+    # every pair from one GEMM of the stacked Grams (no Python loop per pair)
+    h = batch_hsic_terms(_zero_diagonal_stack(grams_x), _zero_diagonal_stack(grams_y))
+    return tuple(_like(v, grams_x) for v in (h.xy, h.xx, h.yy))
 
 
 def hsic_cross(grams_x: Any, grams_y: Any) -> Any:
@@ -555,9 +544,8 @@ def hsic_cross(grams_x: Any, grams_y: Any) -> Any:
     (2, 2)
     """
     _check_grams(grams_x, grams_y, "hsic_cross")
-    a, b = _GramSide(grams_x), _GramSide(grams_y)
-    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
-    return _like(xy, grams_x)
+    h = batch_hsic_terms(_zero_diagonal_stack(grams_x), _zero_diagonal_stack(grams_y))
+    return _like(h.xy, grams_x)
 
 
 def _like(values: np.ndarray, ref):
