@@ -217,7 +217,9 @@ def batch_gram(x):
     Returns
     -------
     array, shape (b, b)
-        Of the same library, device and float dtype as the (upcast) input.
+        In the float dtype of the (upcast) input: a NumPy array for host data (CPU tensors
+        included: the GEMM is torch's, the rest NumPy's), else of the input's library and
+        device.
 
     Examples
     --------
@@ -234,6 +236,15 @@ def batch_gram(x):
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         g = x @ x.T
+        if g.device.type == "cpu":
+            # The b x b work after the GEMM is NumPy's, on this thread: each small torch op
+            # is a barrier of torch's whole OpenMP team, a long wait when other processes hold
+            # its cores, for microseconds of work.
+            g = g.numpy()
+            if float(g.sum()) > OFFSET_SHARE * x.shape[0] * float(np.trace(g)):
+                xc = x - x.mean(0)
+                g = (xc @ xc.T).numpy()
+            return g
         if float(g.sum()) > OFFSET_SHARE * x.shape[0] * float(g.trace()):
             xc = x - x.mean(0)
             g = xc @ xc.T

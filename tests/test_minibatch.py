@@ -112,11 +112,18 @@ def test_minibatch_map_float32_with_a_large_mean(mean):
 def test_minibatch_map_torch_tensors_take_torch_gemms():
     torch = pytest.importorskip("torch")
     a, b = _layer_batches(5), _layer_batches(6, widths=(8,))
-    grams = [batch_gram(torch.from_numpy(x)) for x in a[0]]
-    assert all(isinstance(g, torch.Tensor) and g.dtype == torch.float64 for g in grams)
-    np.testing.assert_allclose(grams[1].numpy(), batch_gram(a[0][1]), rtol=0, atol=1e-12)
-    g32 = batch_gram(torch.from_numpy(a[0][1].astype(np.float32)))
-    assert g32.dtype == torch.float32  # the GEMM in the input's dtype
+    calls = []
+    real_mm = torch.Tensor.__matmul__
+    try:
+        torch.Tensor.__matmul__ = lambda s, o: calls.append(s.dtype) or real_mm(s, o)
+        grams = [batch_gram(torch.from_numpy(x)) for x in a[0]]
+        g32 = batch_gram(torch.from_numpy(a[0][1].astype(np.float32)))
+    finally:
+        torch.Tensor.__matmul__ = real_mm
+    assert calls == [torch.float64] * len(a[0]) + [torch.float32]  # torch's GEMM, input dtype
+    assert all(isinstance(g, np.ndarray) and g.dtype == np.float64 for g in grams)
+    np.testing.assert_allclose(grams[1], batch_gram(a[0][1]), rtol=0, atol=1e-12)
+    assert g32.dtype == np.float32
     ta = [[torch.from_numpy(x) for x in xs] for xs in a]
     tb = [[torch.from_numpy(y) for y in ys] for ys in b]
     np.testing.assert_allclose(_run(ta, tb).result(), _run(a, b).result(), rtol=0, atol=1e-12)
