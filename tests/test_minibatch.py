@@ -95,7 +95,7 @@ def test_minibatch_map_symmetric_is_the_two_sided_map():
     np.testing.assert_allclose(sym, torch_cka_minibatch(a, a), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("mean", [0.0, 0.5, 1.0, 1e3, 1e5])
+@pytest.mark.parametrize("mean", [0.0, 0.5, 1.0, 2.0, 3.0, 1e3, 1e5])  # offset shares 0..1
 def test_minibatch_map_float32_with_a_large_mean(mean):
     """float32 Grams of rows with a common offset: a large one is centred away first, a small
     one kept (the Gram of the rows as they are), and either way the float32 GEMM keeps the
