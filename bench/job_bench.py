@@ -265,8 +265,9 @@ def table(rows, kinds, methods) -> str:
                 inside = statistics.median(r["extra"]["forward"] for r in rs)
                 split = {k: statistics.median(r["extra"][k] for r in rs)
                          for k in ("forward", "batch_loop", "tiled_pass", "disk")}
-                out.append(f"\n{name}: forward inside the loop {inside:.2f} s vs alone {fwd:.2f} s "
-                           f"(**{inside / fwd:.2f}x**); time split "
+                alone = (f" vs alone {fwd:.2f} s (**{inside / fwd:.2f}x**)" if fwd == fwd
+                         else " (add the method 'forward alone' to compare)")
+                out.append(f"\n{name}: forward inside the loop {inside:.2f} s{alone}; time split "
                            + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()))
     return "\n".join(out)
 
