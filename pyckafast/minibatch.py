@@ -1,17 +1,31 @@
-"""Minibatch CKA (Nguyen, Raghu and Kornblith 2021): a different estimator from full-sample CKA."""
+"""Minibatch CKA (Nguyen, Raghu and Kornblith 2021): a different estimator from full-sample CKA.
+
+:func:`minibatch_cka` estimates one pair from two arrays. :class:`MinibatchMap` is the layer-map
+form that torch_cka and pytorch-cka compute inside a model loop (``compat.torch_cka`` and
+``compat.pytorch_cka`` with ``minibatch=True``, ``compare_models(estimator="minibatch")``): per
+batch, each layer's b x b Gram once (:func:`batch_gram`, a GEMM in the activations' own float
+dtype, in torch's own thread pool or on its GPU for torch tensors), then every layer pair's
+unbiased HSIC from one GEMM of the stacked Grams (``_core.minibatch_terms``), summed in float64.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 
 from ._core import combine, dispatch, params
+from ._core import minibatch_terms as terms
+from ._core.threads import blas_threads, torch_aware_threads
 from ._core.inputs import prepare_pair
 from ._core.params import validate_params
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 from .rbf import RBF_OPTIONS_SPEC, RBFOptions
 
-__all__ = ["minibatch_cka", "batch_triples"]
+__all__ = ["minibatch_cka", "batch_triples", "batch_gram", "MinibatchMap"]
 
 MINIBATCH_SPEC = {
     "batch_size": [params.positive_int()], "kernel": params.KERNEL, "debiased": params.BOOLEAN,
@@ -154,3 +168,269 @@ def batch_triples(
     options = RBFOptions.of(sigma, threshold, bandwidth) if kernel == "rbf" else None
     produce = dispatch.producer("minibatch", sx.kind, backend)
     return produce(sx, sy, batches, kernel=kernel, debiased=debiased, options=options)
+
+
+
+def _module(a) -> str:
+    return type(a).__module__.split(".")[0]
+
+
+# Above this share of the rows' energy in their common offset, 1'G1 / (b tr G), the batch is
+# centred and its Gram formed again. Below it the float32 Gram of the rows as they are loses at
+# most a factor of about share / (1 - share) = 9 of accuracy to the centred one (measured: the
+# estimate within 3e-8 of float64 at a share of 0.86; tests/test_minibatch.py); the unbiased
+# HSIC does not change when every row is shifted, so the value is the same. Zero-mean layers
+# sit near 0, ReLU outputs near 0.3, a layer with a large common offset (or constant) near 1.
+OFFSET_SHARE = 0.9
+
+
+def batch_gram(x):
+    """Return one batch's linear Gram, in the input's float dtype, accurate for any offset.
+
+    One GEMM of the rows as they are; when their common offset carries more than
+    ``OFFSET_SHARE`` (0.9) of their energy (``1'G1 / (b tr G)``, read off that Gram), the rows are
+    centred and the GEMM done again, so a float32 Gram of data with a large mean keeps its
+    precision. The unbiased HSIC does not change when every row is shifted by the same
+    vector, so either Gram gives the same estimate. The GEMM runs in the input's float dtype
+    (float16/bfloat16: float32; integers: float32 for torch, float64 for NumPy), on its device
+    and in its library's thread pool (torch, CuPy or NumPy's BLAS). The estimate takes these
+    (:meth:`MinibatchMap.update_grams`) and does the rest in float64 on the stack.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, torch.Tensor or cupy.ndarray, shape (b, ...)
+        One batch of one layer's activations; the dimensions after the first are flattened.
+
+    Returns
+    -------
+    array, shape (b, b)
+        In the float dtype of the (upcast) input: a NumPy array for host data (CPU tensors
+        included: the GEMM is torch's, the rest NumPy's), else of the input's library and
+        device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.minibatch import batch_gram
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0], [0.0, 1.0]], dtype=np.float32) + 1e4
+    >>> g = batch_gram(x)  # large offset: centred, so its rows sum to 0
+    >>> g.dtype, g.shape, bool(np.allclose(g.sum(axis=1), 0, atol=1e-3))
+    (dtype('float32'), (4, 4), True)
+    """
+    if _module(x) == "torch":
+        torch = sys.modules["torch"]
+        x = x.detach().reshape(x.shape[0], -1)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        g = x @ x.T
+        if g.device.type == "cpu":
+            # The b x b work after the GEMM is NumPy's, on this thread: each small torch op
+            # is a barrier of torch's whole OpenMP team, a long wait when other processes hold
+            # its cores, for microseconds of work.
+            g = g.numpy()
+            if float(g.sum()) > OFFSET_SHARE * x.shape[0] * float(np.trace(g)):
+                xc = x - x.mean(0)
+                g = (xc @ xc.T).numpy()
+            return g
+        if float(g.sum()) > OFFSET_SHARE * x.shape[0] * float(g.trace()):
+            xc = x - x.mean(0)
+            g = xc @ xc.T
+        return g
+    xp = sys.modules["cupy"] if _module(x) == "cupy" else np
+    x = xp.asarray(x)
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32 if x.dtype.kind == "f" else np.float64)
+    with blas_threads(torch_aware_threads()) if xp is np else contextlib.nullcontext():
+        g = x @ x.T
+        if float(g.sum()) > OFFSET_SHARE * x.shape[0] * float(xp.trace(g)):
+            xc = x - x.mean(axis=0)
+            g = xc @ xc.T
+    return g
+
+
+def _float64_zero_diagonal(grams: list):
+    """The Grams as one float64 (L, b, b) stack with zero diagonals: a few batched operations
+    for all layers (every operation is a wait for the thread pool on a loaded machine)."""
+    first = grams[0]
+    if _module(first) == "torch":
+        torch = sys.modules["torch"]
+        stack = torch.stack(grams).to(torch.float64)
+        stack.diagonal(dim1=1, dim2=2).zero_()
+        return stack
+    xp = sys.modules["cupy"] if _module(first) == "cupy" else np
+    stack = xp.stack(grams).astype(np.float64)
+    idx = xp.arange(stack.shape[1])
+    stack[:, idx, idx] = 0.0
+    return stack
+
+
+def _host(a):
+    lib = _module(a)
+    if lib == "torch":
+        return lambda t: t.cpu().numpy()
+    if lib == "cupy":
+        return lambda t: t.get()
+    return np.asarray
+
+
+class MinibatchMap:
+    """The minibatch CKA map of Nguyen et al. (2021), as torch_cka and pytorch-cka estimate it.
+
+    Per batch of b >= 4 samples the unbiased HSIC (Song et al. 2012) of every pair of layers,
+    summed over the batches in float64:
+    ``CKA[i, j] = sum_b HSIC_1(K_i, L_j) / sqrt(sum_b HSIC_1(K_i, K_i) sum_b HSIC_1(L_j, L_j))``.
+    The estimate depends on the batches (their size and order), unlike the exact CKA.
+
+    Parameters
+    ----------
+    symmetric : bool, default False
+        Side b is side a (``update(xs)`` with no ``ys``): the map of the layers among
+        themselves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast.minibatch import MinibatchMap
+    >>> rng = np.random.default_rng(0)
+    >>> acc = MinibatchMap()
+    >>> for _ in range(4):
+    ...     x = rng.normal(size=(64, 5)).astype(np.float32)
+    ...     acc.update([x, x ** 2], [3 * x])
+    >>> m = acc.result()
+    >>> m.shape, round(float(m[0, 0]), 6)
+    ((2, 1), 1.0)
+    """
+
+    def __init__(self, symmetric: bool = False) -> None:
+        self.symmetric = bool(symmetric)
+        self.sums = terms.MinibatchSums()
+
+    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
+        """Add one batch: each layer's activations on side a and side b.
+
+        A tensor given on both sides (the same object) has its Gram formed once.
+
+        Parameters
+        ----------
+        xs : sequence of array
+            Side a's layers for this batch, each (b, ...) (NumPy, torch or CuPy).
+        ys : sequence of array, optional
+            Side b's layers (the same b samples); None for a symmetric map.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> acc = MinibatchMap(symmetric=True)
+        >>> x = np.random.default_rng(1).normal(size=(8, 3))
+        >>> acc.update([x, -x])
+        >>> acc.result().round(6).tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+        """
+        grams: dict[int, object] = {}
+
+        def gram(a):
+            if id(a) not in grams:
+                grams[id(a)] = batch_gram(a)
+            return grams[id(a)]
+
+        ga = [gram(x) for x in xs]
+        gb = None if ys is None else [gram(y) for y in ys]
+        self.update_grams(ga, gb)
+
+    def update_grams(self, grams_a: Sequence, grams_b: Sequence | None = None) -> None:
+        """Add one batch from its Grams (:func:`batch_gram` of each layer).
+
+        Parameters
+        ----------
+        grams_a : sequence of array
+            Side a's (b, b) Grams of rows about their batch mean, of one library and device.
+        grams_b : sequence of array, optional
+            Side b's; None for a symmetric map.
+
+        Raises
+        ------
+        ValueError
+            Batches of fewer than 4 samples, Grams of different sizes, an empty side, or one
+            side given to a two-sided map (two to a symmetric one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap, batch_gram
+        >>> x = np.random.default_rng(2).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update_grams([batch_gram(x)], [batch_gram(2 * x)])
+        >>> round(float(acc.result()[0, 0]), 9)
+        1.0
+        """
+        if (grams_b is None) != self.symmetric:
+            raise ValueError("a symmetric map takes one list of layers per batch (ys=None), a "
+                             "two-sided map two lists; got "
+                             f"{'one' if grams_b is None else 'two'}.")
+        if not grams_a or (grams_b is not None and not grams_b):
+            raise ValueError("each side needs at least one layer; got an empty list.")
+        sizes = {int(g.shape[0]) for g in [*grams_a, *(grams_b or [])]}
+        if len(sizes) != 1:
+            raise ValueError(f"every layer of a batch must have the same samples; got batch "
+                             f"sizes {sorted(sizes)}.")
+        (b,) = sizes
+        if b < 4:
+            raise ValueError(f"the minibatch estimate needs batches of at least 4 samples (the "
+                             f"unbiased HSIC divides by b(b-3)); got a batch of {b}.")
+        sa = _float64_zero_diagonal(list(grams_a))
+        sb = None if grams_b is None else _float64_zero_diagonal(list(grams_b))
+        self.sums.add(terms.batch_hsic_terms(sa, sb, host=_host(sa)), b)
+
+    def hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the float64 sums of the per-batch unbiased HSIC values.
+
+        Returns
+        -------
+        hxy : ndarray, shape (La, Lb)
+            Summed HSIC_1 of every pair.
+        hxx : ndarray, shape (La,)
+            Side a's summed self-HSIC (0 for a layer without variance).
+        hyy : ndarray, shape (Lb,)
+            Side b's.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> x = np.random.default_rng(3).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update([x], [x])
+        >>> hxy, hxx, hyy = acc.hsic()
+        >>> bool(np.isclose(hxy[0, 0], hxx[0]))
+        True
+        """
+        return self.sums.totals()
+
+    def result(self) -> np.ndarray:
+        """Return the minibatch CKA map.
+
+        Returns
+        -------
+        ndarray, shape (La, Lb)
+            Float64; nan with a RuntimeWarning for a layer without variance in every batch
+            (its summed self-HSIC is rounding residue of its own scale,
+            ``_core.minibatch_terms.ZERO_VARIANCE``).
+
+        Raises
+        ------
+        ValueError
+            Before the first batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast.minibatch import MinibatchMap
+        >>> x = np.random.default_rng(4).normal(size=(8, 3))
+        >>> acc = MinibatchMap()
+        >>> acc.update([x], [x + 5])
+        >>> round(float(acc.result()[0, 0]), 9)
+        1.0
+        """
+        return terms.cka_map(*self.hsic())

@@ -15,7 +15,8 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
   after the loop, the cached blocks uploaded one at a time.
 
 The result is the exact CKA of the whole dataset, not a minibatch estimate (Nguyen et al. 2021
-average per-batch HSICs, a different quantity). RBF kernel: every layer goes to the cache and
+average per-batch HSICs, a different quantity); ``estimator="minibatch"`` gives that estimate
+instead (torch_cka's and pytorch-cka's, :class:`pyckafast.minibatch.MinibatchMap`). RBF kernel: every layer goes to the cache and
 one tiled pass over it gives the map (each layer's bandwidth once, its kernel tile once per
 block pair). torch is optional and
 imported when called.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from numbers import Integral
@@ -37,6 +39,7 @@ from ._core.inputs import device_of
 from ._core.optional import require
 from ._core.params import Callables, Constraint, Strings, check_params, validate_params
 from ._core.progress import check_progress, progress_reporter
+from ._core.threads import model_loop
 from ._torch.cache import ActivationCache, check_disk
 from ._torch.capture import Capture, layer_output
 from ._torch.layers import per_layer, select_layers, unwrap
@@ -77,7 +80,8 @@ class _Progress(Constraint):
 _INT = params.Interval(Integral, None, None)
 
 
-@validate_params({"debiased": params.BOOLEAN, "kernel": params.KERNEL,
+@validate_params({"debiased": [params.OPTIONAL, *params.BOOLEAN], "kernel": params.KERNEL,
+                  "estimator": [params.StrOptions(("exact", "minibatch"))],
                   "output_key": [params.OPTIONAL, Strings(), _Mappings()],
                   "sample_dim": [_INT, _Mappings()],
                   "inputs": [params.OPTIONAL, Callables()], "backend": params.BACKEND,
@@ -85,14 +89,15 @@ _INT = params.Interval(Integral, None, None)
                   "cache_dir": [params.OPTIONAL, _Paths()], "keep_cache": params.BOOLEAN,
                   "progress": [_Progress()], "report": params.BOOLEAN})
 def compare_models(
-    model_a, model_b, loader: Iterable, layers_a: Sequence, layers_b: Sequence | None = None,
-    *, debiased: bool = False, kernel: str = "linear", device=None,
+    model_a, model_b, loader: Iterable, layers_a: Sequence | None = None,
+    layers_b: Sequence | None = None, *, debiased: bool | None = None,
+    estimator: str = "exact", kernel: str = "linear", device=None,
     output_key: str | Mapping | None = None, sample_dim: int | Mapping = 0,
     inputs: Callable | None = None, backend: str = "auto", max_state_bytes: int | None = None,
     cache_dir=None, keep_cache: bool = False, progress=None, report: bool = False,
     **rbf_options,
 ) -> tuple:
-    """Exact CKA between the chosen layers of two models over every sample of ``loader``.
+    """Exact CKA (or the minibatch estimate) between the layers of two models over ``loader``.
 
     Parameters
     ----------
@@ -106,13 +111,24 @@ def compare_models(
         loaders (each a DataLoader or another iterable that is not itself a tuple, list, dict,
         tensor or array) feeds model_a from the first and model_b from the second; they must
         yield the same samples in the same order (batch sizes are checked, contents cannot be).
-    layers_a, layers_b : sequence of str or torch.nn.Module classes
+    layers_a, layers_b : sequence of str or torch.nn.Module classes, optional
         Which layers: exact names (as in ``model.named_modules()``), glob patterns over names
         (``"layer*.conv1"``) or module classes (``torch.nn.Conv2d``: every such submodule), in
         the order given (a pattern's or class's matches in model order). ``layers_b`` defaults
-        to ``layers_a`` (looked up in model_b).
-    debiased : bool, default False
-        Biased HSIC (Kornblith et al. 2019) or unbiased HSIC (Song et al. 2012).
+        to ``layers_a`` (looked up in model_b). ``layers_a=None``: what torch_cka 0.21 compares
+        by default, every module of each model in ``named_modules()`` order, the model itself
+        ("") first (a warning above 150 modules).
+    debiased : bool, optional
+        Biased HSIC (Kornblith et al. 2019, the default of the exact map) or unbiased HSIC
+        (Song et al. 2012). The minibatch estimate is defined with the unbiased HSIC (None or
+        True).
+    estimator : {"exact", "minibatch"}, default "exact"
+        "exact": the CKA of the whole dataset. "minibatch": the estimate of Nguyen et al.
+        (2021) that torch_cka and pytorch-cka compute (unbiased HSIC per batch, summed over the
+        batches, then normalised; it depends on the batches), from each layer's b x b batch
+        Gram (a torch GEMM in the activations' dtype, on their device) and one GEMM of the
+        stacked Grams for all pairs; linear kernel, batches of at least 4 samples, nothing
+        cached.
     kernel : {"linear", "rbf"}, default "linear"
         "linear" streams batch by batch (see ``max_state_bytes``); "rbf" caches every layer
         and runs :func:`pyckafast.cka_matrix` (``form="tiles"``) on the cache with
@@ -148,10 +164,18 @@ def compare_models(
         A tqdm bar (True) or ``progress(done, total)`` over the batches, then over the tiled
         pass of the cached layers (``total`` is None for a loader without ``len``).
     report : bool, default False
-        Also return, per layer (model_a's, then model_b's), a dict: ``model``, ``layer``, ``p``,
-        ``path`` ("stream" or "cache"), ``bytes`` (memory of the
-        state held for it plus its bytes on disk), ``state_bytes``, ``cache_bytes``, ``device``
-        (where its activations were) and ``file`` (its cache file when kept, else None).
+        Also return a report: the list of per-layer records (as before), which also answers
+        ``report["layers"]`` (that list), ``report["totals"]`` and ``report["time"]``
+        (:class:`Report`). ``"layers"``, per layer (model_a's, then model_b's), a dict
+        ``model``, ``layer``, ``p``, ``path`` ("stream", "cache" or "minibatch"), ``bytes``
+        (memory of the state held for it plus its bytes on disk), ``state_bytes``,
+        ``cache_bytes``, ``device`` (where its activations were) and ``file`` (its cache file
+        when kept, else None); ``"totals"``: ``layers``, ``samples``, ``batches``,
+        ``state_bytes``, ``cache_bytes``, ``bytes``, ``cached_layers``, ``seconds``, ``estimator``;
+        ``"time"``: seconds in ``"forward"`` (the models' forward passes, hooks included),
+        ``"batch_loop"`` (the rest of the loop over the batches: streaming, cache writes),
+        ``"tiled_pass"`` (the pass over the cached layers after the loop) and ``"disk"``
+        (writing the cache, where the sink measures it; else 0).
     **rbf_options
         ``kernel="rbf"`` only: ``sigma``, ``threshold``, ``bandwidth``, ``tile``, ``n_pairs``
         and ``seed`` as in :func:`pyckafast.rbf_cka` (``tile`` also sets the block rows of the
@@ -159,7 +183,7 @@ def compare_models(
 
     Returns
     -------
-    (cka_map, names_a, names_b) or (cka_map, names_a, names_b, layer_report)
+    (cka_map, names_a, names_b) or (cka_map, names_a, names_b, report)
         ``cka_map[i, j]`` = CKA(layer names_a[i] of model_a, layer names_b[j] of model_b).
 
     Raises
@@ -183,6 +207,10 @@ def compare_models(
     >>> m, a, b = compare_models(net, net, data, [torch.nn.Linear], max_state_bytes=1000)
     >>> a, bool(abs(m[0, 0] - 1) < 1e-9)
     (['0', '2'], True)
+    >>> m, a, b, rep = compare_models(net, net, data, ["0", "2"], estimator="minibatch",
+    ...                               report=True)
+    >>> rep["totals"]["batches"], sorted(rep["time"])
+    (3, ['batch_loop', 'disk', 'forward', 'tiled_pass'])
     """
     torch = require("torch", "pyckafast.torch")
 
@@ -192,17 +220,29 @@ def compare_models(
                         f"kernel='rbf' takes {sorted(_RBF_OPTIONS)}.")
     check_params("compare_models", _RBF_OPTIONS, rbf_options)
     check_progress(progress)
+    if estimator == "minibatch":
+        if kernel != "linear" or debiased is False:
+            raise ValueError("estimator='minibatch' is the linear, unbiased-HSIC estimate of "
+                             "torch_cka and pytorch-cka: it takes kernel='linear' and debiased "
+                             f"None or True; got kernel={kernel!r}, debiased={debiased!r}.")
+        if rbf_options:
+            raise TypeError(f"estimator='minibatch' takes no options {sorted(rbf_options)}.")
+    debiased = bool(debiased)
     same = unwrap(model_a) is unwrap(model_b)
     model_a, model_b = unwrap(model_a), unwrap(model_b)
-    names_a = select_layers(model_a, layers_a, "model_a")
-    names_b = select_layers(model_b, layers_a if layers_b is None else layers_b, "model_b")
+    names_a = _layers(model_a, layers_a, "model_a")
+    names_b = _layers(model_b, layers_a if layers_b is None else layers_b, "model_b")
     every = list(dict.fromkeys([*names_a, *names_b]))
     keys = per_layer(output_key, every, "output_key"), per_layer(sample_dim, every, "sample_dim", 0)
     run = _Run(model_a, model_b, same, names_a, names_b, keys, device, inputs)
+    clock = _Clock()
     with ExitStack() as cleanup:
-        route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir, keep_cache,
-                       cleanup, rbf_options.get("tile"))
-        with run.hooks(), torch.no_grad():
+        if estimator == "minibatch":
+            route = _MinibatchRoute(run)
+        else:
+            route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir,
+                           keep_cache, cleanup, rbf_options.get("tile"))
+        with run.hooks(), torch.no_grad(), model_loop():
             loader_a, loader_b = _loaders(loader)
             if loader_b is not None and same:
                 raise ValueError("model_a and model_b are the same model, run once per batch: "
@@ -211,14 +251,139 @@ def compare_models(
             with progress_reporter(progress, total, desc="compare_models: batches",
                                    unit="batch") as tick:
                 for step, (batch_a, batch_b) in enumerate(_batches(loader_a, loader_b), 1):
-                    began = time.perf_counter()
-                    acts = run.forward(batch_a, batch_b)
-                    route.add(acts, total, time.perf_counter() - began)
+                    with clock("forward"):
+                        acts = run.forward(batch_a, batch_b)
+                    with clock("batch_loop"):
+                        route.add(acts, total, clock.last)
                     if tick is not None:
                         tick(step, total)
-        cka = route.result(progress, rbf_options)
+        with clock("tiled_pass"):
+            cka = route.result(progress, rbf_options)
         out = (cka, names_a, names_b)
-        return (*out, route.layer_report()) if report else out
+        return (*out, _report(route, clock, estimator)) if report else out
+
+
+def _layers(model, spec, what: str) -> list[str]:
+    """select_layers, or torch_cka 0.21's default (every module, the model itself first)."""
+    if spec is not None:
+        return select_layers(model, spec, what)
+    names = [name for name, _ in model.named_modules()]
+    if len(names) > 150:
+        warnings.warn(f"{what} has {len(names)} modules, all compared by default (as torch_cka); "
+                      "pass layers_a/layers_b (names, patterns or classes) to choose fewer.",
+                      stacklevel=4)
+    return names
+
+
+class _Clock:
+    """Wall seconds per phase of compare_models."""
+
+    def __init__(self) -> None:
+        self.seconds = {"forward": 0.0, "batch_loop": 0.0, "tiled_pass": 0.0}
+        self.batches = 0
+        self.last = 0.0
+        self.start = time.perf_counter()
+
+    def __call__(self, phase: str) -> "_Clock":
+        self.phase = phase
+        return self
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc) -> bool:
+        self.last = time.perf_counter() - self.t0
+        self.seconds[self.phase] += self.last
+        self.batches += self.phase == "forward"
+        return False
+
+
+def _report(route, clock: _Clock, estimator: str) -> dict:
+    """The report: per-layer records, their totals and the time split (the sink's own split of
+    the batch loop and the tiled pass, with disk time, where it gives one)."""
+    layers = route.layer_report()
+    times = dict(clock.seconds, disk=0.0)
+    timings = getattr(getattr(route, "sink", None), "timings", None)
+    if callable(timings):
+        times.update({k: float(v) for k, v in timings().items() if k in times and k != "forward"})
+    totals = {
+        "estimator": estimator, "layers": len(layers), "batches": clock.batches,
+        "samples": route.samples, "state_bytes": sum(r["state_bytes"] for r in layers),
+        "cache_bytes": sum(r["cache_bytes"] for r in layers),
+        "bytes": sum(r["bytes"] for r in layers),
+        "cached_layers": sum(r["path"] == "cache" for r in layers),
+        "seconds": time.perf_counter() - clock.start,
+    }
+    return Report(layers, totals, times)
+
+
+class Report(list):
+    """compare_models' report: the list of per-layer records, also indexed by ``"layers"``,
+    ``"totals"`` and ``"time"`` (a list keeps earlier code that iterates over the records
+    working).
+
+    Examples
+    --------
+    >>> from pyckafast.torch import Report
+    >>> rep = Report([{"layer": "fc", "bytes": 8}], {"bytes": 8}, {"forward": 0.5})
+    >>> rep[0]["layer"], rep["totals"]["bytes"], rep["time"]["forward"], len(rep["layers"])
+    ('fc', 8, 0.5, 1)
+    """
+
+    def __init__(self, layers: list[dict], totals: dict, time: dict) -> None:
+        super().__init__(layers)
+        self.totals, self.time = totals, time
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.as_dict()[key]
+        return super().__getitem__(key)
+
+    def as_dict(self) -> dict:
+        """The report as ``{"layers": [...], "totals": {...}, "time": {...}}``."""
+        return {"layers": list(self), "totals": self.totals, "time": self.time}
+
+
+class _MinibatchRoute:
+    """estimator="minibatch": each batch's Grams into one MinibatchMap (nothing cached)."""
+
+    def __init__(self, run: _Run):
+        from .minibatch import MinibatchMap
+
+        self.run = run
+        self.acc = MinibatchMap(symmetric=run.symmetric)
+        self.widths: dict = {}
+        self.devices: dict = {}
+        self.samples = 0
+
+    def add(self, acts: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
+        from .minibatch import batch_gram
+
+        if not self.widths:
+            self.widths = {k: int(t.shape[1]) for k, t in acts.items()}
+            self.devices = {k: str(t.device) for k, t in acts.items()}
+        rows = len(next(iter(acts.values())))
+        if rows < 4:
+            raise ValueError(f"estimator='minibatch' needs batches of at least 4 samples (the "
+                             f"unbiased HSIC of a batch divides by b(b-3)); got a batch of {rows}.")
+        grams = {key: batch_gram(t) for key, t in acts.items()}
+        ga = [grams[k] for k in self.run.keys_a]
+        gb = None if self.run.symmetric else [grams[k] for k in self.run.keys_b]
+        self.acc.update_grams(ga, gb)
+        self.samples += rows
+
+    def result(self, progress, rbf_options: dict) -> np.ndarray:
+        if self.acc.sums.batches == 0:
+            raise ValueError("loader yielded no batches: compare_models needs at least one batch "
+                             "of samples (an exhausted iterator or an empty dataset?).")
+        return self.acc.result()
+
+    def layer_report(self) -> list[dict]:
+        return [{"model": model, "layer": key[1], "p": self.widths[key], "path": "minibatch",
+                 "bytes": 0, "state_bytes": 0, "cache_bytes": 0, "device": self.devices[key],
+                 "file": None}
+                for model, keys in (("model_a", self.run.keys_a), ("model_b", self.run.keys_b))
+                for key in keys]
 
 
 class _Run:
@@ -294,10 +459,12 @@ class _Route:
         self.sink = self.plan = self.cache = None
         self.widths: dict = {}
         self.devices: dict = {}
+        self.samples = 0
 
     def add(self, acts: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
         if self.sink is None:
             self._start(acts, total_batches)
+        self.samples += len(next(iter(acts.values())))
         for key, t in acts.items():
             if t.shape[1] != self.widths[key]:
                 raise ValueError(

@@ -184,3 +184,67 @@ def kernel_terms_brute(x, y, gamma_x: float, gamma_y: float):
     f = np.expm1(-gamma_y * sq_distances(y))
     return KernelTerms(n=len(e), s_kl=float((e * f).sum()), s_kk=float((e * e).sum()),
                        s_ll=float((f * f).sum()), row_k=e.sum(1), row_l=f.sum(1))
+
+
+# The peers' minibatch estimators, transcribed in float64 NumPy (their formulas, their order of
+# operations; no centring, as they do). ``batches_a[b][i]`` is layer i of side a in batch b.
+
+def torch_cka_hsic(k, l) -> float:
+    """torch_cka 0.21 ``CKA._HSIC`` (its K, L have zero diagonals)."""
+    n = k.shape[0]
+    ones = np.ones((n, 1))
+    result = np.trace(k @ l)
+    result += (ones.T @ k @ ones @ ones.T @ l @ ones).item() / ((n - 1) * (n - 2))
+    result -= (ones.T @ k @ l @ ones).item() * 2 / (n - 2)
+    return 1 / (n * (n - 3)) * result
+
+
+def torch_cka_minibatch(batches_a, batches_b) -> np.ndarray:
+    """torch_cka 0.21 ``CKA.compare``: per batch every layer's Gram X X' (diagonal zeroed)."""
+    nb = len(batches_a)
+    m = np.zeros((len(batches_a[0]), len(batches_b[0]), 3))
+    for xs, ys in zip(batches_a, batches_b):
+        for i, x in enumerate(xs):
+            x = as_float64(x).reshape(len(x), -1)
+            k = x @ x.T
+            np.fill_diagonal(k, 0.0)
+            m[i, :, 0] += torch_cka_hsic(k, k) / nb
+            for j, y in enumerate(ys):
+                y = as_float64(y).reshape(len(y), -1)
+                l = y @ y.T
+                np.fill_diagonal(l, 0.0)
+                m[i, j, 1] += torch_cka_hsic(k, l) / nb
+                m[i, j, 2] += torch_cka_hsic(l, l) / nb
+    return m[:, :, 1] / (np.sqrt(m[:, :, 0]) * np.sqrt(m[:, :, 2]))
+
+
+def pytorch_cka_hsic(gx, gy):
+    """pytorch-cka 1.1.3 ``hsic`` on stacks of Grams (diagonals kept, subtracted in the sums)."""
+    n = gx.shape[1]
+    dx, dy = np.diagonal(gx, axis1=1, axis2=2), np.diagonal(gy, axis1=1, axis2=2)
+    sx, sy = gx.sum(axis=(1, 2)) - dx.sum(1), gy.sum(axis=(1, 2)) - dy.sum(1)
+    cx, cy = gx.sum(axis=1) - dx, gy.sum(axis=1) - dy
+    den, t2, t3 = n * (n - 3), (n - 1) * (n - 2), 2 / (n - 2)
+    xy = (np.einsum("aij,bij->ab", gx, gy) - np.einsum("ai,bi->ab", dx, dy)
+          + np.outer(sx, sy) / t2 - t3 * cx @ cy.T) / den
+    xx = ((gx * gx).sum(axis=(1, 2)) - (dx * dx).sum(1) + sx * sx / t2
+          - t3 * (cx * cx).sum(1)) / den
+    yy = ((gy * gy).sum(axis=(1, 2)) - (dy * dy).sum(1) + sy * sy / t2
+          - t3 * (cy * cy).sum(1)) / den
+    return xy, xx, yy
+
+
+def pytorch_cka_minibatch(batches_a, batches_b, clamp: bool = True) -> np.ndarray:
+    """pytorch-cka 1.1.3 ``CKA._compare``: per-batch HSIC sums, then ``_compute_cka_matrix``
+    (denominator clamped at 0, 1e-6 where 0, ratio clamped to [0, 1])."""
+    hxy = hxx = hyy = 0.0
+    for xs, ys in zip(batches_a, batches_b):
+        grams = [np.stack([(a := as_float64(v).reshape(len(v), -1)) @ a.T for v in side])
+                 for side in (xs, ys)]
+        xy, xx, yy = pytorch_cka_hsic(*grams)
+        hxy, hxx, hyy = hxy + xy, hxx + xx, hyy + yy
+    if not clamp:
+        return hxy / np.sqrt(np.outer(hxx, hyy))
+    den = np.sqrt(np.clip(np.outer(hxx, hyy), 0.0, None))
+    den = np.where(den == 0, 1e-6, den)
+    return np.clip(hxy / den, 0.0, 1.0)

@@ -533,3 +533,79 @@ def test_sink_timings_split_the_comparison(images, tmp_path):
     want = pyckafast.cka_matrix(_acts(a, x, ["stem", "fc"]), _acts(b, x, ["stem"]), debiased=True)
     np.testing.assert_allclose(m, want, atol=1e-6)
     assert os.listdir(tmp_path) == []
+
+# Issue 20: estimator="minibatch", default layers, the report's totals and time split.
+
+def test_minibatch_estimator_is_the_peers_formula_in_float64(images):
+    from _reference import torch_cka_minibatch
+
+    x, batches = images
+    a, b = ConvNet(31).double(), ConvNet(32).double()
+    batches = [t.double() for t in batches]
+    m, na, nb = compare_models(a, b, batches, LAYERS, estimator="minibatch")
+    want = torch_cka_minibatch([_acts(a, t, LAYERS) for t in batches],
+                               [_acts(b, t, LAYERS) for t in batches])
+    np.testing.assert_allclose(m, want, rtol=0, atol=1e-10)
+    # one model against itself: the symmetric path gives the same map
+    s, _, _ = compare_models(a, a, batches, LAYERS, estimator="minibatch", debiased=True)
+    acts = [_acts(a, t, LAYERS) for t in batches]
+    np.testing.assert_allclose(s, torch_cka_minibatch(acts, acts), rtol=0, atol=1e-10)
+
+
+def test_minibatch_estimator_float32_equals_compat_torch_cka(images):
+    from pyckafast.compat.torch_cka import CKA
+
+    _, batches = images
+    a, b = ConvNet(33), ConvNet(34)
+    m, _, _, rep = compare_models(a, b, batches, LAYERS, estimator="minibatch", report=True)
+    cka = CKA(a, b, "a", "b", model1_layers=LAYERS, model2_layers=LAYERS, minibatch=True)
+    cka.compare([(t,) for t in batches])
+    np.testing.assert_allclose(m, cka.export()["CKA"].numpy()[np.ix_(*[
+        [cka.export()["model1_layers"].index(n) for n in LAYERS]] * 2)], rtol=0, atol=1e-12)
+    assert {r["path"] for r in rep} == {"minibatch"} and rep["totals"]["cache_bytes"] == 0
+
+
+def test_minibatch_estimator_refuses_what_it_does_not_estimate(images):
+    _, batches = images
+    net = ConvNet(35)
+    for bad in ({"debiased": False}, {"kernel": "rbf"}):
+        with pytest.raises(ValueError, match="estimator='minibatch'"):
+            compare_models(net, net, batches, ["fc"], estimator="minibatch", **bad)
+    with pytest.raises(ValueError, match="estimator"):
+        compare_models(net, net, batches, ["fc"], estimator="mini")
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        compare_models(net, net, [batches[0][:3]], ["fc"], estimator="minibatch")
+
+
+def test_default_layers_are_torch_ckas(images):
+    _, batches = images
+    a, b = ConvNet(36), ConvNet(37)
+    want = [n for n, _ in a.named_modules()]
+    assert want[0] == "" and len(want) == 10
+    m, na, nb = compare_models(a, b, batches[:2], estimator="minibatch")
+    assert na == nb == want and m.shape == (10, 10)
+    exact, na2, _ = compare_models(a, b, batches[:2], debiased=True)
+    assert na2 == want and exact.shape == (10, 10) and not np.isnan(exact).any()
+    peer = pytest.importorskip("torch_cka", reason="torch_cka (the peer) is not installed")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = peer.CKA(ConvNet(36), ConvNet(37), "a", "b")
+    assert theirs.model1_info["Layers"] == want
+
+
+def test_report_has_totals_and_a_time_split(images, tmp_path):
+    _, batches = images
+    a, b = ConvNet(38), ConvNet(39)
+    _, _, _, rep = compare_models(a, b, batches, LAYERS, debiased=True, max_state_bytes=1,
+                                  cache_dir=tmp_path, report=True)
+    assert rep["layers"] == list(rep) and len(rep) == 12  # still the list of records
+    totals, times = rep["totals"], rep["time"]
+    assert totals["samples"] == 70 and totals["batches"] == 3 and totals["layers"] == 12
+    assert totals["cache_bytes"] == sum(r["cache_bytes"] for r in rep) > 0
+    assert totals["bytes"] == sum(r["bytes"] for r in rep)
+    assert totals["cached_layers"] == 12 and totals["estimator"] == "exact"
+    assert set(times) == {"forward", "batch_loop", "tiled_pass", "disk"}
+    assert all(v >= 0 for v in times.values()) and times["forward"] > 0
+    assert times["tiled_pass"] > 0 and sum(times.values()) <= totals["seconds"] * 1.5 + 0.1

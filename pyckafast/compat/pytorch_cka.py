@@ -18,6 +18,11 @@ What changes (docs/COMPAT.md lists every difference and the tests that encode th
   ReLU) gives nan with a RuntimeWarning, not 0: its CKA is undefined.
 * Layer outputs are copied in the hook, so a following in-place op (``ReLU(inplace=True)``)
   cannot change the recorded features before they are used.
+* ``minibatch=True`` (on :class:`CKA` and :func:`compute_cka`) gives pytorch-cka's own
+  estimate instead: unbiased HSIC per batch, summed over the batches, its clamping to [0, 1]
+  and its 1e-6 for a zero denominator, batches of at least 4 samples; computed from each
+  layer's batch Gram once (formed in the hook, torch GEMM in the activations' dtype) and every
+  pair from one GEMM of the stacked Grams, summed in float64 (pytorch-cka sums in float32).
 
 :func:`hsic` and :func:`hsic_cross` take stacks of Gram matrices as before and return the same
 unbiased HSIC values, accumulated in float64 about the Grams' mean entry.
@@ -32,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from .._core import combine
+from .._core.minibatch_terms import batch_hsic_terms, pytorch_cka_map
 from .._core.optional import require
-from .._core.terms import KernelTerms
+from .._core.threads import model_loop
 from .._core.types import Backend
+from ..minibatch import MinibatchMap, batch_gram
 from ._layermap import LayerMap
 
 __all__ = ["CKA", "compute_cka", "cka_from_features", "hsic", "hsic_cross",
@@ -66,6 +72,9 @@ class CKA:
         Unbiased HSIC (as pytorch-cka) over all samples; False: the biased estimator.
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         The pyckafast backend of the per-batch terms.
+    minibatch : bool, default False
+        Give pytorch-cka's own estimate (per-batch unbiased HSIC summed over batches, clamped
+        to [0, 1]) instead of the exact full-dataset CKA.
 
     Examples
     --------
@@ -111,8 +120,13 @@ class CKA:
 
     def __init__(self, model1, model2, layers: Sequence[str | int] | None = None,
                  model2_layers: Sequence[str | int] | None = None, device=None, *,
-                 debiased: bool = True, backend: Backend = "auto") -> None:
+                 debiased: bool = True, backend: Backend = "auto",
+                 minibatch: bool = False) -> None:
         torch = _torch()
+        if minibatch and not debiased:
+            raise ValueError("minibatch=True is pytorch-cka's estimate, from the unbiased HSIC "
+                             "per batch: it takes debiased=True; got debiased=False.")
+        self.minibatch = bool(minibatch)
         wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
         self.model1 = model1.module if isinstance(model1, wrappers) else model1
         self.model2 = model2.module if isinstance(model2, wrappers) else model2
@@ -168,8 +182,9 @@ class CKA:
             if isinstance(output, torch.Tensor):
                 feat = output.detach()
                 feat = feat.flatten(1) if feat.dim() > 2 else feat
-                # A copy: an in-place op after this layer would otherwise rewrite it.
-                features[layer_name] = feat.clone()
+                # A copy (or, for the estimate, the batch Gram made now): an in-place op after
+                # this layer would otherwise rewrite it.
+                features[layer_name] = batch_gram(feat) if self.minibatch else feat.clone()
         return hook
 
     def _batch_features(self) -> tuple[list, list | None]:
@@ -194,27 +209,39 @@ class CKA:
             self.model2(x)
 
     def _compare(self, dataloader, progress: bool = True, verbose: bool = False):
-        """The exact CKA map (len(layers1), len(layers2)) over every sample of ``dataloader``,
-        as a float64 tensor on ``self.device`` (float32 on mps)."""
+        """The exact CKA map (len(layers1), len(layers2)) over every sample of ``dataloader``
+        (pytorch-cka's estimate with ``minibatch=True``), as a float64 tensor on
+        ``self.device`` (float32 on mps)."""
         torch = _torch()
         if not self._hook_handles:
             raise RuntimeError("Hooks not registered.")
-        layer_map = LayerMap(debiased=self.debiased, backend=self.backend)
+        if self.minibatch:
+            layer_map = _EstimateMap(self._symmetric())
+        else:
+            layer_map = LayerMap(debiased=self.debiased, backend=self.backend)
         total = len(dataloader) if hasattr(dataloader, "__len__") else None
         iterator = dataloader
         if progress:
             tqdm = require("tqdm", "progress=True").tqdm
             iterator = tqdm(dataloader, total=total, desc="Computing CKA")
-        with torch.inference_mode():
+        with torch.inference_mode(), model_loop():
             for batch_idx, batch in enumerate(iterator):
                 self._clear_features()
-                self._run_models(self._extract_input(batch).to(self.device))
+                x = self._extract_input(batch)
+                if self.minibatch and x.shape[0] <= 3:
+                    raise ValueError(f"HSIC requires batch size > 3, got {x.shape[0]}. "
+                                     "Increase batch size to at least 4.")
+                self._run_models(x.to(self.device))
                 layer_map.update(*self._batch_features())
                 if verbose:
                     print(f"Batch {batch_idx + 1}/{total} - Mean CKA: "
                           f"{_running_mean(layer_map):.4f}")
         self._clear_features()
         return self._as_tensor(layer_map.result())
+
+    def _symmetric(self) -> bool:
+        return self._is_same_model and list(self.model1_layer_to_module) == list(
+            self.model2_layer_to_module)
 
     def _compute_cka_matrix(self, hsic_xy, hsic_xx, hsic_yy):
         """CKA from HSIC tensors: nan where HSIC(x, x) HSIC(y, y) is not positive (undefined),
@@ -255,6 +282,22 @@ class CKA:
         return False
 
 
+class _EstimateMap:
+    """pytorch-cka's estimate: the summed per-batch unbiased HSIC of every pair, normalised as
+    pytorch-cka normalises it (clamped to [0, 1], 1e-6 for a zero denominator)."""
+
+    def __init__(self, symmetric: bool) -> None:
+        self.acc = MinibatchMap(symmetric=symmetric)
+
+    def update(self, grams_a: list, grams_b: list | None) -> None:
+        self.acc.update_grams(grams_a, grams_b)
+
+    def result(self) -> np.ndarray:
+        if self.acc.sums.batches == 0:
+            raise ValueError("the dataloader gave no batch.")
+        return pytorch_cka_map(*self.acc.hsic())
+
+
 def _default_device(torch) -> str:
     if torch.cuda.is_available():
         return "cuda"
@@ -276,8 +319,8 @@ def compute_cka(model1: Any, model2: Any, *dataloaders: Iterable,
                 layers: Sequence[str | int] | None = None,
                 model2_layers: Sequence[str | int] | None = None, device: Any = None,
                 progress: bool = True, verbose: bool = False, debiased: bool = True,
-                backend: Backend = "auto") -> list:
-    """Return one exact CKA map per dataloader.
+                backend: Backend = "auto", minibatch: bool = False) -> list:
+    """Return one exact CKA map per dataloader (pytorch-cka's estimate with ``minibatch=True``).
 
     Parameters
     ----------
@@ -300,6 +343,9 @@ def compute_cka(model1: Any, model2: Any, *dataloaders: Iterable,
         Unbiased HSIC (as pytorch-cka); False: the biased estimator.
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
         The pyckafast backend of the per-batch terms.
+    minibatch : bool, default False
+        Give pytorch-cka's own estimate (per-batch unbiased HSIC summed over the batches,
+        clamped to [0, 1]; batches of at least 4 samples) instead of the exact CKA.
 
     Returns
     -------
@@ -329,7 +375,7 @@ def compute_cka(model1: Any, model2: Any, *dataloaders: Iterable,
     if not dataloaders:
         raise ValueError("compute_cka requires at least one dataloader.")
     cka = CKA(model1, model2, layers=layers, model2_layers=model2_layers, device=device,
-              debiased=debiased, backend=backend)
+              debiased=debiased, backend=backend, minibatch=minibatch)
     with cka:
         return [cka._compare(loader, progress=progress, verbose=verbose)
                 for loader in dataloaders]
@@ -417,22 +463,15 @@ def _check_grams(grams_x, grams_y, what: str) -> int:
     return n
 
 
-class _GramSide:
+def _zero_diagonal_stack(grams) -> np.ndarray:
     """One stack of Grams as float64 NumPy, each shifted by its mean entry (unbiased HSIC is
-    unchanged by a constant added to every entry, and the sums then do not cancel)."""
-
-    def __init__(self, grams):
-        g = grams.detach().to("cpu", dtype=_torch().float64).numpy()
-        self.g = g - g.mean(axis=(1, 2), keepdims=True)
-        self.col = self.g.sum(axis=1)  # column sums, as pytorch-cka (sum over dim -2)
-        self.diag = np.diagonal(self.g, axis1=1, axis2=2).copy()
-        self.flat = self.g.reshape(len(self.g), -1)
-
-
-def _pair_hsic(a: _GramSide, i: int, b: _GramSide, j: int) -> float:
-    terms = KernelTerms(a.g.shape[1], float(a.flat[i] @ b.flat[j]), float(a.flat[i] @ a.flat[i]),
-                        float(b.flat[j] @ b.flat[j]), a.col[i], b.col[j], a.diag[i], b.diag[j])
-    return combine.kernel_hsic(terms, True).xy
+    unchanged by a constant added to every entry, and the sums then do not cancel), with its
+    diagonal set to zero: what ``_core.minibatch_terms.batch_hsic_terms`` takes."""
+    g = grams.detach().to("cpu", dtype=_torch().float64).numpy()
+    g = g - g.mean(axis=(1, 2), keepdims=True)
+    idx = np.arange(g.shape[1])
+    g[:, idx, idx] = 0.0
+    return g
 
 
 def hsic(grams_x: Any, grams_y: Any) -> tuple[Any, Any, Any]:
@@ -471,11 +510,9 @@ def hsic(grams_x: Any, grams_y: Any) -> tuple[Any, Any, Any]:
     True
     """
     _check_grams(grams_x, grams_y, "hsic_all")
-    a, b = _GramSide(grams_x), _GramSide(grams_y)
-    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
-    xx = np.array([_pair_hsic(a, i, a, i) for i in range(len(a.g))])
-    yy = np.array([_pair_hsic(b, j, b, j) for j in range(len(b.g))])
-    return tuple(_like(v, grams_x) for v in (xy, xx, yy))
+    # every pair from one GEMM of the stacked Grams (no Python loop per pair)
+    h = batch_hsic_terms(_zero_diagonal_stack(grams_x), _zero_diagonal_stack(grams_y))
+    return tuple(_like(v, grams_x) for v in (h.xy, h.xx, h.yy))
 
 
 def hsic_cross(grams_x: Any, grams_y: Any) -> Any:
@@ -507,9 +544,8 @@ def hsic_cross(grams_x: Any, grams_y: Any) -> Any:
     (2, 2)
     """
     _check_grams(grams_x, grams_y, "hsic_cross")
-    a, b = _GramSide(grams_x), _GramSide(grams_y)
-    xy = np.array([[_pair_hsic(a, i, b, j) for j in range(len(b.g))] for i in range(len(a.g))])
-    return _like(xy, grams_x)
+    h = batch_hsic_terms(_zero_diagonal_stack(grams_x), _zero_diagonal_stack(grams_y))
+    return _like(h.xy, grams_x)
 
 
 def _like(values: np.ndarray, ref):

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .._core import combine
 from .._core.optional import require
-from .._core.terms import KernelTerms
+from .._core.threads import model_loop
 from .._core.types import Backend
+from ..minibatch import MinibatchMap, batch_gram
 from ._layermap import LayerMap
 
 __all__ = ["CKA"]
@@ -123,14 +123,24 @@ class CKA:
         dataloader2 = dataloader1 if dataloader2 is None else dataloader2
         self.model1_info["Dataset"] = _dataset_name(dataloader1)
         self.model2_info["Dataset"] = _dataset_name(dataloader2)
-        acc = (_MinibatchMap(self.backend) if self.minibatch
-               else LayerMap(debiased=True, backend=self.backend))
-        with _Hooks(self.model1, self.model1_info["Layers"]) as h1, \
-                _Hooks(self.model2, self.model2_info["Layers"]) as h2, torch.no_grad():
+        if self.minibatch:
+            # Each layer's batch Gram is formed in the hook (torch GEMM, input dtype, torch's
+            # threads or GPU): no copy of the activations is kept.
+            acc, keep = MinibatchMap(), batch_gram
+        else:
+            acc, keep = LayerMap(debiased=True, backend=self.backend), None
+        with _Hooks(self.model1, self.model1_info["Layers"], keep) as h1, \
+                _Hooks(self.model2, self.model2_info["Layers"], keep) as h2, torch.no_grad(), \
+                model_loop():
             for b1, b2 in zip(dataloader1, dataloader2):
                 feats1 = h1.run(_first(b1).to(self.device))
                 feats2 = h2.run(_first(b2).to(self.device))
-                acc.update(feats1, feats2)
+                if self.minibatch:
+                    acc.update_grams(feats1, feats2)
+                else:
+                    acc.update(feats1, feats2)
+        if self.minibatch and acc.sums.batches == 0:
+            raise ValueError("the dataloaders gave no batch.")
         self.hsic_matrix = torch.as_tensor(acc.result(), dtype=torch.float64)
 
     def export(self) -> dict:
@@ -247,8 +257,8 @@ class _Hooks:
     """Forward hooks on one model's layers for the duration of a ``with`` block; the model is
     in eval mode inside and back in its own mode after."""
 
-    def __init__(self, model, names: list[str]):
-        self.model, self.names = model, names
+    def __init__(self, model, names: list[str], keep=None):
+        self.model, self.names, self.keep = model, names, keep
         modules = dict(model.named_modules())
         self.modules = [(n, modules[n]) for n in names]
         self.handles, self.latest, self.active = [], {}, False
@@ -268,8 +278,10 @@ class _Hooks:
                 return
             out = output[0] if isinstance(output, (tuple, list)) else output
             if isinstance(out, torch.Tensor):
-                # A copy: a later in-place op would otherwise rewrite the recorded output.
-                self.latest[name] = out.detach().flatten(1).clone()
+                # A copy (or the Gram made now): a later in-place op would otherwise rewrite
+                # the recorded output.
+                self.latest[name] = (out.detach().flatten(1).clone() if self.keep is None
+                                     else self.keep(out))
         return hook
 
     def run(self, x) -> list:
@@ -290,45 +302,3 @@ class _Hooks:
         for m, mode in self.training.items():
             m.training = mode
         return False
-
-
-class _MinibatchMap:
-    """torch_cka's estimate: unbiased HSIC per batch (Song et al. 2012), summed over batches,
-    CKA_ij = sum_b HSIC(K_b, L_b) / sqrt(sum_b HSIC(K_b, K_b) sum_b HSIC(L_b, L_b)).
-
-    Per batch each layer's b x b Gram is formed once, in float64, from its rows about their
-    mean (unbiased HSIC is unchanged by translating the rows), and every pair is reduced from
-    the two Grams' pair and row sums (``combine.kernel_hsic``): O(L b^2 p + L^2 b^2) per batch.
-    """
-
-    def __init__(self, backend: str):
-        self.backend, self.sums = backend, None
-
-    def update(self, xs: list, ys: list) -> None:
-        """Add one batch's unbiased HSIC values of every pair."""
-        ga, gb = [_gram(x) for x in xs], [_gram(y) for y in ys]
-        hxy = np.array([[_hsic(k, l) for l in gb] for k in ga])
-        parts = (hxy, np.array([_hsic(k, k) for k in ga]), np.array([_hsic(l, l) for l in gb]))
-        self.sums = parts if self.sums is None else tuple(a + b for a, b in zip(self.sums, parts))
-
-    def result(self) -> np.ndarray:
-        if self.sums is None:
-            raise ValueError("the dataloaders gave no batch.")
-        hxy, hxx, hyy = self.sums
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return hxy / np.sqrt(np.outer(hxx, hyy))
-
-
-def _gram(a) -> np.ndarray:
-    """The float64 Gram of one batch's rows about their mean (a host copy: b x b is small)."""
-    x = np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a, dtype=np.float64)
-    x = x.reshape(len(x), -1)
-    x = x - x.mean(axis=0)
-    return x @ x.T
-
-
-def _hsic(k: np.ndarray, l: np.ndarray) -> float:
-    terms = KernelTerms(len(k), float(np.vdot(k, l)), float(np.vdot(k, k)), float(np.vdot(l, l)),
-                        k.sum(axis=1), l.sum(axis=1), np.diagonal(k).copy(),
-                        np.diagonal(l).copy())
-    return combine.kernel_hsic(terms, True).xy

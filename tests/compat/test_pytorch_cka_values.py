@@ -121,3 +121,74 @@ def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
     want = pyckafast.cka_matrix(_acts(a, x, ["0", "2"]), debiased=True)
     np.testing.assert_allclose(self_map.numpy(), want, rtol=0, atol=1e-12)
     assert routes == ["stream", "gather", "gather"]
+
+
+# minibatch=True: pytorch-cka 1.1.3's own estimate.
+
+def _batch_acts(model, loader, names):
+    return [_acts(model, batch, names) for batch in loader]
+
+
+def test_minibatch_is_pytorch_ckas_formula_in_float64():
+    from _reference import pytorch_cka_minibatch
+
+    a, b = _net(0).double(), _net(1).double()
+    g = torch.Generator().manual_seed(0)
+    loader = [torch.randn(32, 6, generator=g, dtype=torch.float64) + 2 for _ in range(5)]
+    names = ["0", "1", "3"]
+    [got] = pc.compute_cka(a, b, loader, layers=names, device="cpu", progress=False,
+                           minibatch=True)
+    want = pytorch_cka_minibatch(_batch_acts(a, loader, names), _batch_acts(b, loader, names))
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+    # one model, the same layers: the symmetric path, the same values
+    [sym] = pc.compute_cka(a, a, loader, layers=names, device="cpu", progress=False,
+                           minibatch=True)
+    acts = _batch_acts(a, loader, names)
+    np.testing.assert_allclose(sym.numpy(), pytorch_cka_minibatch(acts, acts), rtol=0, atol=1e-10)
+
+
+def test_minibatch_clamps_as_pytorch_cka():
+    """Its clamping to [0, 1] and its 0 for a zero denominator (a dead layer) are part of the
+    estimate pytorch-cka users get back; the exact mode keeps nan and negative values."""
+    from _reference import pytorch_cka_minibatch
+
+    class Dead(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :3] * 0.0
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), Dead()).double()
+    other = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Linear(4, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    loader = [torch.randn(16, 6, generator=g, dtype=torch.float64) for _ in range(3)]
+    [got] = pc.compute_cka(model, other, loader, device="cpu", progress=False, minibatch=True)
+    want = pytorch_cka_minibatch(_batch_acts(model, loader, ["0", "1"]),
+                                 _batch_acts(other, loader, ["0", "1"]))
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+    assert (got[1] == 0).all() and (got >= 0).all() and (got <= 1).all()
+
+
+def test_minibatch_needs_batches_of_four():
+    a = _net(0)
+    with pytest.raises(ValueError, match="HSIC requires batch size > 3, got 3"):
+        pc.compute_cka(a, a, [torch.randn(3, 6)], device="cpu", progress=False, minibatch=True)
+    with pytest.raises(ValueError, match="debiased"):
+        pc.CKA(a, a, device="cpu", minibatch=True, debiased=False)
+
+
+def test_minibatch_equals_the_peer_to_its_float32_rounding():
+    peer = pytest.importorskip("cka", reason="pytorch-cka (the peer) is not installed")
+    from _reference import pytorch_cka_minibatch
+
+    a, b = _net(4), _net(5)
+    g = torch.Generator().manual_seed(2)
+    loader = [torch.randn(64, 6, generator=g) + 1 for _ in range(4)]
+    names = ["0", "1", "2"]
+    [theirs] = peer.compute_cka(a, b, [loader], layers=names, device="cpu", progress=False)
+    [mine] = pc.compute_cka(a, b, loader, layers=names, device="cpu", progress=False,
+                            minibatch=True)
+    ref = pytorch_cka_minibatch(_batch_acts(a, loader, names), _batch_acts(b, loader, names))
+    peer_err = np.abs(theirs.double().numpy() - ref).max()
+    np.testing.assert_allclose(mine.numpy(), ref, rtol=0, atol=1e-5)  # float32 Grams, shifted
+    np.testing.assert_allclose(mine.numpy(), theirs.double().numpy(), rtol=0,
+                               atol=max(2 * peer_err, 1e-5))

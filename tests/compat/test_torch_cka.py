@@ -69,6 +69,18 @@ def test_minibatch_mode_matches_torch_cka():
     assert diff.max() < 0.1 and diff.max() > 1e-6
 
 
+def test_minibatch_mode_is_torch_ckas_formula_in_float64():
+    from _reference import torch_cka_minibatch
+
+    a, b = _net(0, torch.float64), _net(1, torch.float64)
+    loader = _loader(batch=48, dtype=torch.float64)
+    mine = CKA(a, b, "a", "b", model1_layers=LAYERS, model2_layers=LAYERS, minibatch=True)
+    mine.compare(loader)
+    batches = [(x + 0,) for (x,) in loader]
+    want = torch_cka_minibatch([_acts(a, x) for (x,) in batches], [_acts(b, x) for (x,) in batches])
+    np.testing.assert_allclose(mine.export()["CKA"].numpy(), want, rtol=0, atol=1e-10)
+
+
 def test_hooks_removed_and_modes_restored():
     a, b = _net(0), _net(1)
     a.train()
