@@ -16,7 +16,7 @@ import numpy as np
 
 from .._core import combine, dispatch
 from . import linear_tiles, pass_progress
-from .._core.combine import is_zero_variance
+from .._core.combine import gram_is_zero_variance
 from .._core.inputs import Samples, check_finite_sums
 from .._core.terms import KernelTerms, LinearTerms
 from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
@@ -363,7 +363,6 @@ def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarr
     ``scale`` (chosen from the first column block's spread; 1 unless the data are extreme)."""
     n = a.shape[0]
     gram = np.zeros((n, n))
-    mean_sq = 0.0
     scale = None
     for start in range(0, a.shape[1], column_block):
         block = a[:, start:start + column_block]
@@ -374,10 +373,8 @@ def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarr
             scale = power_of_two_scale(float(np.max(np.abs(centred))))
         centred = _scaled(centred, scale)
         gram += centred @ centred.T
-        scaled_mean = mean * scale  # before squaring: |mean|^2 itself may overflow
-        mean_sq += float(scaled_mean @ scaled_mean)
-    trace = float(np.trace(gram))
-    return gram, is_zero_variance(trace, mean_sq, n, _eps(a.dtype)), scale
+    zero = gram_is_zero_variance(float(np.trace(gram)), float(gram.sum()), n, _eps(a.dtype))
+    return gram, zero, scale
 
 
 def _eps(*dtypes: np.dtype) -> float:

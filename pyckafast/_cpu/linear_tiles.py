@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._core.combine import is_zero_variance
+from .._core.combine import gram_is_zero_variance
 from .._core.dispatch import tile_rows
 from .._core.pairs import PairTerms, PairTermsSum, block_bounds, centring_shift, reduce_pairs
 from .._core.terms import KernelTerms
@@ -80,8 +80,10 @@ def tiled_sample_terms(x: np.ndarray, y: np.ndarray, *, tile: int | None = None,
         s_ll=off.s_ll + float(diag_l @ diag_l), row_k=off.row_k_a + diag_k,
         row_l=off.row_l_a + diag_l, diag_k=diag_k, diag_l=diag_l, eps=dtype_eps,
     )
-    zero_x = is_zero_variance(float(diag_k.sum()), _sq(shift_x), n, float(np.finfo(x.dtype).eps))
-    zero_y = is_zero_variance(float(diag_l.sum()), _sq(shift_y), n, float(np.finfo(y.dtype).eps))
+    zero_x = gram_is_zero_variance(float(diag_k.sum()), float(terms.row_k.sum()), n,
+                                   float(np.finfo(x.dtype).eps))
+    zero_y = gram_is_zero_variance(float(diag_l.sum()), float(terms.row_l.sum()), n,
+                                   float(np.finfo(y.dtype).eps))
     return terms, zero_x, zero_y
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.combine import is_zero_variance
+from .._core.combine import gram_is_zero_variance
 from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import block_bounds, block_pairs, centring_shift, sq_norms
@@ -137,10 +137,9 @@ def tiled_map_terms(
     total = blocks * (blocks + 1) // 2
     with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
         sums = set_pair_sums(sides, None, rows, kernels, report)
-    shifts = [_host(s.shift).astype(np.float64) * s.scale for s in sides]
     return pair_terms(_host(sums.products), _host(sums.rows_a),
                       None if sums.diagonal is None else _host(sums.diagonal),
-                      [s.eps for s in sides], shifts, [s.log2 for s in sides], used, pairs,
+                      [s.eps for s in sides], [s.log2 for s in sides], used, pairs,
                       len(reps), kernels)
 
 
@@ -412,12 +411,11 @@ class SetPairSums:
 
 
 def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,
-               eps: list[float], shifts: list[np.ndarray], log2: list[int], used: list[int],
+               eps: list[float], log2: list[int], used: list[int],
                pairs: Sequence[Pair], count: int, kernels: list | None = None
                ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
-    by slot, i.e. position in ``used``; ``shifts`` in the scaled units of the tiles, ``log2``
-    each Gram's scale; ``kernels`` per slot the :class:`RbfKernel` of RBF tiles, whose diagonal
+    by slot, i.e. position in ``used``; ``log2`` each Gram's scale; ``kernels`` per slot the :class:`RbfKernel` of RBF tiles, whose diagonal
     and scale the terms carry as ``const_diag`` and ``log2``), and the zero-variance flag of
     every representation."""
     if kernels is not None and kernels[0] is not None:
@@ -430,8 +428,8 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
     zero = [False] * count
     for r, k in slot.items():
         if diagonal is not None:  # linear: the total variance is the Gram's trace
-            zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shifts[k] @ shifts[k]),
-                                       n, eps[k])
+            zero[r] = gram_is_zero_variance(float(diagonal[k].sum()), float(row_sums[k].sum()),
+                                            n, eps[k])
         else:  # constant rows have u = 0, so c = 1, m = 0 and every entry K - 1 = 0
             zero[r] = not np.any(row_sums[k]) and products[k, k] == 0.0
     terms = {}
