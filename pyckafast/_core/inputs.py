@@ -5,7 +5,8 @@ array-api-compat does, through ``type(a).__module__`` and ``sys.modules``):
 
 * NumPy arrays, memmaps and anything ``np.asarray`` takes: kind "numpy", on the CPU. Torch CPU
   tensors and other host DLPack producers (JAX CPU arrays, any object with ``__dlpack__`` and
-  ``__dlpack_device__``) are viewed through ``np.from_dlpack`` without a copy.
+  ``__dlpack_device__``) are viewed through ``np.from_dlpack`` without a copy; torch tensors of
+  a dtype NumPy lacks (bfloat16, float8) become one float32 copy first.
 * CuPy arrays and torch CUDA tensors (and other DLPack producers on a CUDA device): kind "cupy",
   on the GPU; torch tensors become CuPy views through DLPack (CuPy is imported only then).
 * Dask arrays: kind "dask"; they stay lazy, only their shape and dtype are read.
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["Samples", "Kind", "array_kind", "device_of", "common_device", "host_view",
+           "float32_if_numpy_lacks",
            "float_dtype", "as_samples", "prepare", "prepare_pair", "prepare_list",
            "check_same_n", "check_finite_sums", "check_finite_rows"]
 
@@ -121,13 +123,26 @@ def host_view(a: object) -> object:
     if isinstance(a, np.ndarray):
         return a
     if _top_module(a) == "torch":
-        return np.from_dlpack(a.detach())  # type: ignore[attr-defined]
+        return np.from_dlpack(float32_if_numpy_lacks(a.detach()))  # type: ignore[attr-defined]
     if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__") and _top_module(a) != "dask":
         try:
             return np.from_dlpack(a)
         except (TypeError, ValueError, BufferError, RuntimeError, AttributeError):
             return a
     return a
+
+
+# Torch floating dtypes NumPy (and CuPy) have no dtype for, so DLPack cannot hand them over.
+_NUMPY_LACKS = ("torch.bfloat16", "torch.float8")
+
+
+def float32_if_numpy_lacks(t: Any) -> Any:
+    """A torch tensor of a dtype NumPy lacks (bfloat16, the float8 formats) as one float32
+    copy on its device (float32 holds every such value exactly, and bfloat16 computes in
+    float32 anyway, as float16 does); any other tensor unchanged."""
+    if str(t.dtype).startswith(_NUMPY_LACKS):
+        return t.float()
+    return t
 
 
 def float_dtype(dtype: np.dtype, name: str) -> np.dtype:

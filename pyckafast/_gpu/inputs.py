@@ -7,19 +7,22 @@ Everything else about inputs (kinds, shapes, dtypes, n, finiteness) is in
 
 from __future__ import annotations
 
-from .._core.inputs import Samples, check_finite_rows
+from .._core.inputs import Samples, check_finite_rows, float32_if_numpy_lacks
 
 __all__ = ["as_cupy", "device_id", "device_array"]
 
 
 def as_cupy(a: object):
     """A CuPy view of data on a CUDA device (torch CUDA tensors and other DLPack producers are
-    taken through DLPack, without a copy)."""
+    taken through DLPack, without a copy; torch bfloat16 / float8 tensors, which CuPy has no
+    dtype for, as one float32 copy on the device)."""
     import cupy
 
     if isinstance(a, cupy.ndarray):
         return a
-    return cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
+    if hasattr(a, "detach"):
+        a = float32_if_numpy_lacks(a.detach())
+    return cupy.from_dlpack(a)
 
 
 def device_id(*samples: Samples) -> int:
