@@ -224,3 +224,29 @@ def test_a_constant_layer_at_a_large_mean_is_still_constant(dtype, cpu_backend):
         got = _entry_points(const, y.astype(dtype), False, cpu_backend)
     assert all(np.isnan(v) for v in got.values()), got
     assert any("zero variance" in str(w.message) for w in caught)
+
+
+# ---- finite float64 data near 1e307 (issue 22, item 9) -------------------------------------------
+# Their column sums overflow, so the finiteness checks refused them as "NaN or Inf"; the mean is
+# now summed times a power of two and the rows scaled (exact), as for smaller extremes.
+@pytest.mark.parametrize("scale", [1e307, -1.5e308])
+def test_finite_data_near_the_float64_limit(data, scale, cpu_backend):
+    x, y = data
+    x = x - 5.0  # a spread as large as the values, so the sums of rows overflow
+    want = pyckafast.linear_cka(x, y, debiased=True)
+    xs = x * (scale / np.max(np.abs(x)))
+    state = pyckafast.LinearCKAState(backend=cpu_backend).update(xs[:200], y[:200]).update(
+        xs[200:], y[200:])
+    got = {
+        **{form: pyckafast.linear_cka(xs, y, debiased=True, form=form, backend=cpu_backend)
+           for form in ("features", "samples", "tiles")},
+        "LinearCKAState": state.result(debiased=True),
+        "CKAMapState": pyckafast.CKAMapState(backend=cpu_backend).update([xs, y]).result(
+            debiased=True)[0, 1],
+        "cka_matrix": pyckafast.cka_matrix([xs, y], debiased=True)[0, 1],
+        "cka_matrix tiles": pyckafast.cka_matrix([xs, y], debiased=True, form="tiles")[0, 1],
+    }
+    wrong = {k: v for k, v in got.items() if not v == pytest.approx(want, abs=1e-12)}
+    assert not wrong, f"expected {want}, got {wrong}"
+    rbf_want = pyckafast.rbf_cka(x, y, backend=cpu_backend)
+    assert pyckafast.rbf_cka(xs, y, backend=cpu_backend) == pytest.approx(rbf_want, abs=1e-12)
