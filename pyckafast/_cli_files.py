@@ -16,7 +16,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["CLIError", "check_regular_file", "check_zip_magic", "open_npy", "first_non_finite", "is_constant", "check_finite",
+__all__ = ["CLIError", "check_regular_file", "check_zip_magic", "open_npy", "first_non_finite",
+           "is_constant", "check_finite",
            "constant_files", "naming_bad_values", "warnings_as_lines"]
 
 _NPY_MAGIC = b"\x93NUMPY"

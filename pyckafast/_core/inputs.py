@@ -325,8 +325,8 @@ def check_finite_sums(sums: np.ndarray, name: str, start: int, stop: int,
 
 
 def _first_non_finite(block: Any, start: int) -> str | None:
-    """"NaN or Inf in row i, column j (NaN)" (global row ``start + i``) of the first non-finite value of a
-    2-D block (any array module), or None if every value is finite."""
+    """"NaN or Inf in row i, column j (NaN)" (global row ``start + i``) of the first
+    non-finite value of a 2-D block (any array module), or None if every value is finite."""
     xp = sys.modules.get(type(block).__module__.split(".")[0], np)
     if not hasattr(xp, "isfinite"):
         xp = np

@@ -415,9 +415,9 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
                pairs: Sequence[Pair], count: int, kernels: list | None = None
                ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
-    by slot, i.e. position in ``used``; ``log2`` each Gram's scale; ``kernels`` per slot the :class:`RbfKernel` of RBF tiles, whose diagonal
-    and scale the terms carry as ``const_diag`` and ``log2``), and the zero-variance flag of
-    every representation."""
+    by slot, i.e. position in ``used``; ``log2`` each Gram's scale; ``kernels`` per slot the
+    :class:`RbfKernel` of RBF tiles, whose diagonal and scale the terms carry as ``const_diag``
+    and ``log2``), and the zero-variance flag of every representation."""
     if kernels is not None and kernels[0] is not None:
         log2 = [k.log2_scale for k in kernels]
         const = [k.diag for k in kernels]
