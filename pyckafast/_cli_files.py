@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import warnings
 
 import numpy as np
 
-__all__ = ["CLIError", "open_npy", "first_non_finite", "is_constant", "check_finite",
+__all__ = ["CLIError", "check_regular_file", "check_zip_magic", "open_npy", "first_non_finite",
+           "is_constant", "check_finite",
            "constant_files", "naming_bad_values", "warnings_as_lines"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"  # what np.savez writes
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # an archive without members
+_NOT_REGULAR = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+                stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
 _SCAN_ROWS = 65536  # rows per chunk of the scans: a few MB of a typical representation
 
 
@@ -73,6 +78,7 @@ def open_npy(path: str | os.PathLike) -> np.ndarray:
         raise CLIError(f"{path}: no such file.")
     if os.path.isdir(path):
         raise CLIError(f"{path}: is a directory, expected a .npy file.")
+    check_regular_file(path, "a .npy array")
     shape, dtype, data_offset = _read_header(path)
     if dtype.hasobject:
         raise CLIError(f"{path}: holds Python objects (dtype object), not numbers; save a numeric "
@@ -92,6 +98,47 @@ def open_npy(path: str | os.PathLike) -> np.ndarray:
         raise CLIError(f"{path}: is truncated: its header promises shape {shape} of {dtype} "
                        f"({expected:,} bytes) but the file has {actual:,} bytes.")
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def check_regular_file(path: str, expected: str) -> None:
+    """Raise CLIError unless ``path`` is a regular file: a device, FIFO or socket has no end
+    (/dev/zero reads forever) or blocks on open until a writer comes (a FIFO), so it is refused
+    before it is opened.
+
+    Parameters
+    ----------
+    path : str
+        An existing path.
+    expected : str
+        What the file should be, for the message ("a .npy array").
+
+    Raises
+    ------
+    CLIError
+        Naming the file and what it is.
+
+    Examples
+    --------
+    >>> check_regular_file("/dev/zero", "a .npy array")
+    Traceback (most recent call last):
+    ...
+    pyckafast._cli_files.CLIError: /dev/zero: not a .npy array (a character device, not a regular file).
+    """
+    mode = os.stat(path).st_mode
+    for test, what in _NOT_REGULAR.items():
+        if test(mode):
+            raise CLIError(f"{path}: not {expected} ({what}, not a regular file).")
+
+
+def check_zip_magic(path: str) -> None:
+    """Raise CLIError unless the regular file ``path`` starts like a zip archive (np.savez):
+    checked from its first bytes, before any reader looks for a directory at its end."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_ZIP_MAGIC))
+    if head not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
+        kind = "a .npy array: give the directory of the .npy files" if head.startswith(
+            _NPY_MAGIC[:4]) else f"it starts with {head!r}"
+        raise CLIError(f"{path}: is neither a directory nor an .npz archive (np.savez; {kind}).")
 
 
 def _read_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:

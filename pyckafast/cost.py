@@ -70,6 +70,10 @@ class CostEstimate:
         Expected time at this machine's measured rate.
     rate : float
         The measured rate, flop/s (a GEMM in the input dtype, all threads).
+    fits : bool
+        Whether the pass fits in the memory available here. False: no linear form does (the
+        estimate is of the one needing least memory, or of the form asked for), and the call
+        itself would raise MemoryError.
 
     Examples
     --------
@@ -90,6 +94,7 @@ class CostEstimate:
     bytes: int
     seconds: float
     rate: float
+    fits: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-ready dict.
@@ -110,9 +115,10 @@ class CostEstimate:
     def __str__(self) -> str:
         pairs = f", {self.block_pairs:,} block pairs" if self.block_pairs else ""
         extra = (f" + {self.bandwidth_passes} bandwidth passes" if self.bandwidth_passes else "")
+        fits = "" if self.fits else " (more than this machine has: no form fits in memory)"
         return (f"{self.kernel} CKA, {self.form} pass{extra}: n = {self.n:,}, p = {self.p_x} + "
                 f"{self.p_y}{pairs}; {self.flops:.3g} flop, {_size(self.bytes)} beyond the "
-                f"inputs; about {_duration(self.seconds)} at {self.rate / 1e9:.3g} GFLOP/s")
+                f"inputs{fits}; about {_duration(self.seconds)} at {self.rate / 1e9:.3g} GFLOP/s")
 
 
 @validate_params({"kernel": params.KERNEL, "debiased": params.BOOLEAN,
@@ -167,20 +173,31 @@ def estimate_cost(x: ArrayLike | tuple[int, int], y: ArrayLike | tuple[int, int]
     ('pairs', 210, 6)
     >>> est.seconds > 0
     True
+    >>> est = pyckafast.estimate_cost((10**12, 10**6), (10**12, 10), rate=1e12)
+    >>> est.fits, est.form
+    (False, 'features')
     """
     (n, p1, itemsize_x), (n_y, p2, itemsize_y) = _shape(x, "x"), _shape(y, "y")
     if n != n_y:
         raise ValueError(f"x and y must have the same number of samples (rows); got {n} and {n_y}.")
     itemsize = max(itemsize_x, itemsize_y)
     rate = rate or measured_flop_rate(np.float32 if itemsize <= 4 else np.float64)
+    fits = True
     if kernel == "linear":
-        chosen, pairs, flops, nbytes = _linear(n, p1, p2, itemsize, form, tile, chunk_size)
+        try:
+            chosen = dispatch.linear_form(form, n, p1, p2, itemsize)
+        except MemoryError:  # an estimate still: of the form asked for, or the smallest
+            fits = False
+            chosen = form if form != "auto" else min(
+                ("features", "tiles"), key=lambda f: _linear(n, p1, p2, itemsize, f, tile,
+                                                             chunk_size)[3])
+        chosen, pairs, flops, nbytes = _linear(n, p1, p2, itemsize, chosen, tile, chunk_size)
         passes = 0
     else:
         chosen, pairs, flops, nbytes, passes = _rbf(n, p1, p2, itemsize, sigma, bandwidth,
                                                     n_pairs, tile)
     return CostEstimate(kernel, chosen, n, p1, p2, pairs, passes, float(flops), int(nbytes),
-                        flops / rate, rate)
+                        flops / rate, rate, fits)
 
 
 def _shape(a, name: str) -> tuple[int, int, int]:
@@ -207,8 +224,8 @@ def _itemsize(dtype) -> int:
     return 8 if d.kind in "biu" else max(4, min(8, d.itemsize))
 
 
-def _linear(n, p1, p2, itemsize, form, tile, chunk_size):
-    chosen = dispatch.linear_form(form, n, p1, p2, itemsize)
+def _linear(n, p1, p2, itemsize, chosen, tile, chunk_size):
+    """(form, block pairs, flops, bytes) of the linear pass in form ``chosen``."""
     if chosen == "features":
         rows = min(n, chunk_size or max(256, (8 << 20) // (itemsize * max(p1, p2))))
         nbytes = (p1 * p1 + p2 * p2 + p1 * p2) * (8 + itemsize) + 2 * rows * (p1 + p2) * itemsize

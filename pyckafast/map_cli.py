@@ -16,7 +16,8 @@ import zipfile
 
 import numpy as np
 
-from ._cli_files import CLIError, is_constant, naming_bad_values, open_npy, warnings_as_lines
+from ._cli_files import (CLIError, check_regular_file, check_zip_magic, is_constant,
+                         naming_bad_values, open_npy, warnings_as_lines)
 
 __all__ = ["add_map_parser", "run_map", "map_of", "load_representations", "natural_key",
            "format_matrix"]
@@ -150,6 +151,9 @@ def _from_directory(directory: str):
 
 
 def _from_npz(path: str):
+    # /dev/zero, a FIFO: refused before reading (they have no end, or block on open)
+    check_regular_file(path, "a directory or an .npz archive")
+    check_zip_magic(path)
     if not zipfile.is_zipfile(path):
         raise CLIError(f"{path}: is neither a directory nor an .npz archive (np.savez).")
     try:
@@ -194,7 +198,8 @@ def run_map(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0, or 1 when the figure could not be written (matplotlib missing).
+        0, or 1 when a layer has zero variance (its row and column are undefined) or the figure
+        could not be written (matplotlib missing).
 
     Raises
     ------
@@ -224,16 +229,39 @@ def run_map(args: argparse.Namespace) -> int:
         raise CLIError(f"--names-max-len must be at least 2 (room for an ellipsis and one "
                        f"character); got {args.names_max_len}.")
     names, arrays, origins = load_representations(args.source)
+    if args.out is not None:  # before the map is computed: a bad folder fails at once
+        _make_out_dir(args.out)
     matrix = map_of(arrays, origins, args)
+    # As `pyckafast cka`: valid inputs with an undefined result (a layer without variance)
+    # exit 1, after the rest of the map is printed and written.
+    status = 1 if np.isnan(matrix).any() else 0
     if len(names) <= _TABLE_MAX_LAYERS:
         print(_table(matrix, names, args.names_max_len))
     if args.out is None:
-        return 0
-    os.makedirs(args.out, exist_ok=True)
+        return status
     json_path = os.path.join(args.out, "map.json")
-    _write_json(json_path, names, matrix, origins, arrays[0].shape[0], args)
+    _writing(json_path, lambda: _write_json(json_path, names, matrix, origins,
+                                            arrays[0].shape[0], args))
     print(f"wrote {json_path}")
-    return _write_png(os.path.join(args.out, "map.png"), matrix, names, args)
+    png_path = os.path.join(args.out, "map.png")
+    return max(status, _writing(png_path, lambda: _write_png(png_path, matrix, names, args)))
+
+
+def _make_out_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"--out {path}: cannot create the folder ({exc.strerror or exc}).") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path}: the folder is not writable.")
+
+
+def _writing(path: str, write):
+    """``write()``, with an OSError (disk full, permissions) as a CLIError naming the file."""
+    try:
+        return write()
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot write ({exc.strerror or exc}).") from None
 
 
 def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespace) -> np.ndarray:

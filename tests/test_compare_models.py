@@ -609,3 +609,40 @@ def test_report_has_totals_and_a_time_split(images, tmp_path):
     assert set(times) == {"forward", "batch_loop", "tiled_pass", "disk"}
     assert all(v >= 0 for v in times.values()) and times["forward"] > 0
     assert times["tiled_pass"] > 0 and sum(times.values()) <= totals["seconds"] * 1.5 + 0.1
+
+# ---- every module's own train/eval mode comes back (issue 22, item 3) -----------------------------
+def _mixed_modes(kind: str):
+    """A model whose submodules do not share the root's mode: a frozen BatchNorm in a training
+    model, or MC dropout kept on in an eval model."""
+    torch.manual_seed(0)
+    if kind == "frozen batchnorm":
+        net = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.BatchNorm1d(20),
+                                  torch.nn.Linear(20, 5)).train()
+        net[1].eval()
+    else:
+        net = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.Dropout(0.5),
+                                  torch.nn.Linear(20, 5)).eval()
+        net[1].train()
+    return net
+
+
+@pytest.mark.parametrize("kind", ["frozen batchnorm", "mc dropout"])
+@pytest.mark.parametrize("route", ["stream", "cache", "same model", "error"])
+def test_every_submodule_mode_is_restored(kind, route, tmp_path):
+    net = _mixed_modes(kind)
+    before = [m.training for m in net.modules()]
+    other = torch.nn.Sequential(torch.nn.Linear(12, 6)).train()
+    data = [torch.randn(50, 12) for _ in range(3)]
+    kwargs = {"max_state_bytes": 1, "cache_dir": tmp_path} if route == "cache" else {}
+    if route == "error":  # the loader fails after a batch went through the hooked model
+        def failing():
+            yield data[0]
+            raise RuntimeError("loader failed")
+
+        with pytest.raises(RuntimeError, match="loader failed"):
+            compare_models(net, other, failing(), ["0", "2"], ["0"])
+    else:
+        compare_models(net, net if route == "same model" else other, data, ["0", "2"],
+                       ["0"] if route != "same model" else ["0", "2"], **kwargs)
+    assert [m.training for m in net.modules()] == before
+    assert [m.training for m in other.modules()] == [True, True]

@@ -159,3 +159,16 @@ def test_cli_announces_a_long_run_on_stderr(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cli, "ANNOUNCE_SECONDS", 5.0)
     assert cli.main(["cka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]) == 0
     assert capsys.readouterr().err == ""  # a short run says nothing
+
+
+# ---- shapes no form fits (issue 22, item 9) ------------------------------------------------------
+@pytest.mark.parametrize("form", ["auto", "features", "tiles", "samples"])
+def test_estimate_of_shapes_no_form_fits_is_returned_and_says_so(form):
+    """estimate_cost raised MemoryError ("no linear form fits") for shapes it could only
+    describe: it is an estimator from shapes, the call would raise."""
+    est = pyckafast.estimate_cost((10**12, 10**6), (10**12, 10), form=form, rate=1e12)
+    assert est.fits is False and est.form == ("features" if form == "auto" else form)
+    assert est.bytes > 2**40 and est.seconds > 1e9 and est.flops > 1e24
+    assert "no form fits in memory" in str(est) and est.as_dict()["fits"] is False
+    small = pyckafast.estimate_cost((1000, 4), (1000, 2), rate=1e12)
+    assert small.fits is True and "no form fits" not in str(small)

@@ -78,3 +78,50 @@ def test_jax_cpu_arrays_are_viewed_without_a_copy():
     view = prepare(jx, "x").data
     assert view.ctypes.data == jx.unsafe_buffer_pointer()  # the same buffer
     assert pyckafast.linear_cka(jx, jy) == pytest.approx(pyckafast.linear_cka(x, y), abs=1e-15)
+
+
+# ---- torch bfloat16 / float16 tensors (issue 22, item 5) -----------------------------------------
+# bfloat16 crashed every entry point with numpy's "Unsupported dtype in DLTensor." They are
+# computed as float32 (one float32 copy: NumPy has no bfloat16), as float16 already was.
+def _entry_points():
+    def state(x, y):
+        s = pyckafast.LinearCKAState()
+        for a, b in zip(x.split(40), y.split(40)):
+            s.update(a, b)
+        return s.result(debiased=True)
+
+    return {
+        "linear_cka": lambda x, y: pyckafast.linear_cka(x, y, debiased=True),
+        "linear_hsic": lambda x, y: pyckafast.linear_hsic(x, y),
+        "rbf_cka": lambda x, y: pyckafast.rbf_cka(x, y, debiased=True),
+        "cka": lambda x, y: pyckafast.cka(x, y, kernel="rbf", sigma=2.0),
+        "hsic": lambda x, y: pyckafast.hsic(x, y),
+        "minibatch_cka": lambda x, y: pyckafast.minibatch_cka(x, y, batch_size=40),
+        "cka_matrix": lambda x, y: pyckafast.cka_matrix([x, y, x[:, :2]])[0, 1:],
+        "cka_matrix tiles": lambda x, y: pyckafast.cka_matrix([x, y], form="tiles")[0, 1],
+        "cka_matrix rbf": lambda x, y: pyckafast.cka_matrix([x, y], kernel="rbf")[0, 1],
+        "LinearCKAState": state,
+        "CKAMapState": lambda x, y: pyckafast.CKAMapState().update([x, y]).update(
+            [x, y]).result(debiased=True)[0, 1],
+    }
+
+
+@pytest.mark.parametrize("name", list(_entry_points()))
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_half_tensors_give_the_float32_value(name, dtype):
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(200, 10, generator=g) + 3.0).to(getattr(torch, dtype))
+    y = torch.tanh(x.float() @ torch.randn(10, 4, generator=g)).to(getattr(torch, dtype))
+    fn = _entry_points()[name]
+    got, want = fn(x, y), fn(x.float(), y.float())
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_half_tensors_are_prepared_as_float32(dtype):
+    torch = pytest.importorskip("torch")
+    t = torch.ones(30, 3, dtype=getattr(torch, dtype))
+    s = prepare(t, "x")
+    assert s.dtype == np.float32 and s.data.dtype == np.float32 and s.kind == "numpy"
+    assert (s.data == 1.0).all()

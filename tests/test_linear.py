@@ -184,13 +184,16 @@ def test_bad_input(x, y, kwargs, exc, match):
 def test_non_finite_values_are_reported(target, bad, form, rng):
     x, y = correlated_linear(rng, 50, 3, 3)
     y[37, 1] = bad
-    # the feature form names the 16-row chunk that holds the bad row
-    rows = r"; found NaN or Inf in rows 32\.\.47" if form == "features" else ""
-    with pytest.raises(ValueError, match="y must contain only finite values" + rows):
+    kind = {"nan": "NaN", "inf": r"\+Inf", "-inf": "-Inf"}[str(bad)]
+    # every form names the row and the column, not the chunk (issue 22, item 9)
+    with pytest.raises(ValueError, match=r"y must contain only finite values; found NaN or Inf in "
+                                         rf"row 37, column 1 \({kind}\)\.$"):
         pyckafast.linear_cka(target.on(x), target.on(y), backend=target.backend, form=form,
                              chunk_size=16)
+    x[20, 2] = bad  # beyond the first chunk, which sets the shift
     x[0, 0] = bad  # in the first chunk, which also sets the shift
-    with pytest.raises(ValueError, match="x must contain only finite values.*rows 0"):
+    with pytest.raises(ValueError, match=r"x must contain only finite values; found NaN or Inf in "
+                                         rf"row 0, column 0 \({kind}\)\.$"):
         pyckafast.linear_cka(target.on(x), target.on(y), backend=target.backend, form=form,
                              chunk_size=16)
 

@@ -79,7 +79,7 @@ def test_zero_variance_layer_is_null_and_named(layer_dir, tmp_path, kernel):
     d, arrays = layer_dir
     np.save(d / "layer3.npy", np.ones((150, 4)))
     proc = _cli("map", d, "--out", tmp_path / "o", "--kernel", kernel)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # undefined result, as `pyckafast cka` (issue 22)
     assert proc.stderr.count("\n") == 1 and "layer3.npy has zero variance" in proc.stderr
     matrix = json.loads((tmp_path / "o" / "map.json").read_text())["matrix"]
     assert matrix[2] == [None] * 4 and [row[2] for row in matrix] == [None] * 4
@@ -146,3 +146,59 @@ def test_without_matplotlib_the_json_is_written_and_the_extra_named(layer_dir, t
     assert 'pip install "pyckafast[plot]"' in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "o" / "map.json").read_text())["names"][0] == "layer1"
     assert not (tmp_path / "o" / "map.png").exists()
+
+
+# ---- endless streams, exit codes, --out folders (issue 22, item 8) -------------------------------
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "garbage", "npy"])
+def test_a_source_that_is_no_npz_is_refused_at_once(tmp_path, source):
+    """/dev/zero used to be read without end (MemoryError after GBs), a FIFO blocked on open."""
+    path = {"/dev/zero": "/dev/zero", "fifo": tmp_path / "fifo", "garbage": tmp_path / "g.npz",
+            "npy": tmp_path / "a.npy"}[source]
+    if source == "fifo":
+        os.mkfifo(path)
+    elif source == "garbage":
+        path.write_bytes(b"\0" * 100)
+    elif source == "npy":
+        np.save(path, np.ones((5, 2)))
+    proc = _cli("map", path)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    want = {"/dev/zero": "not a directory or an .npz archive (a character device",
+            "fifo": "not a directory or an .npz archive (a FIFO (named pipe)",
+            "garbage": "is neither a directory nor an .npz archive (np.savez; it starts with",
+            "npy": "is neither a directory nor an .npz archive (np.savez; a .npy array"}[source]
+    assert proc.stderr.count("\n") == 1 and f"{path}: {want}" in proc.stderr, proc.stderr
+
+
+def test_cka_refuses_a_fifo_at_once(tmp_path):
+    fifo = tmp_path / "x.npy"
+    os.mkfifo(fifo)
+    np.save(tmp_path / "y.npy", np.ones((10, 2)))
+    proc = _cli("cka", fifo, tmp_path / "y.npy")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{fifo}: not a .npy array (a FIFO (named pipe), not a regular file)" in proc.stderr
+
+
+def test_map_and_cka_agree_on_the_exit_code_of_a_constant_layer(tmp_path):
+    x = _layers()[0]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "const.npy", np.ones((150, 3)))
+    np.savez(tmp_path / "layers.npz", x=x, const=np.ones((150, 3)))
+    assert _cli("cka", tmp_path / "x.npy", tmp_path / "const.npy").returncode == 1
+    proc = _cli("map", tmp_path / "layers.npz")
+    assert proc.returncode == 1 and "const has zero variance" in proc.stderr
+    assert proc.stdout.count("\n") == 3  # the map is still printed
+    assert _cli("map", tmp_path / "layers.npz").returncode == 1
+    np.savez(tmp_path / "fine.npz", x=x, y=2 * x)
+    assert _cli("map", tmp_path / "fine.npz").returncode == 0
+
+
+def test_an_out_folder_that_cannot_be_created_names_the_path_and_reason(layer_dir, tmp_path):
+    d, _ = layer_dir
+    (tmp_path / "file").write_text("a file, not a folder")
+    for out, reason in ((tmp_path / "file" / "sub", "Not a directory"),
+                        (tmp_path / "file", "File exists")):
+        proc = _cli("map", d, "--out", out)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stdout == ""  # refused before the map is computed
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert f"--out {out}: cannot create the folder ({reason})" in proc.stderr, proc.stderr

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -268,6 +269,54 @@ def test_scale_invariance_from_1e_minus_30_to_1e30(target, dtype, seed, shape, d
         sx, sy = (x.astype(np.float64) * s).astype(dtype), (y.astype(np.float64) * s).astype(dtype)
         value = cka(target.on(sx), target.on(sy), kernel, debiased, target.backend)
         assert abs(value - base) <= tol, f"scale {s:g}"
+
+
+# ---- float32 beside a large mean, and torch half tensors (issue 22) -----------------------------
+
+@FEW
+@given(seed=seeds, shape=shapes, debiased=estimators,
+       log_ratio=st.floats(0.0, 6.0), std=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_float32_with_a_mean_up_to_1e6_times_its_spread(target, seed, shape, debiased,
+                                                        log_ratio, std):
+    """float32 data with mean / std up to 1e6 (a few dozen distinct values per column at the
+    top) are a layer with variance, on every route: the float64 CKA of the same float32 values,
+    within the bound, and never nan with a "zero variance" warning."""
+    n, p1, p2 = shape
+    rng = np.random.default_rng(seed)
+    x0, y0 = ref.correlated_linear(rng, n, p1, p2)
+    y = y0.astype(np.float32)
+    for ratio in (10.0 ** log_ratio, 1e6):  # the drawn ratio, and always the largest
+        x = (x0 * std + std * ratio).astype(np.float32)
+        tol = 2 * linear_bound(x, y, debiased, np.float32)
+        want = ref.linear_cka_ref(x, y, debiased)
+        state = pyckafast.LinearCKAState(backend=target.backend)
+        for part in np.array_split(np.arange(n), 3):
+            state.update(target.on(x[part]), target.on(y[part]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = {"linear_cka": pyckafast.linear_cka(target.on(x), target.on(y),
+                                                      debiased=debiased, backend=target.backend),
+                   "LinearCKAState": state.result(debiased=debiased),
+                   "CKAMapState": pyckafast.CKAMapState(backend=target.backend).update(
+                       [target.on(x), target.on(y)]).result(debiased=debiased)[0, 1]}
+        for name, value in got.items():
+            assert abs(value - want) <= tol, (name, ratio, value, want, tol)
+
+
+@FEW
+@given(seed=seeds, shape=shapes, kernel=st.sampled_from(["linear", 1.0]), debiased=estimators,
+       half=st.sampled_from(["bfloat16", "float16"]), mean=st.sampled_from([0.0, 100.0]))
+def test_torch_half_tensors_give_their_float32_value(seed, shape, kernel, debiased, half, mean):
+    """bfloat16 / float16 tensors are computed as their float32 values (NumPy has no bfloat16)."""
+    torch = pytest.importorskip("torch")
+    x, y = make_data(seed, shape, kernel, np.float32, mean)
+    tx, ty = (torch.from_numpy(a).to(getattr(torch, half)) for a in (x, y))
+    value = cka(tx, ty, kernel, debiased, "auto")
+    assert value == pytest.approx(cka(tx.float(), ty.float(), kernel, debiased, "auto"),
+                                  rel=1e-12, abs=1e-15)
+    xf, yf = tx.float().numpy(), ty.float().numpy()
+    assert abs(value - reference(xf, yf, kernel, debiased)) <= bound(xf, yf, kernel, debiased,
+                                                                     np.float32)
 
 
 # ---- narrow RBF bandwidths (issue 12: entries 2^m K - c) -------------------------------

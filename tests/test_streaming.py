@@ -111,5 +111,5 @@ def test_state_errors(rng):
         state.merge(other)
     x = rng.normal(size=(10, 3))
     x[4, 1] = np.nan
-    with pytest.raises(ValueError, match="x must contain only finite values.*rows 10"):
+    with pytest.raises(ValueError, match=r"x must contain only finite values.* row 14, column 1 \(NaN\)\.$"):
         state.update(x, rng.normal(size=(10, 2)))

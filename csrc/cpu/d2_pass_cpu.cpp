@@ -1,6 +1,8 @@
 #include "d2_pass_cpu.h"
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 
 #include "micro_tile.h"
 
@@ -124,6 +126,19 @@ D2Fn<T> d2_variant(simd::Isa isa, int& mr, int& nr) {
   return &d2_generic<T>;
 }
 
+// The k-th block pair (a, b), a <= b, of the upper triangle of nb blocks in row order: row a
+// starts at index a nb - a (a - 1) / 2. The square root's estimate is corrected by integer
+// steps, so rounding cannot pick a wrong row.
+inline std::pair<std::int64_t, std::int64_t> triangle_pair(std::int64_t k, std::int64_t nb) {
+  const auto start = [nb](std::int64_t a) { return a * nb - a * (a - 1) / 2; };
+  const double m = 2.0 * static_cast<double>(nb) + 1.0;
+  auto a = static_cast<std::int64_t>((m - std::sqrt(std::max(0.0, m * m - 8.0 * k))) / 2.0);
+  a = std::min(std::max<std::int64_t>(a, 0), nb - 1);
+  while (a > 0 && start(a) > k) --a;
+  while (a + 1 < nb && start(a + 1) <= k) ++a;
+  return {a, a + (k - start(a))};
+}
+
 }  // namespace
 
 // All block pairs a <= b in one parallel loop: counts and `below` are integers and the values
@@ -134,13 +149,11 @@ D2Pass pair_distance_pass(const View2D<T>& rows, const T* shift, const D2Window&
   int mr = 0, nr = 0;
   const D2Fn<T> fn = d2_variant<T>(isa, mr, nr);
   const std::int64_t n = rows.rows, d = rows.cols, nb = (n + block - 1) / block;
-  std::vector<Item> items;
-  for (std::int64_t a = 0; a < nb; ++a)
-    for (std::int64_t b = a; b < nb; ++b)
-      items.push_back({a * block, std::min(n, (a + 1) * block), b * block,
-                       std::min(n, (b + 1) * block), a == b});
+  // The block pairs are walked by index, never stored: a list of them is O((n / block)^2)
+  // memory (7.6 GB for one median pass at n = 10^7), breaking the pass's O(n) promise.
+  const std::int64_t pairs = nb * (nb + 1) / 2;
   const int threads = static_cast<int>(
-      std::max<std::int64_t>(1, std::min<std::int64_t>(max_threads(), items.size())));
+      std::max<std::int64_t>(1, std::min<std::int64_t>(max_threads(), pairs)));
   const double scale = window.bins > 0 && window.hi > window.lo
                            ? static_cast<double>(window.bins) / (window.hi - window.lo)
                            : 0.0;
@@ -154,9 +167,12 @@ D2Pass pair_distance_pass(const View2D<T>& rows, const T* shift, const D2Window&
     scratch[t].panels.resize(pb * d);
     scratch[t].norms_b.resize(pb);
   }
-  parallel_for(static_cast<std::int64_t>(items.size()), threads, [&](int t, std::int64_t k) {
+  parallel_for(pairs, threads, [&](int t, std::int64_t k) {
     const D2Visitor visit{window.lo, window.hi, scale, window.bins, &parts[t]};
-    fn(rows, shift, items[k], scratch[t], visit);
+    const auto [a, b] = triangle_pair(k, nb);
+    const Item item{a * block, std::min(n, (a + 1) * block), b * block,
+                    std::min(n, (b + 1) * block), a == b};
+    fn(rows, shift, item, scratch[t], visit);
   });
   D2Pass total = std::move(parts[0]);
   for (int t = 1; t < threads; ++t) {

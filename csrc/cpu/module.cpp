@@ -19,7 +19,8 @@ using pcf_bind::to_numpy;
 using pcf_bind::view2d;
 
 template <typename T>
-using Arr = py::array_t<T, py::array::forcecast>;
+// c_style: the kernels read the data pointer as contiguous, so a strided shift is copied first.
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 template <typename T>
 py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& shift_x,

@@ -17,7 +17,8 @@ using pcf_bind::c_contiguous_in;
 using pcf_bind::view2d;
 
 template <typename T>
-using Arr = py::array_t<T, py::array::forcecast>;
+// c_style: the kernels read the data pointer as contiguous, so a strided shift is copied first.
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 // "auto": the best instruction set of this CPU; a name: that one, if this CPU runs it.
 pcf::simd::Isa parse_isa(const std::string& name) {

@@ -23,7 +23,8 @@ import numpy as np
 from .terms import KernelTerms, LinearTerms
 from .validation import min_samples
 
-__all__ = ["HSICTriple", "linear_hsic", "kernel_hsic", "cka_from_hsic", "is_zero_variance"]
+__all__ = ["HSICTriple", "linear_hsic", "kernel_hsic", "cka_from_hsic", "is_zero_variance",
+           "gram_is_zero_variance"]
 
 
 class HSICTriple(NamedTuple):
@@ -75,8 +76,9 @@ def linear_hsic(terms: LinearTerms, debiased: bool) -> HSICTriple:
     n = terms.n
     _check_n(n, debiased)
     c = terms.centred()
-    zero_x = is_zero_variance(float(np.trace(c.xx)), _sq(c.shift_x), n, terms.eps)
-    zero_y = is_zero_variance(float(np.trace(c.yy)), _sq(c.shift_y), n, terms.eps)
+    # Centred against the shifted moments as accumulated (in the terms' own frame).
+    zero_x = is_zero_variance(float(np.trace(c.xx)), float(np.trace(terms.xx)), terms.eps)
+    zero_y = is_zero_variance(float(np.trace(c.yy)), float(np.trace(terms.yy)), terms.eps)
     fxy, fxx, fyy = _sq(c.xy), _sq(c.xx), _sq(c.yy)
     # K = X X' of rows multiplied by scale_x: the true K is 2^(-2 log2(scale_x)) times it.
     logs = (-2 * _log2(terms.scale_x), -2 * _log2(terms.scale_y))
@@ -196,11 +198,27 @@ def _sq(m: np.ndarray) -> float:
     return float(np.vdot(m, m))
 
 
-def is_zero_variance(trace: float, mean_sq: float, n: int, eps: float) -> bool:
-    """True when the total variance ``trace`` (sum of squared deviations from the mean, whose
-    squared norm is ``mean_sq``) is indistinguishable from rounding of values of the data's size."""
-    scale2 = mean_sq + trace / n
-    return trace <= n * (16 * eps) ** 2 * scale2
+def is_zero_variance(trace: float, second_moment: float, eps: float) -> bool:
+    """True when the total variance ``trace`` (the sum of squared deviations from the mean) is
+    below the rounding error of the sums it was computed from.
+
+    ``second_moment`` is the sum of squares of the values the producer actually accumulated:
+    the rows after their shift (and power-of-two scale), not the raw data. The variance is
+    ``second_moment - n |mean - shift|^2``, and a float sum of squares is exact to about
+    ``eps`` of its size, so a layer is constant only when its shifted values are (they are then
+    equal, and the two parts cancel to rounding), never because its mean is large: float32 data
+    of mean 1e6 and std 1 are shifted by a float32 value near the mean, exactly (Sterbenz), and
+    their variance is then known to full precision. (A threshold of ``eps`` times the squared
+    mean, as before, called every float32 layer with std below ~2e-6 |mean| constant.)
+    """
+    return trace <= _ROUNDING_EPS * eps * second_moment
+
+
+def gram_is_zero_variance(trace_k: float, total_k: float, n: int, eps: float) -> bool:
+    """:func:`is_zero_variance` for a linear Gram K = W W' of shifted rows w_i: its trace is
+    their second moment and ``total_k`` (the sum of all entries, |sum_i w_i|^2) gives the
+    variance ``tr(H K) = tr K - total_k / n``."""
+    return is_zero_variance(trace_k - total_k / n, trace_k, eps)
 
 
 def _check_n(n: int, debiased: bool) -> None:

@@ -5,7 +5,8 @@ array-api-compat does, through ``type(a).__module__`` and ``sys.modules``):
 
 * NumPy arrays, memmaps and anything ``np.asarray`` takes: kind "numpy", on the CPU. Torch CPU
   tensors and other host DLPack producers (JAX CPU arrays, any object with ``__dlpack__`` and
-  ``__dlpack_device__``) are viewed through ``np.from_dlpack`` without a copy.
+  ``__dlpack_device__``) are viewed through ``np.from_dlpack`` without a copy; torch tensors of
+  a dtype NumPy lacks (bfloat16, float8) become one float32 copy first.
 * CuPy arrays and torch CUDA tensors (and other DLPack producers on a CUDA device): kind "cupy",
   on the GPU; torch tensors become CuPy views through DLPack (CuPy is imported only then).
 * Dask arrays: kind "dask"; they stay lazy, only their shape and dtype are read.
@@ -25,8 +26,9 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["Samples", "Kind", "array_kind", "device_of", "common_device", "host_view",
+           "float32_if_numpy_lacks",
            "float_dtype", "as_samples", "as_cupy", "prepare", "prepare_pair", "prepare_list",
-           "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows"]
+           "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows", "column_mean"]
 
 Kind = Literal["numpy", "cupy", "dask"]
 
@@ -121,13 +123,26 @@ def host_view(a: object) -> object:
     if isinstance(a, np.ndarray):
         return a
     if _top_module(a) == "torch":
-        return np.from_dlpack(a.detach())  # type: ignore[attr-defined]
+        return np.from_dlpack(float32_if_numpy_lacks(a.detach()))  # type: ignore[attr-defined]
     if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__") and _top_module(a) != "dask":
         try:
             return np.from_dlpack(a)
         except (TypeError, ValueError, BufferError, RuntimeError, AttributeError):
             return a
     return a
+
+
+# Torch floating dtypes NumPy (and CuPy) have no dtype for, so DLPack cannot hand them over.
+_NUMPY_LACKS = ("torch.bfloat16", "torch.float8")
+
+
+def float32_if_numpy_lacks(t: Any) -> Any:
+    """A torch tensor of a dtype NumPy lacks (bfloat16, the float8 formats) as one float32
+    copy on its device (float32 holds every such value exactly, and bfloat16 computes in
+    float32 anyway, as float16 does); any other tensor unchanged."""
+    if str(t.dtype).startswith(_NUMPY_LACKS):
+        return t.float()
+    return t
 
 
 def float_dtype(dtype: np.dtype, name: str) -> np.dtype:
@@ -202,12 +217,15 @@ def prepare(a: object, name: str) -> Samples:
 
 def as_cupy(a: object) -> Any:
     """A CuPy view of data on a CUDA device (torch CUDA tensors and other DLPack producers are
-    taken through DLPack, without a copy)."""
+    taken through DLPack, without a copy; torch bfloat16 / float8 tensors, which CuPy has no
+    dtype for, as one float32 copy on the device)."""
     import cupy
 
     if isinstance(a, cupy.ndarray):
         return a
-    return cupy.from_dlpack(a.detach() if hasattr(a, "detach") else a)
+    if hasattr(a, "detach"):
+        a = float32_if_numpy_lacks(a.detach())
+    return cupy.from_dlpack(a)
 
 
 def _without_empty_chunks(a: Any) -> Any:
@@ -288,35 +306,78 @@ def into_dask(samples: list[Samples]) -> list[Samples]:
     return [s if s.kind == "dask" else _dask_samples(s.data, s.name) for s in samples]
 
 
-def check_finite_sums(sums: np.ndarray, name: str, start: int, stop: int) -> None:
+def column_mean(a: Any, xp: Any = np) -> Any:
+    """Float64 column means of the rows ``a`` (module ``xp``) that do not overflow for finite
+    data: rows whose largest value is so large that n of them could overflow a float64 sum
+    (finite data near 1e307) are summed times a power of two (exact) and the mean scaled back,
+    which cannot overflow (a mean is no larger than the largest value). NaN / Inf stay as
+    they are, so the caller's finiteness check sees them."""
+    with np.errstate(all="ignore"):
+        mean = a.mean(axis=0, dtype=np.float64)
+        if bool(xp.isfinite(mean).all()):
+            return mean
+        peak = float(xp.max(xp.abs(a)))
+        if not math.isfinite(peak):
+            return mean
+        exponent = math.frexp(peak)[1]
+        small = (a * math.ldexp(1.0, -exponent)).mean(axis=0, dtype=np.float64)
+        return xp.ldexp(small, exponent)  # 2^1024 itself is not a float64: scale in one step
+
+
+def check_finite_sums(sums: np.ndarray, name: str, start: int, stop: int,
+                      rows: Any = None) -> None:
     """Raise if a column-sum vector is not finite: a NaN or Inf in rows [start, stop) of ``name``.
 
     A sum over values that contains NaN or +-Inf is itself non-finite, so checking the sums that
-    the kernels accumulate anyway costs nothing and needs no boolean copy of the data.
+    the kernels accumulate anyway costs nothing and needs no boolean copy of the data. ``rows``
+    (the chunk the sums are of, any array module) lets the message name the first bad row and
+    column; it is read only once a sum is not finite.
     """
-    if not np.all(np.isfinite(sums)):
-        raise ValueError(
-            f"{name} must contain only finite values; found NaN or Inf in rows {start}..{stop - 1} "
-            f"(or values so large that their sum overflows float64)."
-        )
+    if np.all(np.isfinite(sums)):
+        return
+    where = _first_non_finite(rows, start) if rows is not None else None
+    if where is not None:
+        raise ValueError(f"{name} must contain only finite values; found {where}.")
+    raise ValueError(
+        f"{name} must contain only finite values; found NaN or Inf in rows {start}..{stop - 1} "
+        f"(or values so large that their sum overflows float64)."
+    )
+
+
+def _first_non_finite(block: Any, start: int) -> str | None:
+    """"NaN or Inf in row i, column j (NaN)" (global row ``start + i``) of the first
+    non-finite value of a 2-D block (any array module), or None if every value is finite."""
+    xp = sys.modules.get(type(block).__module__.split(".")[0], np)
+    if not hasattr(xp, "isfinite"):
+        xp = np
+    for lo in range(0, block.shape[0], _FINITE_BLOCK):  # no boolean copy of a whole memmap
+        bad = ~xp.isfinite(block[lo:lo + _FINITE_BLOCK])
+        if bool(bad.any()):
+            row, col = divmod(int(xp.argmax(bad.reshape(-1))), block.shape[1])
+            value = float(block[lo + row, col])
+            kind = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+            return f"NaN or Inf in row {start + lo + row}, column {col} ({kind})"
+    return None
 
 
 def check_finite_rows(s: Samples) -> None:
-    """Raise, naming ``s.name`` and the first offending row, if ``s`` holds a NaN or Inf.
+    """Raise, naming ``s.name`` and the first offending row and column, if ``s`` holds a NaN or
+    Inf.
 
     Host data is checked through float64 column sums a block at a time (no boolean copy of the
-    whole array); the row is looked for only once a block's sum is not finite. Device data is
-    checked on the device; Dask data by its producer, inside the reduction (it stays lazy here).
+    whole array); the row is looked for only once a block's sum is not finite, and a block whose
+    values are all finite (a sum of data near 1e307 may overflow) passes: the producers scale
+    such data by a power of two. Device data is checked on the device; Dask data by its
+    producer, inside the reduction (it stays lazy here).
     """
     if s.kind == "dask":
         return
     xp, a = s.xp, s.data
     for lo in range(0, s.n, _FINITE_BLOCK):
         block = a[lo:lo + _FINITE_BLOCK]
-        if bool(xp.isfinite(block.sum(axis=0, dtype=np.float64)).all()):
-            continue
-        bad = ~xp.isfinite(block).all(axis=1)
-        where = (f"found NaN or Inf in row {lo + int(xp.argmax(bad))}" if bool(bad.any()) else
-                 f"values in rows {lo}..{lo + block.shape[0] - 1} are so large that their sum "
-                 "overflows float64")
-        raise ValueError(f"{s.name} must contain only finite values; {where}.")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if bool(xp.isfinite(block.sum(axis=0, dtype=np.float64)).all()):
+                continue
+        where = _first_non_finite(block, lo)
+        if where is not None:
+            raise ValueError(f"{s.name} must contain only finite values; found {where}.")

@@ -49,6 +49,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from .inputs import column_mean
 from .validation import check_finite_sums
 
 __all__ = ["Bounds", "default_tile", "block_bounds", "bounds_of_sizes", "block_pairs",
@@ -278,8 +279,9 @@ def shift_from_sums(total: np.ndarray, n: int, name: str, dtype: np.dtype) -> np
 def centring_shift(a: Any, name: str, dtype: np.dtype, xp: Any = np) -> Any:
     """The shift of :func:`shift_from_sums` for the rows of ``a`` (an array of module ``xp``, or
     host rows for a GPU pass), as an array of module ``xp``."""
-    total = _host(a.sum(axis=0, dtype=np.float64))
-    return xp.asarray(shift_from_sums(total, a.shape[0], name, np.dtype(dtype)))
+    mean = _host(column_mean(a, xp if hasattr(a, "__cuda_array_interface__") else np))
+    check_finite_sums(mean, name, 0, a.shape[0], a)
+    return xp.asarray(mean.astype(np.dtype(dtype)))
 
 
 def sq_norms(xp: Any, a: Any) -> Any:

@@ -16,8 +16,9 @@ import numpy as np
 
 from .._core import combine, dispatch
 from . import linear_tiles, pass_progress
-from .._core.combine import is_zero_variance
-from .._core.inputs import Samples, check_finite_sums
+from .._core.combine import gram_is_zero_variance
+from .._core.inputs import Samples, check_finite_sums, column_mean
+from .._core.scaling import power_of_two_scale
 from .._core.terms import KernelTerms, LinearTerms
 from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
 
@@ -158,8 +159,8 @@ class _Feeder:
         cx, cy = _scaled(cx, self.acc.scale[0]), _scaled(cy, self.acc.scale[1])
         bx, by = self.bufx[: hi - lo], self.bufy[: hi - lo]
         moments = self._moments(cx, cy, bx, by)
-        check_finite_sums(moments[0], "x", start + lo, start + hi)
-        check_finite_sums(moments[1], "y", start + lo, start + hi)
+        check_finite_sums(moments[0], "x", start + lo, start + hi, cx)
+        check_finite_sums(moments[1], "y", start + lo, start + hi, cy)
         if _far(moments[0], hi - lo, self.spread[0]) or _far(moments[1], hi - lo, self.spread[1]):
             self._restart(moments, hi - lo, cx.dtype)
             moments = self._moments(cx, cy, bx, by)
@@ -287,10 +288,9 @@ def hsic_triple(
 
 
 # Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it
-# near 1 (exact): float32 GEMMs of values near 1e19 overflow (squares near 1e38), near 1e-22 the
-# squares are subnormal and lose their bits, and float64 sums of squared moments overflow or
-# underflow beyond about 1e+-75. CKA is scale invariant; HSIC is scaled back in combine.
-_SAFE_EXPONENT = 50
+# near 1 (exact, _core/scaling): float32 GEMMs of values near 1e19 overflow (squares near 1e38),
+# near 1e-22 the squares are subnormal and lose their bits, and float64 sums of squared moments
+# overflow or underflow beyond about 1e+-75. CKA is scale invariant; HSIC is scaled back.
 _SPREAD_ROWS = 256  # rows of the first chunk that estimate the spread
 
 
@@ -310,9 +310,11 @@ def row_frame(a: np.ndarray, rows: int) -> Frame:
     shift, so that the chunk's finiteness check reports the bad rows.
     """
     head = a[: min(rows, a.shape[0])]
+    mean = column_mean(head)
     with np.errstate(all="ignore"):
-        mean = head.mean(axis=0, dtype=np.float64)
         spread = float(np.max(np.abs(head[:_SPREAD_ROWS] - mean)))
+        if spread == math.inf and np.isfinite(mean).all():  # finite data near 1e308: halve
+            spread = 2.0 * float(np.max(np.abs(head[:_SPREAD_ROWS] * 0.5 - mean * 0.5)))
     scale = power_of_two_scale(spread)
     return Frame(_rounded_shift(mean * scale, a.dtype), scale,
                  spread * scale if math.isfinite(spread) else math.inf)
@@ -320,23 +322,13 @@ def row_frame(a: np.ndarray, rows: int) -> Frame:
 
 def first_chunk_mean(a: np.ndarray, rows: int) -> np.ndarray:
     """The shift of :func:`row_frame` for producers that do not scale (scale 1)."""
-    with np.errstate(all="ignore"):
-        return _rounded_shift(a[: min(rows, a.shape[0])].mean(axis=0, dtype=np.float64), a.dtype)
+    return _rounded_shift(column_mean(a[: min(rows, a.shape[0])]), a.dtype)
 
 
 def _rounded_shift(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
     with np.errstate(all="ignore"):
         shift = mean.astype(dtype)
     return np.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
-
-
-def power_of_two_scale(spread: float) -> float:
-    """1.0 for a spread within [2^-50, 2^50] (or 0, or not finite), else the power of two that
-    brings it into [0.5, 1)."""
-    if not math.isfinite(spread) or spread == 0.0:
-        return 1.0
-    exponent = math.frexp(spread)[1]
-    return 1.0 if abs(exponent) <= _SAFE_EXPONENT else math.ldexp(1.0, -exponent)
 
 
 def sample_terms(
@@ -363,21 +355,18 @@ def _centred_gram(a: np.ndarray, name: str, column_block: int) -> tuple[np.ndarr
     ``scale`` (chosen from the first column block's spread; 1 unless the data are extreme)."""
     n = a.shape[0]
     gram = np.zeros((n, n))
-    mean_sq = 0.0
     scale = None
     for start in range(0, a.shape[1], column_block):
         block = a[:, start:start + column_block]
-        mean = block.mean(axis=0, dtype=np.float64)
-        check_finite_sums(mean, name, 0, n)
+        mean = column_mean(block)
+        check_finite_sums(mean, name, 0, n, block)
         centred = block - mean.astype(block.dtype)
         if scale is None:
             scale = power_of_two_scale(float(np.max(np.abs(centred))))
         centred = _scaled(centred, scale)
         gram += centred @ centred.T
-        scaled_mean = mean * scale  # before squaring: |mean|^2 itself may overflow
-        mean_sq += float(scaled_mean @ scaled_mean)
-    trace = float(np.trace(gram))
-    return gram, is_zero_variance(trace, mean_sq, n, _eps(a.dtype)), scale
+    zero = gram_is_zero_variance(float(np.trace(gram)), float(gram.sum()), n, _eps(a.dtype))
+    return gram, zero, scale
 
 
 def _eps(*dtypes: np.dtype) -> float:

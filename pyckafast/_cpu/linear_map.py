@@ -20,7 +20,7 @@ import numpy as np
 from .._core.inputs import check_finite_sums
 from .._core.progress import Progress, progress_reporter
 from .._core.terms import LinearTerms, RowNormTerms
-from .linear import first_chunk_mean
+from .linear import row_frame
 
 __all__ = ["MAX_CROSS_BYTES", "passes", "map_terms"]
 
@@ -62,7 +62,9 @@ def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[
 
 def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, int], LinearTerms]:
     n, widths = reps[0].shape[0], [a.shape[1] for a in reps]
-    shifts = [first_chunk_mean(a, rows) for a in reps]
+    # rows * scale - shift: the scale (a power of two) is 1 unless the data are extreme (1e307)
+    frames = [row_frame(a, rows) for a in reps]
+    shifts, scales = [f.shift for f in frames], [f.scale for f in frames]
     own = [_Own(w, debiased) for w in widths]
     # the chunks in the input dtype: float32 data run float32 GEMMs (the sums stay float64)
     buffers = [np.empty((rows, a.shape[1]), gemm_dtype(a.dtype)) for a in reps]
@@ -72,7 +74,7 @@ def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, i
         used = range(len(reps)) if k == 0 else sorted({i for pair in group for i in pair})
         for lo in range(0, n, rows):
             hi = min(lo + rows, n)
-            chunks = {i: np.subtract(reps[i][lo:hi], shifts[i], out=buffers[i][: hi - lo])
+            chunks = {i: _chunk(reps[i][lo:hi], scales[i], shifts[i], buffers[i][: hi - lo])
                       for i in used}
             for i, c in chunks.items():
                 if k == 0:  # the first pass also makes every representation's own moments
@@ -83,11 +85,19 @@ def _map_terms(reps, names, groups, debiased, rows, report) -> dict[tuple[int, i
                 acc.add(chunks[i], chunks[j], own[i], own[j])
             if report is not None:
                 report(k * n + hi, len(groups) * n)
-        moments = [o.moments(s, float(np.finfo(a.dtype).eps))
-                   for o, s, a in zip(own, shifts, reps)]
+        moments = [o.moments(s, float(np.finfo(a.dtype).eps), c)
+                   for o, s, a, c in zip(own, shifts, reps, scales)]
         terms.update({(i, j): acc.terms(moments[i], moments[j], n)
                       for (i, j), acc in cross.items()})
     return terms
+
+
+def _chunk(rows: np.ndarray, scale: float, shift: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """rows * scale - shift into ``out`` (the product by a power of two is exact)."""
+    if scale == 1.0:
+        return np.subtract(rows, shift, out=out)
+    np.multiply(rows, scale, out=out)
+    return np.subtract(out, shift, out=out)
 
 
 def gemm_dtype(dtype: np.dtype) -> np.dtype:
@@ -131,7 +141,7 @@ class _Own:
 
     def add(self, c: np.ndarray, lo: int, hi: int, name: str) -> None:
         sums = c.sum(axis=0, dtype=np.float64)
-        check_finite_sums(sums, name, lo, hi)
+        check_finite_sums(sums, name, lo, hi, c)
         self.total += sums
         self.gram += c.T @ c  # one buffer: SYRK, in the chunk's dtype, added in float64
         if self.qb is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._core.combine import is_zero_variance
+from .._core.combine import gram_is_zero_variance
 from .._core.dispatch import tile_rows
 from .._core.pairs import PairTerms, PairTermsSum, block_bounds, centring_shift, reduce_pairs
 from .._core.terms import KernelTerms
@@ -38,8 +38,9 @@ class _Loader:
     """Centred blocks written into reused buffers (block a and block b each have their own), so
     the pass allocates no memory per block pair."""
 
-    def __init__(self, x, y, shift_x, shift_y, tile: int):
+    def __init__(self, x, y, shift_x, shift_y, tile: int, scales: tuple[float, float]):
         self.x, self.y, self.shift_x, self.shift_y = x, y, shift_x, shift_y
+        self.scales = scales
         self.buffers = {side: (np.empty((tile, x.shape[1]), x.dtype),
                                np.empty((tile, y.shape[1]), y.dtype)) for side in "ab"}
 
@@ -48,6 +49,9 @@ class _Loader:
         bx, by = (buf[: hi - lo] for buf in self.buffers[side])
         np.subtract(self.x[lo:hi], self.shift_x, out=bx)
         np.subtract(self.y[lo:hi], self.shift_y, out=by)
+        for block, scale in zip((bx, by), self.scales):
+            if scale != 1.0:  # data of extreme magnitude (1e307): a power of two, exact
+                np.multiply(block, scale, out=block)
         return _Block(bounds, bx, by)
 
 
@@ -59,7 +63,10 @@ def tiled_sample_terms(x: np.ndarray, y: np.ndarray, *, tile: int | None = None,
     shift_x, shift_y = centring_shift(x, "x", x.dtype), centring_shift(y, "y", y.dtype)
     rows = min(n, tile or tile_rows(x.shape[1], y.shape[1], max(x.itemsize, y.itemsize)))
     bounds = block_bounds(n, rows)
-    loader = _Loader(x, y, shift_x, shift_y, rows)
+    from .tiled_map import _SPREAD_ROWS, head_scale, scale_log2  # (tiled_map imports linear)
+
+    scales = (head_scale(x[:_SPREAD_ROWS], shift_x), head_scale(y[:_SPREAD_ROWS], shift_y))
+    loader = _Loader(x, y, shift_x, shift_y, rows, scales)
     diag_k, diag_l = np.zeros(n), np.zeros(n)
 
     def body(a: _Block, b: _Block, diagonal: bool) -> PairTerms:
@@ -79,9 +86,12 @@ def tiled_sample_terms(x: np.ndarray, y: np.ndarray, *, tile: int | None = None,
         n=n, s_kl=off.s_kl + float(diag_k @ diag_l), s_kk=off.s_kk + float(diag_k @ diag_k),
         s_ll=off.s_ll + float(diag_l @ diag_l), row_k=off.row_k_a + diag_k,
         row_l=off.row_l_a + diag_l, diag_k=diag_k, diag_l=diag_l, eps=dtype_eps,
+        log2_k=scale_log2(scales[0]), log2_l=scale_log2(scales[1]),
     )
-    zero_x = is_zero_variance(float(diag_k.sum()), _sq(shift_x), n, float(np.finfo(x.dtype).eps))
-    zero_y = is_zero_variance(float(diag_l.sum()), _sq(shift_y), n, float(np.finfo(y.dtype).eps))
+    zero_x = gram_is_zero_variance(float(diag_k.sum()), float(terms.row_k.sum()), n,
+                                   float(np.finfo(x.dtype).eps))
+    zero_y = gram_is_zero_variance(float(diag_l.sum()), float(terms.row_l.sum()), n,
+                                   float(np.finfo(y.dtype).eps))
     return terms, zero_x, zero_y
 
 

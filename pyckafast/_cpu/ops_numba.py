@@ -40,7 +40,7 @@ def _weighted_row(dst, i, q, r, qsum, rsum):
         rsum[j] += r * w
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)  # whole tiles: let other Python threads run
 def _moments(x, y, sx, sy, ox, oy, debiased, nb):
     m, p1, p2 = x.shape[0], x.shape[1], y.shape[1]
     acc_x = np.zeros((nb, 3, p1))  # per block: column sums, sum q x, sum r x

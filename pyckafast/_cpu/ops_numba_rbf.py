@@ -89,7 +89,7 @@ def _pow2_bits(bits, j0, m):
         bits[j] = (bits[j] - _SHIFTER_BITS + (_EXPONENT_BIAS + m)) << _MANTISSA_BITS
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tile_chunk(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal, lo, hi,
                 row_k, row_l, col_k, col_l, buf):
     mb = gx.shape[1]
@@ -121,7 +121,7 @@ def _tile_chunk(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal, lo, hi,
     return skl, skk, sll
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)  # whole tiles: let other Python threads run
 def _tile(gx, gy, nxa, nya, nxb, nyb, kx, ky, diagonal):
     ma, mb = gx.shape
     nchunks = max(1, (ma + _CHUNK_ROWS - 1) // _CHUNK_ROWS)
@@ -164,7 +164,7 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)  # whole tiles: let other Python threads run
 def d2_histogram(g, na, nb, diagonal, lo, hi, nbins):
     """Counts of the squared distances max(0, na_i + nb_j - 2 g_ij) of one tile (pairs i < j
     only for a diagonal tile): (number below ``lo``, counts of ``nbins`` equal bins over

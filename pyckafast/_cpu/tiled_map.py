@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.combine import is_zero_variance
+from .._core.combine import gram_is_zero_variance
 from .._core.dispatch import linear_form
 from .._core.inputs import float_dtype
 from .._core.pairs import (BlockSums, ScatteredSums, block_bounds, block_pairs, centring_shift,
@@ -38,7 +38,7 @@ from .._core.progress import Progress, progress_reporter
 from .._core.rbf_entry import (TYPICAL_PAIRS, RbfKernel, pass_dtype, shifted_exp,
                                 typical_exponent)
 from .._core.terms import KernelTerms
-from .linear import power_of_two_scale
+from .._core.scaling import power_of_two_scale
 
 __all__ = ["tiled_map_terms", "map_tile_rows", "set_pair_sums", "SetPairSums", "Side",
            "pair_terms", "rbf_gammas", "rbf_kernels", "typical_sq_distance", "rbf_entries",
@@ -138,10 +138,9 @@ def tiled_map_terms(
     total = blocks * (blocks + 1) // 2
     with progress_reporter(progress, total, desc="tiled CKA map", unit="block pair") as report:
         sums = set_pair_sums(sides, None, rows, kernels, report)
-    shifts = [_host(s.shift).astype(np.float64) * s.scale for s in sides]
     return pair_terms(_host(sums.products), _host(sums.rows_a),
                       None if sums.diagonal is None else _host(sums.diagonal),
-                      [s.eps for s in sides], shifts, [s.log2 for s in sides], used, pairs,
+                      [s.eps for s in sides], [s.log2 for s in sides], used, pairs,
                       len(reps), kernels)
 
 
@@ -285,7 +284,7 @@ _SPREAD_ROWS = 256
 
 def head_scale(head: Any, shift: Any, xp: Any = np) -> float:
     """1.0, or for rows whose spread about ``shift`` lies outside [2^-50, 2^50] the power of two
-    that brings it near 1 (:func:`pyckafast._cpu.linear.power_of_two_scale`): Gram tiles of
+    that brings it near 1 (:func:`pyckafast._core.scaling.power_of_two_scale`): Gram tiles of
     float32 rows near 1e20 would overflow, near 1e-20 underflow. CKA does not change; HSIC is
     scaled back through the terms' log2 (:func:`scale_log2`)."""
     with np.errstate(all="ignore"):
@@ -410,14 +409,13 @@ class SetPairSums:
 
 
 def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray | None,
-               eps: list[float], shifts: list[np.ndarray], log2: list[int], used: list[int],
+               eps: list[float], log2: list[int], used: list[int],
                pairs: Sequence[Pair], count: int, kernels: list | None = None
                ) -> tuple[dict[Pair, KernelTerms], list[bool]]:
     """The KernelTerms of each wanted pair from the sums of all row pairs (host arrays indexed
-    by slot, i.e. position in ``used``; ``shifts`` in the scaled units of the tiles, ``log2``
-    each Gram's scale; ``kernels`` per slot the :class:`RbfKernel` of RBF tiles, whose diagonal
-    and scale the terms carry as ``const_diag`` and ``log2``), and the zero-variance flag of
-    every representation."""
+    by slot, i.e. position in ``used``; ``log2`` each Gram's scale; ``kernels`` per slot the
+    :class:`RbfKernel` of RBF tiles, whose diagonal and scale the terms carry as ``const_diag``
+    and ``log2``), and the zero-variance flag of every representation."""
     if kernels is not None and kernels[0] is not None:
         log2 = [k.log2_scale for k in kernels]
         const = [k.diag for k in kernels]
@@ -428,8 +426,8 @@ def pair_terms(products: np.ndarray, row_sums: np.ndarray, diagonal: np.ndarray 
     zero = [False] * count
     for r, k in slot.items():
         if diagonal is not None:  # linear: the total variance is the Gram's trace
-            zero[r] = is_zero_variance(float(diagonal[k].sum()), float(shifts[k] @ shifts[k]),
-                                       n, eps[k])
+            zero[r] = gram_is_zero_variance(float(diagonal[k].sum()), float(row_sums[k].sum()),
+                                            n, eps[k])
         else:  # constant rows have u = 0, so c = 1, m = 0 and every entry K - 1 = 0
             zero[r] = not np.any(row_sums[k]) and products[k, k] == 0.0
     terms = {}

@@ -85,8 +85,7 @@ def tiled_map_terms(reps: Sequence[Any], pairs: Sequence[Pair], *, tile: int | N
                                            keep_diagonal=kernel == "linear"))
     products, row_sums, diagonal = sums.sums, sums.rows_a, sums.diagonal
     eps = [float(np.finfo(d).eps) for d in dtypes]
-    shifts64 = [s.astype(np.float64) * c for s, c in zip(shifts, scales)]
-    return pair_terms(products, row_sums, diagonal, eps, shifts64,
+    return pair_terms(products, row_sums, diagonal, eps,
                       [scale_log2(c) for c in scales], used, pairs, len(reps), kernels)
 
 

@@ -194,7 +194,7 @@ def _one_pass(engine, x, y, n, wide, rows, debiased, precision, shape) -> Linear
             bad[c, 0] = ~xp.isfinite(csx).all()
             bad[c, 1] = ~xp.isfinite(csy).all()
             grams.add(bx[:m], by[:m])
-    _raise_non_finite(engine.asnumpy(bad), rows, n)
+    _raise_non_finite(engine.asnumpy(bad), rows, n, x, y)
     xx, yy, xy = grams.totals()
     return LinearTerms(
         n=n, shift_x=engine.asnumpy(shift_x).astype(np.float64),
@@ -257,8 +257,9 @@ def _mirror(xp, g):
     return xp.triu(g) + xp.triu(g, 1).T
 
 
-def _raise_non_finite(bad: np.ndarray, rows: int, n: int) -> None:
+def _raise_non_finite(bad: np.ndarray, rows: int, n: int, x, y) -> None:
     for c, (bx, by) in enumerate(bad):
-        for flag, name in ((bx, "x"), (by, "y")):
-            if flag:  # the CPU path's message, for the same chunk rows
-                check_finite_sums(np.array([np.nan]), name, c * rows, min(n, (c + 1) * rows))
+        for flag, side, name in ((bx, x, "x"), (by, y, "y")):
+            if flag:  # the CPU path's message: the chunk's first bad row and column
+                lo, hi = c * rows, min(n, (c + 1) * rows)
+                check_finite_sums(np.array([np.nan]), name, lo, hi, side.data[lo:hi])

@@ -101,7 +101,9 @@ class Capture:
         self.handles: list = []
 
     def __enter__(self) -> Capture:
-        self.was_training = self.model.training
+        # Each module's own flag: a frozen BatchNorm in a training model, or MC dropout kept on
+        # in an eval model, must come back as it was (model.train(flag) would set them all).
+        self.was_training = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         for name, module in self.modules.items():
             self.handles.append(module.register_forward_hook(self._hook(name)))
@@ -130,5 +132,6 @@ class Capture:
     def __exit__(self, *exc) -> bool:
         for h in self.handles:
             h.remove()
-        self.model.train(self.was_training)
+        for module, training in self.was_training:
+            module.training = training
         return False

@@ -41,7 +41,7 @@ import numpy as np
 from .._core.optional import require
 from .._core.pairs import block_bounds
 from .._core.terms import KernelTerms
-from .._cpu.linear import power_of_two_scale
+from .._core.scaling import power_of_two_scale
 from .._cpu.tiled_map import pair_terms, scale_log2
 
 __all__ = ["StreamedTiles"]
@@ -160,10 +160,9 @@ class StreamedTiles:
         if not self.window:
             raise ValueError("no batches were added to the tiled pass.")
         n = self.n
-        shifts = [s.double().numpy() * scale for s, scale in zip(self.shifts, self.scales)]
         eps = [float(np.finfo(_numpy_dtype(s.dtype)).eps) for s in self.shifts]
         return pair_terms(self.products.numpy(), self.row_sums[:, :n].numpy(),
-                          self.diagonal[:, :n].numpy(), eps, shifts,
+                          self.diagonal[:, :n].numpy(), eps,
                           [scale_log2(s) for s in self.scales], list(range(count)), pairs,
                           count)
 

@@ -26,8 +26,9 @@ using pcf_bind::view2d;
 
 template <typename T>
 py::tuple columns(const py::array& x, const py::array& y,
-                  const py::array_t<T, py::array::forcecast>& shift_x,
-                  const py::array_t<T, py::array::forcecast>& shift_y, py::array out_x,
+                  const py::array_t<T, py::array::c_style | py::array::forcecast>& shift_x,
+                  const py::array_t<T, py::array::c_style | py::array::forcecast>& shift_y,
+                  py::array out_x,
                   py::array out_y, bool debiased, std::int64_t slab) {
   auto vx = view2d<T>(x, "x");
   auto vy = view2d<T>(y, "y");
