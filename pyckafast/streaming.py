@@ -19,7 +19,7 @@ from ._core.types import ArrayLike, Backend, Precision
 from ._core.validation import check_same_n, float_dtype
 from ._cpu import linear as cpu_linear, moments as cpu_moments
 
-__all__ = ["MomentState", "LinearCKAState", "stream_npy"]
+__all__ = ["LinearCKAState", "stream_npy"]  # MomentState: internal
 
 Pair = tuple[int, int]
 
@@ -89,8 +89,7 @@ class MomentState:
         else:
             part, spread = self._host_part(reps, backend, precision)
         if not part.finite():
-            raise ValueError(f"the batch's float64 sums overflow (values in {[s.name for s in reps]} "
-                             "too large to square and add); the state is unchanged.")
+            _refuse_overflow(reps)
         if self.sums is None:
             self.sums = part
         else:
@@ -107,9 +106,12 @@ class MomentState:
         spread = cpu_moments.widest(self.spread, spread)
         workers = dispatch.linear_workers(ops, n, sum(self.widths), 0, rows, itemsize,
                                           get_num_threads())
-        parts = cpu_moments.feed(data, [s.name for s in reps], self.pairs, frames, ops,
-                                 self.debiased, spread=spread, start=self.n, rows=rows,
-                                 workers=workers)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing sums are refused
+            parts = cpu_moments.feed(data, [s.name for s in reps], self.pairs, frames, ops,
+                                     self.debiased, spread=spread, start=self.n, rows=rows,
+                                     workers=workers)
+        if not all(p.finite() for p in parts):
+            _refuse_overflow(reps)
         for other in parts[1:]:
             parts[0].merge(other)
         return parts[0], spread
@@ -144,6 +146,11 @@ class MomentState:
         else:
             self.sums.merge(other.sums)
         self.spread = cpu_moments.widest(self.spread, other.spread)
+
+
+def _refuse_overflow(reps: list[Samples]) -> None:
+    raise ValueError(f"the batch's float64 sums overflow: values of {[s.name for s in reps]} too "
+                     "large to square and add; the batch was not added (the state is unchanged).")
 
 
 class LinearCKAState:
