@@ -100,6 +100,12 @@ class _Feeder:
                 self.flat[dt] = np.empty(size, dt)
 
     def add(self, lo: int, hi: int, start: int) -> None:
+        # Sums that overflow are refused by the caller, before anything is committed (errstate
+        # is per thread: set here, in the worker).
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._add(lo, hi, start)
+
+    def _add(self, lo: int, hi: int, start: int) -> None:
         step = self._shifted(lo, hi)
         for (s, _, _), name in zip(step, self.names):
             check_finite_sums(s, name, start + lo, start + hi)
