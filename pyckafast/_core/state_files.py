@@ -69,15 +69,25 @@ class _Archive:
         except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
             raise ValueError(f"{self.name!r} is not a {what} file (not an .npz archive: "
                              f"{exc}).") from None
-        if sum(m.file_size for m in members) > self.budget:
-            raise ValueError(f"{self.name!r} is not a {what} file: its members declare "
-                             f"{sum(m.file_size for m in members)} bytes in a file of {size}.")
+        declared = 0
+        for m in members:  # a zip bomb declares (or inflates to) far more than the file holds
+            declared += m.file_size
+            if declared > self.budget:
+                raise ValueError(f"{self.name!r}: field {m.filename.removesuffix('.npy')!r} "
+                                 f"declares {m.file_size} bytes; the members of a {what} file "
+                                 f"of {size} bytes hold at most {self.budget}.")
         odd = [m.filename for m in members if not m.filename.endswith(".npy")]
         if odd:
             raise ValueError(f"{self.name!r} is not a {what} file: member {odd[0]!r} is not an "
                              ".npy array.")
         self.members = {m.filename[:-4]: m for m in members}
-        self.headers = {key: self._header(key, m) for key, m in self.members.items()}
+        self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+
+    def header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of a member, from its .npy header alone (read once)."""
+        if key not in self._headers:
+            self._headers[key] = self._header(key, self.members[key])
+        return self._headers[key]
 
     def _header(self, key: str, member: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
         try:
@@ -86,6 +96,7 @@ class _Archive:
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
                         np.lib.format.read_array_header_2_0)
                 shape, fortran, dtype = read(f, max_header_size=_MAX_HEADER)
+                data_bytes = member.file_size - f.tell()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as exc:
             raise ValueError(f"{self.name!r}: field {key!r} is not a readable .npy array "
                              f"({exc}).") from None
@@ -94,25 +105,27 @@ class _Archive:
                              "holds a Fortran-order one.")
         if dtype.hasobject:  # refused by the checks of what each field holds (never read)
             return shape, dtype
-        if math.prod(shape) * dtype.itemsize > member.file_size:
+        if math.prod(shape) * dtype.itemsize > data_bytes:
             raise ValueError(f"{self.name!r}: field {key!r} declares shape {shape} of {dtype}, "
-                             f"more than the {member.file_size} bytes it holds.")
+                             f"more than the {data_bytes} bytes of data it holds.")
         return shape, dtype
 
     def check(self, expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
-        """Every expected member present with its shape and dtype kind, and no other."""
-        for key, (shape, kinds) in expected.items():
-            if key not in self.headers:
-                raise ValueError(f"{self.name!r}: the state file has no {key!r} field (corrupt "
-                                 "or from another program).")
-            have, dtype = self.headers[key]
-            if have != shape or dtype.kind not in kinds:
-                raise ValueError(f"{self.name!r}: field {key!r} must be a{_KINDS[kinds]} array "
-                                 f"of shape {shape}; the file holds {dtype} of shape {have}.")
-        extra = sorted(set(self.headers) - set(expected))
+        """Every expected member present with its shape and dtype kind, and no other (the
+        names first: no header of an unexpected member is read)."""
+        missing = [key for key in expected if key not in self.members]
+        if missing:
+            raise ValueError(f"{self.name!r}: the state file has no {missing[0]!r} field "
+                             "(corrupt or from another program).")
+        extra = [key for key in self.members if key not in expected]
         if extra:
             raise ValueError(f"{self.name!r}: unexpected field {extra[0]!r} in a {self.what} "
                              f"file (of {len(extra)} unexpected).")
+        for key, (shape, kinds) in expected.items():
+            have, dtype = self.header(key)
+            if have != shape or dtype.kind not in kinds:
+                raise ValueError(f"{self.name!r}: field {key!r} must be a{_KINDS[kinds]} array "
+                                 f"of shape {shape}; the file holds {dtype} of shape {have}.")
 
     def array(self, key: str) -> np.ndarray:
         """The data of a member whose header was checked."""
@@ -127,10 +140,10 @@ class _Archive:
         return self.array(key)
 
     def check_one(self, key: str, kinds: str, shape) -> None:
-        if key not in self.headers:
+        if key not in self.members:
             raise ValueError(f"{self.name!r}: the state file has no {key!r} field (corrupt or "
                              "from another program).")
-        have, dtype = self.headers[key]
+        have, dtype = self.header(key)
         ok = len(have) == 1 if shape is None else have == shape
         if not ok or dtype.kind not in kinds:
             want = f"1-D{_KINDS[kinds]}" if shape is None else f"{_KINDS[kinds][1:]} {shape}"
@@ -139,9 +152,9 @@ class _Archive:
 
     def flag(self, key: str) -> bool:
         """A boolean field: a 0-d bool, or a 0-d integer 0 or 1 (strings are refused)."""
-        if key not in self.headers:
+        if key not in self.members:
             self.check_one(key, "b", ())
-        have, dtype = self.headers[key]
+        have, dtype = self.header(key)
         value = self.array(key) if have == () and dtype.kind in "biu" else None
         if value is None or value not in (0, 1):
             raise ValueError(f"{self.name!r}: field {key!r} must be a boolean scalar (True/False "
@@ -187,8 +200,8 @@ def read_linear(path: str | os.PathLike) -> tuple[bool, LinearTerms]:
     """``debiased`` and the terms of a LinearCKAState file (format 1 or 2)."""
     a = _Archive(path, "LinearCKAState")
     try:
-        if "format_version" not in a.headers:
-            raise ValueError(f"{a.name!r} is an .npz archive of {sorted(a.headers)[:6]}, not a "
+        if "format_version" not in a.members:
+            raise ValueError(f"{a.name!r} is an .npz archive of {sorted(a.members)[:6]}, not a "
                              "LinearCKAState file (no format_version).")
         version = int(a.small("format_version", "iu"))
         if version not in LINEAR_VERSIONS:
@@ -217,7 +230,7 @@ def read_linear(path: str | os.PathLike) -> tuple[bool, LinearTerms]:
 
 def _width(a: _Archive, key: str) -> int:
     a.check_one(key, "fiu", None)
-    return a.headers[key][0][0]
+    return a.header(key)[0][0]
 
 
 # ---- CKAMapState ----------------------------------------------------------------------------
@@ -245,8 +258,7 @@ def read_map(path: str | os.PathLike) -> dict:
     a = _Archive(path, MAP_KIND)
     try:
         kind = None
-        if "kind" in a.headers and a.headers["kind"] == ((), a.headers["kind"][1]) \
-                and a.headers["kind"][1].kind == "U" and a.headers["kind"][1].itemsize <= 256:
+        if "kind" in a.members and a.header("kind")[0] == () and a.header("kind")[1].kind == "U":
             kind = str(a.array("kind"))
         if kind != MAP_KIND:
             raise ValueError(f"{a.name!r} is not a CKAMapState file (it holds "
@@ -264,14 +276,14 @@ def read_map(path: str | os.PathLike) -> dict:
         la, lb = len(widths[0]), len(widths[1])
         npairs = la * (la - 1) // 2 if symmetric else la * lb
         need = (5 + 3 * debiased) * len(layers) + (1 + 3 * debiased) * npairs
-        if need > len(a.headers):  # before any pair list is built
+        if need > len(a.members):  # before any pair list is built
             raise ValueError(f"{a.name!r}: fields 'widths_a' and 'widths_b' describe "
                              f"{len(layers)} layers and {npairs} pairs ({need} fields); the file "
-                             f"holds {len(a.headers)}.")
+                             f"holds {len(a.members)}.")
         pairs = ([(i, j) for i in range(la) for j in range(i + 1, la)] if symmetric else
                  [(i, la + j) for i in range(la) for j in range(lb)])
         a.check(_map_fields(a, layers, pairs, widths, debiased))
-        names = [None if key not in a.headers else [str(v) for v in a.array(key)]
+        names = [None if key not in a.members else [str(v) for v in a.array(key)]
                  for key in ("names_a", "names_b")]
         n = _count(a, "n")
         own = []
@@ -287,7 +299,7 @@ def read_map(path: str | os.PathLike) -> dict:
             norms = None if not debiased else CrossNorms(
                 a.real(f"{key}_sum_qr"), a.real(f"{key}_rx"), a.real(f"{key}_qy"))
             cross[i, j] = Cross(a.real(f"{key}_xy"), norms)
-        spread = a.real("spread") if a.headers["spread"][0] != (0,) else np.zeros(0)
+        spread = a.real("spread") if a.header("spread")[0] != (0,) else np.zeros(0)
         return {"debiased": debiased, "symmetric": symmetric, "widths_a": widths[0],
                 "widths_b": widths[1], "names_a": names[0], "names_b": names[1],
                 "spread": [float(s) for s in np.atleast_1d(spread)],
@@ -300,10 +312,10 @@ def _widths(a: _Archive, key: str) -> list[int]:
     """A layer-width list, its length bounded by the members it implies (5 per layer at
     least) before anything is built from it."""
     a.check_one(key, "iu", None)
-    count = a.headers[key][0][0]
-    if count == 0 or 5 * count > len(a.headers):
+    count = a.header(key)[0][0]
+    if count == 0 or 5 * count > len(a.members):
         raise ValueError(f"{a.name!r}: field {key!r} lists {count} layers; the file holds "
-                         f"{len(a.headers)} fields, not the at least {5 * count} they need.")
+                         f"{len(a.members)} fields, not the at least {5 * count} they need.")
     w = a.array(key)
     if (w < 1).any():
         raise ValueError(f"{a.name!r}: field {key!r} must be a non-empty 1-D array of "
@@ -316,11 +328,12 @@ def _map_fields(a: _Archive, layers, pairs, widths, debiased) -> dict:
     out = {"format_version": ((), "iu"), "kind": ((), "U"), "debiased": ((), "biu"),
            "symmetric": ((), "biu"), "n": ((), "fiu"),
            "widths_a": ((len(widths[0]),), "iu"), "widths_b": ((len(widths[1]),), "iu"),
-           "spread": (a.headers.get("spread", ((len(layers),), None))[0], "fiu")}
+           "spread": ((a.header("spread") if "spread" in a.members else ((len(layers),),))[0],
+                      "fiu")}
     if out["spread"][0] not in ((0,), (len(layers),)):
         out["spread"] = ((len(layers),), "fiu")
     for key, width in (("names_a", widths[0]), ("names_b", widths[1])):
-        if key in a.headers:
+        if key in a.members:
             out[key] = ((len(width),), "U")
     for k, p in enumerate(layers):
         out.update({f"own{k}_shift": ((p,), "fiu"), f"own{k}_scale": ((), "fiu"),
