@@ -347,3 +347,18 @@ def test_data_of_extreme_magnitude_are_scaled_exactly(rng):
         want = pyckafast.linear_hsic(layers[0], layers[1], debiased=debiased)
         assert hxy[0, 1] == pytest.approx(want * 2.0 ** 680, rel=1e-10)
         assert np.isfinite(hxx).all()
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_one_shot_map_in_several_passes_with_far_chunks(rng, monkeypatch, debiased):
+    """Pairs split over passes (a small MAX_CROSS_BYTES): later passes make no Grams and their
+    far-chunk parts land in the first pass's frames; the map is the in-memory one."""
+    from pyckafast._cpu import linear_map, moments
+
+    layers = _drifting(rng, 1200)
+    monkeypatch.setattr(linear_map, "MAX_CROSS_BYTES", 8 * 6 * 6)  # one pair per pass
+    monkeypatch.setattr(moments, "_CHUNKS_BYTES", 1)  # 256-row chunks: the drift is far
+    got = pyckafast.cka_matrix(layers, debiased=debiased)
+    monkeypatch.undo()
+    want = np.array([[linear_cka_ref(a, b, debiased) for b in layers] for a in layers])
+    np.testing.assert_allclose(got, want, atol=1e-10)
