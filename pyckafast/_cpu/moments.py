@@ -15,19 +15,68 @@ parts are returned and the caller commits them once the whole batch went through
 
 from __future__ import annotations
 
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
 from .._core.inputs import check_finite_sums
 from .._core.moments import Cross, CrossNorms, MomentSums, OwnNorms, Pair
 from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
-from .linear import _rounded_shift, row_frame
 
-__all__ = ["chunk_rows", "batch_frames", "feed", "widest"]
+__all__ = ["Frame", "row_frame", "power_of_two_scale", "chunk_rows", "batch_frames", "feed",
+           "widest"]
 
 _CHUNKS_BYTES = 8 << 20  # the chunks of all layers together stay near this size
+
+
+# Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it
+# near 1 (exact): float32 GEMMs of values near 1e19 overflow (squares near 1e38), near 1e-22 the
+# squares are subnormal and lose their bits, and float64 sums of squared moments overflow or
+# underflow beyond about 1e+-75. CKA is scale invariant; HSIC is scaled back in combine.
+_SAFE_EXPONENT = 50
+_SPREAD_ROWS = 256  # rows of the first chunk that estimate the spread
+
+
+class Frame(NamedTuple):
+    """How the rows of one input are presented to the GEMMs: ``a * scale - shift``."""
+
+    shift: np.ndarray  # float64 values of the input dtype, in scaled units
+    scale: float  # a power of two
+    spread: float  # the largest |a_ij - mean_j| seen in the first rows, in scaled units
+
+
+def row_frame(a: np.ndarray, rows: int) -> Frame:
+    """The frame of the chunks of ``a``: ``a * scale - shift`` is near 0 and of unit size.
+
+    The shift is the first chunk's mean (times the scale) rounded to the input dtype, so the
+    subtraction is exact for values near the mean (Sterbenz); a non-finite mean gives a zero
+    shift, so that the chunk's finiteness check reports the bad rows.
+    """
+    head = a[: min(rows, a.shape[0])]
+    with np.errstate(all="ignore"):
+        mean = head.mean(axis=0, dtype=np.float64)
+        spread = float(np.max(np.abs(head[:_SPREAD_ROWS] - mean)))
+    scale = power_of_two_scale(spread)
+    return Frame(_rounded_shift(mean * scale, a.dtype), scale,
+                 spread * scale if math.isfinite(spread) else math.inf)
+
+
+def _rounded_shift(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        shift = mean.astype(dtype)
+    return np.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
+
+
+def power_of_two_scale(spread: float) -> float:
+    """1.0 for a spread within [2^-50, 2^50] (or 0, or not finite), else the power of two that
+    brings it into [0.5, 1)."""
+    if not math.isfinite(spread) or spread == 0.0:
+        return 1.0
+    exponent = math.frexp(spread)[1]
+    return 1.0 if abs(exponent) <= _SAFE_EXPONENT else math.ldexp(1.0, -exponent)
 
 
 def chunk_rows(widths: list[int], itemsize: int) -> int:
@@ -85,13 +134,17 @@ class _Feeder:
         self.ops, self.debiased, self.spread, self.own_grams = ops, debiased, spread, own_grams
         self.base = self.current = MomentSums.zeros(frames, eps, pairs, debiased)
         self.parts: list[MomentSums] = []
-        # One pair of one dtype: the pair kernel makes both sides and their cross norms at once.
-        self.paired = pairs == [(0, 1)] and len(data) == 2 and data[0].dtype == data[1].dtype
-        gemm = [ops.gemm_dtype(a.dtype) for a in data]
+        # One pair: the pair kernel makes both sides and their cross norms at once (in one
+        # dtype: the chunks of the narrower side are upcast, as one-shot linear CKA does).
+        self.paired = pairs == [(0, 1)] and len(data) == 2
+        self.dtypes = [a.dtype for a in data]
+        if self.paired:
+            self.dtypes = [np.promote_types(*self.dtypes)] * 2
+        gemm = [ops.gemm_dtype(d) for d in self.dtypes]
         self.bufs = [np.empty((rows, a.shape[1]), g) for a, g in zip(data, gemm)]
         self.grams = [np.empty((a.shape[1],) * 2, g) for a, g in zip(data, gemm)]
         self.none = [np.empty((rows, 0), g) for g in gemm]  # the kernel's empty partner
-        self.none_in = [np.empty((rows, 0), a.dtype) for a in data]
+        self.none_in = [np.empty((rows, 0), d) for d in self.dtypes]
         self.flat: dict[np.dtype, np.ndarray] = {}  # cross GEMM results, per result dtype
         for i, j in pairs:
             dt = np.result_type(gemm[i], gemm[j])
@@ -131,7 +184,8 @@ class _Feeder:
         """Per layer: (column sums, own norms or None, q or None), its shifted rows in
         ``bufs``; for one pair, the pair's cross norms ride on layer 1's entry."""
         m, frames = hi - lo, self.current.frames
-        chunks = [_scaled(a[lo:hi], scale) for a, (_, scale) in zip(self.data, frames)]
+        chunks = [_scaled(a[lo:hi].astype(d, copy=False), scale)
+                  for a, d, (_, scale) in zip(self.data, self.dtypes, frames)]
         if self.paired:
             (sx, fx), (sy, fy) = frames
             s_a, s_b, t = self.ops.linear_moments(chunks[0], chunks[1], sx, sy, self.bufs[0][:m],
