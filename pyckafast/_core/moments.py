@@ -273,7 +273,9 @@ class MomentSums:
         arrays += [a for c in self.cross.values() if c.norms is not None
                    for a in (c.norms.rx, c.norms.qy)]
         scalars += [c.norms.sum_qr for c in self.cross.values() if c.norms is not None]
-        return bool(np.isfinite(scalars).all() and all(np.isfinite(a).all() for a in arrays))
+        # a finite total is the fast answer (an infinite one may still come of finite terms)
+        return bool(np.isfinite(scalars).all() and all(
+            np.isfinite(a.sum()) or np.isfinite(a).all() for a in arrays))
 
 
 def self_cross(m: Moments) -> Cross:

@@ -15,6 +15,7 @@ parts are returned and the caller commits them once the whole batch went through
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ __all__ = ["Frame", "row_frame", "power_of_two_scale", "chunk_rows", "batch_fram
            "widest"]
 
 _CHUNKS_BYTES = 8 << 20  # the chunks of all layers together stay near this size
+_SMALL_CHUNK = 1 << 20  # elements of a chunk (all layers) below which the shift is one thread
 
 
 # Data whose spread lies outside [2^-50, 2^50] are multiplied by a power of two that brings it
@@ -159,7 +161,11 @@ class _Feeder:
             self._add(lo, hi, start)
 
     def _add(self, lo: int, hi: int, start: int) -> None:
-        step = self._shifted(lo, hi)
+        # The shift kernel's threads cost more than they save on a small chunk (a batch of a
+        # few hundred rows): one thread there, BLAS keeps its own for the GEMMs.
+        small = (hi - lo) * sum(a.shape[1] for a in self.data) < _SMALL_CHUNK
+        with threads(1) if small else contextlib.nullcontext():
+            step = self._shifted(lo, hi)
         for (s, _, _), name in zip(step, self.names):
             check_finite_sums(s, name, start + lo, start + hi)
         m = hi - lo
@@ -170,7 +176,8 @@ class _Feeder:
             frames = [(_rounded_shift(shift + s / m, a.dtype), scale) for (shift, scale), (s, _, _), a
                       in zip(self.current.frames, step, self.data)]
             self.current = MomentSums.zeros(frames, self.eps, self.pairs, self.debiased)
-            step = self._shifted(lo, hi)
+            with threads(1) if small else contextlib.nullcontext():
+                step = self._shifted(lo, hi)
         self._accumulate(step, m)
 
     def finish(self) -> list[MomentSums]:
