@@ -264,18 +264,20 @@ class MomentSums:
                           {pair: c.copy() for pair, c in self.cross.items()})
 
     def finite(self) -> bool:
-        """Whether every sum is finite (float64 sums of finite data can still overflow)."""
-        arrays = [a for m in self.own for a in (m.sum, m.gram)]
-        arrays += [c.xy for c in self.cross.values()]
+        """Whether every sum is finite (float64 sums of finite data can still overflow).
+
+        O(p) per layer: a Gram is finite when its diagonal is (|G_ij| <= sqrt(G_ii G_jj)), and
+        a pair's cross products are bounded by its two sides' diagonals alike; the column sums
+        and row-norm sums are checked themselves.
+        """
+        vectors = [a for m in self.own for a in (m.sum, np.diagonal(m.gram))]
         scalars = [v for m in self.own if m.norms is not None
                    for v in (m.norms.sum_q, m.norms.sum_qq)]
-        arrays += [m.norms.qx for m in self.own if m.norms is not None]
-        arrays += [a for c in self.cross.values() if c.norms is not None
-                   for a in (c.norms.rx, c.norms.qy)]
+        vectors += [m.norms.qx for m in self.own if m.norms is not None]
+        vectors += [a for c in self.cross.values() if c.norms is not None
+                    for a in (c.norms.rx, c.norms.qy)]
         scalars += [c.norms.sum_qr for c in self.cross.values() if c.norms is not None]
-        # a finite total is the fast answer (an infinite one may still come of finite terms)
-        return bool(np.isfinite(scalars).all() and all(
-            np.isfinite(a.sum()) or np.isfinite(a).all() for a in arrays))
+        return bool(np.isfinite(scalars).all() and all(np.isfinite(a).all() for a in vectors))
 
 
 def self_cross(m: Moments) -> Cross:
