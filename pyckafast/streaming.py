@@ -1,29 +1,156 @@
-"""Streaming linear CKA: a mergeable, resumable state fed batch by batch."""
+"""Streaming linear CKA: one moment state behind :class:`LinearCKAState` and
+:class:`pyckafast.CKAMapState`, fed batch by batch, mergeable and resumable."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, fields
 
 import numpy as np
 
-from ._core import combine, dispatch, params
+from ._core import combine, dispatch, params, state_files
 from ._core.inputs import Samples, prepare_pair
+from ._core.moments import MomentSums, Moments, pair_terms, self_cross, split
 from ._core.params import Callables, validate_params
-from ._core.terms import LinearTerms, RowNormTerms
+from ._core.terms import LinearTerms
+from ._core.threads import get_num_threads
 from ._core.types import ArrayLike, Backend, Precision
 from ._core.validation import check_same_n, float_dtype
-from ._cpu import linear as cpu_linear
+from ._cpu import linear as cpu_linear, moments as cpu_moments
 
-__all__ = ["LinearCKAState", "stream_npy"]
+__all__ = ["LinearCKAState", "stream_npy"]  # MomentState: internal
 
-# 2 added the power-of-two scales (scale_x, scale_y); version 1 files hold unscaled terms.
-_FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+Pair = tuple[int, int]
+
+
+class MomentState:
+    """Float64 moments per layer and cross moments per pair of a layer map, fed batch by batch.
+
+    ``widths_b=None``: the symmetric map of ``widths_a`` against itself (pairs i < j only);
+    else the two-sided map, layers ``widths_a + widths_b``, pairs (i, len(widths_a) + j). Each
+    layer's own moments are made once per batch whatever the number of pairs it is in. An
+    update is atomic: a batch rejected (NaN or Inf in any chunk, sums that overflow) changes
+    nothing. Internal: :class:`LinearCKAState` is its 1 x 1 two-sided case,
+    :class:`pyckafast.CKAMapState` the L x M one.
+    """
+
+    def __init__(self, widths_a: list[int], widths_b: list[int] | None, debiased: bool):
+        self.symmetric = widths_b is None
+        self.widths_a = list(widths_a)
+        self.widths_b = self.widths_a if widths_b is None else list(widths_b)
+        la = len(self.widths_a)
+        self.widths = self.widths_a + ([] if self.symmetric else self.widths_b)
+        self.pairs: list[Pair] = ([(i, j) for i in range(la) for j in range(i + 1, la)]
+                                  if self.symmetric else
+                                  [(i, la + j) for i in range(la) for j in range(len(self.widths_b))])
+        self.debiased = bool(debiased)
+        self.sums: MomentSums | None = None
+        self.spread: list[float] = []  # per layer: the largest spread seen (scaled units)
+
+    @property
+    def n(self) -> int:
+        return 0 if self.sums is None else self.sums.n
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.sums is None else self.sums.nbytes
+
+    def index(self, i: int, j: int) -> Pair:
+        """The layer indices of map entry (i, j)."""
+        return (i, j) if self.symmetric else (i, len(self.widths_a) + j)
+
+    def pair(self, i: int, j: int) -> LinearTerms:
+        """The linear terms of map entry (i, j) (i != j for a symmetric map)."""
+        a, b = self.index(i, j)
+        if self.symmetric and a > b:
+            a, b = b, a
+        return self.sums.pair(a, b)
+
+    def own(self, side: str, i: int) -> Moments:
+        """Layer i of side "a" or "b"."""
+        return self.sums.own[i if side == "a" or self.symmetric else len(self.widths_a) + i]
+
+    def self_terms(self, k: int) -> LinearTerms:
+        """The terms of layer k (an index into all layers) against itself."""
+        m = self.sums.own[k]
+        return pair_terms(m, m, self_cross(m))
+
+    def update(self, reps: list[Samples], *, backend: Backend = "auto",
+               precision: Precision = "highest") -> None:
+        """Add one batch of every layer (``reps``: the layers of side a, then of side b for a
+        two-sided map, the same rows in each; widths already checked)."""
+        where = dispatch.place(reps[0].kind, backend)
+        spread = self.spread
+        if where == "cuda":
+            part = self._device_part(reps, backend, precision)
+        elif where == "dask" and len(reps) == 2 and self.pairs == [(0, 1)]:
+            part = self._dask_part(reps, backend, precision)
+        else:
+            part, spread = self._host_part(reps, backend, precision)
+        if not part.finite():
+            _refuse_overflow(reps)
+        if self.sums is None:
+            self.sums = part
+        else:
+            self.sums.merge(part)
+        self.spread = spread
+
+    def _host_part(self, reps: list[Samples], backend: Backend, precision: Precision):
+        cpu_linear.check_cpu_precision(precision)
+        ops = dispatch.resolve(backend, "linear_moments", "cpu")
+        data = [np.asarray(s.data) for s in reps]
+        n, itemsize = data[0].shape[0], max(a.itemsize for a in data)
+        rows = cpu_moments.chunk_rows(self.widths, itemsize)
+        frames, spread = cpu_moments.batch_frames(data, rows, self.sums)
+        spread = cpu_moments.widest(self.spread, spread)
+        workers = dispatch.linear_workers(ops, n, sum(self.widths), 0, rows, itemsize,
+                                          get_num_threads())
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing sums are refused
+            parts = cpu_moments.feed(data, [s.name for s in reps], self.pairs, frames, ops,
+                                     self.debiased, spread=spread, start=self.n, rows=rows,
+                                     workers=workers)
+        if not all(p.finite() for p in parts):
+            _refuse_overflow(reps)
+        for other in parts[1:]:
+            parts[0].merge(other)
+        return parts[0], spread
+
+    def _device_part(self, reps: list[Samples], backend: Backend, precision: Precision):
+        if len(self.pairs) > 1:  # a map: each layer's own moments once
+            from ._gpu import moments as gpu_moments
+
+            ops = dispatch.resolve(backend, "linear_terms", "cuda")
+            return gpu_moments.layer_sums(ops, reps, self.pairs, self.debiased, start=self.n)
+        ops = dispatch.resolve(backend, "linear_terms", "cuda")
+        i, j = self.pairs[0] if self.pairs else (0, 0)
+        ma, mb, cross = split(ops.linear_terms(reps[i], reps[j], debiased=self.debiased,
+                                               chunk_size=None, precision=precision))
+        return MomentSums([ma] if i == j else [ma, mb], {} if i == j else {(i, j): cross})
+
+    def _dask_part(self, reps: list[Samples], backend: Backend, precision: Precision):
+        from ._dask import producers
+
+        cpu_linear.check_cpu_precision(precision)
+        dispatch.resolve(backend, "linear_moments", "cpu")  # fail before any task runs
+        ma, mb, cross = split(producers.linear_terms(*reps, debiased=self.debiased,
+                                                     backend=backend).compute())
+        return MomentSums([ma, mb], {(0, 1): cross})
+
+    def merge(self, other: MomentState) -> None:
+        """Add another state of the same layers (disjoint samples); ``other`` is unchanged."""
+        if other.sums is None:
+            return
+        if self.sums is None:
+            self.sums = other.sums.copy()
+        else:
+            self.sums.merge(other.sums)
+        self.spread = cpu_moments.widest(self.spread, other.spread)
+
+
+def _refuse_overflow(reps: list[Samples]) -> None:
+    raise ValueError(f"the batch's float64 sums overflow: values of {[s.name for s in reps]} too "
+                     "large to square and add; the batch was not added (the state is unchanged).")
 
 
 class LinearCKAState:
@@ -73,13 +200,12 @@ class LinearCKAState:
         self.debiased = bool(debiased)
         self.backend = backend
         self.precision = precision
-        self._terms: LinearTerms | None = None  # merged states, GPU batches, far chunks
-        self._acc: cpu_linear.Accumulator | None = None  # host batches, added in place
+        self._state: MomentState | None = None  # widths fixed by the first batch
 
     @property
     def n(self) -> int:
         """Number of samples seen so far."""
-        return sum(t.n for t in (self._terms, self._acc) if t is not None)
+        return 0 if self._state is None else self._state.n
 
     @property
     def terms(self) -> LinearTerms | None:
@@ -88,27 +214,16 @@ class LinearCKAState:
         view = self._view()
         if view is None:
             return None
+        t = view.norms
         return dataclasses.replace(view, sum_x=view.sum_x.copy(), sum_y=view.sum_y.copy(),
-                                   xx=view.xx.copy(), yy=view.yy.copy(), xy=view.xy.copy())
+                                   xx=view.xx.copy(), yy=view.yy.copy(), xy=view.xy.copy(),
+                                   norms=None if t is None else dataclasses.replace(
+                                       t, qx=t.qx.copy(), rx=t.rx.copy(), qy=t.qy.copy(),
+                                       ry=t.ry.copy()))
 
     def _view(self) -> LinearTerms | None:
-        """The terms of all samples seen, sharing the running sums' buffers when it can (for
-        immediate use only: the next update changes them)."""
-        if self._acc is None or not self._acc.n:
-            return self._terms
-        running = self._acc.terms()
-        return running if self._terms is None else self._terms.merge(running)
-
-    def _fold(self) -> None:
-        """Move the running host sums into the merged terms (after which they are no longer
-        added to in place)."""
-        if self._acc is not None and self._acc.n:
-            part = self._acc.terms()
-            self._terms = part if self._terms is None else self._terms.merge(part)
-        self._acc = None
-
-    def _merge_terms(self, part: LinearTerms) -> None:
-        self._terms = part if self._terms is None else self._terms.merge(part)
+        """The terms of all samples seen, sharing the state's buffers (for immediate use only)."""
+        return None if self._state is None or self._state.sums is None else self._state.pair(0, 0)
 
     def update(self, x: ArrayLike, y: ArrayLike) -> LinearCKAState:
         """Add a batch of samples (rows of x and the matching rows of y).
@@ -140,52 +255,10 @@ class LinearCKAState:
         """
         sx, sy, _ = prepare_pair(x, y, min_n=1)
         self._check_widths(sx.p, sy.p)
-        where = dispatch.place(sx.kind, self.backend)
-        if where == "cpu":
-            self._add_host_batch(sx, sy)
-        else:
-            self._merge_terms({"cuda": self._gpu_part, "dask": self._dask_part}[where](sx, sy))
+        state = self._state or MomentState([sx.p], [sy.p], self.debiased)
+        state.update([sx, sy], backend=self.backend, precision=self.precision)
+        self._state = state
         return self
-
-    def _gpu_part(self, x: Samples, y: Samples) -> LinearTerms:
-        ops = dispatch.resolve(self.backend, "linear_terms", "cuda")
-        return ops.linear_terms(x, y, debiased=self.debiased, chunk_size=None,
-                                precision=self.precision)
-
-    def _dask_part(self, x: Samples, y: Samples) -> LinearTerms:
-        from ._dask import producers
-
-        cpu_linear.check_cpu_precision(self.precision)
-        dispatch.resolve(self.backend, "linear_moments", "cpu")  # fail before any task runs
-        return producers.linear_terms(x, y, debiased=self.debiased, backend=self.backend).compute()
-
-    def _add_host_batch(self, x: Samples, y: Samples) -> None:
-        """Add a host batch in place into the running sums (no p x p allocation per batch)."""
-        cpu_linear.check_cpu_precision(self.precision)
-        ops = dispatch.resolve(self.backend, "linear_moments", "cpu")
-        xs, ys = x.data, y.data
-        rows = cpu_linear.default_chunk_rows(x.p, y.p, max(xs.itemsize, ys.itemsize))
-        fx, fy = cpu_linear.row_frame(xs, rows), cpu_linear.row_frame(ys, rows)
-        acc = self._running_sums(xs, ys, ops, fx, fy)
-        # Chunks farther from the running shift than this batch's spread are accumulated
-        # apart, at their own mean, and merged exactly.
-        for part in cpu_linear.accumulate(xs, ys, acc, ops, self.debiased, rows, start=self.n,
-                                          spread=(fx.spread, fy.spread)):
-            self._merge_terms(part)
-
-    def _running_sums(self, x, y, ops, fx, fy) -> cpu_linear.Accumulator:
-        """The accumulator a host batch is added to in place: the running one when it takes
-        the batch's GEMM dtype and scale, else a new one (the old is folded into the terms)."""
-        wide = np.promote_types(x.dtype, y.dtype)
-        dtype, scale = ops.gemm_dtype(wide), (fx.scale, fy.scale)
-        if self._acc is None or not self._acc.takes(dtype, scale, x.shape[1], y.shape[1]):
-            self._fold()
-            t = self._terms
-            if t is not None and (t.scale_x, t.scale_y) == scale:  # keep the state's shift
-                fx, fy = fx._replace(shift=t.shift_x), fy._replace(shift=t.shift_y)
-            self._acc = cpu_linear.Accumulator(x.shape[1], y.shape[1], dtype, wide, fx.shift,
-                                               fy.shift, scale)
-        return self._acc
 
     def merge(self, other: LinearCKAState) -> LinearCKAState:
         """Fold another state (disjoint samples) into this one, exactly.
@@ -215,19 +288,20 @@ class LinearCKAState:
             raise TypeError(f"other must be a LinearCKAState; got {type(other).__name__}.")
         if other is self:  # the same samples twice are not disjoint: n would silently double
             raise ValueError("other must hold samples disjoint from this state's; got the state itself.")
-        theirs = other.terms
-        if theirs is None:
+        if other._state is None or other._state.sums is None:
             return self
-        if self._view() is None:
-            self._terms, self.debiased = theirs, other.debiased
-            return self
-        if self.debiased != other.debiased:
+        if self._state is None:
+            self._state = MomentState(other._state.widths_a, other._state.widths_b,
+                                      other.debiased)
+            self.debiased = other.debiased
+        elif self.debiased != other.debiased:
             raise ValueError(
                 "cannot merge a state that tracks debiased terms with one that does not "
                 f"(self.debiased={self.debiased}, other.debiased={other.debiased})."
             )
-        self._fold()
-        self._merge_terms(theirs)
+        else:
+            self._check_widths(*other._widths())
+        self._state.merge(other._state)
         return self
 
     def result(self, *, debiased: bool = False) -> float:
@@ -311,11 +385,7 @@ class LinearCKAState:
         view = self._view()
         if view is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
-        arrays = {k: v for k, v in asdict(view).items() if k != "norms"}
-        if view.norms is not None:
-            arrays.update({f"norms_{k}": v for k, v in asdict(view.norms).items()})
-        with open(path, "wb") as f:  # np.savez(path) would append ".npz" to a bare name
-            np.savez(f, format_version=_FORMAT_VERSION, debiased=self.debiased, **arrays)
+        state_files.write_linear(path, view, self.debiased)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: Backend = "auto") -> LinearCKAState:
@@ -351,9 +421,11 @@ class LinearCKAState:
         >>> state.n
         200
         """
-        arrays = _read_state_file(path)
-        state = cls(debiased=bool(arrays["debiased"]), backend=backend)
-        state._terms = _terms_from_arrays(arrays, state.debiased, os.fspath(path))
+        debiased, terms = state_files.read_linear(path)
+        state = cls(debiased=debiased, backend=backend)
+        state._state = MomentState([terms.sum_x.size], [terms.sum_y.size], debiased)
+        ma, mb, cross = split(terms)
+        state._state.sums = MomentSums([ma, mb], {(0, 1): cross})
         return state
 
     def __repr__(self) -> str:
@@ -374,10 +446,9 @@ class LinearCKAState:
             )
 
     def _widths(self) -> tuple[int, int] | None:
-        for t in (self._terms, self._acc):
-            if t is not None:
-                return t.sum_x.size, t.sum_y.size
-        return None
+        if self._state is None or self._state.sums is None:
+            return None
+        return self._state.widths_a[0], self._state.widths_b[0]
 
     def test(self, *, debiased: bool = False):
         """Permutation test of the CKA of all samples seen, from the streamed terms.
@@ -411,90 +482,6 @@ class LinearCKAState:
             raise ValueError("the state has seen no samples yet; call update() first.")
         return moments_from_terms(self.terms, debiased)
 
-
-def _read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of a LinearCKAState file, or a ValueError naming the file and what it is."""
-    name = os.fspath(path)
-    arrays = read_state_archive(path, "LinearCKAState")
-    if "format_version" not in arrays:
-        raise ValueError(f"{name!r} is an .npz archive of {sorted(arrays)[:6]}, not a "
-                         "LinearCKAState file (no format_version).")
-    version = int(arrays["format_version"])
-    if version not in _READABLE_VERSIONS:
-        raise ValueError(f"{name!r}: state format {version} is not supported (expected one of "
-                         f"{_READABLE_VERSIONS}).")
-    if version == 1:
-        arrays.update(scale_x=np.array(1.0), scale_y=np.array(1.0))
-    return arrays
-
-
-def read_state_archive(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
-    """Every array of the .npz archive at ``path``, or a ValueError saying it is not a ``what``
-    file (a state class's name) and what it is instead.
-
-    ``allow_pickle=False``: a state file holds plain arrays only, so a crafted file cannot run
-    code when it is loaded.
-    """
-    name = os.fspath(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{name!r} holds a single .npy array, not a {what} file "
-                             f"(an .npz archive written by {what}.save).")
-        with data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"path: no such file: {name!r}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{name!r} is not a {what} file (not an .npz archive: "
-                         f"{exc}).") from None
-    except ValueError as exc:
-        if what in str(exc):
-            raise
-        raise ValueError(f"{name!r} is not a {what} file ({exc}).") from None
-    return arrays
-
-
-def _terms_from_arrays(arrays: dict[str, np.ndarray], debiased: bool, name: str) -> LinearTerms:
-    """The LinearTerms of a state file, with every field's presence, shape and finiteness
-    checked against the widths (p_x, p_y) the file itself implies."""
-    p1, p2 = _field(arrays, "sum_x", name).size, _field(arrays, "sum_y", name).size
-    shapes = {"n": (), "eps": (), "shift_x": (p1,), "shift_y": (p2,), "sum_x": (p1,),
-              "sum_y": (p2,), "xx": (p1, p1), "yy": (p2, p2), "xy": (p1, p2)}
-    plain = {key: _checked(arrays, key, shape, name) for key, shape in shapes.items()}
-    n = float(plain["n"])
-    if n != int(n) or n < 1:
-        raise ValueError(f"{name!r}: n must be a positive integer; the file holds {n}.")
-    plain["n"] = int(n)
-    for key in ("scale_x", "scale_y"):
-        plain[key] = _checked(arrays, key, (), name)
-        if plain[key] <= 0 or math.frexp(plain[key])[0] != 0.5:
-            raise ValueError(f"{name!r}: {key} must be a positive power of two; the file holds "
-                             f"{plain[key]!r}.")
-    norms = None
-    if debiased:
-        norm_shapes = {"qx": (p1,), "rx": (p1,), "qy": (p2,), "ry": (p2,)}
-        norms = RowNormTerms(**{f.name: _checked(arrays, f"norms_{f.name}",
-                                                 norm_shapes.get(f.name, ()), name)
-                                for f in fields(RowNormTerms)})
-    return LinearTerms(norms=norms, **plain)
-
-
-def _field(arrays: dict[str, np.ndarray], key: str, name: str) -> np.ndarray:
-    if key not in arrays:
-        raise ValueError(f"{name!r}: the state file has no {key!r} field (corrupt or from "
-                         "another program).")
-    return arrays[key]
-
-
-def _checked(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], name: str):
-    a = _field(arrays, key, name)
-    if a.shape != shape or a.dtype.kind not in "fiu":
-        raise ValueError(f"{name!r}: field {key!r} must be a real array of shape {shape}; the "
-                         f"file holds {a.dtype} of shape {a.shape}.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name!r}: field {key!r} holds NaN or Inf; the state is corrupt.")
-    return float(a) if a.ndim == 0 else np.array(a, dtype=np.float64)
 
 
 @validate_params({"chunk_size": params.ROWS, "debiased": params.BOOLEAN,

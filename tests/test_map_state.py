@@ -255,7 +255,11 @@ def engine(monkeypatch):
         return gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased,
                                        chunk_size=chunk_size, precision=precision)
 
-    fake.linear_terms = linear_terms
+    def device_array(s):  # the layers' moments once per layer and batch: count the copies
+        engine.calls["device_array"] = engine.calls.get("device_array", 0) + 1
+        return np.asarray(s.data, dtype=s.dtype)
+
+    fake.linear_terms, fake.device_array, fake.array_module = linear_terms, device_array, lambda: np
     real_load = dispatch._load
     monkeypatch.setattr(dispatch, "_load",
                         lambda name: (fake, None) if name == "cuda" else real_load(name))
@@ -264,15 +268,20 @@ def engine(monkeypatch):
 
 def test_host_batches_after_device_batches_still_restart_far_chunks(engine, rng, monkeypatch,
                                                                     tmp_path):
-    from pyckafast import map_state
+    from pyckafast._cpu import moments as cpu_moments
 
     layers = _drifting(rng, 150)
     state = CKAMapState(backend="cuda").update([a[:50] for a in layers])
     state.save(tmp_path / "gpu.npz")
     parts = []
-    real = map_state._MapSums.merge
-    monkeypatch.setattr(map_state._MapSums, "merge",
-                        lambda self, other: parts.append(other.n) or real(self, other))
+    real = cpu_moments.feed
+
+    def spy(*args, **kwargs):
+        made = real(*args, **kwargs)
+        parts.extend(made[1:])  # parts about far chunks' own means
+        return made
+
+    monkeypatch.setattr(cpu_moments, "feed", spy)
     for s in (state, CKAMapState.load(tmp_path / "gpu.npz")):
         s.backend = "auto"
         parts.clear()
@@ -292,8 +301,8 @@ def test_device_batches_go_through_the_cuda_producer(engine, rng, symmetric):
     for lo in range(60, 150, 45):
         state.update([a[lo:lo + 45] for a in layers],
                      None if ys is None else [a[lo:lo + 45] for a in ys])
-    assert engine.calls["moments"] > 0  # the GPU driver made the terms
-    state.merge(host)
+    assert engine.calls["device_array"] == 2 * len(layers) + (0 if ys is None else 2 * len(ys))
+    state.merge(host)  # each layer went to the device once per batch (of two)
     for debiased in (False, True):
         np.testing.assert_allclose(state.result(debiased=debiased),
                                    pyckafast.cka_matrix(layers, ys, debiased=debiased),
@@ -334,7 +343,7 @@ def test_data_of_extreme_magnitude_are_scaled_exactly(rng):
     state = CKAMapState()
     for lo in range(0, 200, 40):
         state.update([a[lo:lo + 40] for a in big])
-    scales = {s for s in state._sums.scale}
+    scales = {m.scale for m in state._state.sums.own}
     assert scales and all(s < 2.0 ** -100 for s in scales)
     for debiased in (False, True):
         np.testing.assert_allclose(state.result(debiased=debiased),
@@ -343,3 +352,18 @@ def test_data_of_extreme_magnitude_are_scaled_exactly(rng):
         want = pyckafast.linear_hsic(layers[0], layers[1], debiased=debiased)
         assert hxy[0, 1] == pytest.approx(want * 2.0 ** 680, rel=1e-10)
         assert np.isfinite(hxx).all()
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_one_shot_map_in_several_passes_with_far_chunks(rng, monkeypatch, debiased):
+    """Pairs split over passes (a small MAX_CROSS_BYTES): later passes make no Grams and their
+    far-chunk parts land in the first pass's frames; the map is the in-memory one."""
+    from pyckafast._cpu import linear_map, moments
+
+    layers = _drifting(rng, 1200)
+    monkeypatch.setattr(linear_map, "MAX_CROSS_BYTES", 8 * 6 * 6)  # one pair per pass
+    monkeypatch.setattr(moments, "_CHUNKS_BYTES", 1)  # 256-row chunks: the drift is far
+    got = pyckafast.cka_matrix(layers, debiased=debiased)
+    monkeypatch.undo()
+    want = np.array([[linear_cka_ref(a, b, debiased) for b in layers] for a in layers])
+    np.testing.assert_allclose(got, want, atol=1e-10)

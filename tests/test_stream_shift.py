@@ -33,7 +33,7 @@ def test_stream_with_a_far_one_row_first_batch(far_first_row, debiased, cpu_back
 
 def test_chunks_far_from_the_first_chunk_get_their_own_shift_exactly(cpu_backend):
     # Rows sorted along a drift: later chunks lie up to 1e4 away from the first chunk's mean, so
-    # block_terms restarts them at their own mean and merges the parts; the result stays exact.
+    # the host feed (_cpu/moments.feed) restarts them at their own mean and merges the parts; the result stays exact.
     rng = np.random.default_rng(1)
     n = 40_000
     x = rng.normal(size=(n, 16)) + np.linspace(0.0, 1e4, n)[:, None]

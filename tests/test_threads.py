@@ -5,7 +5,7 @@ import pytest
 
 import pyckafast
 from pyckafast._core import dispatch
-from pyckafast._cpu import linear as cpu_linear
+from pyckafast._cpu import linear as cpu_linear, moments as cpu_moments
 
 _ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[1])  # the checkout's package
 
@@ -53,13 +53,13 @@ def test_bad_thread_counts(bad):
 
 def _spy_workers(monkeypatch) -> list[int]:
     seen = []
-    original = cpu_linear._run_parallel
+    original = cpu_moments._run_parallel
 
     def spy(feeders, *args):
         seen.append(len(feeders))
         return original(feeders, *args)
 
-    monkeypatch.setattr(cpu_linear, "_run_parallel", spy)
+    monkeypatch.setattr(cpu_moments, "_run_parallel", spy)
     return seen
 
 

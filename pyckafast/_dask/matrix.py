@@ -31,7 +31,6 @@ from .._core.progress import Progress
 from .._core.terms import LinearTerms, RowNormTerms
 from .._cpu import linear_map, tiled_map
 from .._cpu.linear import first_chunk_mean
-from .._cpu.linear_map import gemm_dtype
 from . import rbf as dask_rbf
 from .map import aligned, tiled_map_terms
 
@@ -207,3 +206,9 @@ def _pair_terms(trees: list[dict], shifts: list[np.ndarray], eps: list[float], n
 def _varies(a):
     """A lazy flag: whether any row of ``a`` differs from its first."""
     return (a != a[:1]).any()
+
+
+def gemm_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype of a chunk's GEMMs: float32 for float32 data (as the in-memory map), else
+    float64; the sums are float64 either way."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
