@@ -395,11 +395,87 @@ class CKAMapState:
         """
         if self._sums is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
-        arrays = {"format_version": _FORMAT_VERSION, "kind": np.array(_KIND),
-                  "debiased": self.debiased, **self._layout.arrays(), **self._sums.arrays(),
-                  "spread": np.array(self._spread)}
         with open(path, "wb") as f:  # np.savez(path) would append ".npz" to a bare name
-            np.savez(f, **arrays)
+            np.savez(f, **self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Return the state as plain NumPy arrays: what :meth:`save` writes.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Float64 moments and shifts, integer widths, the layer names (when given) and the
+            format's kind and version; :meth:`from_arrays` reads it back exactly.
+
+        Raises
+        ------
+        ValueError
+            If the state has seen no samples yet.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> state = CKAMapState().update([x, x ** 2])
+        >>> copy = CKAMapState.from_arrays(state.arrays())
+        >>> copy.n, bool(np.array_equal(copy.result(), state.result()))
+        (100, True)
+        """
+        if self._sums is None:
+            raise ValueError("the state has seen no samples yet; it has no arrays.")
+        return {"format_version": np.array(_FORMAT_VERSION), "kind": np.array(_KIND),
+                "debiased": np.array(self.debiased), **self._layout.arrays(),
+                **self._sums.arrays(), "spread": np.array(self._spread, dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, backend: Backend = "auto",
+                    name: str = "arrays") -> CKAMapState:
+        """Return the state that :meth:`arrays` (or a file of :meth:`save`) describes.
+
+        Parameters
+        ----------
+        arrays : Mapping of str to numpy.ndarray
+            What :meth:`arrays` returned.
+        backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+            The backend of the state's later updates.
+        name : str, default "arrays"
+            What the arrays are called in error messages (a file's path for :meth:`load`).
+
+        Returns
+        -------
+        CKAMapState
+            The state: updates, merges and results continue from it.
+
+        Raises
+        ------
+        ValueError
+            If ``arrays`` do not describe a CKAMapState (the message says what they hold), or
+            if fields are missing, of the wrong shape, or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> CKAMapState.from_arrays(CKAMapState().update({"a": x, "b": x[:, :1]}).arrays()).names_a
+        ['a', 'b']
+        """
+        kind = str(arrays["kind"]) if "kind" in arrays else None
+        if kind != _KIND:
+            raise ValueError(f"{name!r} is not a CKAMapState file (it holds "
+                             f"{kind or 'a LinearCKAState or other archive'}).")
+        version = int(_checked(arrays, "format_version", (), name))
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"{name!r}: CKAMapState format {version} is not supported "
+                             f"(expected {_FORMAT_VERSION}).")
+        state = cls(debiased=bool(_field(arrays, "debiased", name)), backend=backend)
+        state._layout = _Layout.from_arrays(arrays, name)
+        state._sums = _MapSums.from_arrays(arrays, state._layout, state.debiased, name)
+        spread = _field(arrays, "spread", name)
+        state._spread = [] if spread.size == 0 else [  # empty: fed only GPU batches
+            float(s) for s in _checked(arrays, "spread", (len(state._sums.own),), name)]
+        return state
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: Backend = "auto") -> CKAMapState:
@@ -436,22 +512,7 @@ class CKAMapState:
         (100, True)
         """
         name = os.fspath(path)
-        arrays = read_state_archive(path, _KIND)
-        kind = str(arrays["kind"]) if "kind" in arrays else None
-        if kind != _KIND:
-            raise ValueError(f"{name!r} is not a CKAMapState file (it holds "
-                             f"{kind or 'a LinearCKAState or other archive'}).")
-        version = int(_checked(arrays, "format_version", (), name))
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"{name!r}: CKAMapState format {version} is not supported "
-                             f"(expected {_FORMAT_VERSION}).")
-        state = cls(debiased=bool(_field(arrays, "debiased", name)), backend=backend)
-        state._layout = _Layout.from_arrays(arrays, name)
-        state._sums = _MapSums.from_arrays(arrays, state._layout, state.debiased, name)
-        spread = _field(arrays, "spread", name)
-        state._spread = [] if spread.size == 0 else [  # empty: fed only GPU batches
-            float(s) for s in _checked(arrays, "spread", (len(state._sums.own),), name)]
-        return state
+        return cls.from_arrays(read_state_archive(path, _KIND), backend=backend, name=name)
 
     def __repr__(self) -> str:
         if self._layout is None:

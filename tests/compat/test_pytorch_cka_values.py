@@ -98,8 +98,9 @@ def test_constant_layer_is_nan_with_a_warning():
     assert torch.isnan(m).all()
 
 
-def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
-    """Layers whose moment state would pass the budget take the gather route: same map."""
+def test_wide_layers_are_cached_with_the_same_values(monkeypatch):
+    """Layers whose moment state would pass the budget go to the disk cache (plan_map, as
+    compare_models): same map."""
     from pyckafast.compat import _layermap
 
     routes = []
@@ -115,9 +116,9 @@ def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
     loader = list(x.split(25))
     streamed = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
     monkeypatch.setattr(_layermap, "STATE_BUDGET", 64)
-    gathered = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
-    np.testing.assert_allclose(gathered.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
+    cached = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    np.testing.assert_allclose(cached.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
     self_map = pc.compute_cka(a, a, loader, layers=["0", "2"], device="cpu", progress=False)[0]
     want = pyckafast.cka_matrix(_acts(a, x, ["0", "2"]), debiased=True)
     np.testing.assert_allclose(self_map.numpy(), want, rtol=0, atol=1e-12)
-    assert routes == ["stream", "gather", "gather"]
+    assert routes == ["stream", "cache", "cache"]
