@@ -480,8 +480,8 @@ class CKAMap(Metric):
         sync = self.dist_sync_fn or gather_all_tensors
         group = self.process_group
         plan = layer_map.plan
-        local = layer_map.cache.arrays() if layer_map.cache is not None else {}
         mine = layer_map.cache.rows() if layer_map.cache is not None else 0
+        local = layer_map.cache.arrays() if mine else {}  # a rank without data sends none
         counts = sync(torch.tensor([mine], device=self.device), group=group)
         most = max(int(c.reshape(-1)[0]) for c in counts)
         out = RowCache(plan.cached, self.cache_dir)

@@ -105,7 +105,7 @@ class FileRows:
         if out.size != count:
             raise OSError(f"the activation cache file {self.path!r} holds fewer rows than "
                           f"written ({n}); was it changed or removed during the comparison?")
-        return out.reshape(-1, p)
+        return out.reshape(max(0, hi - lo), p)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, slice):
