@@ -329,3 +329,51 @@ def test_bad_batches_change_nothing_on_either_route():
         with pytest.raises(ValueError, match="same layers"):
             metric.update([x, y[:, :2]])
         np.testing.assert_array_equal(metric.compute().numpy(), before)
+
+
+# ---- conv-sized layers: bounded memory (VmHWM of a child process) ------------------------------
+_CONV_CHILD = r'''
+import sys
+import numpy as np
+import torch
+from pyckafast.torchmetrics import CKAMap
+
+widths, n, batch = [16384, 24576, 16384, 20000, 25000], 1024, 128
+
+
+def batch_of(k):  # float32 conv-like outputs, each batch from its own seed
+    g = np.random.default_rng(k)
+    base = g.standard_normal((batch, 64), dtype=np.float32)
+    return [np.tanh(base @ g.standard_normal((64, p), dtype=np.float32) / 8
+                    + g.standard_normal((1, p), dtype=np.float32)) for p in widths]
+
+
+if sys.argv[1] == "metric":
+    metric = CKAMap(debiased=True)
+    for k in range(n // batch):
+        metric.update([torch.from_numpy(a) for a in batch_of(k)])
+    out = metric.compute().numpy()
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    np.savez(sys.argv[2], map=out, hwm_kb=hwm, route=metric._map.route)
+else:
+    import pyckafast
+    layers = [np.concatenate(parts) for parts in zip(*(batch_of(k) for k in range(n // batch)))]
+    np.save(sys.argv[2], pyckafast.cka_matrix(layers, debiased=True))
+'''
+
+
+def _child(code: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-c", code, *args], check=True, timeout=900,
+                   env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+@pytest.mark.slow
+def test_map_of_five_conv_outputs_fits_in_2_5_gb(tmp_path):
+    """Five 16k-25k-feature float32 layers (n = 1,024): a p x p state would need 8 sum p^2 =
+    17 GB; the layers go to the disk cache, peak memory < 2.5 GB, the exact map."""
+    _child(_CONV_CHILD, "metric", str(tmp_path / "metric.npz"))
+    _child(_CONV_CHILD, "reference", str(tmp_path / "reference.npy"))
+    got = np.load(tmp_path / "metric.npz")
+    assert str(got["route"]) == "cache"
+    assert int(got["hwm_kb"]) * 1024 < 2.5e9, f"peak {int(got['hwm_kb']) / 2**20:.2f} GiB"
+    np.testing.assert_allclose(got["map"], np.load(tmp_path / "reference.npy"), rtol=0, atol=1e-9)
