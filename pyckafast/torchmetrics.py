@@ -509,10 +509,15 @@ class CKA(CKAMap):
     ----------
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012); False: the biased estimator (Kornblith et al.
-        2019). The state always holds what both need.
+        2019).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
-        The pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
-        which needs CuPy).
+        The pyckafast backend of the streamed state (CUDA tensors go through the cuda backend,
+        which needs CuPy; without CuPy they are copied to the host).
+    max_state_bytes : int, default :data:`STATE_BUDGET` (1 GiB)
+        Budget of the streamed float64 state; wider representations go to the activation
+        cache (the same on every rank).
+    cache_dir : str or path-like, optional
+        Where the activation cache is made (default: the system's temporary directory).
     **kwargs
         The torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
 

@@ -215,7 +215,7 @@ class LayerMap:
     >>> import torch
     >>> import pyckafast
     >>> x = torch.randn(90, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    >>> layer_map = LayerMap(debiased=False, max_state_bytes=20_000)  # x's 40 x 40 Gram: cached
+    >>> layer_map = LayerMap(debiased=False, max_state_bytes=10_000)  # x's 40 x 40 Gram: cached
     >>> for batch in x.split(30):
     ...     _ = layer_map.update([batch, batch[:, :3]], None)
     >>> layer_map.route, layer_map.n
