@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 WIDTHS = [10, 64, 128, 256, 512, 768]
 
