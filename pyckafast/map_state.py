@@ -7,6 +7,7 @@ layer its own float64 moments once, per pair of layers only the cross moments; a
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -341,10 +342,76 @@ class CKAMapState:
         """
         if self._state is None:
             raise ValueError("the state has seen no samples yet; there is nothing to save.")
-        state_files.write(path, {
-            "format_version": state_files.MAP_VERSION, "kind": np.array(state_files.MAP_KIND),
-            "debiased": self.debiased, **self._layout.arrays(),
-            **state_files.map_arrays(self._state.sums), "spread": np.array(self._state.spread)})
+        state_files.write(path, self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Return the state as plain NumPy arrays: what :meth:`save` writes.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Float64 moments and shifts, integer widths, the layer names (when given) and the
+            format's kind and version; :meth:`from_arrays` reads it back exactly.
+
+        Raises
+        ------
+        ValueError
+            If the state has seen no samples yet.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> state = CKAMapState().update([x, x ** 2])
+        >>> copy = CKAMapState.from_arrays(state.arrays())
+        >>> copy.n, bool(np.array_equal(copy.result(), state.result()))
+        (100, True)
+        """
+        if self._state is None:
+            raise ValueError("the state has seen no samples yet; it has no arrays.")
+        return {"format_version": np.array(state_files.MAP_VERSION),
+                "kind": np.array(state_files.MAP_KIND), "debiased": np.array(self.debiased),
+                **self._layout.arrays(), **state_files.map_arrays(self._state.sums),
+                "spread": np.array(self._state.spread, dtype=np.float64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, backend: Backend = "auto",
+                    name: str = "arrays") -> CKAMapState:
+        """Return the state that :meth:`arrays` (or a file of :meth:`save`) describes.
+
+        Parameters
+        ----------
+        arrays : Mapping of str to numpy.ndarray
+            What :meth:`arrays` returned.
+        backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
+            The backend of the state's later updates.
+        name : str, default "arrays"
+            What the arrays are called in error messages (a file's path for :meth:`load`).
+
+        Returns
+        -------
+        CKAMapState
+            The state: updates, merges and results continue from it.
+
+        Raises
+        ------
+        ValueError
+            If ``arrays`` do not describe a CKAMapState (the message says what they hold), or
+            if fields are missing, of the wrong shape, or not finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pyckafast import CKAMapState
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> CKAMapState.from_arrays(CKAMapState().update({"a": x, "b": x[:, :1]}).arrays()).names_a
+        ['a', 'b']
+        """
+        buffer = io.BytesIO()  # checked field by field exactly as a file is (state_files)
+        np.savez(buffer, **dict(arrays))
+        buffer.seek(0)
+        return cls._from_fields(state_files.read_map(buffer, name), backend)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: Backend = "auto") -> CKAMapState:
@@ -380,7 +447,10 @@ class CKAMapState:
         >>> state.n, bool(np.allclose(state.result(), CKAMapState().update([x, x ** 2]).result()))
         (100, True)
         """
-        f = state_files.read_map(path)
+        return cls._from_fields(state_files.read_map(path), backend)
+
+    @classmethod
+    def _from_fields(cls, f: dict, backend: Backend) -> CKAMapState:
         state = cls(debiased=f["debiased"], backend=backend)
         state._layout = _Layout(f["widths_a"], f["widths_b"], f["symmetric"], f["names_a"],
                                 f["names_b"])

@@ -4,14 +4,28 @@
 any ``torch.distributed`` group) ``compute()`` gives the exact CKA of the samples of **all**
 ranks, equal to the single-process value to float64 rounding.
 
-How the ranks combine. Each rank holds float64 linear terms (:class:`pyckafast._core.terms.
-LinearTerms`: the moments of its rows about a shift near its data's mean). Summing states across
-ranks would need one shift common to all ranks before the first batch is seen (else the sums
-are of different quantities, or raw uncentred moments that cancel catastrophically). So the
-terms are **gathered** instead (a list state with ``dist_reduce_fx="cat"``: each rank's terms
-as one self-describing float64 record) and merged in ``compute()`` with the exact reshift
-algebra of ``LinearTerms.merge``. The gathered size is O(p_x^2 + p_y^2 + p_x p_y) per rank and
-pair, independent of n. A rank that saw no batch contributes an empty record.
+What a rank holds. The first batch fixes the layers' widths, and
+:func:`pyckafast._torch.plan.plan_map` routes each layer as :func:`pyckafast.torch.
+compare_models` does, under the budget ``max_state_bytes`` (the same on every rank, so every
+rank routes alike): narrow layers stream into ONE :class:`pyckafast.CKAMapState` (each layer's
+Gram once per batch, float64 moments, nothing that grows with n); wide layers (convolutional
+outputs of tens of thousands of features, whose p x p moments would not fit) are appended to an
+on-disk activation cache, and their pairs come from one tiled sample-space pass over it in
+``compute()``. bfloat16 and float16 tensors are taken as float32 (one float32 copy of each
+batch, never float64), giving the float32-upcast value.
+
+How the ranks combine. The synced torchmetrics state ``terms`` is a view of the rank's
+CKAMapState: reading it gives ``CKAMapState.arrays()`` (with the layer widths) as one flat
+float64 record, encoded when it is read (not per update); writing it (as torchmetrics' sync
+does with the gathered records) merges the records with the exact reshift algebra of
+``CKAMapState.merge``. So it is gathered (``dist_reduce_fx="cat"``), not summed: summing would
+need one shift common to all ranks before any data is seen. The record's size is that of the
+state, O(sum p_i^2 + sum p_i p_j), independent of n; a rank that saw no batch sends an empty one.
+The cached rows of wide layers cannot travel in a record (they grow with n): under DDP,
+``compute()`` gathers every rank's cached rows from the process group, block by block (a few
+tens of MiB per step), into a temporary cache of its own, and every rank makes the same map.
+``forward`` and ``merge_state`` with another metric carry the cached rows too; ``merge_state``
+with a state dict carries streamed moments only, and says so for a metric with cached layers.
 
 torchmetrics is optional (``pip install "pyckafast[torchmetrics]"``); ``import pyckafast``
 does not import it, this module does.
@@ -19,20 +33,21 @@ does not import it, this module does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ._core import combine
-from ._core.terms import LinearTerms, RowNormTerms
 from ._core.types import ArrayLike, Backend
-from .compat._layermap import on_reachable_device
-from .streaming import LinearCKAState
+from ._torch.layer_map import LayerMap, RowCache
+from .map_state import CKAMapState
 
 try:
     import torch
     from torchmetrics import Metric
+    from torchmetrics.utilities.distributed import gather_all_tensors
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
 except ModuleNotFoundError as exc:  # name the extra that brings it
     from ._core.optional import MissingDependency
 
@@ -40,55 +55,90 @@ except ModuleNotFoundError as exc:  # name the extra that brings it
                             'installed: pip install "pyckafast[torchmetrics]".',
                             name=exc.name) from None
 
-__all__ = ["CKA", "CKAMap"]
+__all__ = ["CKA", "CKAMap", "STATE_BUDGET"]
 
-# record = [i, j, n, p1, p2, has_norms, eps, scale_x, scale_y] + the arrays below, float64
-_HEADER = 9
-_NORM_SCALARS = ("sum_q", "sum_r", "sum_qq", "sum_rr", "sum_qr")
+#: Default budget (bytes of float64 moments) of a rank's streamed state: a fixed number, not a
+#: share of the memory free, so that every rank makes the same plan. compute() under DDP holds
+#: the world's records at once (world size x this, at most).
+STATE_BUDGET = 2**30
+# Bytes of cached rows per rank and gather step.
+_GATHER_BYTES = 16 * 2**20
 
-
-def _record(i: int, j: int, t: LinearTerms) -> np.ndarray:
-    """One pair's terms as a flat float64 vector that :func:`_read_records` parses back."""
-    head = [i, j, t.n, t.sum_x.size, t.sum_y.size, t.norms is not None, t.eps, t.scale_x,
-            t.scale_y]
-    parts = [np.array(head, dtype=np.float64), t.shift_x, t.shift_y, t.sum_x, t.sum_y,
-             t.xx.ravel(), t.yy.ravel(), t.xy.ravel()]
-    if t.norms is not None:
-        m = t.norms
-        parts += [np.array([getattr(m, k) for k in _NORM_SCALARS]), m.qx, m.rx, m.qy, m.ry]
-    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
+# ---- one rank's record: a dict of arrays as one flat float64 vector ----------------------------
+_MAGIC = 20261207.0
+_KINDS = {"f": 0.0, "i": 1.0, "u": 1.0, "b": 2.0, "U": 3.0}
 
 
-def _read_records(flat: np.ndarray) -> list[tuple[int, int, LinearTerms]]:
-    """Every record of a concatenation of records (any number, from any ranks)."""
+def _encode(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """``arrays`` (float, integer, bool and str arrays) as one float64 vector that
+    :func:`_decode` reads back exactly (integers below 2^53; float64 values as they are)."""
+    parts: list[np.ndarray] = [np.array([_MAGIC, len(arrays)])]
+    for key, value in arrays.items():
+        a = np.asarray(value)
+        code = [float(ord(c)) for c in key]
+        if a.dtype.kind == "U":
+            values = [v for s in a.ravel() for v in (len(s), *map(ord, s))]
+        else:
+            values = a.ravel()
+        parts += [np.array([len(code), *code, _KINDS[a.dtype.kind], a.ndim, *a.shape]),
+                  np.asarray(values, dtype=np.float64)]
+    return np.concatenate(parts)
+
+
+def _decode(flat: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Every record of a concatenation of :func:`_encode` vectors (any number, any ranks)."""
     out, pos = [], 0
+
+    def take(count: int) -> np.ndarray:
+        nonlocal pos
+        if pos + count > flat.size:
+            raise ValueError("a CKAMap record is truncated: the synced state is corrupt.")
+        part = flat[pos:pos + count]
+        pos += count
+        return part
+
     while pos < flat.size:
-        i, j, n, p1, p2, has_norms, eps, sx, sy = flat[pos:pos + _HEADER]
-        p1, p2, pos = int(p1), int(p2), pos + _HEADER
-
-        def take(size: int, shape=None):
-            nonlocal pos
-            a = flat[pos:pos + size].copy()
-            pos += size
-            return a.reshape(shape) if shape else a
-
-        fields = dict(shift_x=take(p1), shift_y=take(p2), sum_x=take(p1), sum_y=take(p2),
-                      xx=take(p1 * p1, (p1, p1)), yy=take(p2 * p2, (p2, p2)),
-                      xy=take(p1 * p2, (p1, p2)))
-        norms = None
-        if has_norms:
-            scalars = dict(zip(_NORM_SCALARS, map(float, take(len(_NORM_SCALARS)))))
-            norms = RowNormTerms(**scalars, qx=take(p1), rx=take(p1), qy=take(p2), ry=take(p2))
-        out.append((int(i), int(j), LinearTerms(n=int(n), norms=norms, eps=float(eps),
-                                                scale_x=float(sx), scale_y=float(sy), **fields)))
+        magic, fields = take(2)
+        if magic != _MAGIC:
+            raise ValueError("the synced state holds something that is not a CKAMap record.")
+        record = {}
+        for _ in range(int(fields)):
+            key = "".join(chr(int(c)) for c in take(int(take(1)[0])))
+            kind, ndim = take(2)
+            shape = tuple(int(s) for s in take(int(ndim)))
+            size = math.prod(shape)
+            if kind == 3.0:
+                strings = []
+                for _ in range(size):
+                    strings.append("".join(chr(int(c)) for c in take(int(take(1)[0]))))
+                record[key] = np.array(strings, dtype=str).reshape(shape)
+            else:
+                dtype = {0.0: np.float64, 1.0: np.int64, 2.0: np.bool_}[float(kind)]
+                record[key] = take(size).astype(dtype).reshape(shape)
+        out.append(record)
     return out
 
 
-def _merged(records) -> dict[tuple[int, int], LinearTerms]:
-    merged: dict[tuple[int, int], LinearTerms] = {}
-    for i, j, t in records:
-        merged[(i, j)] = t if (i, j) not in merged else merged[(i, j)].merge(t)
-    return merged
+def _record(layer_map: LayerMap) -> dict[str, np.ndarray]:
+    """The rank's record: the layers (widths, symmetric), the cached layers' dtypes and rows, and
+    the streamed state's arrays (keys prefixed "state/")."""
+    plan = layer_map.plan
+    cache = layer_map.cache
+    dtypes = [cache.dtypes[k].itemsize if k in cache.dtypes else 0 for k in plan.cached]
+    out = {"widths_a": np.array(layer_map.widths_a),
+           "widths_b": np.array(layer_map.widths_b or []),
+           "symmetric": np.array(plan.symmetric),
+           "cached_itemsize": np.array(dtypes, dtype=np.int64),
+           "cached_rows": np.array(cache.rows() if cache else 0)}
+    if layer_map.state is not None and layer_map.state.n:
+        out.update({f"state/{k}": v for k, v in layer_map.state.arrays().items()})
+    return out
+
+
+def _state_of(record: dict[str, np.ndarray], backend: Backend) -> CKAMapState | None:
+    arrays = {k[6:]: v for k, v in record.items() if k.startswith("state/")}
+    return CKAMapState.from_arrays(arrays, backend=backend, name="a synced CKAMap record") \
+        if arrays else None
 
 
 class CKAMap(Metric):
@@ -98,10 +148,16 @@ class CKAMap(Metric):
     ----------
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012); False: the biased estimator (Kornblith et al.
-        2019). The state always holds what both need.
+        2019).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
-        The pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
-        which needs CuPy).
+        The pyckafast backend of the streamed state (CUDA tensors go through the cuda backend,
+        which needs CuPy; without CuPy they are copied to the host).
+    max_state_bytes : int, default :data:`STATE_BUDGET` (1 GiB)
+        Budget of the streamed float64 state; the widest layers go to the activation cache
+        until it fits (the same on every rank, so that all route alike).
+    cache_dir : str or path-like, optional
+        Where the activation cache of wide layers is made (default: the system's temporary
+        directory); its files are removed on ``reset()`` and when the metric is deleted.
     **kwargs
         The torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
 
@@ -118,31 +174,103 @@ class CKAMap(Metric):
     ((2, 1), True)
     """
 
+    __jit_unused_properties__: ClassVar[list[str]] = [*Metric.__jit_unused_properties__,
+                                                       "terms"]
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
     def __init__(self, *, debiased: bool = False, backend: Backend = "auto",
+                 max_state_bytes: int = STATE_BUDGET, cache_dir: Any = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(debiased, bool):
             raise TypeError(f"debiased must be a bool; got {debiased!r} "
                             f"({type(debiased).__name__}).")
+        if isinstance(max_state_bytes, bool) or not isinstance(max_state_bytes, int) or \
+                max_state_bytes < 0:
+            raise ValueError(f"max_state_bytes must be a non-negative int; got "
+                             f"{max_state_bytes!r}.")
         self.debiased, self.backend = debiased, backend
+        self.max_state_bytes, self.cache_dir = max_state_bytes, cache_dir
+        self._map: LayerMap | None = None  # this rank's samples (after a sync: every rank's)
+        self._record: list | None = None  # ``terms`` as last read or written
+        self._shape: tuple[int, int] | None = None
+        self._itemsize: list[int] = []  # the cached layers' dtype sizes over all ranks (sync)
         self.add_state("terms", default=[], dist_reduce_fx="cat")
-        # The terms are float64; torchmetrics sends a rank without data an empty tensor of
+        # The record is float64; torchmetrics sends a rank without data an empty tensor of
         # the metric's dtype, which must match the others' in the gather.
         self.set_dtype(torch.float64)
-        self._shape: tuple[int, int] | None = None
 
+    # ---- the synced state: a view of the rank's CKAMapState --------------------------------------
+    @property
+    def terms(self) -> list:
+        """The rank's record as torchmetrics syncs it: [] before any batch, else one float64
+        tensor (see the module's docstring); encoded when read, not per update."""
+        if self._record is None:
+            self._record = [] if self._map is None or self._map.plan is None else [
+                torch.as_tensor(_encode(_record(self._map)), device=self.device)]
+        return self._record
+
+    @terms.setter
+    def terms(self, value: Any) -> None:
+        if value is self._record:
+            return
+        parts = [value] if isinstance(value, torch.Tensor) else list(value)
+        flat = [t.detach().to("cpu", torch.float64).numpy().ravel() for t in parts]
+        records = [r for f in flat for r in _decode(f)]
+        self._record = list(parts)
+        self._adopt(records)
+
+    def _adopt(self, records: list[dict[str, np.ndarray]]) -> None:
+        """This rank's map from records (every rank's after a sync, its own after an unsync):
+        the streamed state their merge; the rank's own cached rows stay."""
+        if not records:
+            if self._map is not None and self._map.n == 0:
+                self._map.close()
+                self._map = None
+            elif self._map is not None and self._map.state is not None:
+                self._map.state = CKAMapState(debiased=self.debiased, backend=self.backend)
+            return
+        first = records[0]
+        widths_a = [int(w) for w in first["widths_a"]]
+        widths_b = None if bool(first["symmetric"]) else [int(w) for w in first["widths_b"]]
+        for r in records[1:]:
+            if ([int(w) for w in r["widths_a"]], bool(r["symmetric"]),
+                    [int(w) for w in r["widths_b"]]) != (widths_a, widths_b is None,
+                                                         widths_b or []):
+                raise ValueError("every rank must map the same layers; got records of widths "
+                                 f"{widths_a} x {widths_b} and {list(r['widths_a'])} x "
+                                 f"{list(r['widths_b']) or None}.")
+        if self._map is None:
+            self._map = self._new_map()
+            self._map.start(widths_a, widths_b)
+        else:
+            self._map._check(widths_a, widths_b)
+        self._shape = (len(widths_a), len(widths_b or widths_a))
+        self._itemsize = [max(int(r["cached_itemsize"][k]) for r in records)
+                          for k in range(len(self._map.plan.cached))]
+        state = None
+        for r in records:
+            part = _state_of(r, self.backend)
+            if part is not None:
+                state = part if state is None else state.merge(part)
+        if self._map.plan.stream_a and self._map.plan.stream_b:
+            self._map.state = state or CKAMapState(debiased=self.debiased, backend=self.backend)
+
+    def _new_map(self) -> LayerMap:
+        return LayerMap(debiased=self.debiased, backend=self.backend,
+                        max_state_bytes=self.max_state_bytes, cache_dir=self.cache_dir)
+
+    # ---- feeding ---------------------------------------------------------------------------------
     def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike] | None = None) -> None:
         """Add one batch of every layer.
 
         Parameters
         ----------
         xs : sequence of array_like
-            ``xs[i]`` is the (batch, p_i) output of layer i (torch tensors or arrays, the same
-            rows in each).
+            ``xs[i]`` is the (batch, ...) output of layer i (torch tensors or arrays, the same
+            rows in each; dimensions after the first are flattened into features).
         ys : sequence of array_like, optional
             The layers of the second side, as ``xs``. None: ``xs`` against itself (the pairs
             i <= j are accumulated).
@@ -150,7 +278,7 @@ class CKAMap(Metric):
         Raises
         ------
         ValueError
-            If a side is empty or the number of layers differs from earlier batches'.
+            If a side is empty, holds a NaN or Inf, or its layers differ from earlier batches'.
 
         Examples
         --------
@@ -163,26 +291,131 @@ class CKAMap(Metric):
         >>> tuple(metric.compute().shape)
         (2, 2)
         """
-        symmetric = ys is None
         xs = list(xs)
-        ys = xs if symmetric else list(ys)
-        if not xs or not ys:
+        ys = None if ys is None else list(ys)
+        if not xs or (ys is not None and not ys):
             raise ValueError("xs and ys must each hold at least one (batch, p) array.")
-        self._check_shape((len(xs), len(ys)))
-        merged = _merged(self._stored())
-        records = []
-        for i, x in enumerate(xs):
-            for j, y in enumerate(ys):
-                if symmetric and j < i:
-                    continue
-                part = self._batch_terms(x, y)
-                old = merged.get((i, j))
-                records.append(_record(i, j, part if old is None else old.merge(part)))
-        # One record per pair on this rank, whatever the number of batches.
-        self.terms = [torch.as_tensor(np.concatenate(records), device=self.device)]
+        self._check_shape((len(xs), len(xs if ys is None else ys)))
+        if self._map is None:
+            self._map = self._new_map()
+        self._record = None
+        self._map.update(xs, ys)
+
+    def _check_shape(self, shape: tuple[int, int]) -> None:
+        if self._shape is None:
+            self._shape = shape
+        elif self._shape != shape:
+            raise ValueError(f"every batch must give the same layers: expected "
+                             f"{self._shape[0]} x {self._shape[1]}; got {shape[0]} x {shape[1]}.")
+
+    @torch.jit.unused
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add one batch and return the value of that batch alone.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            What :meth:`update` takes.
+
+        Returns
+        -------
+        torch.Tensor
+            :meth:`compute` over this batch only (over this batch of every rank with
+            ``dist_sync_on_step=True``).
+
+        Raises
+        ------
+        torchmetrics.utilities.exceptions.TorchMetricsUserError
+            If the metric is synced (``sync()`` without ``unsync()``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKA
+        >>> x = torch.randn(60, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> metric = CKA()
+        >>> first = metric(x[:30], -x[:30])
+        >>> round(first.item(), 12), metric.compute().shape
+        (1.0, torch.Size([]))
+        """
+        if self._is_synced:
+            raise TorchMetricsUserError(
+                "The Metric shouldn't be synced when performing ``forward``. HINT: Did you "
+                "forget to call ``unsync`` ?.")
+        # The batch in a metric of its own (its cached rows in a cache of its own), then folded
+        # in: the totals never go through a reset, so the cached rows of wide layers stay.
+        batch = type(self)(debiased=self.debiased, backend=self.backend,
+                           max_state_bytes=self.max_state_bytes, cache_dir=self.cache_dir,
+                           process_group=self.process_group, dist_sync_fn=self.dist_sync_fn,
+                           distributed_available_fn=self.distributed_available_fn,
+                           sync_on_compute=self.dist_sync_on_step)
+        try:
+            batch.update(*args, **kwargs)
+            value = batch.compute()
+            self._absorb(batch)
+        finally:
+            batch.reset()
+        self._update_count += 1
+        self._computed = None
+        self._forward_cache = value
+        return value
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Fold in another metric's samples (disjoint from this one's).
+
+        Parameters
+        ----------
+        incoming_state : CKAMap or dict
+            A metric of the same class and layers, or its ``metric_state`` (a dict carries the
+            streamed moments only, so it is refused when layers are cached).
+
+        Raises
+        ------
+        ValueError
+            If ``incoming_state`` is another kind of metric, maps other layers, or is a dict
+            while wide layers are cached.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from pyckafast.torchmetrics import CKA
+        >>> x = torch.randn(60, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> a, b = CKA(), CKA()
+        >>> a.update(x[:30], x[:30, :2])
+        >>> b.update(x[30:], x[30:, :2])
+        >>> a.merge_state(b)
+        >>> bool(abs(a.compute() - CKA().forward(x, x[:, :2])) < 1e-12)
+        True
+        """
+        if isinstance(incoming_state, Metric):
+            if not isinstance(incoming_state, type(self)):
+                raise ValueError(f"Expected incoming state to be an instance of "
+                                 f"{type(self).__name__} but got {type(incoming_state)}")
+            self._absorb(incoming_state)
+            return
+        if isinstance(incoming_state, dict) and "terms" in incoming_state:
+            value = incoming_state["terms"]
+            parts = [value] if isinstance(value, torch.Tensor) else list(value)
+            records = [r for t in parts
+                       for r in _decode(t.detach().to("cpu", torch.float64).numpy().ravel())]
+            if any(int(r["cached_rows"]) for r in records) or (
+                    self._map is not None and self._map.cache is not None):
+                raise ValueError("merge_state needs the metric itself when wide layers are "
+                                 "cached: a state dict holds only the streamed moments, not "
+                                 "the cached rows.")
+        super().merge_state(incoming_state)
+
+    def _absorb(self, other: CKAMap) -> None:
+        if other._map is None or other._map.plan is None:
+            return
+        self._check_shape(other._shape)
+        if self._map is None:
+            self._map = self._new_map()
+        self._record = None
+        self._map.merge(other._map)
 
     def reset(self) -> None:
-        """Forget every sample (and the layer count, so the next update may bring others).
+        """Forget every sample (and the layers, so the next update may bring others).
 
         Examples
         --------
@@ -196,26 +429,12 @@ class CKAMap(Metric):
         >>> tuple(metric.compute().shape)
         (1, 3)
         """
+        if self._map is not None:
+            self._map.close()
+        self._map, self._record, self._shape = None, None, None
         super().reset()
-        self._shape = None
 
-    def _batch_terms(self, x, y) -> LinearTerms:
-        x = on_reachable_device(x.detach() if hasattr(x, "detach") else x)
-        y = on_reachable_device(y.detach() if hasattr(y, "detach") else y)
-        return LinearCKAState(debiased=True, backend=self.backend).update(x, y).terms
-
-    def _check_shape(self, shape: tuple[int, int]) -> None:
-        if self._shape is None:
-            self._shape = shape
-        elif self._shape != shape:
-            raise ValueError(f"every batch must give the same layers: expected "
-                             f"{self._shape[0]} x {self._shape[1]}; got {shape[0]} x {shape[1]}.")
-
-    def _stored(self):
-        states = self.terms if isinstance(self.terms, list) else [self.terms]
-        flat = [s.detach().to("cpu", torch.float64).numpy().ravel() for s in states]
-        return _read_records(np.concatenate(flat)) if flat else []
-
+    # ---- the result ------------------------------------------------------------------------------
     def compute(self) -> torch.Tensor:
         """Return the CKA map of every sample seen on every rank.
 
@@ -241,17 +460,46 @@ class CKAMap(Metric):
         >>> metric.compute().round(decimals=6)[0, 0].item()
         1.0
         """
-        merged = _merged(self._stored())
-        if not merged:
+        layer_map = self._map
+        if layer_map is None or layer_map.plan is None:
             raise ValueError(f"{type(self).__name__}.compute() needs at least one update().")
-        la = 1 + max(i for i, _ in merged)
-        lb = 1 + max(j for _, j in merged)
-        out = np.full((la, lb), np.nan)
-        for (i, j), t in merged.items():
-            out[i, j] = combine.cka_from_hsic(combine.linear_hsic(t, self.debiased))
-            if (j, i) not in merged and j < la and i < lb:  # symmetric map: the mirror pair
-                out[j, i] = out[i, j]
+        if self._is_synced and layer_map.plan.cached:
+            gathered = self._gathered_rows(layer_map)
+            try:
+                out = layer_map.result(gathered)
+            finally:
+                gathered.close()
+        else:
+            out = layer_map.result()
         return torch.as_tensor(out, dtype=torch.float64)
+
+    def _gathered_rows(self, layer_map: LayerMap) -> RowCache:
+        """Every rank's cached rows (a collective: every rank of the group calls it, in the same
+        order), block by block, into a temporary cache: rank 0's block k, rank 1's block k, ...,
+        the same order for every layer (a rank's layers have the same rows)."""
+        sync = self.dist_sync_fn or gather_all_tensors
+        group = self.process_group
+        plan = layer_map.plan
+        mine = layer_map.cache.rows() if layer_map.cache is not None else 0
+        local = layer_map.cache.arrays() if mine else {}  # a rank without data sends none
+        counts = sync(torch.tensor([mine], device=self.device), group=group)
+        most = max(int(c.reshape(-1)[0]) for c in counts)
+        out = RowCache(plan.cached, self.cache_dir)
+        try:
+            for key, itemsize in zip(plan.cached, self._itemsize):
+                dtype = np.float64 if itemsize == 8 else np.float32
+                p = layer_map.widths[key]
+                step = max(1, _GATHER_BYTES // (p * itemsize))
+                for lo in range(0, most, step):
+                    rows = local[key][lo:lo + step] if key in local else np.empty((0, p), dtype)
+                    sent = torch.from_numpy(np.ascontiguousarray(rows, dtype=dtype))
+                    for part in sync(sent.to(self.device), group=group):
+                        if part.shape[0]:
+                            out.write(key, part.cpu().numpy())
+        except BaseException:
+            out.close()
+            raise
+        return out
 
 
 class CKA(CKAMap):
@@ -261,10 +509,15 @@ class CKA(CKAMap):
     ----------
     debiased : bool, default False
         CKA from unbiased HSIC (Song et al. 2012); False: the biased estimator (Kornblith et al.
-        2019). The state always holds what both need.
+        2019).
     backend : {"auto", "numpy", "numba", "cpp", "cuda"}, default "auto"
-        The pyckafast backend of the per-batch terms (CUDA tensors go through the cuda backend,
-        which needs CuPy).
+        The pyckafast backend of the streamed state (CUDA tensors go through the cuda backend,
+        which needs CuPy; without CuPy they are copied to the host).
+    max_state_bytes : int, default :data:`STATE_BUDGET` (1 GiB)
+        Budget of the streamed float64 state; wider representations go to the activation
+        cache (the same on every rank).
+    cache_dir : str or path-like, optional
+        Where the activation cache is made (default: the system's temporary directory).
     **kwargs
         The torchmetrics ``Metric`` options (``process_group``, ``dist_sync_on_step``...).
 

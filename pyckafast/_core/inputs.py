@@ -28,7 +28,8 @@ import numpy as np
 __all__ = ["Samples", "Kind", "array_kind", "device_of", "common_device", "host_view",
            "float32_if_numpy_lacks",
            "float_dtype", "as_samples", "as_cupy", "prepare", "prepare_pair", "prepare_list",
-           "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows", "column_mean"]
+           "check_same_n", "into_dask", "check_finite_sums", "check_finite_rows", "column_mean",
+           "on_reachable_device"]
 
 Kind = Literal["numpy", "cupy", "dask"]
 
@@ -90,6 +91,18 @@ def device_of(a: object) -> str:
         if kind in _DLPACK_CUDA:
             return "cuda"
     return "cpu"
+
+
+def on_reachable_device(a: Any) -> Any:
+    """``a`` itself, or a host copy of a CUDA tensor when CuPy (which pyckafast's GPU producers
+    use) is not installed: a model on the GPU then still gets its CKA, computed on the host.
+    Imports neither torch nor CuPy (only looks CuPy up)."""
+    if getattr(getattr(a, "device", None), "type", None) == "cuda" and hasattr(a, "cpu"):
+        import importlib.util
+
+        if importlib.util.find_spec("cupy") is None:
+            return a.cpu()
+    return a
 
 
 def array_kind(a: object) -> Kind:

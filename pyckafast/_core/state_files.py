@@ -13,6 +13,7 @@ Pickles are never loaded.
 from __future__ import annotations
 
 import math
+import io
 import os
 import zipfile
 from dataclasses import asdict, fields
@@ -49,12 +50,16 @@ def write_linear(path: str | os.PathLike, terms: LinearTerms, debiased: bool) ->
 class _Archive:
     """The members of an .npz archive, their .npy headers read, their data not yet."""
 
-    def __init__(self, path: str | os.PathLike, what: str):
-        self.name, self.what = os.fspath(path), what
+    def __init__(self, path: str | os.PathLike | io.BytesIO, what: str, name: str | None = None):
+        # a BytesIO: arrays held in memory (CKAMapState.from_arrays), checked as a file is
+        self.name, self.what = name or os.fspath(path), what
         try:
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
-                magic = f.read(6)
+            if isinstance(path, io.BytesIO):
+                size, magic = path.getbuffer().nbytes, path.getvalue()[:6]
+            else:
+                size = os.path.getsize(path)
+                with open(path, "rb") as f:
+                    magic = f.read(6)
         except FileNotFoundError:
             raise FileNotFoundError(f"path: no such file: {self.name!r}") from None
         except OSError as exc:
@@ -252,10 +257,11 @@ def map_arrays(sums: MomentSums) -> dict[str, np.ndarray]:
     return out
 
 
-def read_map(path: str | os.PathLike) -> dict:
-    """The fields of a CKAMapState file: debiased, symmetric, widths_a, widths_b, names_a,
-    names_b, spread and sums (a :class:`MomentSums`)."""
-    a = _Archive(path, MAP_KIND)
+def read_map(path: str | os.PathLike | io.BytesIO, name: str | None = None) -> dict:
+    """The fields of a CKAMapState file (or an in-memory archive, called ``name`` in errors):
+    debiased, symmetric, widths_a, widths_b, names_a, names_b, spread and sums (a
+    :class:`MomentSums`)."""
+    a = _Archive(path, MAP_KIND, name)
     try:
         kind = None
         if "kind" in a.members and a.header("kind")[0] == () and a.header("kind")[1].kind == "U":

@@ -5,4 +5,6 @@
 * ``plan``: which layers stream into one :class:`~pyckafast.CKAMapState` and which are cached
 * ``cache``: the on-disk activation cache (one raw file per layer, read back as memmaps)
 * ``sink``: where the batches go, and the CKA map made from the state and the cache
+* ``layer_map``: plan, state, cache and sink fed layer outputs batch by batch, for the front ends
+  with hooks of their own (``compat``, ``torchmetrics``)
 """

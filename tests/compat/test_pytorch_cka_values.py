@@ -98,8 +98,9 @@ def test_constant_layer_is_nan_with_a_warning():
     assert torch.isnan(m).all()
 
 
-def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
-    """Layers whose moment state would pass the budget take the gather route: same map."""
+def test_wide_layers_are_cached_with_the_same_values(monkeypatch):
+    """Layers whose moment state would pass the budget go to the disk cache (plan_map, as
+    compare_models): same map."""
     from pyckafast.compat import _layermap
 
     routes = []
@@ -115,12 +116,12 @@ def test_wide_layers_are_gathered_with_the_same_values(monkeypatch):
     loader = list(x.split(25))
     streamed = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
     monkeypatch.setattr(_layermap, "STATE_BUDGET", 64)
-    gathered = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
-    np.testing.assert_allclose(gathered.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
+    cached = pc.compute_cka(a, b, loader, layers=["0", "2"], device="cpu", progress=False)[0]
+    np.testing.assert_allclose(cached.numpy(), streamed.numpy(), rtol=0, atol=1e-12)
     self_map = pc.compute_cka(a, a, loader, layers=["0", "2"], device="cpu", progress=False)[0]
     want = pyckafast.cka_matrix(_acts(a, x, ["0", "2"]), debiased=True)
     np.testing.assert_allclose(self_map.numpy(), want, rtol=0, atol=1e-12)
-    assert routes == ["stream", "gather", "gather"]
+    assert routes == ["stream", "cache", "cache"]
 
 
 # minibatch=True: pytorch-cka 1.1.3's own estimate.
@@ -192,3 +193,56 @@ def test_minibatch_equals_the_peer_to_its_float32_rounding():
     np.testing.assert_allclose(mine.numpy(), ref, rtol=0, atol=1e-5)  # float32 Grams, shifted
     np.testing.assert_allclose(mine.numpy(), theirs.double().numpy(), rtol=0,
                                atol=max(2 * peer_err, 1e-5))
+
+
+
+_CONV_CHILD = r'''
+import sys
+import numpy as np
+import torch
+from pyckafast.compat import pytorch_cka as pc
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+net = torch.nn.Sequential(  # three conv outputs of 32 x 32 x 32 = 32,768 features
+    torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(32, 32, 3, padding=1)).eval()
+images = torch.randn(2400, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+loader = list(images.split(100))
+if sys.argv[1] == "drop-in":
+    del images
+    out = pc.compute_cka(net, net, loader, layers=["0", "2", "4"], device="cpu",
+                         progress=False)[0].numpy()
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    np.savez(sys.argv[2], map=out, hwm_kb=hwm)
+else:
+    import pyckafast
+    acts = {}
+    hooks = [net[int(k)].register_forward_hook(
+        lambda m, i, o, k=k: acts.setdefault(k, []).append(o.flatten(1).numpy().copy()))
+        for k in ("0", "2", "4")]
+    with torch.no_grad():
+        for b in loader:
+            net(b)
+    np.save(sys.argv[2], pyckafast.cka_matrix([np.concatenate(acts[k]) for k in ("0", "2", "4")],
+                                              debiased=True))
+'''
+
+
+@pytest.mark.slow
+def test_drop_in_with_three_conv_layers_stays_under_1_2_gb(tmp_path):
+    """compute_cka over three 32,768-feature conv outputs, n = 2,400 (batches of 100): the
+    layers stream to the disk cache (plan_map) instead of n x p in RAM; peak < 1.2 GB (VmHWM of
+    a child process; the loader's 2,400 images, 118 MB, included) and the exact map."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for what, name in (("drop-in", "got.npz"), ("reference", "want.npy")):
+        subprocess.run([sys.executable, "-c", _CONV_CHILD, what, str(tmp_path / name)],
+                       check=True, timeout=900, env=env)
+    got = np.load(tmp_path / "got.npz")
+    assert int(got["hwm_kb"]) * 1024 < 1.2e9, f"peak {int(got['hwm_kb']) / 2**20:.2f} GiB"
+    np.testing.assert_allclose(got["map"], np.load(tmp_path / "want.npy"), rtol=0, atol=1e-9)
