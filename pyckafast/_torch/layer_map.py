@@ -138,6 +138,12 @@ class FileRows:
             total += block.sum(axis=0, dtype=dtype)
         return total
 
+    def mean(self, axis: int | None = None, dtype: Any = None) -> np.ndarray:
+        """Column means (``axis=0``) block by block (``_core.inputs.column_mean`` takes them)."""
+        if axis != 0:
+            return np.asarray(self).mean(axis=axis, dtype=dtype)
+        return self.sum(axis=0, dtype=dtype or np.float64) / max(1, self.shape[0])
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         rows = self._read(0, self.shape[0])
         return rows if dtype is None else rows.astype(dtype, copy=False)
