@@ -158,14 +158,14 @@ def test_bench_prints_a_row_per_backend(capsys):
 
 
 def test_robustness_subcommands_register_through_the_hook(monkeypatch, capsys):
-    fake = types.ModuleType("pyckafast.robustness_cli")
+    fake = types.ModuleType("pyckafast.cli.robustness")
 
     def add_robustness_parser(sub):
         p = sub.add_parser("robust-check")
         p.set_defaults(handler=lambda args: print("hooked") or 0)
 
     fake.add_robustness_parser = add_robustness_parser
-    monkeypatch.setitem(sys.modules, "pyckafast.robustness_cli", fake)
+    monkeypatch.setitem(sys.modules, "pyckafast.cli.robustness", fake)
     code, out, _ = _run(capsys, "robust-check")
     assert code == 0 and out == "hooked\n"
 

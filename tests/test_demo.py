@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast import _demo
+from pyckafast.cli import demo as _demo
 
 N, P, NAIVE, BATCH, BATCHES = 20_000, 8, 300, 64, 8
 ARGS = ["demo", "--n", str(N), "--p", str(P), "--naive-n", str(NAIVE), "--batch-size", str(BATCH),

@@ -55,8 +55,8 @@ PUBLIC_MODULES = (
     "pyckafast.robustness.sweeps", "pyckafast.plot", "pyckafast.compat",
     "pyckafast.compat.kornblith", "pyckafast.compat.pytorch_cka", "pyckafast.compat.torch_cka",
     "pyckafast.compat.similarity", "pyckafast.torchmetrics", "pyckafast.cost",
-    "pyckafast.map_state", "pyckafast.cli", "pyckafast.map_cli", "pyckafast.robustness_cli",
-    "pyckafast.significance", "pyckafast.influence", "pyckafast.significance_cli",
+    "pyckafast.map_state", "pyckafast.cli", "pyckafast.cli.map", "pyckafast.cli.robustness",
+    "pyckafast.significance", "pyckafast.influence", "pyckafast.cli.significance",
 )
 
 # Modules that import an optional package at import time: imported only when it is installed.

@@ -108,7 +108,7 @@ def test_rbf_measure_calls_pyckafast_rbf_cka():
 ])
 def test_cli_writes_png_and_json(tmp_path, experiment, extra, capsys):
     pytest.importorskip("matplotlib")
-    from pyckafast.robustness_cli import main
+    from pyckafast.cli.robustness import main
 
     assert main(["robustness", experiment, "--out", str(tmp_path), "--seeds", "2", "--no-rbf",
                  "--no-progress", *extra]) == 0
@@ -119,7 +119,7 @@ def test_cli_writes_png_and_json(tmp_path, experiment, extra, capsys):
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    from pyckafast.robustness_cli import main
+    from pyckafast.cli.robustness import main
 
     with pytest.raises(SystemExit):
         main(["robustness", "nonsense", "--out", str(tmp_path)])

@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ._cli_files import (
+from .._core.dispatch import BACKENDS, BackendUnavailable
+from .args import (BANDWIDTH_RULES, UndefinedResult, add_progress_options, check_kernel_options,
+                   parse_sigma, positive_float, positive_int, progress_enabled, sigma_arg)
+from .files import (
     CLIError, check_finite, constant_files, naming_bad_values, open_npy, warnings_as_lines,
 )
-from ._core.dispatch import BACKENDS, BackendUnavailable
 
 __all__ = ["main", "build_parser", "CLIError", "UndefinedResult", "open_npy", "progress_bar",
            "sigma_arg", "parse_sigma", "positive_int", "positive_float", "add_progress_options",
@@ -45,25 +47,10 @@ EXIT_BAD_INPUT = 2
 # The Python docs' SIGPIPE recipe exits with 1 once stdout is gone (e.g. ``| head``).
 EXIT_BROKEN_PIPE = 1
 
-BANDWIDTH_RULES = ("kornblith", "offdiag", "sampled")
 # A run expected to take longer than this says so on stderr before it starts.
 ANNOUNCE_SECONDS = 5.0
 # Rate of a fast machine: a run that would be short even at a slower rate needs no measurement.
 _FAST_RATE = 2e11
-
-
-class UndefinedResult(CLIError):
-    """Valid inputs whose CKA is undefined (zero variance): one line on stderr, exit status 1.
-
-    Examples
-    --------
-    >>> import numpy as np, os, tempfile
-    >>> from pyckafast.cli import main
-    >>> d = tempfile.mkdtemp()
-    >>> np.save(os.path.join(d, "x.npy"), np.ones((5, 2))); np.save(os.path.join(d, "y.npy"), np.eye(5))
-    >>> main(["cka", os.path.join(d, "x.npy"), os.path.join(d, "y.npy")])  # message on stderr
-    1
-    """
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["cka", "x.npy", "y.npy", "--sigma", "1,2"]).sigma
     (1.0, 2.0)
     """
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="pyckafast", description="Exact CKA/HSIC at scale: files, layer maps, robustness "
@@ -146,215 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cka_parser(sub)
     info = sub.add_parser("info", help="show versions, backends and devices (show_config)")
     info.set_defaults(handler=_run_info)
-    from . import _cli_tools, _demo
+    from . import bench, demo
 
-    _demo.add_demo_parser(sub)
-    _cli_tools.add_bench_parser(sub)
+    demo.add_demo_parser(sub)
+    bench.add_bench_parser(sub)
     _register_optional_commands(sub)
     return parser
 
 
 def _register_optional_commands(sub) -> None:
     """Subcommands that live in their own modules (layer maps, robustness) register themselves."""
-    from .map_cli import add_map_parser
-    from .robustness_cli import add_robustness_parser
-    from .significance_cli import add_significance_parsers
+    from .map import add_map_parser
+    from .robustness import add_robustness_parser
+    from .significance import add_significance_parsers
 
     add_map_parser(sub)
     add_robustness_parser(sub)
     add_significance_parsers(sub)
-
-
-def parse_sigma(text: str) -> tuple[float, ...]:
-    """Parse ``--sigma``: ``"2"`` -> (2.0,), ``"2,0.5"`` -> (2.0, 0.5).
-
-    Parameters
-    ----------
-    text : str
-        One bandwidth, or two separated by a comma (sigma_x, sigma_y).
-
-    Returns
-    -------
-    tuple of float
-        One or two finite numbers > 0.
-
-    Raises
-    ------
-    ValueError
-        Not numbers, more than two, or a value that is not finite and > 0.
-
-    Examples
-    --------
-    >>> parse_sigma("2,0.5")
-    (2.0, 0.5)
-    """
-    parts = [t.strip() for t in text.split(",")]
-    try:
-        values = tuple(float(t) for t in parts)
-    except ValueError:
-        raise ValueError(f"expected a number or two comma-separated numbers; got {text!r}") from None
-    if len(values) not in (1, 2):
-        raise ValueError(f"expected one bandwidth or two (SX,SY); got {len(values)} in {text!r}")
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"bandwidths must be finite numbers > 0; got {text!r}")
-    return values
-
-
-def sigma_arg(text: str) -> tuple[float, ...]:
-    """Parse ``--sigma`` for argparse: :func:`parse_sigma` raising argparse's error type.
-
-    Parameters
-    ----------
-    text : str
-        The option's value.
-
-    Returns
-    -------
-    tuple of float
-        One or two bandwidths.
-
-    Raises
-    ------
-    argparse.ArgumentTypeError
-        With :func:`parse_sigma`'s message.
-
-    Examples
-    --------
-    >>> from pyckafast.cli import sigma_arg
-    >>> sigma_arg("0.5")
-    (0.5,)
-    >>> sigma_arg("-1")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: bandwidths must be finite numbers > 0; got '-1'
-    """
-    try:
-        return parse_sigma(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive_int(text: str) -> int:
-    """Parse a count that must be >= 1 (argparse ``type=``).
-
-    Parameters
-    ----------
-    text : str
-        The option's value.
-
-    Returns
-    -------
-    int
-        The count.
-
-    Raises
-    ------
-    argparse.ArgumentTypeError
-        Not an integer, or below 1.
-
-    Examples
-    --------
-    >>> from pyckafast.cli import positive_int
-    >>> positive_int("8")
-    8
-    >>> positive_int("0")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: expected a positive integer; got 0
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """Parse a multiplier that must be finite and > 0 (argparse ``type=``).
-
-    Parameters
-    ----------
-    text : str
-        The option's value.
-
-    Returns
-    -------
-    float
-        The multiplier.
-
-    Raises
-    ------
-    argparse.ArgumentTypeError
-        Not a number, not finite, or not > 0.
-
-    Examples
-    --------
-    >>> from pyckafast.cli import positive_float
-    >>> positive_float("0.5")
-    0.5
-    >>> positive_float("inf")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: expected a finite number > 0; got 'inf'
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text!r}")
-    return value
-
-
-def add_progress_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--progress`` / ``--no-progress``; neither: a bar only when stderr is a terminal.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        A subcommand's parser; the choice lands in ``args.progress`` (None, True or False).
-
-    Examples
-    --------
-    >>> import argparse
-    >>> from pyckafast.cli import add_progress_options
-    >>> parser = argparse.ArgumentParser()
-    >>> add_progress_options(parser)
-    >>> parser.parse_args([]).progress, parser.parse_args(["--no-progress"]).progress
-    (None, False)
-    """
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--progress", dest="progress", action="store_true", default=None,
-                       help="draw a progress bar on stderr (default: only when stderr is a terminal)")
-    group.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="never draw a progress bar")
-
-
-def progress_enabled(args: argparse.Namespace) -> bool:
-    """Decide whether to draw a progress bar.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        With ``progress`` from :func:`add_progress_options`.
-
-    Returns
-    -------
-    bool
-        The user's --progress/--no-progress, else whether stderr is a terminal.
-
-    Examples
-    --------
-    >>> import argparse
-    >>> from pyckafast.cli import progress_enabled
-    >>> progress_enabled(argparse.Namespace(progress=True))
-    True
-    """
-    if args.progress is not None:
-        return args.progress
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _add_cka_parser(sub) -> None:
@@ -395,45 +190,10 @@ def _add_cka_parser(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from ._config import show_config
+    from .._config import show_config
 
     show_config()
     return 0
-
-
-def check_kernel_options(args: argparse.Namespace) -> None:
-    """Reject options the chosen kernel would ignore, and contradictory bandwidth options.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        With ``kernel``, ``sigma``, ``threshold``, ``bandwidth`` and optionally ``chunk_size``.
-
-    Raises
-    ------
-    CLIError
-        Naming the option and the kernel it applies to.
-
-    Examples
-    --------
-    >>> import argparse
-    >>> from pyckafast.cli import check_kernel_options
-    >>> args = argparse.Namespace(kernel="linear", sigma=(1.0,), threshold=None, bandwidth=None)
-    >>> check_kernel_options(args)
-    Traceback (most recent call last):
-    ...
-    pyckafast._cli_files.CLIError: --sigma applies to --kernel rbf only (the linear kernel has no bandwidth).
-    """
-    rbf_only = [flag for flag, value in (("--sigma", args.sigma), ("--threshold", args.threshold),
-                                          ("--bandwidth", args.bandwidth)) if value is not None]
-    if args.kernel == "linear" and rbf_only:
-        raise CLIError(f"{rbf_only[0]} applies to --kernel rbf only (the linear kernel has no "
-                       "bandwidth).")
-    if args.kernel == "rbf" and getattr(args, "chunk_size", None) is not None:
-        raise CLIError("--chunk-size applies to --kernel linear only (the RBF pass is tiled).")
-    if args.sigma is not None and len(rbf_only) > 1:
-        raise CLIError(f"--sigma sets the bandwidth; {rbf_only[1]} chooses it from the data: "
-                       "give one or the other.")
 
 
 def _run_cka(args) -> int:
@@ -498,7 +258,7 @@ def cost_of(args: argparse.Namespace, x: np.ndarray, y: np.ndarray,
     >>> cost_of(args, x, x, rate=1e10).bandwidth_passes
     6
     """
-    from .cost import estimate_cost
+    from ..cost import estimate_cost
 
     if args.kernel == "linear":
         return estimate_cost(x, y, "linear", form="features", chunk_size=args.chunk_size,
@@ -533,7 +293,7 @@ def _refuse_constant(arrays: dict[str, np.ndarray]) -> None:
 
 
 def _linear_from_files(args, n: int, arrays: dict[str, np.ndarray]) -> float:
-    from .streaming import stream_npy
+    from ..streaming import stream_npy
 
     with progress_bar(n, enabled=progress_enabled(args)) as progress, naming_bad_values(arrays):
         state = stream_npy(args.x, args.y, chunk_size=args.chunk_size, debiased=args.debiased,
@@ -544,7 +304,7 @@ def _linear_from_files(args, n: int, arrays: dict[str, np.ndarray]) -> float:
 
 def _rbf_from_arrays(args, arrays: dict[str, np.ndarray]) -> tuple[float, tuple[float, float] | None]:
     """The RBF CKA and the (sigma_x, sigma_y) it used (None if the GPU chose it)."""
-    from . import rbf_cka
+    from .. import rbf_cka
 
     for path, a in arrays.items():  # the O(n p) scan is nothing beside the O(n^2 p) pass
         check_finite(a, path)
@@ -610,7 +370,7 @@ def median_rule_sigma(a: np.ndarray, path: str, args: argparse.Namespace) -> flo
     >>> median_rule_sigma(np.array([0.0, 1.0, 3.0]), "x.npy", args)  # median of 1, 4, 9
     2.0
     """
-    from ._core import bandwidth, dispatch
+    from .._core import bandwidth, dispatch
 
     rule = args.bandwidth or "kornblith"
     threshold = args.threshold or 1.0
@@ -666,7 +426,7 @@ def _sigma_report(args, sigma: tuple[float, float] | None) -> dict:
 
 def _backend_used(args) -> str:
     """The backend that "auto" (or the named one) resolves to for this kernel's CPU pass."""
-    from ._core import dispatch
+    from .._core import dispatch
 
     if args.backend == "cuda":
         return "cuda"

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from ._cli_files import (CLIError, check_regular_file, check_zip_magic, is_constant,
+from .files import (CLIError, check_regular_file, check_zip_magic, is_constant,
                          naming_bad_values, open_npy, warnings_as_lines)
 
 __all__ = ["add_map_parser", "run_map", "map_of", "load_representations", "natural_key",
@@ -43,14 +43,14 @@ def add_map_parser(subparsers) -> argparse.ArgumentParser:
     Examples
     --------
     >>> import argparse
-    >>> from pyckafast.map_cli import add_map_parser, run_map
+    >>> from pyckafast.cli.map import add_map_parser, run_map
     >>> parser = argparse.ArgumentParser(prog="pyckafast")
     >>> p = add_map_parser(parser.add_subparsers())
     >>> args = parser.parse_args(["map", "layers.npz", "--kernel", "rbf"])
     >>> args.source, args.kernel, args.debiased, args.handler is run_map
     ('layers.npz', 'rbf', False, True)
     """
-    from .cli import positive_float, positive_int
+    from .args import positive_float, positive_int
 
     p = subparsers.add_parser(
         "map", help="layer x layer CKA map of a directory of .npy files or an .npz archive",
@@ -123,7 +123,7 @@ def load_representations(source: str) -> tuple[list[str], list[np.ndarray], list
     --------
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from pyckafast.map_cli import load_representations
+    >>> from pyckafast.cli.map import load_representations
     >>> folder = tempfile.mkdtemp()
     >>> x = np.random.default_rng(0).normal(size=(10, 3))
     >>> for name in ("layer10", "layer2"):
@@ -210,7 +210,7 @@ def run_map(args: argparse.Namespace) -> int:
     --------
     >>> import argparse, os, tempfile
     >>> import numpy as np
-    >>> from pyckafast.map_cli import add_map_parser
+    >>> from pyckafast.cli.map import add_map_parser
     >>> path = os.path.join(tempfile.mkdtemp(), "layers.npz")
     >>> x = np.random.default_rng(0).normal(size=(50, 4))
     >>> np.savez(path, a=x, b=2 * x)
@@ -291,14 +291,14 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
     --------
     >>> import argparse
     >>> import numpy as np
-    >>> from pyckafast.map_cli import map_of
+    >>> from pyckafast.cli.map import map_of
     >>> x = np.random.default_rng(0).normal(size=(50, 4))
     >>> args = argparse.Namespace(kernel="linear", debiased=False, threshold=None)
     >>> np.round(map_of([x, 2 * x], ["a.npy", "b.npy"], args), 6)
     array([[1., 1.],
            [1., 1.]])
     """
-    from . import cka_matrix
+    from .. import cka_matrix
 
     varying = [i for i, a in enumerate(arrays) if not is_constant(a)]
     for i in sorted(set(range(len(arrays))) - set(varying)):
@@ -317,7 +317,7 @@ def map_of(arrays: list[np.ndarray], origins: list[str], args: argparse.Namespac
 
 def _table(matrix: np.ndarray, names: list[str], max_len: int) -> str:
     """The map as text with the same shortened names as the figure."""
-    from .plot import shorten_names  # pure Python: no matplotlib needed
+    from ..plot import shorten_names  # pure Python: no matplotlib needed
 
     short, pattern = shorten_names(names, max_len)
     heading = f"layers: {pattern}\n" if pattern else ""
@@ -373,12 +373,12 @@ def _write_json(path: str, names, matrix, origins, n: int, args) -> None:
 
 
 def _write_png(path: str, matrix, names, args) -> int:
-    from ._core.optional import MissingDependency, require
+    from .._core.optional import MissingDependency, require
 
     try:
         matplotlib = require("matplotlib", "pyckafast map --out (the heatmap)")
         matplotlib.use("Agg", force=False)  # files only; never needs a display
-        from .plot import cka_heatmap
+        from ..plot import cka_heatmap
     except MissingDependency as exc:
         print(f"pyckafast: no figure written: {exc}", file=sys.stderr)
         return 1

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cli_tools import _positive, _timed
-from ._core import dispatch
-from .linear import linear_cka
-from .minibatch import minibatch_cka
+from .bench import _positive, _timed
+from .._core import dispatch
+from ..linear import linear_cka
+from ..minibatch import minibatch_cka
 
 __all__ = ["add_demo_parser", "run_demo", "demo_data", "kornblith_feature_space_linear_cka",
            "naive_gram_cka", "raw_float32_cka", "uncentred_float32_minibatch_cka"]
@@ -77,7 +77,7 @@ def kornblith_feature_space_linear_cka(features_x, features_y):
 
 def naive_gram_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Textbook CKA through two centred n x n float64 Gram matrices (Kornblith's colab)."""
-    from .compat.kornblith import center_gram
+    from ..compat.kornblith import center_gram
 
     k = center_gram(x.astype(np.float64) @ x.T.astype(np.float64))
     l = center_gram(y.astype(np.float64) @ y.T.astype(np.float64))

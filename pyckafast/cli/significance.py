@@ -30,13 +30,13 @@ def add_significance_parsers(subparsers) -> None:
     Examples
     --------
     >>> import argparse
-    >>> from pyckafast.significance_cli import add_significance_parsers
+    >>> from pyckafast.cli.significance import add_significance_parsers
     >>> parser = argparse.ArgumentParser()
     >>> add_significance_parsers(parser.add_subparsers(dest="command"))
     >>> parser.parse_args(["test", "x.npy", "y.npy", "--method", "moments"]).method
     'moments'
     """
-    from .cli import add_progress_options
+    from .args import add_progress_options
 
     t = subparsers.add_parser(
         "test", help="is the CKA of two .npy files above chance? (permutation test)",
@@ -68,7 +68,7 @@ def add_significance_parsers(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from .cli import BANDWIDTH_RULES, positive_float, sigma_arg
+    from .args import BANDWIDTH_RULES, positive_float, sigma_arg
 
     p.add_argument("x", help="first representation, .npy of shape (n, p1)")
     p.add_argument("y", help="second representation, .npy of shape (n, p2)")
@@ -86,7 +86,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    from .cli import positive_int
+    from .args import positive_int
 
     return positive_int(text)
 
@@ -102,7 +102,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _inputs(args) -> tuple[np.ndarray, np.ndarray, dict]:
-    from .cli import CLIError, check_kernel_options, open_npy
+    from .args import check_kernel_options
+    from .files import CLIError, open_npy
 
     args.chunk_size = None
     check_kernel_options(args)
@@ -122,7 +123,7 @@ def _inputs(args) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def _progress(args):
-    from .cli import progress_enabled
+    from .args import progress_enabled
 
     return True if progress_enabled(args) and _has_tqdm() else None
 
@@ -157,8 +158,8 @@ def run_test(args: argparse.Namespace) -> int:
     cka=0.7... pvalue=... (moments, pearson3)
     0
     """
-    from . import cka_test
-    from .cli import UndefinedResult
+    from .. import cka_test
+    from .args import UndefinedResult
 
     x, y, options = _inputs(args)
     start = time.perf_counter()
@@ -203,8 +204,8 @@ def run_influence(args: argparse.Namespace) -> int:
     5 loo=... delta=...
     0
     """
-    from . import cka_influence
-    from .cli import UndefinedResult
+    from .. import cka_influence
+    from .args import UndefinedResult
 
     x, y, options = _inputs(args)
     start = time.perf_counter()

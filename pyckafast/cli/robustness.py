@@ -83,14 +83,14 @@ def add_robustness_parser(subparsers) -> argparse.ArgumentParser:
     Examples
     --------
     >>> import argparse
-    >>> from pyckafast.robustness_cli import add_robustness_parser
+    >>> from pyckafast.cli.robustness import add_robustness_parser
     >>> parser = argparse.ArgumentParser(prog="pyckafast")
     >>> _ = add_robustness_parser(parser.add_subparsers())
     >>> args = parser.parse_args(["robustness", "outlier", "--out", "results", "--seeds", "3"])
     >>> args.experiment, args.seeds, args.magnitudes
     ('outlier', 3, None)
     """
-    from .cli import add_progress_options, positive_int
+    from .args import add_progress_options, positive_int
 
     p = subparsers.add_parser(
         "robustness", help="reproduce the CKA robustness experiments of Davari et al. (2023)",
@@ -149,7 +149,7 @@ def check_applicable(args: argparse.Namespace) -> None:
     Examples
     --------
     >>> import argparse
-    >>> from pyckafast.robustness_cli import add_robustness_parser, check_applicable
+    >>> from pyckafast.cli.robustness import add_robustness_parser, check_applicable
     >>> parser = argparse.ArgumentParser(prog="pyckafast")
     >>> _ = add_robustness_parser(parser.add_subparsers())
     >>> check_applicable(parser.parse_args(["robustness", "translation", "--out", "d"]))
@@ -161,7 +161,7 @@ def check_applicable(args: argparse.Namespace) -> None:
     ...     print(exc)
     --grid applies to invertible only; the translation experiment does not use it.
     """
-    from .cli import CLIError
+    from .files import CLIError
 
     for dest, (flag, experiments) in APPLIES_TO.items():
         value = getattr(args, dest)
@@ -177,7 +177,7 @@ def check_applicable(args: argparse.Namespace) -> None:
 
 
 def _measures(args):
-    from .robustness import linear_measure, rbf_measure
+    from ..robustness import linear_measure, rbf_measure
 
     measures = [linear_measure()]
     if not args.no_rbf:
@@ -219,13 +219,13 @@ def run_robustness(args: argparse.Namespace) -> int:
     Examples
     --------
     >>> import argparse, tempfile
-    >>> from pyckafast.robustness_cli import add_robustness_parser
+    >>> from pyckafast.cli.robustness import add_robustness_parser
     >>> parser = argparse.ArgumentParser(prog="pyckafast")
     >>> _ = add_robustness_parser(parser.add_subparsers())
     >>> args = parser.parse_args(["robustness", "translation", "--out", tempfile.mkdtemp(),
     ...                           "--seeds", "1", "--n-per-cube", "20", "--dim", "3",
     ...                           "--magnitudes", "0,1", "--no-rbf"])
-    >>> from pyckafast.robustness_cli import run_robustness
+    >>> from pyckafast.cli.robustness import run_robustness
     >>> status = run_robustness(args)  # the PNG too where matplotlib is installed
     translation: mean over 1 seed(s); rows: c, columns: measures
     c \\ measure    theory  linear
@@ -233,7 +233,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     1              0.9240  0.9240
     wrote ...translation.json...
     """
-    from .cli import progress_enabled
+    from .args import progress_enabled
 
     check_applicable(args)
     os.makedirs(args.out, exist_ok=True)
@@ -254,7 +254,7 @@ def _cube_options(args) -> dict:
 
 
 def _run_invertible(args, seeds: list[int], progress: bool):
-    from .robustness import sweeps
+    from ..robustness import sweeps
 
     grid = args.grid or list(sweeps.PAPER_GRID)
     bar = _progress_bar(len(seeds) * len(grid) ** 2, args.experiment, progress)
@@ -267,7 +267,7 @@ def _run_invertible(args, seeds: list[int], progress: bool):
 
 
 def _run_curves(args, seeds: list[int], progress: bool):
-    from .robustness import sweeps
+    from ..robustness import sweeps
 
     run = {"translation": sweeps.translation_sweep, "outlier": sweeps.outlier_sweep,
            "class-translation": sweeps.class_translation_sweep}[args.experiment]
@@ -351,7 +351,7 @@ def summary_tables(result) -> str:
     Examples
     --------
     >>> from pyckafast.robustness import linear_measure, sweeps
-    >>> from pyckafast.robustness_cli import summary_tables
+    >>> from pyckafast.cli.robustness import summary_tables
     >>> result = sweeps.translation_sweep([0.0, 1.0], seeds=[0], n_per_cube=20, dim=3,
     ...                                   measures=[linear_measure()])
     >>> print(summary_tables(result))
@@ -378,10 +378,10 @@ def summary_tables(result) -> str:
 
 def _write_figure(result, exp: str, out: str) -> int:
     """The PNG of a finished sweep; 1 (after saying why) when matplotlib is missing."""
-    from ._core.optional import MissingDependency
+    from .._core.optional import MissingDependency
 
     try:
-        from .robustness.plots import plot_curves, plot_heatmap, save_figure
+        from ..robustness.plots import plot_curves, plot_heatmap, save_figure
 
         fig = plot_heatmap(result) if exp == "invertible" else plot_curves(result)
     except MissingDependency as exc:
@@ -393,7 +393,7 @@ def _write_figure(result, exp: str, out: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m pyckafast.robustness_cli robustness translation --out d``.
+    """Stand-alone entry: ``python -m pyckafast.cli.robustness robustness translation --out d``.
 
     Parameters
     ----------
@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> import tempfile
-    >>> from pyckafast.robustness_cli import main
+    >>> from pyckafast.cli.robustness import main
     >>> status = main(["robustness", "translation", "--out", tempfile.mkdtemp(), "--seeds", "1",
     ...                "--n-per-cube", "20", "--dim", "3", "--magnitudes", "0,1", "--no-rbf"])
     translation: mean over 1 seed(s); rows: c, columns: measures
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     1              0.9240  0.9240
     wrote ...translation.json...
     """
-    from .cli import CLIError
+    from .files import CLIError
 
     parser = argparse.ArgumentParser(prog="pyckafast")
     add_robustness_parser(parser.add_subparsers(dest="command", required=True))

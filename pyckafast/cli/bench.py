@@ -1,4 +1,4 @@
-"""``pyckafast bench``: this machine's CPU backends (``pyckafast demo`` lives in ``_demo.py``)."""
+"""``pyckafast bench``: this machine's CPU backends (``pyckafast demo`` lives in ``cli/demo.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from ._core import dispatch
-from .linear import linear_cka
+from .._core import dispatch
+from ..linear import linear_cka
 
 __all__ = ["add_bench_parser"]
 

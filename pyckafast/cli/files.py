@@ -71,7 +71,7 @@ def open_npy(path: str | os.PathLike) -> np.ndarray:
     >>> open_npy(path)
     Traceback (most recent call last):
     ...
-    pyckafast._cli_files.CLIError: ...a.npy: not a .npy array (no NumPy header; it starts with b'1,2,3'); write arrays with numpy.save.
+    pyckafast.cli.files.CLIError: ...a.npy: not a .npy array (no NumPy header; it starts with b'1,2,3'); write arrays with numpy.save.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -122,7 +122,7 @@ def check_regular_file(path: str, expected: str) -> None:
     >>> check_regular_file("/dev/zero", "a .npy array")
     Traceback (most recent call last):
     ...
-    pyckafast._cli_files.CLIError: /dev/zero: not a .npy array (a character device, not a regular file).
+    pyckafast.cli.files.CLIError: /dev/zero: not a .npy array (a character device, not a regular file).
     """
     mode = os.stat(path).st_mode
     for test, what in _NOT_REGULAR.items():
@@ -225,7 +225,7 @@ def check_finite(a: np.ndarray, path: str) -> None:
     >>> check_finite(np.array([[1.0], [np.nan]]), "x.npy")
     Traceback (most recent call last):
     ...
-    pyckafast._cli_files.CLIError: x.npy: row 1 (0-based), column 0 holds nan; CKA needs finite values.
+    pyckafast.cli.files.CLIError: x.npy: row 1 (0-based), column 0 holds nan; CKA needs finite values.
     """
     where = first_non_finite(a)
     if where is not None:
