@@ -226,6 +226,9 @@ def test_all_points_equal(data, target):
         with pytest.warns(RuntimeWarning, match="not positive"):
             assert math.isnan(pyckafast.rbf_cka(const, target.on(y), backend=target.backend,
                                                 **kwargs))
+        # exactly 0, not a rounding residue of cancelling terms (that depends on the backend's
+        # summation order, e.g. its SIMD width: AVX2 left +1e-13 and CKA 0.0 without a warning)
+        assert pyckafast.rbf_hsic(const, const, backend=target.backend, **kwargs) == 0.0
     mostly = np.ones_like(x) * 4.0
     mostly[:5] += np.arange(5)[:, None]
     with pytest.raises(ValueError, match="median squared distance"):

@@ -91,15 +91,21 @@ class RbfKernel:
         return -self.m
 
 
-def typical_exponent(options: Any, gamma: float, median_of_pairs) -> float:
+def typical_exponent(options: Any, gamma: float, median_of_pairs, one_point=None) -> float:
     """u = gamma * (typical squared distance) of one side.
 
     ``options`` is an ``RBFOptions`` (or None for an explicit gamma); with a median rule u is
-    1 / (2 threshold^2) exactly. Otherwise ``median_of_pairs()`` gives the median squared
-    distance of :data:`TYPICAL_PAIRS` random row pairs (seed 0; see :func:`sampled_typical`),
-    or None when the rows are all one point.
+    1 / (2 threshold^2) exactly, unless ``one_point()`` (optional) says the rows are all one
+    point: then every distance is 0 and so is u (c = 1, m = 0: every entry K - 1 is exactly 0,
+    so HSIC(x, x) is exactly 0 on every backend; with u = 1 / (2 threshold^2) the entries would
+    be the constant 2^m - c and HSIC(x, x) = 0 would rest on the rounding of its cancelling
+    terms, which depends on the backend's summation order). Otherwise ``median_of_pairs()``
+    gives the median squared distance of :data:`TYPICAL_PAIRS` random row pairs (seed 0; see
+    :func:`sampled_typical`), or None when the rows are all one point.
     """
     if options is not None and options.sigma is None:
+        if one_point is not None and one_point():
+            return 0.0
         return 1.0 / (2.0 * options.threshold ** 2)
     median = median_of_pairs()
     return 0.0 if median is None else float(gamma) * float(median)
@@ -127,7 +133,8 @@ def sampled_typical(side: Any) -> float | None:
 
 def side_kernel(options: Any, side: Any, gamma: float, dtype: Any) -> RbfKernel:
     """The :class:`RbfKernel` of one centred side under ``options`` (None: explicit gamma)."""
-    u = typical_exponent(options, gamma, lambda: sampled_typical(side))
+    u = typical_exponent(options, gamma, lambda: sampled_typical(side),
+                         lambda: side.max_sq_norm() == 0.0)
     return RbfKernel.of(gamma, u, dtype)
 
 

@@ -79,8 +79,9 @@ def side_kernels(sides: Sides, gamma_x: float, gamma_y: float,
                  options: Any = None) -> tuple[RbfKernel, RbfKernel, np.dtype]:
     """The entry constants of both kernels and the dtype of the pass (float64 for float32 data
     whose kernels are too narrow for float32: :func:`~pyckafast._core.rbf_entry.pass_dtype`)."""
-    u_x = typical_exponent(options, gamma_x, lambda: sampled_typical(sides[0]))
-    u_y = typical_exponent(options, gamma_y, lambda: sampled_typical(sides[1]))
+    u_x, u_y = (typical_exponent(options, g, lambda s=s: sampled_typical(s),
+                                 lambda s=s: s.max_sq_norm() == 0.0)  # one point: u = 0
+                for g, s in ((gamma_x, sides[0]), (gamma_y, sides[1])))
     dtype = pass_dtype(np.result_type(sides[0].dtype, sides[1].dtype), u_x, u_y)
     return RbfKernel.of(gamma_x, u_x, dtype), RbfKernel.of(gamma_y, u_y, dtype), dtype
 
