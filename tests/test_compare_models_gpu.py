@@ -50,6 +50,13 @@ def emulated(monkeypatch):
     ops.linear_terms = lambda x, y, *, debiased, chunk_size=None, precision="highest": \
         gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased, chunk_size=chunk_size,
                                 precision=precision)
+    # the moment state's GPU feed: the array module of "device" data and a prepared input on it
+    ops.array_module = lambda: np
+    def device_array(s):  # counted: each layer's batch reaches the GPU feed once
+        engine.calls["device_array"] = engine.calls.get("device_array", 0) + 1
+        return np.asarray(s.data, dtype=s.dtype)
+
+    ops.device_array = device_array
     real_load = dispatch._load
     monkeypatch.setattr(dispatch, "_load",
                         lambda name: (ops, None) if name == "cuda" else real_load(name))
@@ -81,7 +88,9 @@ def test_device_activations_take_the_cuda_producer_without_host_copies(emulated,
     m, _, _, rep = compare_models(a, b, batches, names, debiased=debiased, report=True)
     assert all(r["path"] == "stream" for r in rep)
     assert len(seen) == 3 * 2 * len(names)  # every layer of every batch, as a device tensor
-    assert engine.calls["moments"] >= 3 * len(names) ** 2  # the cuda producer, per pair
+    # the cuda producer ran: the moment state's GPU feed took every layer's batch, once each
+    # (3 batches, the layers of both models)
+    assert engine.calls["device_array"] == 3 * 2 * len(names)
     # the reference: the same models on plain host tensors
     ref, _, _ = compare_models(a, b, [t.as_subclass(torch.Tensor) for t in batches], names,
                                debiased=debiased)

@@ -40,16 +40,18 @@ def passes(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> list[list
 
 
 def map_terms(reps: Sequence[np.ndarray], names: Sequence[str], pairs: Sequence[tuple[int, int]],
-              debiased: bool, *, progress: Progress = None) -> dict[tuple[int, int], LinearTerms]:
+              debiased: bool, *, progress: Progress = None, backend: str = "auto"
+              ) -> dict[tuple[int, int], LinearTerms]:
     """The linear terms of every pair (i, j) of ``reps`` (indices into ``reps``); ``progress``
-    is reported after every chunk (rows done over all passes). Only the representations in
+    is reported after every chunk (rows done over all passes); ``backend`` names the moment
+    kernels (``"auto"``: the fastest usable). Only the representations in
     ``pairs`` are read (a map whose wide layers go to the tiled pass makes no moments of them)."""
     needed = sorted({i for pair in pairs for i in pair})
     slot = {r: k for k, r in enumerate(needed)}
     data, names = [reps[r] for r in needed], [names[r] for r in needed]
     n, widths = data[0].shape[0], [a.shape[1] for a in data]
     itemsize = max(a.itemsize for a in data)
-    ops = dispatch.resolve("auto", "linear_moments", "cpu")
+    ops = dispatch.resolve(backend, "linear_moments", "cpu")
     rows = chunk_rows(widths, itemsize)
     frames, spread = batch_frames(data, rows, None)
     workers = dispatch.linear_workers(ops, n, sum(widths), 0, rows, itemsize, get_num_threads())

@@ -24,14 +24,14 @@ def matrix_pairs(xs: list[Samples], ys: list[Samples], symmetric: bool, *, backe
                  progress: Progress = None) -> Callable[[int, int], combine.HSICTriple]:
     """The producer for host data: ``pair(i, j)`` -> the HSIC triple of xs[i] and ys[j]."""
     if kernel == "linear":
-        return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress)
+        return _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress, backend)
     return _rbf_pairs(xs, ys, symmetric, debiased, options, backend, tile, form, progress)
 
 
-def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
+def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress, backend):
     """Pairs with a wide layer (or all, ``form="tiles"``) from one tiled sample-space pass, the
-    others from one chunked feature-space pass (float64 BLAS chunks whatever ``backend`` says:
-    it chooses the RBF tiles)."""
+    others from one chunked feature-space pass through ``backend``'s moment kernels (the one
+    moment feed; the tiled pass is BLAS tiles)."""
     reps = xs if symmetric else [*xs, *ys]
     offset = 0 if symmetric else len(xs)
     wanted = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
@@ -40,7 +40,8 @@ def _linear_pairs(xs, ys, symmetric, debiased, form, tile, progress):
     data, names = [s.data for s in reps], [s.name for s in reps]
     triples: dict[tuple[int, int], combine.HSICTriple] = {}
     if features:
-        terms = linear_map.map_terms(data, names, features, debiased, progress=progress)
+        terms = linear_map.map_terms(data, names, features, debiased, progress=progress,
+                                     backend=backend)
         triples.update({pair: combine.linear_hsic(t, debiased) for pair, t in terms.items()})
     if tiled:
         kernel_terms, zero = tiled_map.tiled_map_terms(data, tiled, tile=tile, progress=progress,

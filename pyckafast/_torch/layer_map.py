@@ -173,7 +173,8 @@ class RowCache(ActivationCache):
 
     def arrays(self) -> dict:
         """Readers of every layer's rows written so far (the files stay open)."""
-        for f in self.files.values():
+        self._settle()  # the writer thread's pending rows first (ActivationCache writes them
+        for f in self.files.values():  # in the background where torch leaves a core free)
             f.flush()
         return {key: FileRows(path, self.dtypes.get(key, np.float32), self.shapes[key] or (0, 0))
                 for key, path in self.paths.items()}
