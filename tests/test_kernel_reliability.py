@@ -3,14 +3,19 @@ threads beside a Numba kernel, and the memory of the C++ median pass for many sm
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+import pyckafast
 
 from pyckafast._cpu import ops_numba_rbf
 
@@ -52,8 +57,12 @@ def test_the_median_pass_does_not_store_its_block_pairs():
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
         print(grown, below + int(counts.sum()))
     """)
+    # the child imports the package this run imports (installed or built in place), from a
+    # folder where no source tree shadows it
+    root = str(Path(pyckafast.__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True).stdout.split()
+                         timeout=300, check=True, cwd=tempfile.gettempdir(),
+                         env={**os.environ, "PYTHONPATH": root}).stdout.split()
     grown_kib, counted = int(out[0]), int(out[1])
     x = np.random.default_rng(0).normal(size=(16000, 1))[:, 0]
     d2 = np.sort(x)  # every pair is counted once: the pairs below 1.0 (all are below hi)

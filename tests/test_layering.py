@@ -31,6 +31,8 @@ def _modules() -> dict[str, Path]:
         parts = path.relative_to(ROOT.parent).with_suffix("").parts
         name = ".".join(parts).split(".cpython")[0]  # pyckafast/_ext.cpython-311-....so
         found[name.removesuffix(".__init__")] = path
+    for ext in ("_ext", "_twins"):  # the compiled extensions (setup.py), built in place or not
+        found.setdefault(f"pyckafast.{ext}", ROOT / f"{ext}.so")
     return found
 
 

@@ -7,7 +7,9 @@ import pyckafast
 from pyckafast._core import dispatch
 from pyckafast._cpu import linear as cpu_linear, moments as cpu_moments
 
-_ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[1])  # the checkout's package
+# The folder holding the pyckafast this run imports (site-packages after `pip install .`, the
+# checkout for an in-place build): child processes import the same package from there.
+_ROOT = str(__import__("pathlib").Path(__import__("pyckafast").__file__).resolve().parents[1])
 
 
 @pytest.fixture
@@ -238,7 +240,7 @@ def test_the_environment_in_a_fresh_process_fails_cleanly():
     for value, ok in [("99999999999999999999", True), ("0", False), ("abc", False)]:
         env = {**os.environ, "PYCKAFAST_NUM_THREADS": value, "PYTHONPATH": _ROOT}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True)
+                             text=True, cwd=__import__("tempfile").gettempdir())
         assert (out.returncode == 0) == ok, out.stderr
         if ok:
             assert out.stdout.split()[0] == str(_cap())
