@@ -11,7 +11,7 @@ import sys
 from .files import CLIError
 
 __all__ = ["BANDWIDTH_RULES", "UndefinedResult", "parse_sigma", "sigma_arg", "positive_int",
-           "positive_float", "add_progress_options", "progress_enabled", "check_kernel_options"]
+           "positive_float", "non_negative_int", "add_progress_options", "progress_enabled", "check_kernel_options"]
 
 BANDWIDTH_RULES = ("kornblith", "offdiag", "sampled")
 
@@ -255,3 +255,20 @@ def check_kernel_options(args: argparse.Namespace) -> None:
     if args.sigma is not None and len(rbf_only) > 1:
         raise CLIError(f"--sigma sets the bandwidth; {rbf_only[1]} chooses it from the data: "
                        "give one or the other.")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, sample counts).
+
+    Examples
+    --------
+    >>> non_negative_int("0")
+    0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
+    return value

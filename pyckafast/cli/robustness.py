@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .args import non_negative_int
+
 __all__ = ["add_robustness_parser", "run_robustness", "main", "check_applicable", "format_table",
            "summary_tables", "APPLIES_TO"]
 
@@ -51,16 +53,6 @@ def _positive_floats(text: str) -> list[float]:
     if min(values) <= 0:
         raise argparse.ArgumentTypeError(f"every value must be > 0; got {text!r}")
     return values
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
-    return value
 
 
 def _for(experiments: tuple[str, ...]) -> str:
@@ -119,7 +111,7 @@ def add_robustness_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"{_for(_CURVES)}: RBF bandwidth multipliers (default 1,0.5,0.2)")
     p.add_argument("--no-rbf", action="store_true",
                    help="linear CKA only (invertible always measures linear CKA only)")
-    p.add_argument("--rbf-samples", type=_non_negative_int, default=None, metavar="N",
+    p.add_argument("--rbf-samples", type=non_negative_int, default=None, metavar="N",
                    help=f"{_for(_CURVES)}: rows used for RBF CKA (O(n^2 p) each); 0 = all rows "
                         f"(default {_DEFAULT_RBF_SAMPLES})")
     p.add_argument("--linear-method", choices=("gram", "engine"), default=None,

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from .args import non_negative_int, positive_int
+
 __all__ = ["add_significance_parsers", "run_test", "run_influence"]
 
 _METHODS = ("auto", "moments", "permutation", "exact")
@@ -47,9 +49,9 @@ def add_significance_parsers(subparsers) -> None:
     t.add_argument("--method", choices=_METHODS, default="auto",
                    help="auto (default: exact for n <= 8, else moments), moments, permutation, "
                         "exact")
-    t.add_argument("--permutations", type=_positive_int, default=9999, metavar="B",
+    t.add_argument("--permutations", type=positive_int, default=9999, metavar="B",
                    help="permutations of --method permutation (default 9999)")
-    t.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
+    t.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
                    help="seed of the permutations (default: fresh entropy)")
     t.add_argument("--third-moment", choices=tuple(_THIRD), default="auto",
                    help="exact third moment for --method moments: auto (default: when cheap), "
@@ -61,7 +63,7 @@ def add_significance_parsers(subparsers) -> None:
         description="Exact leave-one-out CKA of every sample, the jackknife standard error, and "
                     "the samples whose removal moves CKA most.")
     _common(i)
-    i.add_argument("--top", type=_positive_int, default=10, metavar="K",
+    i.add_argument("--top", type=positive_int, default=10, metavar="K",
                    help="how many samples to list (default 10)")
     add_progress_options(i)
     i.set_defaults(handler=run_influence)
@@ -83,22 +85,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                      help="sigma = T x sqrt(median squared distance) (default 1.0)")
     rbf.add_argument("--bandwidth", choices=BANDWIDTH_RULES, default=None,
                      help="which median: kornblith (default), offdiag, sampled")
-
-
-def _positive_int(text: str) -> int:
-    from .args import positive_int
-
-    return positive_int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
-    return value
 
 
 def _inputs(args) -> tuple[np.ndarray, np.ndarray, dict]:
