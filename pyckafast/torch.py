@@ -502,7 +502,7 @@ class _Route:
         on_device = any(device_of(acts[k]) == "cuda" for k in self.plan.cached)
         self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
                                   tiles_module(self.backend, on_device) if self.cache else np,
-                                  tile=self.tile, started=self.started)
+                                  tile=self.tile, started=self.started, gather=True)
 
     def result(self, progress, rbf_options: dict) -> np.ndarray:
         if self.sink is None:

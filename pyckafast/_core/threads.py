@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 
 __all__ = ["get_num_threads", "set_num_threads", "threads", "blas_threads", "single_threaded_blas",
-           "sync_numba", "torch_aware_threads", "model_loop"]
+           "sync_numba", "torch_aware_threads", "model_loop", "loop_torch"]
 
 _override: contextvars.ContextVar[int | None] = contextvars.ContextVar("pyckafast_threads",
                                                                         default=None)
@@ -235,6 +235,27 @@ def model_loop() -> Iterator[int]:
             yield n
     finally:
         _loop_budget.reset(token)
+
+
+def loop_torch():
+    """torch, inside a :func:`model_loop` that leaves pyckafast fewer cores than torch's pool
+    has threads; else None.
+
+    pyckafast works between the forward passes, while torch's intra-op pool is idle: a host
+    GEMM handed to torch (``torch.from_numpy`` views, no copies) runs on all of that pool's
+    threads instead of the one core left beside it, and never on top of it.
+
+    Examples
+    --------
+    >>> from pyckafast._core.threads import loop_torch
+    >>> loop_torch() is None  # not in a model loop
+    True
+    """
+    budget = _loop_budget.get()
+    torch = sys.modules.get("torch")
+    if budget is None or torch is None or not hasattr(torch, "get_num_threads"):
+        return None
+    return torch if int(torch.get_num_threads()) > budget else None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,8 @@ import numpy as np
 from .._core.inputs import check_finite_sums, column_mean
 from .._core.scaling import power_of_two_scale
 from .._core.moments import Cross, CrossNorms, MomentSums, OwnNorms, Pair
-from .._core.threads import blas_threads, get_num_threads, single_threaded_blas, threads
+from .._core.threads import (blas_threads, get_num_threads, loop_torch, single_threaded_blas,
+                             threads)
 
 __all__ = ["Frame", "row_frame", "power_of_two_scale", "chunk_rows", "batch_frames", "feed",
            "widest"]
@@ -140,6 +141,7 @@ class _Feeder:
         self.grams = [np.empty((a.shape[1],) * 2, g) for a, g in zip(data, gemm)]
         self.none = [np.empty((rows, 0), g) for g in gemm]  # the kernel's empty partner
         self.none_in = [np.empty((rows, 0), d) for d in self.dtypes]
+        self.matmul = _matmul_in(loop_torch())
         self.flat: dict[np.dtype, np.ndarray] = {}  # cross GEMM results, per result dtype
         for i, j in pairs:
             dt = np.result_type(gemm[i], gemm[j])
@@ -213,7 +215,7 @@ class _Feeder:
             mo.sum += s
             if self.own_grams:
                 b = self.bufs[k][:m]
-                mo.gram += np.matmul(b.T, b, out=self.grams[k])  # one buffer: SYRK
+                mo.gram += self.matmul(b.T, b, self.grams[k])  # one buffer: SYRK in NumPy
             if norms is not None:
                 mo.norms.sum_q += norms.sum_q
                 mo.norms.sum_qq += norms.sum_qq
@@ -222,9 +224,23 @@ class _Feeder:
             bi, bj = self.bufs[i][:m], self.bufs[j][:m]
             dt = np.result_type(bi.dtype, bj.dtype)
             out = self.flat[dt][: bi.shape[1] * bj.shape[1]].reshape(bi.shape[1], bj.shape[1])
-            cross.xy += np.matmul(bi.T, bj, out=out)
+            cross.xy += self.matmul(bi.T, bj, out)
             if cross.norms is not None:
                 _add_cross_norms(cross, step, i, j, bi, bj)
+
+
+def _matmul_in(torch):
+    """``matmul(a, b, out)``: NumPy's, or, inside a model loop, torch's on views of the same
+    buffers (its intra-op pool is idle between forward passes: all its threads, not the one
+    core left beside it; 1.5x faster on 2 cores for the MLP job's moments)."""
+    if torch is None:
+        return lambda a, b, out: np.matmul(a, b, out=out)
+
+    def matmul(a, b, out):
+        torch.matmul(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
+        return out
+
+    return matmul
 
 
 def _add_cross_norms(cross: Cross, step, i: int, j: int, bi, bj) -> None:
