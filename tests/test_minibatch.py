@@ -177,3 +177,18 @@ def test_minibatch_map_bad_batches():
         acc.result()
     with pytest.raises(ValueError, match="symmetric"):
         MinibatchMap(symmetric=True).update([x], [x])
+
+
+@pytest.mark.parametrize("b", [8, 10])  # in quarters, and not (b % 4)
+def test_wide_torch_gram_in_quarters_is_the_gram(b, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from pyckafast.minibatch import _QUARTERS_FROM
+
+    calls, bmm = [], torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a: calls.append(1) or bmm(*a))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, _QUARTERS_FROM + 3, generator=gen)
+    g = batch_gram(x)
+    ref = (x.double() @ x.double().T).numpy()
+    assert g.dtype == np.float32 and len(calls) == (2 if b % 4 == 0 else 0)
+    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
