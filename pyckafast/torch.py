@@ -6,8 +6,10 @@ per sample once (one copy, on the layer's device) and go, linear kernel:
 * layers whose p x p moments fit ``max_state_bytes`` into ONE streaming
   :class:`pyckafast.CKAMapState` (memory independent of the number of samples; activations on a
   GPU stay there and are reduced by the cuda backend, only float64 moments reach the host);
-* wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache
-  on disk (``cache_dir=``), written once; every pair involving such a layer comes from one
+* wider layers (flattened convolution maps, p in the tens of thousands) to an activation cache,
+  written once: in RAM when the loader's length is known and the rows take at most a quarter
+  of the memory available, else on disk (``cache_dir=`` or ``keep_cache=True`` ask for files
+  always); every pair involving such a layer comes from one
   tiled sample-space pass (each layer's Gram tile once per block pair; memory O(L (n + tile^2)
   + tile p), never p x p nor n x n), run while the batches arrive: each batch's tiles against
   the earlier rows, with torch on its own threads (``_torch/tiles.py``). Cached activations are
@@ -40,7 +42,7 @@ from ._core.optional import require
 from ._core.params import Callables, Constraint, Strings, check_params, validate_params
 from ._core.progress import check_progress, progress_reporter
 from ._core.threads import model_loop
-from ._torch.cache import ActivationCache, check_disk
+from ._torch.cache import ActivationCache, MemoryCache, check_disk
 from ._torch.capture import Capture, layer_output
 from ._torch.layers import per_layer, select_layers, unwrap
 from ._torch.plan import default_budget, plan_map
@@ -155,8 +157,10 @@ def compare_models(
         Layers are moved to the activation cache, widest first, until it fits. Default: a
         quarter of the memory available when the first batch arrives, at most 2 GiB.
     cache_dir : str or path, optional
-        Where the activation cache directory is made (default: the system's temporary
-        directory). It needs n * p * 4 bytes per cached layer (float32 activations).
+        Where the activation cache directory is made. It needs n * p * 4 bytes per cached layer
+        (float32 activations). Default: none while the cached rows fit in a quarter of the
+        memory available and ``len(loader)`` is known (the cache stays in RAM), else the
+        system's temporary directory.
     keep_cache : bool, default False
         Leave the cache files (raw rows, and ``manifest.json`` giving each file's layer, shape
         and dtype) in place instead of removing them.
@@ -168,7 +172,7 @@ def compare_models(
         ``report["layers"]`` (that list), ``report["totals"]`` and ``report["time"]``
         (:class:`Report`). ``"layers"``, per layer (model_a's, then model_b's), a dict
         ``model``, ``layer``, ``p``, ``path`` ("stream", "cache" or "minibatch"), ``bytes``
-        (memory of the state held for it plus its bytes on disk), ``state_bytes``,
+        (memory of the state held for it plus its cached bytes), ``state_bytes``,
         ``cache_bytes``, ``device`` (where its activations were) and ``file`` (its cache file
         when kept, else None); ``"totals"``: ``layers``, ``samples``, ``batches``,
         ``state_bytes``, ``cache_bytes``, ``bytes``, ``cached_layers``, ``seconds``, ``estimator``;
@@ -490,12 +494,8 @@ class _Route:
 
             state = CKAMapState(debiased=self.debiased, backend=self.backend)
         if self.plan.cached:
-            self.cache = ActivationCache(self.plan.cached, self.cache_dir, self.keep_cache)
+            self.cache = self._cache(acts, total_batches)
             self.cleanup.push(self.cache.__exit__)  # removed on every path out, errors too
-            if total_batches:
-                rows = len(next(iter(acts.values()))) * total_batches
-                check_disk(self.cache.directory, sum(rows * self.widths[k] * acts[k].element_size()
-                                                     for k in self.plan.cached))
         if self.kernel == "rbf":
             self.sink = RBFSink(self.plan, self.cache, started=self.started)
             return
@@ -503,6 +503,24 @@ class _Route:
         self.sink = LinearMapSink(self.plan, state, self.cache, self.debiased,
                                   tiles_module(self.backend, on_device) if self.cache else np,
                                   tile=self.tile, started=self.started, gather=True)
+
+    def _cache(self, acts: dict, total_batches):
+        """The activation cache: in RAM when no files are asked for (``cache_dir``,
+        ``keep_cache``) and the cached rows take at most a quarter of the memory available
+        (the loader's length known), else on disk (checked to fit)."""
+        if not total_batches:
+            return ActivationCache(self.plan.cached, self.cache_dir, self.keep_cache)
+        rows = len(next(iter(acts.values()))) * total_batches
+        need = sum(rows * self.widths[k] * acts[k].element_size() for k in self.plan.cached)
+        if self.cache_dir is None and not self.keep_cache and need <= _available_bytes() // 4:
+            return MemoryCache(self.plan.cached, rows)
+        cache = ActivationCache(self.plan.cached, self.cache_dir, self.keep_cache)
+        try:
+            check_disk(cache.directory, need)
+        except BaseException:
+            cache.close()
+            raise
+        return cache
 
     def result(self, progress, rbf_options: dict) -> np.ndarray:
         if self.sink is None:

@@ -646,3 +646,31 @@ def test_every_submodule_mode_is_restored(kind, route, tmp_path):
                        ["0"] if route != "same model" else ["0", "2"], **kwargs)
     assert [m.training for m in net.modules()] == before
     assert [m.training for m in other.modules()] == [True, True]
+
+
+def test_cache_in_ram_when_it_fits_else_on_disk(images, tmp_path, monkeypatch):
+    """No cache_dir: the cached rows stay in RAM when a quarter of the memory available holds
+    them (no files at all), else they go to files; the map is the same."""
+    import tempfile
+
+    import pyckafast.torch as pt
+    from pyckafast._torch import cache as cache_mod
+
+    x, batches = images
+    a, b = ConvNet(0), ConvNet(1)
+    made = []
+    for cls in (cache_mod.ActivationCache, cache_mod.MemoryCache):
+        monkeypatch.setattr(pt, cls.__name__, type(cls.__name__, (cls,), {
+            "__init__": lambda self, *args, _c=cls, **kw: (made.append(_c.__name__),
+                                                          _c.__init__(self, *args, **kw))[1]}))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    in_ram = compare_models(a, b, batches, LAYERS, debiased=True, max_state_bytes=1)[0]
+    assert made == ["MemoryCache"] and not list(tmp_path.iterdir())
+    monkeypatch.setattr(pt, "_available_bytes", lambda: 1000)
+    on_disk = compare_models(a, b, batches, LAYERS, debiased=True, max_state_bytes=1)[0]
+    assert made == ["MemoryCache", "ActivationCache"]
+    np.testing.assert_allclose(in_ram, on_disk, rtol=0, atol=1e-12)
+    unknown_length = compare_models(a, b, iter(batches), LAYERS, debiased=True,
+                                    max_state_bytes=1)[0]  # no len(): disk
+    assert made[-1] == "ActivationCache"
+    np.testing.assert_allclose(unknown_length, in_ram, rtol=0, atol=1e-12)
