@@ -276,9 +276,11 @@ def _torch_gram(torch, x) -> np.ndarray:
     return g
 
 
-def _float64_zero_diagonal(grams: list):
+def _float64_zero_diagonal(grams: list, reuse: dict | None = None):
     """The Grams as one float64 (L, b, b) stack with zero diagonals: a few batched operations
-    for all layers (every operation is a wait for the thread pool on a loaded machine)."""
+    for all layers (every operation is a wait for the thread pool on a loaded machine).
+    ``reuse``: NumPy stacks kept from earlier batches, by shape (a fresh stack of a few MB
+    costs its page faults on every batch)."""
     first = grams[0]
     if _module(first) == "torch":
         torch = sys.modules["torch"]
@@ -286,9 +288,17 @@ def _float64_zero_diagonal(grams: list):
         stack.diagonal(dim1=1, dim2=2).zero_()
         return stack
     xp = sys.modules["cupy"] if _module(first) == "cupy" else np
-    stack = xp.stack(grams).astype(np.float64)
-    idx = xp.arange(stack.shape[1])
-    stack[:, idx, idx] = 0.0
+    b = first.shape[0]
+    shape = (len(grams), b, b)
+    if reuse is None or xp is not np:
+        stack = xp.empty(shape, np.float64)
+    else:
+        stack = reuse.get(shape)
+        if stack is None:
+            stack = reuse[shape] = np.empty(shape, np.float64)
+    for layer, g in zip(stack, grams):  # one pass per Gram: cast while copying
+        layer[...] = g
+    stack.reshape(len(grams), -1)[:, ::b + 1] = 0.0  # the diagonals
     return stack
 
 
@@ -332,6 +342,7 @@ class MinibatchMap:
     def __init__(self, symmetric: bool = False) -> None:
         self.symmetric = bool(symmetric)
         self.sums = terms.MinibatchSums()
+        self._stacks: tuple[dict, dict] = ({}, {})  # each side's float64 stacks, by shape
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
         """Add one batch: each layer's activations on side a and side b.
@@ -406,8 +417,8 @@ class MinibatchMap:
         if b < 4:
             raise ValueError(f"the minibatch estimate needs batches of at least 4 samples (the "
                              f"unbiased HSIC divides by b(b-3)); got a batch of {b}.")
-        sa = _float64_zero_diagonal(list(grams_a))
-        sb = None if grams_b is None else _float64_zero_diagonal(list(grams_b))
+        sa = _float64_zero_diagonal(list(grams_a), self._stacks[0])
+        sb = None if grams_b is None else _float64_zero_diagonal(list(grams_b), self._stacks[1])
         self.sums.add(terms.batch_hsic_terms(sa, sb, host=_host(sa)), b)
 
     def hsic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

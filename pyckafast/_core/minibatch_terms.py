@@ -99,7 +99,9 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray) -> B
     trace, rows = host(va @ vb.T), host(ra @ rb.T)
     ta, tb = host(ra.sum(1)), host(rb.sum(1))
     hxy = unbiased_hsic(b, trace, ta[:, None], tb[None, :], rows)
-    sa, sb = host((va * va).sum(1)), host((vb * vb).sum(1))
+    # ||K~||^2 per layer as the diagonal of a tiny GEMM: (va * va).sum(1) would make a
+    # temporary of every Gram (fresh pages on every batch).
+    sa, sb = np.diagonal(host(va @ va.T)).copy(), np.diagonal(host(vb @ vb.T)).copy()
     hxx = unbiased_hsic(b, sa, ta, ta, host((ra * ra).sum(1)))
     hyy = unbiased_hsic(b, sb, tb, tb, host((rb * rb).sum(1)))
     return BatchHSIC(hxy, hxx, hyy, sa / (b * (b - 3)), sb / (b * (b - 3)))
