@@ -35,9 +35,13 @@ def brute(x, y, kernel, debiased):
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 @pytest.mark.parametrize("debiased", [False, True])
-def test_leave_one_out_equals_brute_force(kernel, debiased):
+def test_leave_one_out_equals_brute_force(kernel, debiased, monkeypatch):
     x, y = data(37, seed=1)
-    r = pyckafast.cka_influence(x, y, kernel=kernel, debiased=debiased, tile=8)
+    # Linear: chunks of 8 rows in both passes and blocks of 8 in the final algebra, so that
+    # every boundary (and a last, short chunk) is crossed.
+    monkeypatch.setattr("pyckafast._core.leave_one_out._BLOCK", 8)
+    chunk = 8 if kernel == "linear" else None
+    r = pyckafast.cka_influence(x, y, kernel=kernel, debiased=debiased, tile=8, chunk_size=chunk)
     ref = brute(x, y, kernel, debiased)
     np.testing.assert_allclose(r.loo, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.delta, ref - r.cka, rtol=1e-8, atol=1e-12)
