@@ -4,6 +4,7 @@ One command, a few minutes, a markdown table on stdout::
 
     python bench/signif_bench.py            # n = 10^6, p = 64 float32 (mean 100)
     python bench/signif_bench.py --quick    # n = 2 * 10^5 (a smoke run)
+    python bench/signif_bench.py --ratios   # only the six rows against linear_cka (~2 min)
 
 Rows:
 
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="n of the n x n permutation route (3 n^2 float64 <= 3 GB)")
     parser.add_argument("--nn-moments", type=int, default=3000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ratios", action="store_true",
+                        help="only linear_cka, cka_test moments and cka_influence")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -191,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
             r["ratio"] = r["seconds"] / reference[key]
             r["row"] = f"{what}, n={args.n:.0e}, p={args.p} float32 (mean 100)"
             rows.append(r)
-    rows += _permutations(args.perm_n, args.p, args.perm_b)
-    rows += _nn_route(args.nn, args.nn_moments, 10)
+    if not args.ratios:
+        rows += _permutations(args.perm_n, args.p, args.perm_b)
+        rows += _nn_route(args.nn, args.nn_moments, 10)
     if args.json:
         print(json.dumps(rows, indent=1))
         return
