@@ -162,7 +162,8 @@ def cka_influence(
     row forms ``x~_i' C_xx x~_i``, ``x~_i' C_xy y~_i``, ``y~_i' C_yy y~_i``: one more pass after
     the usual terms, which takes each row to its canonical-correlation coordinates (one p x p
     and one q x q GEMM per chunk, the flops of the terms pass): about twice
-    :func:`linear_cka`'s time, O(n) memory. RBF: two tiled passes, O(n^2 p) time, O(n + tile^2) memory.
+    :func:`linear_cka`'s time, O(n) memory. RBF: two tiled passes, O(n^2 p) time,
+    O(n + tile^2) memory.
 
     Examples
     --------

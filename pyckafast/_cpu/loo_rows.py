@@ -64,8 +64,8 @@ def linear_rows(x: np.ndarray, y: np.ndarray, terms: LinearTerms, debiased: bool
     def chunk(lo: int) -> None:
         hi = min(lo + rows, n)
         if not hasattr(local, "u"):  # per worker: no page faults of fresh buffers per chunk
-            local.u, local.v = np.empty((rows, x.shape[1]), dtype), np.empty((rows, y.shape[1]), dtype)
-            local.g, local.h = np.empty((rows, wx.shape[1]), dtype), np.empty((rows, wy.shape[1]), dtype)
+            local.u, local.v = (np.empty((rows, a.shape[1]), dtype) for a in (x, y))
+            local.g, local.h = (np.empty((rows, w.shape[1]), dtype) for w in (wx, wy))
         m = hi - lo
         u, v, g, h = local.u[:m], local.v[:m], local.g[:m], local.h[:m]
         qu, qv = frame_x.shift_into(x[lo:hi], u), frame_y.shift_into(y[lo:hi], v)
