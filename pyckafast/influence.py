@@ -141,7 +141,7 @@ def cka_influence(
     backend : {"auto", "numpy", "numba", "cpp"}, default "auto"
         Who computes the terms of the first pass.
     chunk_size : int, optional
-        Linear kernel: rows per chunk of the first pass.
+        Linear kernel: rows per chunk of the two passes.
     sigma, threshold, bandwidth, n_pairs, seed : optional
         RBF kernel: the bandwidth options of :func:`pyckafast.rbf_cka`, chosen once from all n
         samples and kept for every leave-one-out set.
@@ -158,9 +158,12 @@ def cka_influence(
     Notes
     -----
     Linear kernel: removing sample i is a rank-one downdate of the centred cross moments
-    (``C_xy - n/(n-1) x~_i y~_i'``, the mean moving with it), so all n values come from one
-    GEMM pass ``X~ [C_xx | C_xy]`` after the usual terms: about twice :func:`linear_cka`'s time,
-    O(n) memory. RBF: two tiled passes, O(n^2 p) time, O(n + tile^2) memory.
+    (``C_xy - n/(n-1) x~_i y~_i'``, the mean moving with it), so all n values come from the
+    row forms ``x~_i' C_xx x~_i``, ``x~_i' C_xy y~_i``, ``y~_i' C_yy y~_i``: one more pass after
+    the usual terms, which takes each row to its canonical-correlation coordinates (one p x p
+    and one q x q GEMM per chunk, the flops of the terms pass): about twice
+    :func:`linear_cka`'s time, O(n) memory. RBF: two tiled passes, O(n^2 p) time,
+    O(n + tile^2) memory.
 
     Examples
     --------
@@ -174,7 +177,8 @@ def cka_influence(
     """
     min_n, why = min_samples(debiased)
     min_n, why = min_n + 1, f"{why}, on the n - 1 samples left"
-    sx, sy, n = prepare_pair(x, y, min_n=min_n, why=why, finite=True)
+    # The linear terms pass checks its chunks as it reads them; the RBF bandwidth does not.
+    sx, sy, n = prepare_pair(x, y, min_n=min_n, why=why, finite=kernel != "linear")
     for s in (sx, sy):
         if s.kind != "numpy" or s.on_device:
             raise ValueError(f"cka_influence reads the rows of {s.name} twice and takes NumPy "
@@ -186,7 +190,8 @@ def cka_influence(
 
         terms = _linear_terms(sx, sy, backend, chunk_size, None, norms=debiased)
         cka = combine.cka_from_hsic(combine.linear_hsic(terms, debiased))
-        loo = linear_loo(linear_rows(sx.data, sy.data, terms, debiased), debiased)
+        rows = linear_rows(sx.data, sy.data, terms, debiased, rows=chunk_size)
+        loo = linear_loo(rows, debiased)
     else:
         from ._cpu.loo_rows import rbf_rows
         from .rbf import RBFOptions, rbf_cka

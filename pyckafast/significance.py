@@ -10,6 +10,7 @@ linear CKA), and they need only a few sums of each side (:mod:`pyckafast._core.n
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +24,7 @@ from ._core.null_invariants import (dense_invariants, double_centred, kernel_pai
 from ._core.params import StrOptions, positive_int, validate_params
 from ._core.permutation_moments import NullMoments, null_moments, pearson3_upper
 from ._core.progress import Progress, progress_reporter
+from ._core.terms import LinearTerms
 from ._core.types import ArrayLike, Backend, Bandwidth, Kernel, Sigma
 from ._core.validation import min_samples
 
@@ -204,6 +206,18 @@ def cka_test(
     >>> r.pvalue
     0.01
     """
+    return _cka_test(x, y, None, kernel=kernel, debiased=debiased, method=method,
+                     n_permutations=n_permutations, seed=seed, third_moment=third_moment,
+                     backend=backend, chunk_size=chunk_size, sigma=sigma, threshold=threshold,
+                     bandwidth=bandwidth, n_pairs=n_pairs, bandwidth_seed=bandwidth_seed,
+                     tile=tile, progress=progress)
+
+
+def _cka_test(x, y, terms: LinearTerms | None, *, kernel, debiased, method, n_permutations,
+              seed, third_moment, backend, chunk_size, sigma, threshold, bandwidth, n_pairs,
+              bandwidth_seed, tile, progress) -> CKATestResult:
+    """:func:`cka_test` of validated arguments; ``terms``: the linear terms of (x, y) when the
+    caller has them (a layer map's shared pass), else None."""
     min_n, why = min_samples(debiased)
     sx, sy, n = prepare_pair(x, y, min_n=min_n, why=why, finite=(kernel == "rbf"))
     if method == "auto":
@@ -214,7 +228,7 @@ def cka_test(
     if kernel == "linear":
         _reject_options("linear", sigma=sigma, threshold=threshold, bandwidth=bandwidth,
                         n_pairs=n_pairs, bandwidth_seed=bandwidth_seed, tile=tile)
-        side = LinearSide(sx, sy, debiased, backend, chunk_size, progress)
+        side = LinearSide(sx, sy, debiased, backend, chunk_size, progress, terms)
     else:
         _reject_options("rbf", chunk_size=chunk_size)
         side = RBFSide(sx, sy, debiased, backend, tile,
@@ -262,9 +276,10 @@ class LinearSide:
     """Everything the tests need of a linear-kernel pair: terms, CKA and the numerators."""
 
     def __init__(self, sx: Samples, sy: Samples, debiased: bool, backend: str,
-                 chunk_size: int | None, progress: Progress):
+                 chunk_size: int | None, progress: Progress, terms: LinearTerms | None = None):
         self.sx, self.sy, self.debiased, self.n = sx, sy, debiased, sx.n
-        self.terms = _linear_terms(sx, sy, backend, chunk_size, progress)
+        self.terms = (_linear_terms(sx, sy, backend, chunk_size, progress) if terms is None
+                      else terms)
         self.triple = combine.linear_hsic(self.terms, debiased)
         self.cka = combine.cka_from_hsic(self.triple)
         self.base = linear_pair(self.terms, self.triple, debiased)
@@ -532,6 +547,9 @@ def cka_matrix_test(xs, ys=None, *, method: str = "auto", **options) -> MatrixTe
         As :func:`cka_test`.
     **options
         Any other option of :func:`cka_test` (kernel, debiased, n_permutations, seed, ...).
+        Linear kernel on host arrays: every pair's terms come from one pass over all layers,
+        each layer's own moments made once (as :func:`pyckafast.cka_matrix`); a pass of the
+        third moment or of permutations still reads each pair's rows.
 
     Returns
     -------
@@ -554,13 +572,45 @@ def cka_matrix_test(xs, ys=None, *, method: str = "auto", **options) -> MatrixTe
     if not xs or not ys:
         raise ValueError(f"xs and ys must hold at least one representation; got {len(xs)} and "
                          f"{len(ys)}.")
+    try:  # the options of cka_test, checked once for all pairs
+        bound = inspect.signature(cka_test).bind(None, None, method=method, **options)
+    except TypeError as exc:
+        raise TypeError(f"cka_matrix_test takes the options of cka_test: {exc}") from None
+    bound.apply_defaults()
+    kw = {k: v for k, v in bound.arguments.items() if k not in ("x", "y")}
+    params.check_params("cka_matrix_test", TEST_SPEC, kw)
+    terms = _shared_linear_terms(xs, ys, symmetric, kw)
     tests: list[list] = [[None] * len(ys) for _ in xs]
     for i, x in enumerate(xs):
         for j, y in enumerate(ys):
             if symmetric and j < i:
                 tests[i][j] = tests[j][i]
                 continue
-            tests[i][j] = cka_test(x, y, method=method, **options)
+            tests[i][j] = _cka_test(x, y, None if terms is None else terms(i, j), **kw)
     cka = np.array([[t.cka for t in row] for row in tests])
     pvalue = np.array([[t.pvalue for t in row] for row in tests])
     return MatrixTestResult(cka, pvalue, tests)
+
+
+def _shared_linear_terms(xs: list, ys: list, symmetric: bool, kw: dict):
+    """``terms(i, j)`` of every linear pair from one pass over all layers (each layer's own
+    moments once, as :func:`pyckafast.cka_matrix`), for host arrays; None where each pair
+    makes its own (another kernel or place, or a chunk size asked for)."""
+    if kw["kernel"] != "linear" or kw["chunk_size"] is not None:
+        return None
+    from ._core.inputs import prepare_list
+    from ._cpu.linear_map import map_terms
+
+    layers = prepare_list(xs, "xs") + ([] if symmetric else prepare_list(ys, "ys"))
+    if any(s.kind != "numpy" or s.on_device or dispatch.place(s.kind, kw["backend"]) != "cpu"
+           for s in layers):
+        return None
+    n = layers[0].n
+    if any(s.n != n for s in layers) or n < min_samples(kw["debiased"])[0]:
+        return None  # each pair's own call raises its error
+    offset = 0 if symmetric else len(xs)
+    pairs = [(i, offset + j) for i in range(len(xs)) for j in range(len(ys))
+             if not symmetric or i <= j]
+    terms = map_terms([s.data for s in layers], [s.name for s in layers], pairs, True,
+                      progress=kw["progress"], backend=kw["backend"])
+    return lambda i, j: terms[i, offset + j]

@@ -35,9 +35,13 @@ def brute(x, y, kernel, debiased):
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 @pytest.mark.parametrize("debiased", [False, True])
-def test_leave_one_out_equals_brute_force(kernel, debiased):
+def test_leave_one_out_equals_brute_force(kernel, debiased, monkeypatch):
     x, y = data(37, seed=1)
-    r = pyckafast.cka_influence(x, y, kernel=kernel, debiased=debiased, tile=8)
+    # Linear: chunks of 8 rows in both passes and blocks of 8 in the final algebra, so that
+    # every boundary (and a last, short chunk) is crossed.
+    monkeypatch.setattr("pyckafast._core.leave_one_out._BLOCK", 8)
+    chunk = 8 if kernel == "linear" else None
+    r = pyckafast.cka_influence(x, y, kernel=kernel, debiased=debiased, tile=8, chunk_size=chunk)
     ref = brute(x, y, kernel, debiased)
     np.testing.assert_allclose(r.loo, ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.delta, ref - r.cka, rtol=1e-8, atol=1e-12)
@@ -90,3 +94,35 @@ def test_bad_inputs_name_the_argument():
     da = pytest.importorskip("dask.array")
     with pytest.raises(ValueError, match="NumPy arrays and memmaps"):
         pyckafast.cka_influence(da.from_array(x), da.from_array(y))
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("case", ["collinear", "p > n", "rank one", "tiny scales"])
+def test_linear_loo_of_singular_and_ill_conditioned_moments(case, debiased):
+    # The row forms go through the canonical bases of C_xx and C_yy (their ranges only): a
+    # duplicated or constant column, p > n, a rank-one side and columns of very different
+    # scales must still give the brute-force values.
+    rng = np.random.default_rng(5)
+    n = 41
+    base = rng.normal(size=(n, 6)) * [5, 1, 0.1, 1e-3, 2, 1]
+    x, y = {
+        "collinear": (np.column_stack([base, base[:, 0], np.full(n, 3.0)]),
+                      base[:, :3] ** 2 + rng.normal(size=(n, 3))),
+        "p > n": (rng.normal(size=(n, 60)), rng.normal(size=(n, 5)) + 1e3),
+        "rank one": (base, np.outer(base[:, 1], [1.0, 2.0, -1.0])),
+        "tiny scales": (base, np.column_stack([base[:, 0] + 1e-6 * rng.normal(size=n),
+                                               rng.normal(size=n)])),
+    }[case]
+    r = pyckafast.cka_influence(x, y, debiased=debiased)
+    ref = brute(x, y, "linear", debiased)
+    np.testing.assert_allclose(r.loo, ref, rtol=1e-10, atol=1e-12)
+    d = ref - r.cka
+    assert np.max(np.abs(r.delta - d)) < 1e-8 * np.max(np.abs(d))
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_non_finite_values_are_refused_naming_the_input(kernel):
+    x, y = data(50)
+    y[17, 1] = np.nan
+    with pytest.raises(ValueError, match="y must contain only finite values"):
+        pyckafast.cka_influence(x, y, kernel=kernel)

@@ -303,6 +303,44 @@ def test_options_of_the_other_kernel_are_errors():
         pyckafast.cka_test(x, y, method="bootstrap")
 
 
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matrix_test_shares_each_layers_moments(debiased, monkeypatch):
+    # One pass over all layers (as cka_matrix), not one per pair; the same tests as pair by pair.
+    from pyckafast import significance
+
+    calls = []
+    real = significance._linear_terms
+    monkeypatch.setattr(significance, "_linear_terms",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3)) + 50.0
+    xs = [x, x[:, :2] ** 2 + rng.normal(size=(300, 2)), rng.normal(size=(300, 4))]
+    ys = [np.tanh(x) + 0.5 * rng.normal(size=(300, 3)), rng.normal(size=(300, 1))]
+    sym = pyckafast.cka_matrix_test(xs, debiased=debiased)
+    two = pyckafast.cka_matrix_test(xs, ys, debiased=debiased, method="permutation",
+                                    n_permutations=30, seed=4)
+    assert calls == []
+    monkeypatch.setattr(significance, "_linear_terms", real)
+    for i, a in enumerate(xs):
+        for j, b in enumerate(xs):
+            ref = pyckafast.cka_test(a, b, debiased=debiased)
+            assert sym.cka[i, j] == pytest.approx(ref.cka, rel=1e-10)
+            assert sym.pvalue[i, j] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
+        for j, b in enumerate(ys):
+            ref = pyckafast.cka_test(a, b, debiased=debiased, method="permutation",
+                                     n_permutations=30, seed=4)
+            assert two.cka[i, j] == pytest.approx(ref.cka, rel=1e-10)
+            assert two.pvalue[i, j] == ref.pvalue
+
+
+def test_matrix_test_checks_the_options_once():
+    x, y = data(20, seed=1)
+    with pytest.raises(TypeError, match="options of cka_test"):
+        pyckafast.cka_matrix_test([x], [y], n_perms=10)
+    with pytest.raises(ValueError, match="n_permutations"):
+        pyckafast.cka_matrix_test([x], [y], n_permutations=0)
+
+
 def test_rbf_explicit_sigma_is_honoured():
     x, y = data(30, seed=9)
     r = pyckafast.cka_test(x, y, kernel="rbf", sigma=(1.5, 0.7), method="moments")
@@ -314,7 +352,8 @@ def test_matrix_test_equals_the_pairwise_tests():
     z = np.random.default_rng(8).normal(size=(40, 2))
     m = pyckafast.cka_matrix_test([x, y], [y, z], method="moments")
     assert m.cka.shape == m.pvalue.shape == (2, 2)
-    assert m.pvalue[1, 1] == pyckafast.cka_test(y, z, method="moments").pvalue
+    assert m.pvalue[1, 1] == pytest.approx(pyckafast.cka_test(y, z, method="moments").pvalue,
+                                           rel=1e-10)
     sym = pyckafast.cka_matrix_test([x, y, z], method="moments")
     assert np.allclose(sym.pvalue, sym.pvalue.T) and np.allclose(np.diag(sym.cka), 1.0)
 

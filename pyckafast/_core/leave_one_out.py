@@ -52,40 +52,45 @@ class LinearRows:
 
 def linear_loo(r: LinearRows, debiased: bool) -> np.ndarray:
     """CKA of the n-1 samples left when each sample is removed, for every sample."""
+    out = np.empty(r.n)
+    sums = float(r.a.sum()), float(r.b.sum())
+    for lo in range(0, r.n, _BLOCK):  # blocks: the many temporaries stay in cache
+        sl = slice(lo, lo + _BLOCK)
+        out[sl] = _linear_loo_block(r, sl, sums, debiased)
+    return out
+
+
+_BLOCK = 1 << 14
+
+
+def _linear_loo_block(r: LinearRows, sl: slice, sums: tuple[float, float],
+                      debiased: bool) -> np.ndarray:
     n, c = r.n, r.n / (r.n - 1)
-    fxy = r.fxy - 2 * c * r.kxy + c * c * r.a * r.b
-    fxx = r.fxx - 2 * c * r.kxx + c * c * r.a * r.a
-    fyy = r.fyy - 2 * c * r.kyy + c * c * r.b * r.b
+    a, b, kxy, kxx, kyy = r.a[sl], r.b[sl], r.kxy[sl], r.kxx[sl], r.kyy[sl]
+    fxy = r.fxy - 2 * c * kxy + c * c * a * b
+    fxx = r.fxx - 2 * c * kxx + c * c * a * a
+    fyy = r.fyy - 2 * c * kyy + c * c * b * b
     if not debiased:
         return fxy / (np.sqrt(fxx) * np.sqrt(fyy))
-    m = n - 1
-    sa, sb = float(r.a.sum()), float(r.b.sum())
+    m, t = n - 1, 1.0 / (n - 1)
+    sa, sb = sums
+    w, z = m / (m - 2), 1.0 / ((m - 1) * (m - 2))
+    kappa = -(1 + 4 * t + 6 * t * t + 3 * t ** 3)
 
-    def h(f, s_uv, u, v, su, sv, u_dot_qv, v_dot_qu):
-        # h = F - m/(m-2) sum_j u_j' v_j' + (sum u')(sum v') / ((m-1)(m-2)) over the m others.
-        pair = _downdated_norm_products(n, s_uv, u, v, su, sv, u_dot_qv, v_dot_qu)
-        return f - m / (m - 2) * pair + (su - c * u) * (sv - c * v) / ((m - 1) * (m - 2))
+    def h(f, k, s_uv, u, v, su, sv, y_qu, x_rv):
+        # h = F - m/(m-2) sum_j u'_j v'_j + (sum u')(sum v') / ((m-1)(m-2)) over the m others
+        # j != i, with u'_j = u_j + 2t x~_j.x~_i + t^2 u_i (the norms about the mean of the
+        # others): sum_j u'_j v'_j = s_uv + 2t (y~_i.sum_j u_j y~_j + x~_i.sum_j v_j x~_j)
+        # + t^2 (v_i su + u_i sv) + 4t^2 k_i + kappa u_i v_i, kappa collecting the j = i terms.
+        pair = s_uv + 2 * t * (y_qu + x_rv) + t * t * (v * su + u * sv) + 4 * t * t * k
+        pair += kappa * u * v
+        return f - w * pair + z * (su - c * u) * (sv - c * v)
 
-    hxy = h(fxy, r.sum_ab, r.a, r.b, sa, sb, r.y_qy, r.x_rx)
-    hxx = h(fxx, r.sum_aa, r.a, r.a, sa, sa, r.x_qx, r.x_qx)
-    hyy = h(fyy, r.sum_bb, r.b, r.b, sb, sb, r.y_ry, r.y_ry)
-    # The cross term 4t^2 (k_i - a_i b_i) of the products needs the matching k.
-    t = 1.0 / (n - 1)
-    hxy -= m / (m - 2) * 4 * t * t * r.kxy
-    hxx -= m / (m - 2) * 4 * t * t * r.kxx
-    hyy -= m / (m - 2) * 4 * t * t * r.kyy
+    x_qx, x_rx, y_qy, y_ry = r.x_qx[sl], r.x_rx[sl], r.y_qy[sl], r.y_ry[sl]
+    hxy = h(fxy, kxy, r.sum_ab, a, b, sa, sb, y_qy, x_rx)
+    hxx = h(fxx, kxx, r.sum_aa, a, a, sa, sa, x_qx, x_qx)
+    hyy = h(fyy, kyy, r.sum_bb, b, b, sb, sb, y_ry, y_ry)
     return hxy / (np.sqrt(hxx) * np.sqrt(hyy))
-
-
-def _downdated_norm_products(n, s_uv, u, v, su, sv, delta, gamma):
-    """sum_{j != i} u'_j v'_j with u'_j = u_j + 2t x~_j.x~_i + t^2 u_i, t = 1/(n-1), for every
-    i, except the term 4t^2 k_i (added by the caller). ``delta_i = y~_i . sum_j u_j y~_j``,
-    ``gamma_i = x~_i . sum_j v_j x~_j``."""
-    t = 1.0 / (n - 1)
-    uv = u * v
-    return ((s_uv - uv) + 2 * t * (delta - uv) + 2 * t * (gamma - uv)
-            + t * t * (v * (su - u) + u * (sv - v)) - 4 * t * t * uv
-            - 4 * t ** 3 * uv + (n - 1) * t ** 4 * uv)
 
 
 @dataclass(frozen=True)
