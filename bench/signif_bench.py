@@ -15,9 +15,11 @@ Rows:
   (VmHWM after the calls minus VmRSS after loading);
 * explicit permutations at n = 10^5: ``cka_test(method="permutation")`` against the plain NumPy
   loop ``x.T @ y[perm]`` over the same number of permutations;
-* the n x n route of hyppo / FactoMineR (neither installs here): permuting the centred n x n
-  Grams, at the largest n whose three n x n float64 matrices fit in 3 GB, and its moments
-  (Gram products, O(n^3)) at a smaller n; beside them ``cka_test`` on the same data.
+* the n x n route of hyppo / FactoMineR: permuting the centred n x n Grams, at the largest n
+  whose three n x n float64 matrices fit in 3 GB, and its moments (Gram products, O(n^3)) at a
+  smaller n, reimplemented (FactoMineR is R); hyppo's own ``Hsic().test`` (``pip install
+  hyppo``; skipped when it does not import) at ``--hyppo-n``; beside each ``cka_test`` on the
+  same data.
 
 Each row records ``uptime``'s load average: figures taken on a busy machine are marked so.
 """
@@ -171,6 +173,34 @@ def _nn_route(n_perm: int, n_moments: int, b: int) -> list[dict]:
     return rows
 
 
+def _hyppo(n: int, b: int) -> list[dict]:
+    """hyppo's HSIC permutation test (its n x n Grams) beside cka_test's RBF permutations."""
+    try:
+        from hyppo.independence import Hsic
+    except ImportError:
+        return []
+    import pyckafast
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, 8))
+    y = x[:, :4] ** 2 + rng.standard_normal((n, 4))
+    start = time.perf_counter()
+    Hsic().test(x, y, reps=b, workers=1, auto=False)
+    rows = [{"row": f"hyppo {_version('hyppo')} Hsic().test, n={n}, reps={b}",
+             "seconds": time.perf_counter() - start, "load": _load()}]
+    start = time.perf_counter()
+    pyckafast.cka_test(x, y, kernel="rbf", method="permutation", n_permutations=b, seed=0)
+    rows.append({"row": f"cka_test rbf permutation, same data, n={n}, B={b}",
+                 "seconds": time.perf_counter() - start, "load": _load()})
+    return rows
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -181,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nn", type=int, default=11_000,
                         help="n of the n x n permutation route (3 n^2 float64 <= 3 GB)")
     parser.add_argument("--nn-moments", type=int, default=3000)
+    parser.add_argument("--hyppo-n", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ratios", action="store_true",
                         help="only linear_cka, cka_test moments and cka_influence")
@@ -188,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.perm_n, args.perm_b, args.nn, args.nn_moments = 200_000, 20_000, 20, 3000, 1000
+        args.hyppo_n = 1000
     rows = []
     with tempfile.TemporaryDirectory() as d:
         paths = _write_inputs(d, args.n, args.p)
@@ -199,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.ratios:
         rows += _permutations(args.perm_n, args.p, args.perm_b)
         rows += _nn_route(args.nn, args.nn_moments, 10)
+        rows += _hyppo(args.hyppo_n, 100)
     if args.json:
         print(json.dumps(rows, indent=1))
         return
