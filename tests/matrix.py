@@ -114,16 +114,35 @@ def require(backend: str) -> None:
         pytest.fail(f"backend {backend} unavailable: {why}")
 
 
-def prepare_backend(cell: Cell, monkeypatch):
-    """Make the cell's backend runnable: the emulated GPU where there is no real one."""
+# The operations of the cuda backend module that the GPU producers call.
+CUDA_OPS = ("linear_terms", "rbf_terms", "rbf_terms_under", "hsic_matrix", "device_array")
+
+
+def prepare_backend(cell: Cell, monkeypatch) -> dict[str, int]:
+    """Make the cell's backend runnable (the emulated GPU where there is no real one) and
+    return the counts of calls into the cuda backend's operations, which a cuda cell that
+    passes must have made (a route that quietly ran on the CPU would not)."""
+    calls: dict[str, int] = {}
+    if cell.backend != "cuda":
+        require(cell.backend)
+        return calls
     if cell.device == "cuda-emulated":
         pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ twins")
         from gpu_emulation import install_emulated_cuda
 
-        return install_emulated_cuda(monkeypatch)
-    if cell.backend != "cuda":
-        require(cell.backend)
-    return None
+        module = install_emulated_cuda(monkeypatch)
+    else:
+        from pyckafast._gpu import ops_cuda as module
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        return call
+
+    for name in CUDA_OPS:
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    return calls
 
 
 def rounded(a: np.ndarray, dtype: str) -> np.ndarray:

@@ -129,7 +129,7 @@ OPS = {
 
 @pytest.mark.parametrize("cell", cells(OPS))
 def test_cell(cell: Cell, monkeypatch, tmp_path):
-    prepare_backend(cell, monkeypatch)
+    cuda_calls = prepare_backend(cell, monkeypatch)
     op = OPS[cell.op]
     make = Inputs(cell, tmp_path)
     inputs = [make(a) for a in data(op.data, cell.dtype)]
@@ -144,3 +144,4 @@ def test_cell(cell: Cell, monkeypatch, tmp_path):
     for d in ESTIMATORS:
         np.testing.assert_allclose(got[d], want[d], rtol=tol, atol=0,
                                    err_msg=f"{cell}, debiased={d}")
+    assert (cell.backend == "cuda") == bool(cuda_calls), f"{cell} called the cuda ops {cuda_calls}"
