@@ -99,7 +99,8 @@ class MomentState:
     def _host_part(self, reps: list[Samples], backend: Backend, precision: Precision):
         cpu_linear.check_cpu_precision(precision)
         ops = dispatch.resolve(backend, "linear_moments", "cpu")
-        data = [np.asarray(s.data) for s in reps]
+        # in the compute dtype: Dask data (a map's batches) are still float16 or integer here
+        data = [np.asarray(s.data, dtype=s.dtype) for s in reps]
         n, itemsize = data[0].shape[0], max(a.itemsize for a in data)
         rows = cpu_moments.chunk_rows(self.widths, itemsize)
         frames, spread = cpu_moments.batch_frames(data, rows, self.sums)

@@ -1,4 +1,7 @@
-"""The test matrix: device x backend x dtype (x shape, per suite).
+"""Fixtures over the axes of the test matrix (tests/matrix.py): device x backend x dtype.
+
+The engine entry points run over the whole matrix (input kind x backend x dtype) in
+tests/test_matrix.py; the suites here take one (device, backend) ``target`` and a ``dtype``.
 
 The core public-behaviour suites take the ``target`` fixture (one (device, backend) pair) and
 the ``dtype`` fixture, so every case runs on every CPU backend and, on a machine with a usable
@@ -10,18 +13,15 @@ launched CUDA kernels (checked after the test).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from pyckafast._core import dispatch as _dispatch
+from matrix import CPU_BACKENDS, DTYPES, REAL_CUDA, require as _require
 
-CPU_BACKENDS = ["numpy", "numba", "cpp"]
 BACKENDS = {"cpu": CPU_BACKENDS, "cuda": ["cuda"]}
-DEVICES = ["cpu"] + (["cuda"] if _dispatch.probe("cuda") is None else [])
-DTYPES = [np.float64, np.float32]
+DEVICES = ["cpu"] + (["cuda"] if REAL_CUDA else [])
 TARGETS = [(device, backend) for device in DEVICES for backend in BACKENDS[device]]
 
 
@@ -32,16 +32,6 @@ def array_on(device: str, a):
 
         return cupy.asarray(a)
     return a
-
-
-def _require(backend: str) -> None:
-    """The compiled CPU backends must be present: a missing build is a failure, not a skip,
-    unless PYCKAFAST_ALLOW_NO_EXT=1 says this environment has no compiler."""
-    why = _dispatch.probe(backend)
-    if why is not None:
-        if os.environ.get("PYCKAFAST_ALLOW_NO_EXT") == "1":
-            pytest.skip(f"backend {backend} unavailable: {why}")
-        pytest.fail(f"backend {backend} unavailable: {why}")
 
 
 def _cuda_launches() -> int:

@@ -143,3 +143,55 @@ class EmulatedEngine:
             twin = _twins.d2_hist_twin_f32 if a.dtype == np.float32 else _twins.d2_hist_twin_f64
             twin(a, b, na, nb, bool(same_block), s["lo"], s["hi"], s["bins"], s["below"],
                  s["counts"], s["values"], s["nvalues"])
+
+
+def emulated_cuda(engine: EmulatedEngine):
+    """A stand-in for the ``pyckafast._gpu.ops_cuda`` backend module: the same operations, run
+    by the real GPU drivers on ``engine`` (host arrays play the device's). ``hsic_calls``
+    counts the minibatch HSIC matrices."""
+    import types
+
+    from pyckafast._core import gram
+    from pyckafast._core.inputs import Samples, prepare
+    from pyckafast._gpu import linear as gpu_linear, rbf as gpu_rbf
+
+    ops = types.ModuleType("emulated_cuda")
+    ops.hsic_calls = 0
+    ops.engine = engine
+
+    def as_samples(a, name):
+        return a if isinstance(a, Samples) else prepare(a, name)
+
+    def linear_terms(x, y, *, debiased, chunk_size=None, precision="highest"):
+        return gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased,
+                                       chunk_size=chunk_size, precision=precision)
+
+    def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
+        return gpu_rbf.rbf_terms(engine, as_samples(x, "x"), as_samples(y, "y"),
+                                 gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
+
+    def rbf_terms_under(x, y, *, options, tile=None):  # bandwidths chosen on the engine too
+        return gpu_rbf.rbf_terms_under(engine, as_samples(x, "x"), as_samples(y, "y"),
+                                       options=options, tile=tile)
+
+    def hsic_matrix(reps, **kwargs):
+        ops.hsic_calls += 1
+        return gram.hsic_matrix(np, reps, **kwargs)
+
+    ops.linear_terms, ops.rbf_terms, ops.rbf_terms_under = linear_terms, rbf_terms, rbf_terms_under
+    ops.hsic_matrix = hsic_matrix
+    ops.array_module = lambda: np
+    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
+    return ops
+
+
+def install_emulated_cuda(monkeypatch, engine: EmulatedEngine | None = None):
+    """Make ``backend="cuda"`` resolve to :func:`emulated_cuda` for one test; returns the
+    module (its ``engine`` counts the kernel calls)."""
+    from pyckafast._core import dispatch
+
+    ops = emulated_cuda(engine or EmulatedEngine())
+    real_load = dispatch._load
+    monkeypatch.setattr(dispatch, "_load",
+                        lambda name: (ops, None) if name == "cuda" else real_load(name))
+    return ops

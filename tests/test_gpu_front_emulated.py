@@ -5,55 +5,20 @@ CPU results. tests/test_gpu.py checks the same routes on a real GPU."""
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 
 import pyckafast
-from pyckafast._core import dispatch, gram
-from pyckafast._core.inputs import Samples, prepare
 from pyckafast._core.params import InvalidParameterError
-from pyckafast._gpu import linear as gpu_linear, rbf as gpu_rbf
 
 pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
-from gpu_emulation import EmulatedEngine  # noqa: E402
-
-
-def _emulated_cuda(engine: EmulatedEngine) -> types.ModuleType:
-    """A stand-in for pyckafast._gpu.ops_cuda with the same operations, run on ``engine``."""
-    ops = types.ModuleType("emulated_cuda")
-    ops.hsic_calls = 0
-
-    def as_samples(a, name):
-        return a if isinstance(a, Samples) else prepare(a, name)
-
-    def linear_terms(x, y, *, debiased, chunk_size=None, precision="highest"):
-        return gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased,
-                                       chunk_size=chunk_size, precision=precision)
-
-    def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
-        sx, sy = as_samples(x, "x"), as_samples(y, "y")
-        return gpu_rbf.rbf_terms(engine, sx, sy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
-
-    def hsic_matrix(reps, **kwargs):
-        ops.hsic_calls += 1
-        return gram.hsic_matrix(np, reps, **kwargs)
-
-    ops.linear_terms, ops.rbf_terms, ops.hsic_matrix = linear_terms, rbf_terms, hsic_matrix
-    ops.array_module = lambda: np
-    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
-    return ops
+from gpu_emulation import EmulatedEngine, install_emulated_cuda  # noqa: E402
 
 
 @pytest.fixture
 def engine(monkeypatch):
     engine = EmulatedEngine()
-    fake = _emulated_cuda(engine)
-    real_load = dispatch._load
-    monkeypatch.setattr(dispatch, "_load",
-                        lambda name: (fake, None) if name == "cuda" else real_load(name))
-    engine.ops = fake
+    engine.ops = install_emulated_cuda(monkeypatch, engine)
     return engine
 
 

@@ -78,20 +78,6 @@ def test_hsic_matches_linear_hsic(rng):
                     pyckafast.linear_hsic(layers[i], layers[j], debiased=debiased), rel=1e-10)
 
 
-def test_float32_with_a_large_mean_is_accurate(rng):
-    layers64 = _layers(rng, 1000, mean=1e3)
-    layers = [a.astype(np.float32) for a in layers64]
-    state = CKAMapState()
-    for lo in range(0, 1000, 97):
-        state.update([a[lo:lo + 97] for a in layers])
-    for debiased in (False, True):
-        got = state.result(debiased=debiased)
-        for i in range(4):
-            for j in range(i + 1, 4):
-                want = linear_cka_ref(layers[i], layers[j], debiased)  # of the float32 values
-                assert got[i, j] == pytest.approx(want, abs=1e-5)
-
-
 def test_mapping_input_keeps_names(rng):
     layers = _layers(rng, 120)
     named = dict(zip(["conv1", "conv2", "fc", "out"], layers))
@@ -232,13 +218,6 @@ def test_a_zero_variance_layer_gives_nan(rng):
         got = state.result()
     assert np.isnan(got[1]).all() and np.isnan(got[:, 1]).all()
     assert got[0, 0] == 1.0
-
-
-def test_torch_cpu_batches(rng):
-    torch = pytest.importorskip("torch")
-    layers = _layers(rng, 100)
-    state = CKAMapState().update([torch.from_numpy(a) for a in layers])
-    np.testing.assert_allclose(state.result(), pyckafast.cka_matrix(layers), atol=1e-12)
 
 
 # ---- device batches through the GPU linear producer (emulated engine) --------------------------

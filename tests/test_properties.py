@@ -32,7 +32,6 @@ examples every run.
 from __future__ import annotations
 
 import math
-import types
 import warnings
 
 import numpy as np
@@ -340,32 +339,9 @@ def emulated_cuda(monkeypatch):
     """``backend="cuda"`` runs the real GPU drivers on tests/gpu_emulation.py's engine (its
     kernels are the C++ host twins of the CUDA kernels)."""
     pytest.importorskip("pyckafast._twins", reason="the emulated engine runs the C++ host twins")
-    from gpu_emulation import EmulatedEngine
-    from pyckafast._core import dispatch
-    from pyckafast._core.inputs import Samples, prepare
-    from pyckafast._gpu import linear as gpu_linear, rbf as gpu_rbf
+    from gpu_emulation import install_emulated_cuda
 
-    engine = EmulatedEngine()
-    ops = types.ModuleType("emulated_cuda")
-
-    def linear_terms(x, y, *, debiased, chunk_size=None, precision="highest"):
-        return gpu_linear.linear_terms(engine, x, y, x.n, debiased=debiased,
-                                       chunk_size=chunk_size, precision=precision)
-
-    def rbf_terms(x, y, *, gamma_x, gamma_y, tile=None):
-        sx, sy = (a if isinstance(a, Samples) else prepare(a, name) for a, name in ((x, "x"), (y, "y")))
-        return gpu_rbf.rbf_terms(engine, sx, sy, gamma_x=gamma_x, gamma_y=gamma_y, tile=tile)
-
-    def rbf_terms_under(x, y, *, options, tile=None):  # bandwidths chosen on the engine too
-        return gpu_rbf.rbf_terms_under(engine, x, y, options=options, tile=tile)
-
-    ops.linear_terms, ops.rbf_terms, ops.rbf_terms_under = linear_terms, rbf_terms, rbf_terms_under
-    ops.array_module = lambda: np
-    ops.device_array = lambda s: np.asarray(s.data, dtype=s.dtype)
-    real_load = dispatch._load
-    monkeypatch.setattr(dispatch, "_load",
-                        lambda name: (ops, None) if name == "cuda" else real_load(name))
-    return engine
+    return install_emulated_cuda(monkeypatch).engine
 
 
 @FEW

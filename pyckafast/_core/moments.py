@@ -6,23 +6,110 @@ the Gram of b, and for debiased CKA the row-norm sums (q = |b|^2: sum q, sum q^2
 :class:`Cross` holds what one pair (a, b) adds: a'b and the debiased cross terms (sum q r,
 sum r a, sum q b, with q and r the two sides' squared row norms), in the frames of its two
 :class:`Moments`. Changing a frame is exact algebra (``reshift``, ``rescale``), so parts made in
-any frames merge; :func:`pair_terms` is the pair view (:class:`~pyckafast._core.terms.LinearTerms`)
-that :mod:`pyckafast._core.combine` consumes. :class:`MomentSums` is one state: a
+any frames merge; :func:`pair_terms` is the pair view (:class:`LinearTerms`, which moves and
+merges through the same algebra) that :mod:`pyckafast._core.combine` consumes. :class:`MomentSums` is one state: a
 :class:`Moments` per layer, a :class:`Cross` per held pair (a symmetric map holds i < j only),
 so a layer's own moments are made and merged once whatever the number of pairs it is in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .terms import LinearTerms, RowNormTerms
-
-__all__ = ["OwnNorms", "Moments", "CrossNorms", "Cross", "MomentSums", "pair_terms", "split"]
+__all__ = ["RowNormTerms", "LinearTerms", "OwnNorms", "Moments", "CrossNorms", "Cross",
+           "MomentSums", "pair_terms", "split"]
 
 Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class RowNormTerms:
+    """Weighted moments of the shifted squared row norms q_i = |x_i|^2, r_i = |y_i|^2.
+
+    They are what debiased (unbiased-HSIC) linear CKA needs beyond the biased moments.
+    """
+
+    sum_q: float
+    sum_r: float
+    sum_qq: float
+    sum_rr: float
+    sum_qr: float
+    qx: np.ndarray  # sum_i q_i x_i, shape (p1,)
+    rx: np.ndarray  # sum_i r_i x_i, shape (p1,)
+    qy: np.ndarray  # sum_i q_i y_i, shape (p2,)
+    ry: np.ndarray  # sum_i r_i y_i, shape (p2,)
+
+    def __add__(self, other: RowNormTerms) -> RowNormTerms:
+        return RowNormTerms(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class LinearTerms:
+    """Float64 moments of the rows of x and y, each shifted by ``shift_x`` / ``shift_y``.
+
+    ``eps`` is the machine epsilon of the least precise input seen; it sets the threshold below
+    which a representation counts as having zero variance.
+    """
+
+    n: int
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+    sum_x: np.ndarray
+    sum_y: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    xy: np.ndarray
+    norms: RowNormTerms | None
+    eps: float
+    # Powers of two the rows were multiplied by before the shift (rows = x * scale_x - shift_x):
+    # data of extreme magnitude are brought near 1 so that no product overflows or underflows.
+    # Exact, and CKA does not change; HSIC values are scaled back in ``_core.combine``.
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+
+    def _sums(self) -> MomentSums:
+        ma, mb, cross = split(self)
+        return MomentSums([ma, mb], {(0, 1): cross})
+
+    def _in_frames(self, x: tuple[np.ndarray, float], y: tuple[np.ndarray, float]) -> LinearTerms:
+        return self._sums().in_frames([x, y]).pair(0, 1)
+
+    def rescale(self, scale_x: float, scale_y: float) -> LinearTerms:
+        """The same terms for rows multiplied by other powers of two (exact, barring
+        over/underflow of terms far below the others)."""
+        fx, fy = scale_x / self.scale_x, scale_y / self.scale_y
+        if fx == 1.0 and fy == 1.0:
+            return self
+        return self._in_frames((self.shift_x * fx, scale_x), (self.shift_y * fy, scale_y))
+
+    def reshift(self, shift_x: np.ndarray, shift_y: np.ndarray) -> LinearTerms:
+        """The same terms expressed for rows shifted by new vectors (exact algebra)."""
+        return self._in_frames((np.array(shift_x, dtype=np.float64), self.scale_x),
+                               (np.array(shift_y, dtype=np.float64), self.scale_y))
+
+    def centred(self) -> LinearTerms:
+        """The terms of the centred rows (shift = column means): sum_x = sum_y = 0 up to rounding."""
+        return self.reshift(self.shift_x + self.sum_x / self.n, self.shift_y + self.sum_y / self.n)
+
+    def merge(self, other: LinearTerms) -> LinearTerms:
+        """Terms of the union of both sample sets (:meth:`MomentSums.merge`: in the shift of
+        the one with more samples, so a stream settles on the shift of its bulk, not of its
+        first batch)."""
+        if self.sum_x.shape != other.sum_x.shape or self.sum_y.shape != other.sum_y.shape:
+            raise ValueError(
+                "cannot merge terms of different widths: "
+                f"x has {self.sum_x.size} vs {other.sum_x.size} features, "
+                f"y has {self.sum_y.size} vs {other.sum_y.size}."
+            )
+        if (self.norms is None) != (other.norms is None):
+            raise ValueError("cannot merge terms with and without the debiased row-norm terms.")
+        sums = self._sums().copy()  # merged in place: the frozen terms keep their arrays
+        sums.merge(other._sums())
+        return sums.pair(0, 1)
+
+
 
 
 @dataclass

@@ -15,13 +15,14 @@ from .._core import combine, dispatch
 from . import linear_tiles, moments, pass_progress
 from .._core.combine import gram_is_zero_variance
 from .._core.inputs import Samples, check_finite_sums, column_mean
+from .._core.scaling import power_of_two_scale
 from .._core.terms import KernelTerms, LinearTerms
 from .._core.threads import get_num_threads
-from .moments import _rounded_shift, _scaled, power_of_two_scale, row_frame
+from .moments import _rounded_shift, _scaled, row_frame
 
 __all__ = [
-    "default_chunk_rows", "feature_terms", "row_frame", "first_chunk_mean",
-    "power_of_two_scale", "sample_terms", "hsic_triple", "check_cpu_precision",
+    "default_chunk_rows", "feature_terms", "row_frame", "first_chunk_mean", "sample_terms",
+    "hsic_triple", "check_cpu_precision",
 ]
 
 # Rows per chunk: a chunk of one side is about this many bytes, small enough to stay in cache

@@ -29,7 +29,7 @@ from .._core.moments import Cross, CrossNorms, MomentSums, OwnNorms, Pair
 from .._core.threads import (blas_threads, get_num_threads, loop_torch, single_threaded_blas,
                              threads)
 
-__all__ = ["Frame", "row_frame", "power_of_two_scale", "chunk_rows", "batch_frames", "feed",
+__all__ = ["Frame", "row_frame", "chunk_rows", "batch_frames", "feed",
            "widest"]
 
 _CHUNKS_BYTES = 8 << 20  # the chunks of all layers together stay near this size
