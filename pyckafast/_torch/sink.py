@@ -317,20 +317,6 @@ class RBFSink:
             self.cache.write(key, host_array(acts[key]))
         self.clock.loop_end = time.perf_counter()
 
-    def _state_keys(self) -> list:
-        plan = self.plan
-        keys = [plan.keys_a[i] for i in plan.stream_a]
-        return keys if plan.symmetric else keys + [plan.keys_b[j] for j in plan.stream_b]
-
-    def _update_state(self, arrays: list) -> None:
-        plan = self.plan
-        xs = {plan.keys_a[i][1]: a for i, a in zip(plan.stream_a, arrays)}
-        ys = None if plan.symmetric else arrays[len(plan.stream_a):]
-        if self._beside_torch is None:
-            self._beside_torch = _BesideTorch()
-        with self._beside_torch():
-            self.state.update(xs, ys)
-
     def timings(self) -> dict:
         """Seconds of the comparison so far (see :class:`Clock`; ``tiled_pass``: the RBF pass
         over the cache after the loop)."""
