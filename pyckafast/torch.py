@@ -259,6 +259,7 @@ def compare_models(
                         acts = run.forward(batch_a, batch_b)
                     with clock("batch_loop"):
                         route.add(acts, total, clock.last)
+                    del acts  # the batch's outputs go before the next forward pass allocates
                     if tick is not None:
                         tick(step, total)
         with clock("tiled_pass"):
@@ -543,7 +544,7 @@ class _Route:
         cached = key in self.plan.cached
         path = "cache" if cached else "stream"
         state_bytes = self.plan.state_share(key, self.widths)
-        cache_bytes = self.cache.nbytes(key) if cached else 0
+        cache_bytes = self.sink.cached_bytes(key) if cached else 0
         kept = self.keep_cache and self.cache is not None and key in self.cache.paths
         return {"model": model, "layer": key[1], "p": p, "path": path,
                 "bytes": state_bytes + cache_bytes, "state_bytes": state_bytes,

@@ -664,12 +664,21 @@ def test_cache_in_ram_when_it_fits_else_on_disk(images, tmp_path, monkeypatch):
             "__init__": lambda self, *args, _c=cls, **kw: (made.append(_c.__name__),
                                                           _c.__init__(self, *args, **kw))[1]}))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    in_ram = compare_models(a, b, batches, LAYERS, debiased=True, max_state_bytes=1)[0]
+    def no_copy(self, key, rows):
+        raise AssertionError("the tiled pass keeps the rows; the RAM cache is not written")
+
+    monkeypatch.setattr(cache_mod.MemoryCache, "write", no_copy)
+    in_ram, *_, ram_report = compare_models(a, b, batches, LAYERS, debiased=True,
+                                            max_state_bytes=1, report=True)
     assert made == ["MemoryCache"] and not list(tmp_path.iterdir())
     monkeypatch.setattr(pt, "_available_bytes", lambda: 1000)
-    on_disk = compare_models(a, b, batches, LAYERS, debiased=True, max_state_bytes=1)[0]
+    on_disk, *_, disk_report = compare_models(a, b, batches, LAYERS, debiased=True,
+                                              max_state_bytes=1, report=True)
     assert made == ["MemoryCache", "ActivationCache"]
     np.testing.assert_allclose(in_ram, on_disk, rtol=0, atol=1e-12)
+    # In RAM the tiled pass holds the rows itself (one copy): the same bytes are reported.
+    held = [layer["cache_bytes"] for layer in ram_report["layers"]]
+    assert held == [layer["cache_bytes"] for layer in disk_report["layers"]] and min(held) > 0
     unknown_length = compare_models(a, b, iter(batches), LAYERS, debiased=True,
                                     max_state_bytes=1)[0]  # no len(): disk
     assert made[-1] == "ActivationCache"

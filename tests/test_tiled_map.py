@@ -498,15 +498,17 @@ def test_tiled_map_rbf_narrow_explicit_sigma_matches_reference(narrow_layers):
 
 
 # ---- the same pass run as batches arrive (pyckafast._torch.tiles.StreamedTiles) -------------
-def _streamed(layers, sizes, rows=None):
+def _streamed(layers, sizes, rows=None, resident=None):
     torch = pytest.importorskip("torch")
     from pyckafast._torch.tiles import StreamedTiles
 
     def read(r, start, out):
+        assert resident is None, "a resident pass reads nothing back"
         np.copyto(out, layers[r][start:start + len(out)])
         return out
 
-    tiles = StreamedTiles([f"layers[{r}]" for r in range(len(layers))], read, rows=rows)
+    tiles = StreamedTiles([f"layers[{r}]" for r in range(len(layers))], read, rows=rows,
+                          resident=resident)
     lo = 0
     for size in sizes:
         tiles.add([torch.from_numpy(np.ascontiguousarray(a[lo:lo + size])) for a in layers])
@@ -516,19 +518,24 @@ def _streamed(layers, sizes, rows=None):
 
 
 @DEBIASED
-@pytest.mark.parametrize("sizes, rows", [
-    ([40] * 5 + [3], None),  # every batch in one window
-    ([40] * 5 + [3], 80),  # windows of two batches: older rows read back
-    ([17, 50, 9, 60, 30, 37], 64),  # uneven batches, one larger than the window
-    ([203], 32),  # one batch, cut into sub-blocks
-], ids=["one-window", "windows", "uneven", "one-batch"])
-def test_streamed_tiles_equal_the_tiled_pass(rng, debiased, sizes, rows):
+@pytest.mark.parametrize("sizes, rows, resident", [
+    ([40] * 5 + [3], None, None),  # every batch in one window
+    ([40] * 5 + [3], 80, None),  # windows of two batches: older rows read back
+    ([17, 50, 9, 60, 30, 37], 64, None),  # uneven batches, one larger than the window
+    ([203], 32, None),  # one batch, cut into sub-blocks
+    ([40] * 5 + [3], None, 203),  # every row kept: nothing read back
+    ([17, 50, 9, 60, 30, 37], None, 70),  # more rows than expected: the window grows twice
+], ids=["one-window", "windows", "uneven", "one-batch", "resident", "resident-grows"])
+def test_streamed_tiles_equal_the_tiled_pass(rng, debiased, sizes, rows, resident):
     """Batch by batch, the block pairs (t, s), s <= t, give the tiled pass's terms: the same
     sums (pair products, row sums, diagonal) up to rounding, whatever the batches and windows."""
     layers = _layers(rng, 203, (300, 40, 7), mean=3.0)
     layers[1] = layers[1].astype(np.float32)
     pairs = [(0, 1), (0, 2), (1, 2), (1, 1), (2, 0)]
-    got, zero = _streamed(layers, sizes, rows).terms(pairs)
+    tiles = _streamed(layers, sizes, rows, resident)
+    if resident:
+        assert tiles.nbytes(1) == 203 * 40 * 4  # every row of layer 1 (float32) held
+    got, zero = tiles.terms(pairs)
     want, zero_want = tiled_map_terms(layers, pairs, tile=64)
     assert zero == zero_want == [False] * 3
     for pair in pairs:

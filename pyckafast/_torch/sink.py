@@ -25,6 +25,7 @@ import numpy as np
 from .._core import combine
 from .._core.inputs import device_of
 from .._core.optional import require
+from .cache import MemoryCache
 from .capture import host_array
 from .plan import Plan
 
@@ -168,6 +169,7 @@ class LinearMapSink:
         self.tile, self.streamed, self.batches = tile, None, 0
         self._beside_torch = None
         self.blocks = RowBlocks() if gather else None
+        self.resident = False  # the tiled pass holds the cached rows (see _stream_tiles)
 
     def _stream_tiles(self, acts: dict) -> None:
         """At the first batch: host activations of cached layers get the tiled pass that runs
@@ -178,9 +180,12 @@ class LinearMapSink:
             return
         from .tiles import StreamedTiles
 
+        # A cache in RAM that only this pass reads: the pass keeps the rows itself (one copy
+        # in RAM, nothing read back) and the cache is left empty.
+        self.resident = isinstance(cache, MemoryCache) and self.tile is None
         self.streamed = StreamedTiles([f"layer {k[1]!r} of {k[0]}" for k in keys],
                                       lambda r, start, out: cache.read(keys[r], start, out),
-                                      rows=self.tile)
+                                      rows=self.tile, resident=cache.rows if self.resident else None)
 
     def add(self, acts: dict, forward_seconds: float = 0.0) -> None:
         """One batch: ``acts`` maps (model, layer) keys to flattened tensors."""
@@ -199,13 +204,20 @@ class LinearMapSink:
                 self._update_state(arrays)
             else:
                 self.blocks.add(arrays, self._update_state)
-        for key in plan.cached:
-            self.cache.write(key, host_array(acts[key]))
+        if not self.resident:
+            for key in plan.cached:
+                self.cache.write(key, host_array(acts[key]))
         if self.streamed is not None:
             before = self.streamed.seconds
             self.streamed.add(cached, checked=True)
             self.clock.tiles += self.streamed.seconds - before
         self.clock.loop_end = time.perf_counter()
+
+    def cached_bytes(self, key) -> int:
+        """Bytes of one cached layer's rows held (in the cache, or in the tiled pass)."""
+        if self.resident:
+            return self.streamed.nbytes(self.plan.cached.index(key))
+        return self.cache.nbytes(key)
 
     def _state_keys(self) -> list:
         plan = self.plan
@@ -316,6 +328,10 @@ class RBFSink:
         for key in self.plan.cached:
             self.cache.write(key, host_array(acts[key]))
         self.clock.loop_end = time.perf_counter()
+
+    def cached_bytes(self, key) -> int:
+        """Bytes of one cached layer's rows in the cache."""
+        return self.cache.nbytes(key)
 
     def timings(self) -> dict:
         """Seconds of the comparison so far (see :class:`Clock`; ``tiled_pass``: the RBF pass

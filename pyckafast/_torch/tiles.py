@@ -7,7 +7,9 @@ tensors (one thread pool: torch's intra-op threads run the forward passes and th
 turn, never on top of each other). The rows of the recent batches stay in RAM, centred, in a
 window of bounded size; the pairs of the window against older rows are computed when the
 window is full (and once more after the last batch), reading the older rows back from the cache
-chunk by chunk: per window the cache is read once, not once per batch.
+chunk by chunk: per window the cache is read once, not once per batch. When every row fits in
+RAM (``resident``), the window holds them all: each batch's tiles are made against every
+earlier row as it arrives, nothing is read back, and the window is the cache.
 
 The sums are exactly those of the tiled pass (:class:`~pyckafast._cpu.tiled_map.SetPairSums`,
 merged into :class:`~pyckafast._core.terms.KernelTerms` by
@@ -74,6 +76,10 @@ class StreamedTiles:
         dtype, shape (rows, p)) with the layer's raw rows [start, start + rows), as added.
     rows : int, optional
         Rows of the window and of the read-back chunks (default: from the memory budgets).
+    resident : int, optional
+        The rows expected, all kept in the window (grown if more come): ``read`` is never
+        called, and the caller need not cache the rows. Fresh pages cost time on first touch
+        (seconds per GB on some VMs), so one copy of the rows in RAM, not a cache and a window.
 
     Examples
     --------
@@ -94,15 +100,18 @@ class StreamedTiles:
     True
     """
 
-    def __init__(self, names: Sequence[str], read: Reader, rows: int | None = None):
+    def __init__(self, names: Sequence[str], read: Reader, rows: int | None = None,
+                 resident: int | None = None):
         self.torch = require("torch", "pyckafast.torch")
         self.names, self.read, self.rows_option = list(names), read, rows
+        self.resident = resident
         self.n = 0  # rows added
         self.start = 0  # the window's first row: rows before it are read back from the cache
         self.fill = 0  # rows in the window
         self.seconds = 0.0  # tile work (reads from the cache not included: the cache counts them)
         self._reading = 0.0
         self.window: list = []
+        self._buffers: dict = {}  # dtype -> flat scratch of the tiles (see _scratch)
 
     # ---- batches ---------------------------------------------------------------------------
     def add(self, batch: Sequence, checked: bool = False) -> None:
@@ -118,9 +127,12 @@ class StreamedTiles:
             self._setup(batch)
         b = int(batch[0].shape[0])
         if self.fill + b > self.capacity:
-            self._flush()
-            if b > self.capacity:  # a batch larger than the window: the window takes it
-                self._grow(b)
+            if self.resident:  # more rows than expected: the window grows, keeping them
+                self._grow(max(self.fill + b, 2 * self.capacity), keep=self.fill)
+            else:
+                self._flush()
+                if b > self.capacity:  # a batch larger than the window: the window takes it
+                    self._grow(b)
         self._reserve(self.n + b)
         rows = []
         for r, t in enumerate(batch):
@@ -146,6 +158,12 @@ class StreamedTiles:
         self._flush(report)
         self.seconds += time.perf_counter() - began - self._reading
         self._reading = 0.0
+
+    def nbytes(self, layer: int) -> int:
+        """Bytes of layer ``layer``'s rows held in the window (all its rows, when resident)."""
+        if not self.window:
+            return 0
+        return (self.n if self.resident else self.fill) * self.window[layer][0].nbytes
 
     def remaining(self) -> int:
         """Read-back chunks :meth:`finish` still has to visit."""
@@ -210,14 +228,17 @@ class StreamedTiles:
         widths = [int(t.shape[1]) for t in batch]
         b = int(batch[0].shape[0])
         row_bytes = sum(int(t.shape[1]) * t.element_size() for t in batch)
-        if self.rows_option:
+        if self.resident:
+            rows = int(self.resident)
+        elif self.rows_option:
             rows = int(self.rows_option)
         else:
             from .._core.dispatch import _available_bytes
 
             budget = min(_WINDOW_BYTES, max(_MIN_WINDOW_BYTES, _available_bytes() // 8))
             rows = min(_MAX_WINDOW_ROWS, max(1, budget // max(1, row_bytes)))
-        self.capacity = max(b, rows // b * b) if not self.rows_option else max(b, rows)
+        exact = self.rows_option or self.resident
+        self.capacity = max(b, rows) if exact else max(b, rows // b * b)
         self.window = [torch.empty(self.capacity, p, dtype=t.dtype) for p, t in zip(widths, batch)]
         count = len(batch)
         self.products = torch.zeros(count, count, dtype=torch.float64)
@@ -225,9 +246,13 @@ class StreamedTiles:
         self.diagonal = torch.zeros(count, 0, dtype=torch.float64)
         self.widest = max(p * t.element_size() for p, t in zip(widths, batch))
 
-    def _grow(self, rows: int) -> None:
+    def _grow(self, rows: int, keep: int = 0) -> None:
+        """A window of ``rows`` rows, its first ``keep`` rows copied from the old one."""
         torch = self.torch
-        self.window = [torch.empty(rows, w.shape[1], dtype=w.dtype) for w in self.window]
+        old, self.window = self.window, [torch.empty(rows, w.shape[1], dtype=w.dtype)
+                                         for w in self.window]
+        for new, w in zip(self.window, old):
+            new[:keep] = w[:keep]
         self.capacity = rows
 
     def _reserve(self, n: int) -> None:
@@ -314,13 +339,14 @@ class StreamedTiles:
     def _stack(self, left: list, right: list, a, b, diagonal: bool) -> None:
         torch = self.torch
         count, ma, mb = len(left), a[1] - a[0], b[1] - b[0]
-        stack = torch.empty(count, ma, mb, dtype=torch.float64)
+        stack = self._scratch(torch.float64, count * ma * mb).view(count, ma, mb)
         for r in range(count):
             rows_b = right[r]() if callable(right[r]) else right[r]
             if left[r].dtype == torch.float64:
                 torch.matmul(left[r], rows_b.T, out=stack[r])
             else:  # the GEMM in the layer's dtype, its tile summed in float64
-                stack[r].copy_(torch.matmul(left[r], rows_b.T))
+                tile = self._scratch(left[r].dtype, ma * mb).view(ma, mb)
+                stack[r].copy_(torch.matmul(left[r], rows_b.T, out=tile))
         flat = stack.reshape(count, -1)
         self.products.addmm_(flat, flat.T, alpha=1.0 if diagonal else 2.0)
         self.row_sums[:, a[0]:a[1]] += stack.sum(dim=2)
@@ -328,6 +354,15 @@ class StreamedTiles:
             self.diagonal[:, a[0]:a[1]] = torch.diagonal(stack, dim1=1, dim2=2)
         else:
             self.row_sums[:, b[0]:b[1]] += stack.sum(dim=1)
+
+
+    def _scratch(self, dtype, numel: int):
+        """A flat buffer of ``numel`` elements kept between block pairs (one per dtype, grown
+        when too small): fresh pages for every tile are slow to touch on some VMs."""
+        buf = self._buffers.get(dtype)
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[dtype] = self.torch.empty(numel, dtype=dtype)
+        return buf[:numel]
 
 
 def _numpy_dtype(dtype) -> np.dtype:
