@@ -105,7 +105,8 @@ def compare_models(
     ----------
     model_a, model_b : torch.nn.Module
         Models to compare (may be the same object: one forward pass then serves both sides).
-        They are run in eval mode under ``torch.no_grad``; their training flag is restored.
+        They are run in eval mode under ``torch.inference_mode`` (as pytorch-cka does: no
+        autograd bookkeeping per operation); their training flag is restored.
         DataParallel / DistributedDataParallel wrappers are unwrapped (their ``.module`` runs).
     loader : iterable, or a tuple (loader_a, loader_b)
         Yields batches: a tensor, or a tuple/list whose first item is the input tensor, or any
@@ -246,7 +247,7 @@ def compare_models(
         else:
             route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir,
                            keep_cache, cleanup, rbf_options.get("tile"))
-        with run.hooks(), torch.no_grad(), model_loop():
+        with run.hooks(), torch.inference_mode(), model_loop():
             loader_a, loader_b = _loaders(loader)
             if loader_b is not None and same:
                 raise ValueError("model_a and model_b are the same model, run once per batch: "
@@ -262,7 +263,7 @@ def compare_models(
                     del acts  # the batch's outputs go before the next forward pass allocates
                     if tick is not None:
                         tick(step, total)
-        with clock("tiled_pass"):
+        with clock("tiled_pass"), torch.inference_mode():  # the sums were made in that mode
             cka = route.result(progress, rbf_options)
         out = (cka, names_a, names_b)
         return (*out, _report(route, clock, estimator)) if report else out

@@ -106,7 +106,9 @@ class CKA:
             The batches of model 1: tensors, or tuples whose first item is the input.
         dataloader2 : iterable, optional
             The batches of model 2 (default: ``dataloader1``), paired with those of
-            ``dataloader1`` batch by batch.
+            ``dataloader1`` batch by batch. With one loader (None, or the same object) it is
+            iterated once and each batch goes to both models: torch_cka iterates it twice,
+            which loads every batch twice and, with ``shuffle=True``, pairs different samples.
 
         Examples
         --------
@@ -130,18 +132,21 @@ class CKA:
         else:
             acc, keep = LayerMap(debiased=True, backend=self.backend), None
         with _Hooks(self.model1, self.model1_info["Layers"], keep) as h1, \
-                _Hooks(self.model2, self.model2_info["Layers"], keep) as h2, torch.no_grad(), \
-                model_loop():
-            for b1, b2 in zip(dataloader1, dataloader2):
+                _Hooks(self.model2, self.model2_info["Layers"], keep) as h2, \
+                torch.inference_mode(), model_loop():
+            one = dataloader2 is dataloader1
+            for b1, b2 in ((b, b) for b in dataloader1) if one else zip(dataloader1, dataloader2):
                 feats1 = h1.run(_first(b1).to(self.device))
                 feats2 = h2.run(_first(b2).to(self.device))
                 if self.minibatch:
                     acc.update_grams(feats1, feats2)
                 else:
                     acc.update(feats1, feats2)
-        if self.minibatch and acc.sums.batches == 0:
-            raise ValueError("the dataloaders gave no batch.")
-        self.hsic_matrix = torch.as_tensor(acc.result(), dtype=torch.float64)
+                del feats1, feats2  # the batch's features go before the next forward pass
+            if self.minibatch and acc.sums.batches == 0:
+                raise ValueError("the dataloaders gave no batch.")
+            cka = acc.result()  # in the mode its sums were made in
+        self.hsic_matrix = torch.as_tensor(cka, dtype=torch.float64)
 
     def export(self) -> dict:
         """Return the CKA map and what it compares (torch_cka's keys).

@@ -123,3 +123,28 @@ def test_plot_results_saves(tmp_path):
     assert (tmp_path / "cka.png").stat().st_size > 0 and ax.get_title() == "t"
     with pytest.raises(RuntimeError, match="compare"):
         CKA(_net(0), _net(1), "a", "b").export()
+
+
+@pytest.mark.parametrize("minibatch", [False, True])
+def test_one_loader_is_iterated_once_and_pairs_the_same_samples(minibatch):
+    """compare(loader) and compare(loader, loader): one pass, each batch to both models. A
+    shuffled loader then still pairs every sample with itself: a model against a copy of
+    itself is 1 on the diagonal (torch_cka iterates the loader twice: two shuffles)."""
+    x = torch.randn(192, 8, generator=torch.Generator().manual_seed(3))
+    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=48,
+                                           shuffle=True)
+
+    class Counting:
+        passes = 0
+
+        def __iter__(self):
+            Counting.passes += 1
+            return iter(shuffled)
+
+    loader = Counting()
+    for second in (None, loader):
+        cka = CKA(_net(0), _net(0), "a", "b", model1_layers=LAYERS, model2_layers=LAYERS,
+                  minibatch=minibatch)
+        cka.compare(loader, second)
+        np.testing.assert_allclose(np.diag(cka.export()["CKA"].numpy()), 1.0, atol=1e-6)
+    assert Counting.passes == 2
