@@ -239,7 +239,10 @@ def compare_models(
     names_b = _layers(model_b, layers_a if layers_b is None else layers_b, "model_b")
     every = list(dict.fromkeys([*names_a, *names_b]))
     keys = per_layer(output_key, every, "output_key"), per_layer(sample_dim, every, "sample_dim", 0)
-    run = _Run(model_a, model_b, same, names_a, names_b, keys, device, inputs)
+    reduce = None  # the exact map keeps a copy of every output
+    if estimator == "minibatch":  # each output's batch Gram is made in its hook: no copy
+        from .minibatch import batch_gram as reduce
+    run = _Run(model_a, model_b, same, names_a, names_b, keys, device, inputs, reduce)
     clock = _Clock()
     with ExitStack() as cleanup:
         if estimator == "minibatch":
@@ -362,17 +365,15 @@ class _MinibatchRoute:
         self.devices: dict = {}
         self.samples = 0
 
-    def add(self, acts: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
-        from .minibatch import batch_gram
-
+    def add(self, grams: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
+        """One batch: (model, layer) -> its batch Gram, made in the capture hook."""
         if not self.widths:
-            self.widths = {k: int(t.shape[1]) for k, t in acts.items()}
-            self.devices = {k: str(t.device) for k, t in acts.items()}
-        rows = len(next(iter(acts.values())))
+            self.widths = self.run.widths()
+            self.devices = {k: _device_name(g) for k, g in grams.items()}
+        rows = len(next(iter(grams.values())))
         if rows < 4:
             raise ValueError(f"estimator='minibatch' needs batches of at least 4 samples (the "
                              f"unbiased HSIC of a batch divides by b(b-3)); got a batch of {rows}.")
-        grams = {key: batch_gram(t) for key, t in acts.items()}
         ga = [grams[k] for k in self.run.keys_a]
         gb = None if self.run.symmetric else [grams[k] for k in self.run.keys_b]
         self.acc.update_grams(ga, gb)
@@ -395,8 +396,10 @@ class _MinibatchRoute:
 class _Run:
     """The models, their hooks and one forward pass per batch."""
 
-    def __init__(self, model_a, model_b, same, names_a, names_b, per_layer_keys, device, inputs):
+    def __init__(self, model_a, model_b, same, names_a, names_b, per_layer_keys, device, inputs,
+                 reduce=None):
         self.model_a, self.model_b, self.same, self.inputs = model_a, model_b, same, inputs
+        self.reduce = reduce  # what the hooks keep of each output (Capture); None: a copy
         self.src_b = "model_a" if same else "model_b"
         self.keys_a = [("model_a", n) for n in names_a]
         self.keys_b = [(self.src_b, n) for n in names_b]
@@ -422,7 +425,11 @@ class _Run:
 
     def _capture(self, model, names, what) -> Capture:
         return Capture(model, names, what, {n: self.output_keys[n] for n in names},
-                       {n: self.sample_dims[n] for n in names})
+                       {n: self.sample_dims[n] for n in names}, self.reduce)
+
+    def widths(self) -> dict:
+        """(model, layer) -> features of its output in the last forward pass."""
+        return {(side, n): w for side, cap in self.captures for n, w in cap.widths.items()}
 
     def forward(self, batch_a, batch_b) -> dict:
         """Run the models on one batch; (model, layer) -> flattened activations."""
@@ -588,6 +595,11 @@ def _batches(loader_a, loader_b):
 
 def _first_item(batch):
     return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _device_name(a) -> str:
+    """Where an array or tensor is: "cpu" for NumPy (a CPU tensor's Gram comes back as one)."""
+    return str(a.device) if hasattr(a, "device") and not isinstance(a, np.ndarray) else "cpu"
 
 
 def _model_device(model):

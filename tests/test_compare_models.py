@@ -565,6 +565,29 @@ def test_minibatch_estimator_float32_equals_compat_torch_cka(images):
     assert {r["path"] for r in rep} == {"minibatch"} and rep["totals"]["cache_bytes"] == 0
 
 
+def test_minibatch_grams_are_made_in_the_hook_before_an_inplace_op(images):
+    """The minibatch route keeps each output's batch Gram, made in its hook (no copy of the
+    output): a ReLU(inplace=True) after the hooked layer does not change it, and the report
+    gives each layer's width."""
+    from _reference import torch_cka_minibatch
+
+    _, batches = images
+    torch.manual_seed(36)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(72, 9),
+                              torch.nn.ReLU(inplace=True), torch.nn.Linear(9, 5))
+    layers = ["1", "3"]
+    m, *_, rep = compare_models(net, net, batches, layers, estimator="minibatch", report=True)
+
+    def outputs(t):
+        with torch.no_grad():
+            h = net[1](net[0](t))
+            return [h.double().numpy(), net[3](torch.relu(h)).double().numpy()]
+
+    acts = [outputs(t) for t in batches]  # the Linear's output before the ReLU overwrote it
+    np.testing.assert_allclose(m, torch_cka_minibatch(acts, acts), rtol=0, atol=1e-6)
+    assert [r["p"] for r in rep] == [9, 5, 9, 5]
+
+
 def test_minibatch_estimator_refuses_what_it_does_not_estimate(images):
     _, batches = images
     net = ConvNet(35)

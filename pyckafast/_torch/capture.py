@@ -61,17 +61,22 @@ def layer_output(output, output_key: str | None = None):
     raise TypeError(f"a hooked layer must output a tensor, tuple/list or dict of tensors; got {type(output).__name__}.")
 
 
+def _samples_first(t, sample_dim: int, name: str):
+    """``t`` detached, ``sample_dim`` moved first (a view)."""
+    t = t.detach()
+    if not -t.dim() <= sample_dim < t.dim() or t.dim() == 0:
+        raise ValueError(f"sample_dim={sample_dim} is not a dimension of the output of layer "
+                         f"{name!r}, of shape {tuple(t.shape)}.")
+    return t.movedim(sample_dim, 0) if sample_dim not in (0, -t.dim()) else t
+
+
 def flatten(t, sample_dim: int, name: str):
     """``t`` as a contiguous (samples, features) copy on its own device: ``sample_dim`` moved
     first, the rest flattened, float32 unless ``t`` is float64; one copy, whatever the strides."""
     torch = require("torch", "pyckafast.torch")
 
-    t = t.detach()
-    if not -t.dim() <= sample_dim < t.dim() or t.dim() == 0:
-        raise ValueError(f"sample_dim={sample_dim} is not a dimension of the output of layer "
-                         f"{name!r}, of shape {tuple(t.shape)}.")
-    moved = t.movedim(sample_dim, 0) if sample_dim not in (0, -t.dim()) else t
-    dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+    moved = _samples_first(t, sample_dim, name)
+    dtype = moved.dtype if moved.dtype in (torch.float32, torch.float64) else torch.float32
     out = moved.new_empty(moved.shape, dtype=dtype)  # same device (and tensor subclass)
     out.copy_(moved)
     return out.reshape(moved.shape[0], -1)
@@ -90,11 +95,18 @@ class Capture:
 
     A layer whose hook fires twice in one forward pass (a module reused inside the model) has no
     single output per sample, so it is an error naming the layer.
+
+    ``reduce``: what to keep of each output, computed in the hook from its (samples, features)
+    view (e.g. the batch Gram): no copy of the output is made, and an in-place operation after
+    the layer cannot change it. Without it, a flattened copy is kept (:func:`flatten`).
+    ``widths`` holds each layer's number of features.
     """
 
-    def __init__(self, model, names: list[str], what: str, output_keys: dict, sample_dims: dict):
+    def __init__(self, model, names: list[str], what: str, output_keys: dict, sample_dims: dict,
+                 reduce=None):
         modules = dict(model.named_modules())
-        self.model, self.what = model, what
+        self.model, self.what, self.reduce = model, what, reduce
+        self.widths: dict = {}
         self.output_keys, self.sample_dims = output_keys, sample_dims
         self.modules = {n: modules[n] for n in names}
         self.latest: dict = {}
@@ -116,8 +128,15 @@ class Capture:
                     f"layer {name!r} of {self.what} ran more than once in one forward pass (a "
                     "module reused inside the model): it has no single output per sample. Hook "
                     "a module that runs once per forward pass (e.g. give each use its own module).")
-            self.latest[name] = flatten(layer_output(output, self.output_keys[name]),
-                                        self.sample_dims[name], name)
+            t = layer_output(output, self.output_keys[name])
+            if self.reduce is None:
+                kept = flatten(t, self.sample_dims[name], name)
+                width = kept.shape[1]
+            else:
+                moved = _samples_first(t, self.sample_dims[name], name)
+                rows = moved.reshape(moved.shape[0], -1)
+                kept, width = self.reduce(rows), rows.shape[1]
+            self.latest[name], self.widths[name] = kept, int(width)
         return hook
 
     def take(self) -> dict:
