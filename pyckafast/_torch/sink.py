@@ -2,10 +2,12 @@
 
 Linear kernel: the streamed layers feed ONE :class:`~pyckafast.CKAMapState` (GPU activations go
 in as they are: the state's cuda producer reduces them on the device); the cached layers are
-appended to the activation cache. On the host, every pair of cached layers comes from the tiled
-sample-space pass run while the batches arrive (:class:`~pyckafast._torch.tiles.StreamedTiles`:
-each batch's Gram tiles against the earlier rows, with torch, on the same threads as the forward
-passes; what is left after the last batch is the last window against the older rows). For a
+appended to the activation cache (with a cache in RAM,
+:class:`~pyckafast._torch.cache.MemoryCache`, the tiled pass keeps the rows itself instead: one
+copy). On the host, every pair of cached layers comes from the tiled sample-space pass run
+while the batches arrive (:class:`~pyckafast._torch.tiles.StreamedTiles`: each batch's Gram
+tiles against the earlier rows, with torch, on the same threads as the forward passes; what is
+left after the last batch is the last window against the older rows). For a
 model on the GPU the cache is read after the pass by
 :func:`pyckafast._cpu.tiled_map.tiled_map_terms` with CuPy (each layer's Gram tile once per block
 pair). RBF kernel: every layer is cached and the map is one tiled pass over the cache.
@@ -185,7 +187,8 @@ class LinearMapSink:
         self.resident = isinstance(cache, MemoryCache) and self.tile is None
         self.streamed = StreamedTiles([f"layer {k[1]!r} of {k[0]}" for k in keys],
                                       lambda r, start, out: cache.read(keys[r], start, out),
-                                      rows=self.tile, resident=cache.rows if self.resident else None)
+                                      rows=self.tile,
+                                      resident=cache.rows if self.resident else None)
 
     def add(self, acts: dict, forward_seconds: float = 0.0) -> None:
         """One batch: ``acts`` maps (model, layer) keys to flattened tensors."""
