@@ -177,7 +177,8 @@ def compare_models(
         ``cache_bytes``, ``device`` (where its activations were) and ``file`` (its cache file
         when kept, else None); ``"totals"``: ``layers``, ``samples``, ``batches``,
         ``state_bytes``, ``cache_bytes``, ``bytes``, ``cached_layers``, ``seconds``, ``estimator``;
-        ``"time"``: seconds in ``"forward"`` (the models' forward passes, hooks included),
+        ``"time"``: seconds in ``"forward"`` (the models' forward passes, hooks included:
+        with ``estimator="minibatch"`` the batch Grams are made in the hooks),
         ``"batch_loop"`` (the rest of the loop over the batches: streaming, cache writes),
         ``"tiled_pass"`` (the pass over the cached layers after the loop) and ``"disk"``
         (writing the cache, where the sink measures it; else 0).
