@@ -369,8 +369,7 @@ class _MinibatchRoute:
     def add(self, grams: dict, total_batches: int | None, forward_seconds: float = 0.0) -> None:
         """One batch: (model, layer) -> its batch Gram, made in the capture hook."""
         if not self.widths:
-            self.widths = self.run.widths()
-            self.devices = {k: _device_name(g) for k, g in grams.items()}
+            self.widths, self.devices = self.run.recorded("widths"), self.run.recorded("devices")
         rows = len(next(iter(grams.values())))
         if rows < 4:
             raise ValueError(f"estimator='minibatch' needs batches of at least 4 samples (the "
@@ -428,9 +427,11 @@ class _Run:
         return Capture(model, names, what, {n: self.output_keys[n] for n in names},
                        {n: self.sample_dims[n] for n in names}, self.reduce)
 
-    def widths(self) -> dict:
-        """(model, layer) -> features of its output in the last forward pass."""
-        return {(side, n): w for side, cap in self.captures for n, w in cap.widths.items()}
+    def recorded(self, what: str) -> dict:
+        """(model, layer) -> its output's ``what`` ("widths": features, or "devices") in the
+        last forward pass."""
+        return {(side, n): v for side, cap in self.captures
+                for n, v in getattr(cap, what).items()}
 
     def forward(self, batch_a, batch_b) -> dict:
         """Run the models on one batch; (model, layer) -> flattened activations."""
@@ -596,11 +597,6 @@ def _batches(loader_a, loader_b):
 
 def _first_item(batch):
     return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def _device_name(a) -> str:
-    """Where an array or tensor is: "cpu" for NumPy (a CPU tensor's Gram comes back as one)."""
-    return str(a.device) if hasattr(a, "device") and not isinstance(a, np.ndarray) else "cpu"
 
 
 def _model_device(model):

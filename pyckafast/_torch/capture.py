@@ -99,7 +99,7 @@ class Capture:
     ``reduce``: what to keep of each output, computed in the hook from its (samples, features)
     view (e.g. the batch Gram): no copy of the output is made, and an in-place operation after
     the layer cannot change it. Without it, a flattened copy is kept (:func:`flatten`).
-    ``widths`` holds each layer's number of features.
+    ``widths`` and ``devices`` hold each layer's number of features and device.
     """
 
     def __init__(self, model, names: list[str], what: str, output_keys: dict, sample_dims: dict,
@@ -107,6 +107,7 @@ class Capture:
         modules = dict(model.named_modules())
         self.model, self.what, self.reduce = model, what, reduce
         self.widths: dict = {}
+        self.devices: dict = {}
         self.output_keys, self.sample_dims = output_keys, sample_dims
         self.modules = {n: modules[n] for n in names}
         self.latest: dict = {}
@@ -137,6 +138,7 @@ class Capture:
                 rows = moved.reshape(moved.shape[0], -1)
                 kept, width = self.reduce(rows), rows.shape[1]
             self.latest[name], self.widths[name] = kept, int(width)
+            self.devices[name] = str(t.device)
         return hook
 
     def take(self) -> dict:

@@ -299,7 +299,6 @@ class StreamedTiles:
         """Layer r's rows [lo, hi) read back and centred, in the shared scratch: returned as a
         function, so each layer's chunk is read just before its tile is made."""
         def load():
-            torch = self.torch
             w = self.window[r]
             flat = scratch.reshape(-1)[: (hi - lo) * w.shape[1] * w.element_size()]
             out = flat.view(w.dtype).reshape(hi - lo, w.shape[1])
@@ -354,7 +353,6 @@ class StreamedTiles:
             self.diagonal[:, a[0]:a[1]] = torch.diagonal(stack, dim1=1, dim2=2)
         else:
             self.row_sums[:, b[0]:b[1]] += stack.sum(dim=1)
-
 
     def _scratch(self, dtype, numel: int):
         """A flat buffer of ``numel`` elements kept between block pairs (one per dtype, grown
