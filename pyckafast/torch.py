@@ -46,6 +46,7 @@ from ._torch.cache import ActivationCache, MemoryCache, check_disk
 from ._torch.capture import Capture, layer_output
 from ._torch.layers import per_layer, select_layers, unwrap
 from ._torch.plan import default_budget, plan_map
+from ._torch.side_by_side import SideBySide
 from ._torch.sink import LinearMapSink, RBFSink, tiles_module
 from .rbf import RBF_SPEC
 
@@ -176,7 +177,9 @@ def compare_models(
         (memory of the state held for it plus its cached bytes), ``state_bytes``,
         ``cache_bytes``, ``device`` (where its activations were) and ``file`` (its cache file
         when kept, else None); ``"totals"``: ``layers``, ``samples``, ``batches``,
-        ``state_bytes``, ``cache_bytes``, ``bytes``, ``cached_layers``, ``seconds``, ``estimator``;
+        ``state_bytes``, ``cache_bytes``, ``bytes``, ``cached_layers``, ``seconds``, ``estimator``,
+        ``side_by_side`` (True: the two models' forward passes of each batch ran side by side,
+        each on half of torch's threads; see ``pyckafast._torch.side_by_side``);
         ``"time"``: seconds in ``"forward"`` (the models' forward passes, hooks included:
         with ``estimator="minibatch"`` the batch Grams are made in the hooks),
         ``"batch_loop"`` (the rest of the loop over the batches: streaming, cache writes),
@@ -322,6 +325,7 @@ def _report(route, clock: _Clock, estimator: str) -> dict:
         "cache_bytes": sum(r["cache_bytes"] for r in layers),
         "bytes": sum(r["bytes"] for r in layers),
         "cached_layers": sum(r["path"] == "cache" for r in layers),
+        "side_by_side": route.run.pair.parallel,
         "seconds": time.perf_counter() - clock.start,
     }
     return Report(layers, totals, times)
@@ -421,6 +425,9 @@ class _Run:
                              ("model_b", self._capture(self.model_b, names_b, "model_b"))]
         for _, cap in self.captures:
             stack.enter_context(cap)
+        model_b = None if self.same else self.model_b
+        self.pair = stack.enter_context(SideBySide(self.model_a, model_b, self.device_a,
+                                                   self.device_b))
         return stack
 
     def _capture(self, model, names, what) -> Capture:
@@ -436,10 +443,13 @@ class _Run:
     def forward(self, batch_a, batch_b) -> dict:
         """Run the models on one batch; (model, layer) -> flattened activations."""
         x = self._input(batch_a)
-        self.model_a(x.to(self.device_a) if hasattr(x, "to") else x)
+        xa = x.to(self.device_a) if hasattr(x, "to") else x
+        run_b = None
         if not self.same:
             xb = x if batch_b is None else self._input(batch_b)
-            self.model_b(xb.to(self.device_b) if hasattr(xb, "to") else xb)
+            xb = xb.to(self.device_b) if hasattr(xb, "to") else xb
+            run_b = lambda: self.model_b(xb)  # noqa: E731
+        self.pair.run(lambda: self.model_a(xa), run_b)
         acts = {}
         for side, cap in self.captures:
             acts.update({(side, n): t for n, t in cap.take().items()})

@@ -41,6 +41,7 @@ from .._core.minibatch_terms import batch_hsic_terms, pytorch_cka_map
 from .._core.optional import require
 from .._core.threads import model_loop
 from .._core.types import Backend
+from .._torch.side_by_side import SideBySide
 from ..minibatch import MinibatchMap, batch_gram
 from ._layermap import LayerMap
 
@@ -203,10 +204,8 @@ class CKA:
             return xs, None  # one model, the same layers: a symmetric map (pairs i < j once)
         return xs, [got2[n] for n in self.model2_layer_to_module]
 
-    def _run_models(self, x) -> None:
-        self.model1(x)
-        if not self._is_same_model:
-            self.model2(x)
+    def _run_models(self, x, pair: SideBySide) -> None:
+        pair.run(lambda: self.model1(x), None if self._is_same_model else lambda: self.model2(x))
 
     def _compare(self, dataloader, progress: bool = True, verbose: bool = False):
         """The exact CKA map (len(layers1), len(layers2)) over every sample of ``dataloader``
@@ -224,14 +223,16 @@ class CKA:
         if progress:
             tqdm = require("tqdm", "progress=True").tqdm
             iterator = tqdm(dataloader, total=total, desc="Computing CKA")
-        with torch.inference_mode(), model_loop():
+        pair = SideBySide(self.model1, None if self._is_same_model else self.model2,
+                          self.device, self.device)
+        with torch.inference_mode(), model_loop(), pair:
             for batch_idx, batch in enumerate(iterator):
                 self._clear_features()
                 x = self._extract_input(batch)
                 if self.minibatch and x.shape[0] <= 3:
                     raise ValueError(f"HSIC requires batch size > 3, got {x.shape[0]}. "
                                      "Increase batch size to at least 4.")
-                self._run_models(x.to(self.device))
+                self._run_models(x.to(self.device), pair)
                 layer_map.update(*self._batch_features())
                 if verbose:
                     print(f"Batch {batch_idx + 1}/{total} - Mean CKA: "

@@ -35,6 +35,7 @@ import numpy as np
 from .._core.optional import require
 from .._core.threads import model_loop
 from .._core.types import Backend
+from .._torch.side_by_side import SideBySide
 from ..minibatch import MinibatchMap, batch_gram
 from ._layermap import LayerMap
 
@@ -131,13 +132,14 @@ class CKA:
             acc, keep = MinibatchMap(), batch_gram
         else:
             acc, keep = LayerMap(debiased=True, backend=self.backend), None
+        pair = SideBySide(self.model1, self.model2, self.device, self.device)
         with _Hooks(self.model1, self.model1_info["Layers"], keep) as h1, \
                 _Hooks(self.model2, self.model2_info["Layers"], keep) as h2, \
-                torch.inference_mode(), model_loop():
+                torch.inference_mode(), model_loop(), pair:
             one = dataloader2 is dataloader1
             for b1, b2 in ((b, b) for b in dataloader1) if one else zip(dataloader1, dataloader2):
-                feats1 = h1.run(_first(b1).to(self.device))
-                feats2 = h2.run(_first(b2).to(self.device))
+                x1, x2 = _first(b1).to(self.device), _first(b2).to(self.device)
+                feats1, feats2 = pair.run(lambda: h1.run(x1), lambda: h2.run(x2))
                 if self.minibatch:
                     acc.update_grams(feats1, feats2)
                 else:
