@@ -192,3 +192,29 @@ def test_wide_torch_gram_in_quarters_is_the_gram(b, monkeypatch):
     ref = (x.double() @ x.double().T).numpy()
     assert g.dtype == np.float32 and len(calls) == (2 if b % 4 == 0 else 0)
     np.testing.assert_allclose(g, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("threads, route", [(1, "_syrk_gram"), (2, "_torch_gram")])
+def test_torch_gram_route_follows_this_threads_torch_pool(threads, route, monkeypatch):
+    # one torch thread (a model side by side with another): NumPy's SYRK, half a GEMM's work
+    torch = pytest.importorskip("torch")
+    import pyckafast.minibatch as mb
+
+    calls = []
+    real = getattr(mb, route)
+    monkeypatch.setattr(mb, route, lambda *a: calls.append(1) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(12, 30, generator=gen) + 1e3  # a large offset
+        g = batch_gram(x)
+    finally:
+        torch.set_num_threads(before)
+    assert len(calls) == 2  # the Gram, then the centred rows' (the offset dominates)
+    xc = x.double() - x.double().mean(0)
+    ref = (xc @ xc.T).numpy()
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    if route == "_syrk_gram":  # one triangle computed, mirrored
+        np.testing.assert_array_equal(g, g.T)

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "bind_util.h"
+#include "gram_products_cpu.h"
 #include "linear_moments_cpu.h"
 
 namespace py = pybind11;
@@ -43,6 +44,48 @@ py::tuple linear_moments(const py::array& x, const py::array& y, const Arr<T>& s
                         to_numpy(r.qy), to_numpy(r.ry), scalars);
 }
 
+// The data pointers of a side's Grams: each a C-contiguous (n, n) array of dtype T (no
+// conversion: the caller picks the kernel by dtype), all of one n.
+template <typename T>
+std::vector<const T*> gram_pointers(const py::sequence& grams, py::ssize_t& n, const char* name) {
+  std::vector<const T*> out;
+  for (py::size_t k = 0; k < grams.size(); ++k) {
+    py::object item = grams[k];
+    const std::string what = std::string(name) + "[" + std::to_string(k) + "]";
+    if (!py::isinstance<py::array_t<T, py::array::c_style>>(item))
+      throw py::type_error(what + " must be a C-contiguous array of this kernel's dtype");
+    auto a = item.cast<py::array>();
+    if (a.ndim() != 2 || a.shape(0) != a.shape(1))
+      throw py::value_error(what + " must be a square (b, b) Gram");
+    if (n >= 0 && a.shape(0) != n)
+      throw py::value_error(what + " has " + std::to_string(a.shape(0)) +
+                            " samples where the first Gram has " + std::to_string(n));
+    n = a.shape(0);
+    out.push_back(static_cast<const T*>(a.data()));
+  }
+  return out;
+}
+
+template <typename T>
+py::tuple gram_products(const py::sequence& grams_a, const py::object& grams_b) {
+  py::ssize_t n = -1;
+  const auto a = gram_pointers<T>(grams_a, n, "grams_a");
+  std::vector<const T*> b;
+  if (!grams_b.is_none()) b = gram_pointers<T>(grams_b.cast<py::sequence>(), n, "grams_b");
+  if (a.empty() || (!grams_b.is_none() && b.empty()))
+    throw py::value_error("each side needs at least one Gram; got an empty list");
+  const auto la = static_cast<py::ssize_t>(a.size());
+  const auto lb = static_cast<py::ssize_t>(b.empty() ? a.size() : b.size());
+  const auto own_b = static_cast<py::ssize_t>(b.size());
+  py::array_t<double> trace({la, lb}), sq_a(la), rows_a({la, n}), sq_b(own_b), rows_b({own_b, n});
+  {
+    py::gil_scoped_release release;  // the sequences keep the Grams alive
+    pcf::gram_products<T>(a, b, n, trace.mutable_data(), sq_a.mutable_data(),
+                          rows_a.mutable_data(), sq_b.mutable_data(), rows_b.mutable_data());
+  }
+  return py::make_tuple(trace, sq_a, rows_a, sq_b, rows_b);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ext, m) {
@@ -54,6 +97,13 @@ PYBIND11_MODULE(_ext, m) {
         py::arg("shift_x"), py::arg("shift_y"), py::arg("out_x"), py::arg("out_y"),
         py::arg("debiased"));
   bind_rbf(m);
+  const char* products_doc =
+      "(trace, sq_a, rows_a, sq_b, rows_b) of one batch's zero-diagonal Grams (float64): "
+      "tr(K~_l L~_m), tr(K~_l K~_l), K~_l 1, and side b's; grams_b None: the symmetric map";
+  m.def("gram_products_f32", &gram_products<float>, py::arg("grams_a"), py::arg("grams_b"),
+        products_doc);
+  m.def("gram_products_f64", &gram_products<double>, py::arg("grams_a"), py::arg("grams_b"),
+        products_doc);
   m.def("max_threads", &pcf::max_threads, "threads the kernels use when called from this thread");
   m.def("set_thread_limit", [](int n) { pcf::thread_limit() = std::max(0, n); }, py::arg("n"),
         "threads the kernels may use when called from this thread (0: the default)");

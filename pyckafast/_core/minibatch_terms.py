@@ -8,7 +8,8 @@ diagonal set to zero, K~, gives every layer pair's unbiased HSIC from three smal
 
 with tr(K~ L~) = vec(K~) . vec(L~) and 1'K~L~1 = (K~1) . (L~1) (the Grams are symmetric). All
 pairs' traces are one GEMM of the stacked vec(K~) (L x b^2), all pairs' row terms one GEMM of the
-stacked row sums (L x b). The estimate sums each pair's HSIC over the batches and normalises:
+stacked row sums (L x b); or, for host Grams, one pass of the C++ extension over the Grams as
+they are (``_ext.gram_products_*``), which gives the same products (:func:`hsic_from_products`). The estimate sums each pair's HSIC over the batches and normalises:
 
     CKA_mb(i, j) = sum_b HSIC_1(K_i, L_j) / sqrt(sum_b HSIC_1(K_i, K_i) * sum_b HSIC_1(L_j, L_j))
 
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["batch_hsic_terms", "unbiased_hsic", "BatchHSIC", "MinibatchSums", "cka_map",
+__all__ = ["batch_hsic_terms", "hsic_from_products", "unbiased_hsic", "BatchHSIC", "MinibatchSums", "cka_map",
            "pytorch_cka_map", "ZERO_VARIANCE"]
 
 # A layer's summed HSIC_1(K, K) at or below this fraction of its summed tr(K~K~) / (b(b-3))
@@ -63,7 +64,8 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray) -> B
     grams_b : array, shape (Lb, b, b), optional
         The same for side b; None: side b is side a (a symmetric map, one GEMM fewer).
     host : callable, default numpy.asarray
-        Brings a small (L x L or L) result to a NumPy array (e.g. ``lambda t: t.cpu().numpy()``).
+        Brings a small (L x L or L x b) result to a NumPy array (e.g.
+        ``lambda t: t.cpu().numpy()``).
 
     Returns
     -------
@@ -83,28 +85,63 @@ def batch_hsic_terms(grams_a, grams_b=None, *, host: Callable = np.asarray) -> B
     True
     """
     b = int(grams_a.shape[-1])
-    if b < 4:
-        raise ValueError(f"the unbiased HSIC needs batches of at least 4 samples; got {b}.")
     va = grams_a.reshape(grams_a.shape[0], -1)
-    ra = grams_a.sum(1)                                  # (La, b) row sums K~1 (symmetric)
+    rows_a = host(grams_a.sum(1))  # (La, b) row sums K~1 (symmetric)
     if grams_b is None:
-        trace, rows = host(va @ va.T), host(ra @ ra.T)
-        total = rows_total = host(ra.sum(1))
-        h = unbiased_hsic(b, trace, total[:, None], rows_total[None, :], rows)
-        d = np.diagonal(h).copy()
-        scale = np.diagonal(trace) / (b * (b - 3))
-        return BatchHSIC(h, d, d, scale, scale)
+        trace = host(va @ va.T)
+        return hsic_from_products(b, trace, np.diagonal(trace).copy(), rows_a)
     vb = grams_b.reshape(grams_b.shape[0], -1)
-    rb = grams_b.sum(1)
-    trace, rows = host(va @ vb.T), host(ra @ rb.T)
-    ta, tb = host(ra.sum(1)), host(rb.sum(1))
-    hxy = unbiased_hsic(b, trace, ta[:, None], tb[None, :], rows)
     # ||K~||^2 per layer as the diagonal of a tiny GEMM: (va * va).sum(1) would make a
     # temporary of every Gram (fresh pages on every batch).
-    sa, sb = np.diagonal(host(va @ va.T)).copy(), np.diagonal(host(vb @ vb.T)).copy()
-    hxx = unbiased_hsic(b, sa, ta, ta, host((ra * ra).sum(1)))
-    hyy = unbiased_hsic(b, sb, tb, tb, host((rb * rb).sum(1)))
-    return BatchHSIC(hxy, hxx, hyy, sa / (b * (b - 3)), sb / (b * (b - 3)))
+    sq_a, sq_b = np.diagonal(host(va @ va.T)).copy(), np.diagonal(host(vb @ vb.T)).copy()
+    return hsic_from_products(b, host(va @ vb.T), sq_a, rows_a, sq_b, host(grams_b.sum(1)))
+
+
+def hsic_from_products(b: int, trace: np.ndarray, sq_a: np.ndarray, rows_a: np.ndarray,
+                       sq_b: np.ndarray | None = None, rows_b: np.ndarray | None = None
+                       ) -> BatchHSIC:
+    """One batch's :class:`BatchHSIC` from the zero-diagonal Grams' products (float64 NumPy).
+
+    Parameters
+    ----------
+    b : int
+        The batch's samples (at least 4).
+    trace : ndarray, shape (La, Lb)
+        tr(K~_i L~_j) of every pair (symmetric map: (La, La), side a against itself).
+    sq_a : ndarray, shape (La,)
+        tr(K~_i K~_i) of side a's layers.
+    rows_a : ndarray, shape (La, b)
+        Their row sums K~_i 1.
+    sq_b, rows_b : ndarray, optional
+        The same for side b; None: a symmetric map (side b is side a).
+
+    Returns
+    -------
+    BatchHSIC
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyckafast._core.minibatch_terms import batch_hsic_terms, hsic_from_products
+    >>> k = np.random.default_rng(1).normal(size=(6, 6))
+    >>> k = k + k.T
+    >>> np.fill_diagonal(k, 0)
+    >>> sq = np.array([(k * k).sum()])
+    >>> h = hsic_from_products(6, sq[:, None], sq, k.sum(1)[None])
+    >>> bool(np.allclose(h.xy, batch_hsic_terms(k[None]).xy))
+    True
+    """
+    if b < 4:
+        raise ValueError(f"the unbiased HSIC needs batches of at least 4 samples; got {b}.")
+    symmetric = sq_b is None
+    if symmetric:
+        sq_b, rows_b = sq_a, rows_a
+    ta, tb = rows_a.sum(1), rows_b.sum(1)
+    hxy = unbiased_hsic(b, trace, ta[:, None], tb[None, :], rows_a @ rows_b.T)
+    hxx = np.diagonal(hxy).copy() if symmetric else unbiased_hsic(
+        b, sq_a, ta, ta, (rows_a * rows_a).sum(1))
+    hyy = hxx if symmetric else unbiased_hsic(b, sq_b, tb, tb, (rows_b * rows_b).sum(1))
+    return BatchHSIC(hxy, hxx, hyy, sq_a / (b * (b - 3)), sq_b / (b * (b - 3)))
 
 
 @dataclass
