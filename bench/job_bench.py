@@ -18,7 +18,8 @@ outputs, p = 16384, 16384, 8192, 4096, 2048). Generated Gaussian images. Methods
 
 Also timed: the models' forward passes over the loader alone, and inside compare_models' loop
 (its report's ``time["forward"]``). Every call gets fresh copies of the models (torch_cka leaves
-its hooks on them). Prints markdown tables; ``--json`` writes the raw rounds.
+its hooks on them). Each call's CPU seconds (this process, all threads) are recorded beside its
+wall time. Prints markdown tables; ``--json`` writes the raw rounds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -222,17 +224,24 @@ def bench(kinds, n, batch, rounds, methods, after_round=None):
             for name in methods:
                 ca, cb = copy.deepcopy(a), copy.deepcopy(b)
                 load = os.getloadavg()[0]
-                t0 = time.perf_counter()
+                cpu0, t0 = _cpu_seconds(), time.perf_counter()
                 value, extra = METHODS[name](ca, cb, layers, loader)
-                dt = time.perf_counter() - t0
+                dt, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
                 rows.setdefault((kind, name), []).append(
-                    {"s": dt, "load": load, "extra": extra,
+                    {"s": dt, "cpu": cpu, "load": load, "extra": extra,
                      "value": None if value is None else np.asarray(value).tolist()})
                 print(f"[{kind} round {r + 1}] {name}: {dt:.2f} s (load {load:.1f})",
                       file=sys.stderr, flush=True)
             if after_round is not None:
                 after_round(rows)
     return rows
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process, all its threads (the busy processes are not counted): the
+    work a method did, which the machine's jitter moves less than its wall time."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def _median(rows, key):
@@ -245,7 +254,8 @@ def table(rows, kinds, methods) -> str:
         tc, pc = _median(rows, (kind, "torch_cka")), _median(rows, (kind, "pytorch-cka"))
         ref = rows.get((kind, "torch_cka"), [{}])[0].get("value")
         out += [f"\n### {kind}\n", "| method | median s | rounds s | load (1 min) | / torch_cka "
-                "| / pytorch-cka | max abs diff vs torch_cka |", "|---|---|---|---|---|---|---|"]
+                "| / pytorch-cka | median CPU s | max abs diff vs torch_cka |",
+                "|---|---|---|---|---|---|---|---|"]
         for name in methods:
             rs = rows.get((kind, name))
             if not rs:
@@ -256,8 +266,9 @@ def table(rows, kinds, methods) -> str:
                 diff = f"{np.nanmax(np.abs(np.asarray(rs[0]['value']) - np.asarray(ref))):.1e}"
             secs = ", ".join(f"{r['s']:.2f}" for r in rs)
             loads = ", ".join(f"{r['load']:.1f}" for r in rs)
+            cpu = statistics.median(r.get("cpu", float("nan")) for r in rs)
             out.append(f"| {name} | {med:.2f} | {secs} | {loads} | {med / tc:.2f} | "
-                       f"{med / pc:.2f} | {diff} |")
+                       f"{med / pc:.2f} | {cpu:.2f} | {diff} |")
         fwd = _median(rows, (kind, "forward alone"))
         for name in ("compare_models mb", "compare_models exact"):
             rs = rows.get((kind, name))

@@ -7,4 +7,6 @@
 * ``sink``: where the batches go, and the CKA map made from the state and the cache
 * ``layer_map``: plan, state, cache and sink fed layer outputs batch by batch, for the front ends
   with hooks of their own (``compat``, ``torchmetrics``)
+* ``side_by_side``: two models' forward passes of one batch in two threads, each on half of
+  torch's intra-op pool (compare_models and the compat layers)
 """
