@@ -254,7 +254,7 @@ def compare_models(
         else:
             route = _Route(run, kernel, debiased, backend, max_state_bytes, cache_dir,
                            keep_cache, cleanup, rbf_options.get("tile"))
-        with run.hooks(), torch.inference_mode(), model_loop():
+        with run.hooks(), torch.inference_mode(), model_loop(), run.pair:
             loader_a, loader_b = _loaders(loader)
             if loader_b is not None and same:
                 raise ValueError("model_a and model_b are the same model, run once per batch: "
@@ -412,6 +412,10 @@ class _Run:
         self.device_a = device if device is not None else _model_device(model_a)
         self.device_b = device if device is not None else _model_device(model_b)
         self.captures: list[tuple[str, Capture]] = []
+        # Side by side when the hooks reduce each output (the estimate's Grams): the exact
+        # map's work between the passes (tile GEMMs) needs torch's whole pool.
+        self.pair = SideBySide(model_a, None if same else model_b, self.device_a, self.device_b,
+                               pool_between=reduce is None)
 
     def hooks(self) -> ExitStack:
         stack = ExitStack()
@@ -425,9 +429,6 @@ class _Run:
                              ("model_b", self._capture(self.model_b, names_b, "model_b"))]
         for _, cap in self.captures:
             stack.enter_context(cap)
-        model_b = None if self.same else self.model_b
-        self.pair = stack.enter_context(SideBySide(self.model_a, model_b, self.device_a,
-                                                   self.device_b))
         return stack
 
     def _capture(self, model, names, what) -> Capture:

@@ -98,19 +98,30 @@ def test_errors_are_raised_after_both_have_finished(failing, two_threads):
         with pytest.raises(RuntimeError, match=f"{expected} failed"):
             pair.run(step("first"), step("second"))
         assert sorted(done) == ["first", "second"]
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1  # this thread's half, for the whole block
+    assert torch.get_num_threads() == 2
 
 
-@pytest.mark.parametrize("estimator", ["minibatch", "exact"])
-def test_compare_models_side_by_side_gives_the_same_map(estimator, two_threads, monkeypatch):
+def test_the_pool_stays_whole_when_the_work_between_needs_it(two_threads):
+    a, b = _nets()
+    with SideBySide(a, b, "cpu", "cpu", pool_between=True) as pair:
+        assert not pair.parallel and torch.get_num_threads() == 2
+
+
+def test_compare_models_side_by_side_gives_the_same_map(two_threads, monkeypatch):
     a, b = _nets()
     gen = torch.Generator().manual_seed(3)
     loader = [torch.randn(32, 6, generator=gen) for _ in range(4)]
     layers = ["0", "1", "2"]
-    kw = {"estimator": estimator, "report": True}
-    m, _, _, rep = compare_models(a, b, loader, layers, **kw)
+    m, _, _, rep = compare_models(a, b, loader, layers, estimator="minibatch", report=True)
     assert rep["totals"]["side_by_side"] is True
+    assert torch.get_num_threads() == 2
     monkeypatch.setenv("PYCKAFAST_SIDE_BY_SIDE", "0")
-    ref, _, _, rep_ref = compare_models(a, b, loader, layers, **kw)
+    ref, _, _, rep_ref = compare_models(a, b, loader, layers, estimator="minibatch",
+                                        report=True)
     assert rep_ref["totals"]["side_by_side"] is False
     np.testing.assert_allclose(m, ref, rtol=0, atol=1e-12)
+    monkeypatch.delenv("PYCKAFAST_SIDE_BY_SIDE")
+    # the exact map's tile GEMMs between the passes take torch's whole pool
+    _, _, _, rep_exact = compare_models(a, b, loader, layers, debiased=True, report=True)
+    assert rep_exact["totals"]["side_by_side"] is False

@@ -12,7 +12,10 @@ MLP's (large GEMMs, which split well) 0.51 s and 0.50 s.
 They run side by side only when that cannot change what either model computes or records: both
 on the CPU, two different models that share no module (a shared module's hooks would fire for
 both), torch's pool of at least 2 threads, and no autocast (thread-local, as are grad and
-inference mode, which the worker copies). ``PYCKAFAST_SIDE_BY_SIDE=0`` turns it off.
+inference mode, which the worker copies). ``PYCKAFAST_SIDE_BY_SIDE=0`` turns it off. The exact
+map keeps them one after the other (``pool_between``): its tile GEMMs between the passes need
+torch's whole pool, and side by side measured no faster there (ResNet, 4 rounds: 23.95 s and
+23.26 s).
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ class SideBySide:
     """Runs ``first()`` here and ``second()`` in a worker thread, each on half of torch's
     intra-op threads, when :meth:`possible`; else one after the other.
 
-    Use as a context manager around the batch loop: the worker thread lives for the block, and
-    torch's thread setting is the caller's again between batches and after the block.
+    Use as a context manager around the batch loop. Inside the block the caller's thread keeps
+    its half of the pool for all its torch work (changing the pool's size per batch re-forms
+    torch's OpenMP team: about 1 ms each time, measured), the worker the other half; after the
+    block the caller's setting is back. ``pool_between=True``: the caller's work between the
+    forward passes needs torch's whole pool (the exact map's tile GEMMs), so the passes run one
+    after the other.
 
     Examples
     --------
@@ -49,10 +56,12 @@ class SideBySide:
     True
     """
 
-    def __init__(self, model_a: Any, model_b: Any, device_a: Any, device_b: Any) -> None:
+    def __init__(self, model_a: Any, model_b: Any, device_a: Any, device_b: Any, *,
+                 pool_between: bool = False) -> None:
         self.torch = sys.modules["torch"]
         self.threads = int(self.torch.get_num_threads())
-        self.parallel = self.possible(model_a, model_b, device_a, device_b)
+        self.mine, self.theirs = self.threads - self.threads // 2, self.threads // 2
+        self.parallel = not pool_between and self.possible(model_a, model_b, device_a, device_b)
         self.pool: ThreadPoolExecutor | None = None
 
     def possible(self, model_a, model_b, device_a, device_b) -> bool:
@@ -70,39 +79,36 @@ class SideBySide:
 
     def __enter__(self) -> SideBySide:
         if self.parallel:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="pyckafast-model-b")
+            # the worker's OpenMP team is its own (a thread-local setting), sized once
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="pyckafast-model-b",
+                                           initializer=self.torch.set_num_threads,
+                                           initargs=(self.theirs,))
+            self.torch.set_num_threads(self.mine)
         return self
 
     def __exit__(self, *exc) -> bool:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
+            self.torch.set_num_threads(self.threads)
         return False
 
     def run(self, first: Callable[[], A], second: Callable[[], B] | None) -> tuple[A, B | None]:
-        """``(first(), second())``; side by side when possible. Both have finished when it
-        returns or raises (the error of ``first`` before that of ``second``)."""
+        """``(first(), second())``; side by side inside the block when possible. Both have
+        finished when it returns or raises (the error of ``first`` before that of ``second``)."""
         if second is None or self.pool is None:
             return first(), (None if second is None else second())
-        mine = self.threads - self.threads // 2
-        theirs = self.threads // 2
         future = self.pool.submit(contextvars.copy_context().run, self._in_worker, second,
-                                  theirs, self.torch.is_grad_enabled(),
+                                  self.torch.is_grad_enabled(),
                                   self.torch.is_inference_mode_enabled())
-        self.torch.set_num_threads(mine)
         try:
             out_a = first()
         finally:
-            # Back to the caller's setting once both are done (it is global to MKL), and never
-            # with the worker still running; an error here is raised before the worker's.
-            wait([future])
-            self.torch.set_num_threads(self.threads)
+            wait([future])  # never leave the worker running (an error of first() goes first)
         return out_a, future.result()
 
-    def _in_worker(self, fn: Callable[[], B], threads: int, grad: bool, inference: bool) -> B:
-        torch = self.torch
-        torch.set_num_threads(threads)  # this thread's OpenMP team (thread-local setting)
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+    def _in_worker(self, fn: Callable[[], B], grad: bool, inference: bool) -> B:
+        with self.torch.inference_mode(inference), self.torch.set_grad_enabled(grad):
             return fn()
 
 

@@ -224,7 +224,7 @@ class CKA:
             tqdm = require("tqdm", "progress=True").tqdm
             iterator = tqdm(dataloader, total=total, desc="Computing CKA")
         pair = SideBySide(self.model1, None if self._is_same_model else self.model2,
-                          self.device, self.device)
+                          self.device, self.device, pool_between=not self.minibatch)
         with torch.inference_mode(), model_loop(), pair:
             for batch_idx, batch in enumerate(iterator):
                 self._clear_features()

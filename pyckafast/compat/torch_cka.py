@@ -132,7 +132,8 @@ class CKA:
             acc, keep = MinibatchMap(), batch_gram
         else:
             acc, keep = LayerMap(debiased=True, backend=self.backend), None
-        pair = SideBySide(self.model1, self.model2, self.device, self.device)
+        pair = SideBySide(self.model1, self.model2, self.device, self.device,
+                          pool_between=not self.minibatch)
         with _Hooks(self.model1, self.model1_info["Layers"], keep) as h1, \
                 _Hooks(self.model2, self.model2_info["Layers"], keep) as h2, \
                 torch.inference_mode(), model_loop(), pair:
