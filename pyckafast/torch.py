@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
+from functools import partial
 from numbers import Integral
 
 import numpy as np
@@ -448,9 +449,8 @@ class _Run:
         run_b = None
         if not self.same:
             xb = x if batch_b is None else self._input(batch_b)
-            xb = xb.to(self.device_b) if hasattr(xb, "to") else xb
-            run_b = lambda: self.model_b(xb)  # noqa: E731
-        self.pair.run(lambda: self.model_a(xa), run_b)
+            run_b = partial(self.model_b, xb.to(self.device_b) if hasattr(xb, "to") else xb)
+        self.pair.run(partial(self.model_a, xa), run_b)
         acts = {}
         for side, cap in self.captures:
             acts.update({(side, n): t for n, t in cap.take().items()})

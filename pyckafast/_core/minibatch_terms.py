@@ -9,7 +9,8 @@ diagonal set to zero, K~, gives every layer pair's unbiased HSIC from three smal
 with tr(K~ L~) = vec(K~) . vec(L~) and 1'K~L~1 = (K~1) . (L~1) (the Grams are symmetric). All
 pairs' traces are one GEMM of the stacked vec(K~) (L x b^2), all pairs' row terms one GEMM of the
 stacked row sums (L x b); or, for host Grams, one pass of the C++ extension over the Grams as
-they are (``_ext.gram_products_*``), which gives the same products (:func:`hsic_from_products`). The estimate sums each pair's HSIC over the batches and normalises:
+they are (``_ext.gram_products_*``), which gives the same products (:func:`hsic_from_products`).
+The estimate sums each pair's HSIC over the batches and normalises:
 
     CKA_mb(i, j) = sum_b HSIC_1(K_i, L_j) / sqrt(sum_b HSIC_1(K_i, K_i) * sum_b HSIC_1(L_j, L_j))
 
@@ -26,8 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["batch_hsic_terms", "hsic_from_products", "unbiased_hsic", "BatchHSIC", "MinibatchSums", "cka_map",
-           "pytorch_cka_map", "ZERO_VARIANCE"]
+__all__ = ["batch_hsic_terms", "hsic_from_products", "unbiased_hsic", "BatchHSIC",
+           "MinibatchSums", "cka_map", "pytorch_cka_map", "ZERO_VARIANCE"]
 
 # A layer's summed HSIC_1(K, K) at or below this fraction of its summed tr(K~K~) / (b(b-3))
 # is the rounding residue of a layer without variance. Rows are centred before the Gram, so for
